@@ -1,0 +1,106 @@
+//! The per-session event stream (`subscribeEvents`).
+//!
+//! [`Event`] is one internally tagged enum: `{"type": "peerJoined", …}`. Clients must
+//! ignore event types they do not know, so new variants can be added without breaking
+//! them; existing variants only ever gain optional fields.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConsumerId, PeerId, ProducerId, SessionId};
+use crate::ortc::MediaKind;
+use crate::rooms::UnixMillis;
+
+/// One event pushed to a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Event {
+    /// Always the first event of a stream.
+    Welcome {
+        /// This session's id.
+        session_id: SessionId,
+        /// Server name, `dspeak`.
+        server: String,
+        /// Server version.
+        version: String,
+    },
+    /// Sent to a subscribed session for each of its `ping`s.
+    Pong {
+        /// Server time in milliseconds since the Unix epoch.
+        timestamp: UnixMillis,
+    },
+    /// A message another peer of the room broadcast.
+    Broadcast {
+        /// The sending peer.
+        from: PeerId,
+        /// The payload as sent.
+        payload: serde_json::Value,
+    },
+    /// A peer joined the room.
+    PeerJoined {
+        /// The new peer.
+        peer_id: PeerId,
+        /// Its display name.
+        display_name: String,
+    },
+    /// A peer left the room (or its connection closed).
+    PeerLeft {
+        /// The peer that left.
+        peer_id: PeerId,
+    },
+    /// A peer of the room started producing.
+    ProducerAdded {
+        /// The producing peer.
+        peer_id: PeerId,
+        /// The new producer.
+        producer_id: ProducerId,
+        /// Its media kind.
+        kind: MediaKind,
+    },
+    /// A producer of the room was closed.
+    ProducerClosed {
+        /// The producing peer.
+        peer_id: PeerId,
+        /// The closed producer.
+        producer_id: ProducerId,
+    },
+    /// A producer of the room was paused (muted).
+    ProducerPaused {
+        /// The producing peer.
+        peer_id: PeerId,
+        /// The paused producer.
+        producer_id: ProducerId,
+    },
+    /// A producer of the room was resumed (unmuted).
+    ProducerResumed {
+        /// The producing peer.
+        peer_id: PeerId,
+        /// The resumed producer.
+        producer_id: ProducerId,
+    },
+    /// One of this session's consumers was closed by the server (its producer closed).
+    ConsumerClosed {
+        /// The closed consumer.
+        consumer_id: ConsumerId,
+        /// The producer it consumed.
+        producer_id: ProducerId,
+    },
+}
+
+impl Event {
+    /// The `type` tag of this event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Welcome { .. } => "welcome",
+            Event::Pong { .. } => "pong",
+            Event::Broadcast { .. } => "broadcast",
+            Event::PeerJoined { .. } => "peerJoined",
+            Event::PeerLeft { .. } => "peerLeft",
+            Event::ProducerAdded { .. } => "producerAdded",
+            Event::ProducerClosed { .. } => "producerClosed",
+            Event::ProducerPaused { .. } => "producerPaused",
+            Event::ProducerResumed { .. } => "producerResumed",
+            Event::ConsumerClosed { .. } => "consumerClosed",
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Params and results of the session/room area: `ping`, `join`, `leave`, `broadcast`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{PeerId, ProducerId, SessionId};
+use crate::ortc::{MediaKind, RtpCapabilities};
+
+/// Params of methods that take none. On the wire: missing, `{}` or `[]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NoParams {}
+
+/// An empty result object, `{}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
+/// Milliseconds since the Unix epoch (always a safe JavaScript integer).
+pub type UnixMillis = i64;
+
+/// The constant `"pong"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PongType {
+    /// `pong`.
+    #[default]
+    Pong,
+}
+
+/// Result of `ping`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PingResult {
+    /// Always `"pong"`.
+    #[serde(rename = "type")]
+    pub kind: PongType,
+    /// Server time in milliseconds since the Unix epoch.
+    pub timestamp: UnixMillis,
+}
+
+/// Params of `join`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinParams {
+    /// Room name (1–64 characters). The room is created on first join.
+    pub room: String,
+    /// The name other peers see (1–64 characters).
+    pub display_name: String,
+    /// Access token, when the server requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Another peer of the room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The peer's display name.
+    pub display_name: String,
+}
+
+/// A producer that exists in the room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerInfo {
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// The producer's id (pass it to `consume`).
+    pub producer_id: ProducerId,
+    /// Its media kind.
+    pub kind: MediaKind,
+    /// Whether it is paused (muted).
+    pub paused: bool,
+}
+
+/// Result of `join`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResult {
+    /// This session's peer id in the room.
+    pub peer_id: PeerId,
+    /// The session id (also sent in `welcome`).
+    pub session_id: SessionId,
+    /// The other peers already in the room.
+    pub peers: Vec<PeerInfo>,
+    /// The producers already in the room.
+    pub producers: Vec<ProducerInfo>,
+    /// The room router's RTP capabilities (for `device.load()`).
+    pub router_rtp_capabilities: RtpCapabilities,
+}
+
+/// Params of `broadcast`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BroadcastParams {
+    /// Any JSON value, delivered unchanged; its serialized size is capped by the server.
+    pub payload: serde_json::Value,
+}
+
+/// Result of `broadcast`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BroadcastResult {
+    /// How many other peers the event was queued for.
+    pub delivered: u32,
+}

@@ -1,0 +1,292 @@
+//! The JSON-RPC layer: jsonrpsee server, one session per connection, error codes.
+//!
+//! Every method of `dspeak_schema::METHODS` is registered here with its handler on
+//! [`Session`]. The API layer parses params (the params object itself, by name),
+//! finds the caller's session and maps domain errors to JSON-RPC error objects in one
+//! place ([`to_rpc_error`]). It knows nothing of rooms' or media's internals.
+//!
+//! Request order: jsonrpsee spawns one task per incoming message. The server runs on
+//! a dedicated current-thread runtime, whose scheduler runs spawned tasks in FIFO
+//! order, and each handler queues its job on the session actor synchronously in its
+//! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
+//! in wire order, and the actor applies them one at a time.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dspeak_schema::rooms::{PingResult, PongType};
+use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
+use futures_util::future::BoxFuture;
+use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
+use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
+use jsonrpsee::server::{
+    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig, SubscriptionMessage,
+    SubscriptionSink,
+};
+use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
+use jsonrpsee::{Extensions, MethodResponse};
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::Shared;
+use crate::error::Error;
+use crate::events::{self, EventReceiver, Pushed};
+use crate::session::{Session, SessionHandle, WeakSessionHandle};
+use crate::StartError;
+
+/// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
+/// once the server has stopped and every session has closed.
+pub(crate) fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<oneshot::Receiver<()>, StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let module = module();
+    let config = &shared.config;
+    let server_config = ServerConfig::builder()
+        .ws_only()
+        .max_connections(config.max_connections)
+        .max_request_body_size(config.max_message_bytes)
+        .max_response_body_size(config.max_message_bytes.saturating_mul(4))
+        .max_subscriptions_per_connection(4)
+        .set_batch_request_config(BatchRequestConfig::Disabled)
+        .enable_ws_ping(
+            PingConfig::new()
+                .ping_interval(config.ws_ping_interval())
+                .inactive_limit(config.ws_ping_interval())
+                .max_failures(3),
+        )
+        .build();
+    let server = {
+        let _guard = runtime.enter();
+        let layer_shared = shared.clone();
+        Server::builder()
+            .set_config(server_config)
+            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
+                inner,
+                session: SessionHandle::spawn(layer_shared.clone()),
+            }))
+            .build_from_tcp(listener)?
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
+        runtime.block_on(async move {
+            let handle = server.start(module);
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down"),
+                () = handle.clone().stopped() => {}
+            }
+            let _ = handle.stop();
+            handle.stopped().await;
+            // Connections are closed; give the session actors time to release what
+            // they own (they run on this runtime).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while shared.counts.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tracing::info!("stopped");
+        });
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
+}
+
+/// Per-connection RPC middleware: owns the connection's session and hands it to every
+/// call. Dropping it (the connection closed) releases the session.
+#[derive(Clone)]
+struct SessionLayer<S> {
+    inner: S,
+    session: SessionHandle,
+}
+
+impl<S> RpcServiceT for SessionLayer<S>
+where
+    S: RpcServiceT<MethodResponse = MethodResponse, BatchResponse = MethodResponse, NotificationResponse = MethodResponse>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        request.extensions_mut().insert(self.session.clone());
+        self.inner.call(request)
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        // Batches are disabled in the server config; jsonrpsee answers them itself.
+        self.inner.batch(batch)
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.notification(n)
+    }
+}
+
+/// Builds the RPC module: every method of the schema's table and the event stream.
+fn module() -> RpcModule<()> {
+    let mut m = RpcModule::new(());
+    register_ping(&mut m);
+    route::<methods::Join>(&mut m, |s, p| Box::pin(s.join(p)));
+    route::<methods::Leave>(&mut m, |s, _| Box::pin(s.leave()));
+    route::<methods::Broadcast>(&mut m, |s, p| Box::pin(s.broadcast(p)));
+    register_events(&mut m);
+    m
+}
+
+/// Registers method `M`, run on the caller's session actor by `handler`.
+fn route<M: Method>(
+    module: &mut RpcModule<()>,
+    handler: impl for<'a> Fn(&'a mut Session, M::Params) -> BoxFuture<'a, Result<M::Result, Error>>
+    + Copy
+    + Send
+    + Sync
+    + 'static,
+) {
+    module
+        .register_async_method(M::NAME, move |params, _, ext| {
+            // Parse and queue now, in the first poll: this keeps the wire order.
+            let call = parse::<M::Params>(&params)
+                .and_then(|p| Ok(session(&ext)?.call(move |s| handler(s, p))));
+            async move {
+                match call {
+                    Ok(result) => result.await.map_err(|e| to_rpc_error(M::NAME, e)),
+                    Err(e) => Err(to_rpc_error(M::NAME, e)),
+                }
+            }
+        })
+        .expect("method names in the schema table are unique");
+}
+
+/// `ping` answers directly, without queueing behind the session's other requests.
+fn register_ping(module: &mut RpcModule<()>) {
+    module
+        .register_method(methods::Ping::NAME, |params, _, ext| {
+            let name = methods::Ping::NAME;
+            parse::<<methods::Ping as Method>::Params>(&params).map_err(|e| to_rpc_error(name, e))?;
+            let session = session(ext).map_err(|e| to_rpc_error(name, e))?;
+            let timestamp = unix_millis();
+            if session.events().is_subscribed()
+                && session.events().push(events::serialize(&Event::Pong { timestamp })) == Pushed::Overflowed
+            {
+                tracing::warn!(session = %session.id(), "event queue full on pong");
+            }
+            Ok::<_, ErrorObjectOwned>(PingResult { kind: PongType::Pong, timestamp })
+        })
+        .expect("ping is registered once");
+}
+
+/// `subscribeEvents`: streams the session's event queue, `welcome` first.
+fn register_events(module: &mut RpcModule<()>) {
+    module
+        .register_subscription(
+            EVENTS.subscribe,
+            EVENTS.notification,
+            EVENTS.unsubscribe,
+            |_params, pending: PendingSubscriptionSink, _, ext| async move {
+                let taken = match session(&ext) {
+                    Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
+                    Err(e) => Err(e),
+                };
+                let ((session_id, rx), owner) = match taken {
+                    Ok(t) => t,
+                    Err(e) => {
+                        pending.reject(to_rpc_error(EVENTS.subscribe, e)).await;
+                        return Ok(());
+                    }
+                };
+                let sink = pending.accept().await?;
+                let welcome = Event::Welcome {
+                    session_id,
+                    server: SERVER_NAME.to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                };
+                stream_events(sink, events::serialize(&welcome), rx, owner).await
+            },
+        )
+        .expect("subscription names are unique");
+}
+
+/// Forwards queued events to the client until it unsubscribes or disconnects, or the
+/// queue overflowed; then hands the queue back to the session.
+async fn stream_events(
+    sink: SubscriptionSink,
+    welcome: events::RawEvent,
+    mut rx: EventReceiver,
+    owner: WeakSessionHandle,
+) -> SubscriptionResult {
+    let result = async {
+        send_event(&sink, &welcome).await?;
+        loop {
+            let event = tokio::select! {
+                event = rx.rx.recv() => event,
+                () = sink.closed() => return Ok(()),
+            };
+            let Some(event) = event else { return Ok(()) };
+            send_event(&sink, &event).await?;
+            if rx.overflowed() && rx.rx.is_empty() {
+                let error = to_rpc_error(
+                    EVENTS.subscribe,
+                    Error::LimitExceeded(
+                        "event queue overflow: events were not read fast enough; the session left its room".into(),
+                    ),
+                );
+                let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
+                return Err(SubscriptionError::from_json(json));
+            }
+        }
+    }
+    .await;
+    owner.post(move |s| Box::pin(s.return_events(rx)));
+    result
+}
+
+async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> SubscriptionResult {
+    let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
+    sink.send(SubscriptionMessage::from(raw)).await.map_err(|e| e.to_string().into())
+}
+
+/// Parses params given by name. A missing params member and `[]` are read as `{}`.
+fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
+    let text = params.as_str().map(str::trim).unwrap_or("{}");
+    let text = if text == "[]" { "{}" } else { text };
+    serde_json::from_str(text).map_err(|e| Error::InvalidParams(format!("invalid params: {e}")))
+}
+
+fn session(ext: &Extensions) -> Result<SessionHandle, Error> {
+    // The middleware inserts the session into every call; missing means a bug.
+    ext.get::<SessionHandle>().cloned().ok_or_else(|| Error::Internal("no session for this call".into()))
+}
+
+/// The one place where domain errors become JSON-RPC error objects.
+pub(crate) fn to_rpc_error(method: &str, e: Error) -> ErrorObjectOwned {
+    match e.code() {
+        Some(code) => ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>),
+        None => match e {
+            Error::InvalidParams(msg) => ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INVALID_PARAMS_CODE,
+                format!("{method}: {msg}"),
+                None::<()>,
+            ),
+            other => {
+                tracing::error!(method, error = ?other, "internal error");
+                ErrorObjectOwned::owned(
+                    jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+                    "internal error; it has been logged",
+                    None::<()>,
+                )
+            }
+        },
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,122 @@
+//! Server configuration: command-line flags, each also an environment variable.
+//!
+//! [`Config`] is what `run` takes; `main` parses it with clap. Every default is usable
+//! on a developer machine without any other service.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Deployment environment, as the seed's `NODE_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Local development: loopback defaults, anonymous joins allowed.
+    Development,
+    /// Production: an announced address is required.
+    Production,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the server needs to run.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// WebSocket (JSON-RPC) listen address.
+    #[arg(long, env = "DSPEAK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Deployment environment. When unset, `NODE_ENV` is honoured
+    /// (`production` selects production), otherwise development.
+    #[arg(long = "env", env = "DSPEAK_ENV", value_enum)]
+    pub environment: Option<Environment>,
+
+    /// Log format.
+    #[arg(long, env = "DSPEAK_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Media workers (threads), each with one UDP port. 0 = one per CPU core.
+    #[arg(long, env = "DSPEAK_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// First UDP port for WebRTC media; worker i listens on rtc-port + i.
+    /// 0 picks free ports (tests).
+    #[arg(long, env = "DSPEAK_RTC_PORT", default_value_t = 40000)]
+    pub rtc_port: u16,
+
+    /// IP address the media UDP sockets bind to.
+    #[arg(long, env = "DSPEAK_RTC_LISTEN_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub rtc_listen_ip: IpAddr,
+
+    /// Address clients send media to (IP or hostname, resolved at start), e.g.
+    /// `api.darelisme.my.id`. Defaults to 127.0.0.1 in development; required in production.
+    #[arg(long, env = "DSPEAK_ANNOUNCED_ADDRESS")]
+    pub announced_address: Option<String>,
+
+    /// Maximum concurrent WebSocket connections.
+    #[arg(long, env = "DSPEAK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u32,
+
+    /// Maximum size of one WebSocket message (request or response), in bytes.
+    #[arg(long, env = "DSPEAK_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: u32,
+
+    /// Maximum serialized size of a `broadcast` payload, in bytes.
+    #[arg(long, env = "DSPEAK_MAX_BROADCAST_BYTES", default_value_t = 16 * 1024)]
+    pub max_broadcast_bytes: usize,
+
+    /// Maximum peers in one room.
+    #[arg(long, env = "DSPEAK_MAX_PEERS_PER_ROOM", default_value_t = 1_000)]
+    pub max_peers_per_room: usize,
+
+    /// Events queued for one session before it counts as too slow and is evicted from
+    /// its room (its event stream then ends with a `limitExceeded` error).
+    #[arg(long, env = "DSPEAK_EVENT_QUEUE", default_value_t = 1024)]
+    pub event_queue: usize,
+
+    /// Seconds between WebSocket pings; a connection that answers none for three
+    /// intervals is closed.
+    #[arg(long, env = "DSPEAK_WS_PING_SECS", default_value_t = 20)]
+    pub ws_ping_secs: u64,
+}
+
+impl Config {
+    /// The effective environment (flag, then `NODE_ENV`, then development).
+    pub fn environment(&self) -> Environment {
+        self.environment.unwrap_or_else(|| match std::env::var("NODE_ENV").as_deref() {
+            Ok("production") => Environment::Production,
+            _ => Environment::Development,
+        })
+    }
+
+    /// WebSocket ping interval.
+    pub fn ws_ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ws_ping_secs.max(1))
+    }
+
+    /// A configuration for tests: loopback, free ports, one worker, production-sane limits.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            environment: Some(Environment::Development),
+            log_format: LogFormat::Text,
+            workers: 1,
+            rtc_port: 0,
+            rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced_address: None,
+            max_connections: 10_000,
+            max_message_bytes: 64 * 1024,
+            max_broadcast_bytes: 16 * 1024,
+            max_peers_per_room: 1_000,
+            event_queue: 1024,
+            ws_ping_secs: 20,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Domain errors of the server core, one enum for every area.
+//!
+//! These carry what went wrong in words a client can act on. The API layer maps each
+//! variant to a stable JSON-RPC error code in one place (`api::to_rpc_error`);
+//! [`Error::Internal`] details are logged and never sent.
+
+use dspeak_schema::ErrorCode;
+
+/// What can go wrong serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The method needs a joined room.
+    #[error("join a room before calling this method")]
+    NotJoined,
+    /// `join` while already in a room.
+    #[error("already in room '{0}'; call leave first")]
+    AlreadyJoined(String),
+    /// The room's peer limit is reached.
+    #[error("room '{room}' is full ({limit} peers)")]
+    RoomFull {
+        /// Room name.
+        room: String,
+        /// Its peer limit.
+        limit: usize,
+    },
+    /// A field or payload is over its size limit.
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such entity for this caller.
+    #[error("{kind} '{id}' not found")]
+    NotFound {
+        /// Entity kind, e.g. `transport`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A configured limit was exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// Not valid in the entity's current state.
+    #[error("{0}")]
+    InvalidState(String),
+    /// Well-formed params with an invalid value.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// Media parameters the server cannot handle.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The server is shutting down, or a worker is gone.
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// A bug or an unexpected failure; the text is logged only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::NotFound`].
+    pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        Error::NotFound { kind, id: id.to_string() }
+    }
+
+    /// The application error code, or `None` for standard JSON-RPC codes.
+    pub(crate) fn code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Error::NotJoined => ErrorCode::NotJoined,
+            Error::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
+            Error::RoomFull { .. } => ErrorCode::RoomFull,
+            Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            Error::InvalidState(_) => ErrorCode::InvalidState,
+            Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::Unavailable => ErrorCode::Unavailable,
+            Error::InvalidParams(_) | Error::Internal(_) => return None,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `dspeak-server`: the dspeak signaling server and WebRTC audio SFU.
+//!
+//! [`run`] starts everything and returns a [`ServerHandle`]; `main.rs` only parses
+//! flags, sets up logging and waits for a signal.
+//!
+//! Layout:
+//! - [`config`]: flags and environment variables.
+//! - `api`: the JSON-RPC layer (jsonrpsee): registers the `dspeak-schema` method table,
+//!   creates a session per connection, maps errors to codes. Knows no str0m.
+//! - `session`: one actor per connection owning its state; one file per API area.
+//! - `room`: the room registry and event fan-out.
+//! - `events`: bounded per-session event queues and the slow-consumer policy.
+//! - [`error`]: domain errors.
+
+pub mod config;
+pub mod error;
+
+mod api;
+mod events;
+mod room;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::oneshot;
+
+pub use config::Config;
+
+/// State shared by every session.
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    rooms: room::Rooms,
+    counts: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sessions: AtomicUsize,
+}
+
+/// Live counts of what the server holds, for tests and monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Open sessions (connections whose cleanup has not finished).
+    pub sessions: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Joined peers.
+    pub peers: usize,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// Any other I/O failure at start.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stopped: oneshot::Receiver<()>,
+}
+
+impl ServerHandle {
+    /// The WebSocket address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://` URL of the server.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Current live counts.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            sessions: self.shared.counts.sessions.load(Ordering::Relaxed),
+            rooms: self.shared.rooms.len(),
+            peers: self.shared.rooms.peers(),
+        }
+    }
+
+    /// Waits until the server has shut down and every session is closed.
+    pub async fn stopped(self) {
+        let _ = self.stopped.await;
+    }
+}
+
+/// Starts the server. It runs until `shutdown` completes, then stops accepting
+/// connections, closes every session and finishes [`ServerHandle::stopped`].
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle, StartError> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), counts: Counters::default() });
+    let stopped = api::serve(listener, shared.clone(), shutdown)?;
+    Ok(ServerHandle { local_addr, shared, stopped })
+}

@@ -1,0 +1,86 @@
+//! The session and room area: `join`, `leave`, `broadcast`, slow-consumer eviction.
+
+use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult};
+use dspeak_schema::{Event, PeerId};
+
+use super::{Joined, Session};
+use crate::error::Error;
+use crate::room::Member;
+
+/// Longest room name and display name, in characters.
+const MAX_NAME_CHARS: usize = 64;
+
+fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidParams(format!("{what} must not be empty")));
+    }
+    let chars = value.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(Error::TooLarge { what, size: chars, limit: MAX_NAME_CHARS });
+    }
+    Ok(())
+}
+
+impl Session {
+    /// `join`: enters a room (created on first join).
+    pub(crate) async fn join(&mut self, p: JoinParams) -> Result<JoinResult, Error> {
+        if let Some(j) = &self.joined {
+            return Err(Error::AlreadyJoined(j.room.name().to_owned()));
+        }
+        check_name("room", &p.room)?;
+        check_name("displayName", &p.display_name)?;
+        let peer_id = PeerId::new(uuid::Uuid::new_v4().to_string());
+        let member = Member {
+            peer_id: peer_id.clone(),
+            display_name: p.display_name.clone(),
+            events: self.events.clone(),
+            session: self.me.clone(),
+        };
+        let joined = self.shared.rooms.join(&p.room, member, self.shared.config.max_peers_per_room)?;
+        tracing::info!(room = %p.room, peer = %peer_id, "joined");
+        self.joined = Some(Joined { room: joined.room, peer_id: peer_id.clone() });
+        Ok(JoinResult {
+            peer_id,
+            session_id: self.id.clone(),
+            peers: joined.peers,
+            producers: joined.producers,
+            router_rtp_capabilities: Default::default(),
+        })
+    }
+
+    /// `leave`: leaves the room, closing everything the session had in it.
+    pub(crate) async fn leave(&mut self) -> Result<Empty, Error> {
+        self.joined()?;
+        self.leave_room().await;
+        Ok(Empty {})
+    }
+
+    /// Leaves the room if joined (also on disconnect and eviction).
+    pub(super) async fn leave_room(&mut self) {
+        let Some(j) = self.joined.take() else { return };
+        self.shared.rooms.leave(&j.room, &j.peer_id);
+        tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
+    }
+
+    /// `broadcast`: queues the payload for every other member of the room.
+    pub(crate) async fn broadcast(&mut self, p: BroadcastParams) -> Result<BroadcastResult, Error> {
+        let j = self.joined()?;
+        let limit = self.shared.config.max_broadcast_bytes;
+        let size = serde_json::to_string(&p.payload).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > limit {
+            return Err(Error::TooLarge { what: "payload", size, limit });
+        }
+        let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
+        let delivered = j.room.fan_out(Some(&j.peer_id), &event);
+        Ok(BroadcastResult { delivered })
+    }
+
+    /// The session's event queue overflowed: it leaves its room so the room does not
+    /// wait on it; its stream ends with an error once drained.
+    pub(crate) async fn evict_slow(&mut self) {
+        if self.joined.is_some() {
+            tracing::warn!("evicted from room: event queue overflow");
+            self.leave_room().await;
+        }
+    }
+}
