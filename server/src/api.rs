@@ -35,6 +35,9 @@ use crate::events::{self, EventReceiver, Pushed};
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
 use crate::StartError;
 
+/// Outgoing messages jsonrpsee buffers per connection.
+const OUTGOING_BUFFER: u32 = 128;
+
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
@@ -51,6 +54,9 @@ pub(crate) fn serve(
         .max_request_body_size(config.max_message_bytes)
         .max_response_body_size(config.max_message_bytes.saturating_mul(4))
         .max_subscriptions_per_connection(4)
+        // Outgoing messages buffered per connection before the sender waits. Events
+        // are queued in the session first, so this stays small.
+        .set_message_buffer_capacity(OUTGOING_BUFFER)
         .set_batch_request_config(BatchRequestConfig::Disabled)
         .enable_ws_ping(
             PingConfig::new()
@@ -88,6 +94,7 @@ pub(crate) fn serve(
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            shared.engine.stop();
             tracing::info!("stopped");
         });
         let _ = done_tx.send(());
@@ -137,6 +144,19 @@ fn module() -> RpcModule<()> {
     route::<methods::Join>(&mut m, |s, p| Box::pin(s.join(p)));
     route::<methods::Leave>(&mut m, |s, _| Box::pin(s.leave()));
     route::<methods::Broadcast>(&mut m, |s, p| Box::pin(s.broadcast(p)));
+    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| Box::pin(s.router_rtp_capabilities()));
+    route::<methods::CreateTransport>(&mut m, |s, p| Box::pin(s.create_transport(p)));
+    route::<methods::ConnectTransport>(&mut m, |s, p| Box::pin(s.connect_transport(p)));
+    route::<methods::RestartIce>(&mut m, |s, p| Box::pin(s.restart_ice(p)));
+    route::<methods::Produce>(&mut m, |s, p| Box::pin(s.produce(p)));
+    route::<methods::PauseProducer>(&mut m, |s, p| Box::pin(s.set_producer_paused(p, true)));
+    route::<methods::ResumeProducer>(&mut m, |s, p| Box::pin(s.set_producer_paused(p, false)));
+    route::<methods::CloseProducer>(&mut m, |s, p| Box::pin(s.close_producer(p)));
+    route::<methods::Consume>(&mut m, |s, p| Box::pin(s.consume(p)));
+    route::<methods::PauseConsumer>(&mut m, |s, p| Box::pin(s.set_consumer_paused(p, true)));
+    route::<methods::ResumeConsumer>(&mut m, |s, p| Box::pin(s.set_consumer_paused(p, false)));
+    route::<methods::CloseConsumer>(&mut m, |s, p| Box::pin(s.close_consumer(p)));
+    route::<methods::GetStats>(&mut m, |s, p| Box::pin(s.get_stats(p)));
     register_events(&mut m);
     m
 }
@@ -256,7 +276,13 @@ async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> Subscr
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.
 fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
     let text = params.as_str().map(str::trim).unwrap_or("{}");
-    let text = if text == "[]" { "{}" } else { text };
+    let text = match text {
+        "[]" => "{}",
+        t if t.starts_with('[') => {
+            return Err(Error::InvalidParams("params must be an object with named members, not an array".into()));
+        }
+        t => t,
+    };
     serde_json::from_str(text).map_err(|e| Error::InvalidParams(format!("invalid params: {e}")))
 }
 

@@ -10,6 +10,7 @@
 //! - `session`: one actor per connection owning its state; one file per API area.
 //! - `room`: the room registry and event fan-out.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
+//! - `media`: the media engine (workers, str0m transports, forwarding).
 //! - [`error`]: domain errors.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod error;
 
 mod api;
 mod events;
+mod media;
 mod room;
 mod session;
 
@@ -33,6 +35,7 @@ pub use config::Config;
 struct Shared {
     config: Config,
     rooms: room::Rooms,
+    engine: media::Engine,
     counts: Counters,
 }
 
@@ -50,6 +53,12 @@ pub struct Counts {
     pub rooms: usize,
     /// Joined peers.
     pub peers: usize,
+    /// WebRTC transports.
+    pub transports: usize,
+    /// Producers.
+    pub producers: usize,
+    /// Consumers.
+    pub consumers: usize,
 }
 
 /// Why the server could not start.
@@ -92,11 +101,20 @@ impl ServerHandle {
 
     /// Current live counts.
     pub fn counts(&self) -> Counts {
+        let media = self.shared.engine.counts();
         Counts {
             sessions: self.shared.counts.sessions.load(Ordering::Relaxed),
             rooms: self.shared.rooms.len(),
             peers: self.shared.rooms.peers(),
+            transports: media.transports,
+            producers: media.producers,
+            consumers: media.consumers,
         }
+    }
+
+    /// The UDP ports of the media workers.
+    pub fn rtc_ports(&self) -> Vec<u16> {
+        self.shared.engine.ports()
     }
 
     /// Waits until the server has shut down and every session is closed.
@@ -115,7 +133,8 @@ pub async fn run(
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
-    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), counts: Counters::default() });
+    let engine = media::Engine::start(&config)?;
+    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, shared, stopped })
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dspeak_schema::rooms::{PeerInfo, ProducerInfo};
@@ -13,6 +14,7 @@ use dspeak_schema::{Event, PeerId, ProducerId};
 
 use crate::error::Error;
 use crate::events::{self, EventSender, Pushed, RawEvent};
+use crate::media::{ClosedConsumer, Engine, WorkerHandle};
 use crate::session::WeakSessionHandle;
 
 /// All rooms of the server.
@@ -25,6 +27,8 @@ pub(crate) struct Rooms {
 #[derive(Debug)]
 pub(crate) struct Room {
     name: String,
+    /// The media worker every transport of this room lives on.
+    worker: WorkerHandle,
     state: Mutex<RoomState>,
 }
 
@@ -69,13 +73,15 @@ pub(crate) struct Joined {
 
 impl Rooms {
     /// Adds a member to a room, creating the room if needed, and tells the others.
-    pub(crate) fn join(&self, name: &str, member: Member, max_peers: usize) -> Result<Joined, Error> {
+    pub(crate) fn join(&self, name: &str, member: Member, max_peers: usize, engine: &Engine) -> Result<Joined, Error> {
         let mut rooms = lock(&self.rooms);
         let room = match rooms.entry(name.to_owned()) {
             Entry::Occupied(e) => e.get().clone(),
             Entry::Vacant(e) => {
-                tracing::info!(room = name, "room created");
-                e.insert(Arc::new(Room { name: name.to_owned(), state: Mutex::default() })).clone()
+                let worker = engine.pick_worker();
+                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(room = name, worker = worker.index, "room created");
+                e.insert(Arc::new(Room { name: name.to_owned(), worker, state: Mutex::default() })).clone()
             }
         };
         let mut state = lock(&room.state);
@@ -83,7 +89,7 @@ impl Rooms {
             let empty = state.members.is_empty();
             drop(state);
             if empty {
-                rooms.remove(name);
+                Self::remove_room(&mut rooms, &room);
             }
             return Err(Error::RoomFull { room: name.to_owned(), limit: max_peers });
         }
@@ -114,8 +120,15 @@ impl Rooms {
         let empty = state.members.is_empty();
         room.fan_out_locked(&state, Some(peer_id), &Event::PeerLeft { peer_id: peer_id.clone() });
         drop(state);
-        if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+        if empty {
+            Self::remove_room(&mut rooms, room);
+        }
+    }
+
+    fn remove_room(rooms: &mut HashMap<String, Arc<Room>>, room: &Arc<Room>) {
+        if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
+            room.worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(room = %room.name, "room closed");
         }
     }
@@ -136,6 +149,11 @@ impl Room {
     /// The room's name.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The media worker of the room.
+    pub(crate) fn worker(&self) -> &WorkerHandle {
+        &self.worker
     }
 
     /// Sends an event to every member but `except`; returns how many got it queued.
@@ -195,9 +213,14 @@ impl Room {
         self.fan_out_locked(&state, Some(&p.peer_id), &event);
     }
 
-    /// The session handle of a member, to post work to it.
-    pub(crate) fn member_session(&self, peer_id: &PeerId) -> Option<WeakSessionHandle> {
-        lock(&self.state).members.iter().find(|m| &m.peer_id == peer_id).map(|m| m.session.clone())
+    /// Tells the owners of consumers the engine closed (their producer closed).
+    pub(crate) fn notify_closed_consumers(&self, closed: Vec<ClosedConsumer>) {
+        let state = lock(&self.state);
+        for c in closed {
+            if let Some(m) = state.members.iter().find(|m| m.peer_id == c.owner) {
+                m.session.post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
+            }
+        }
     }
 }
 

@@ -9,12 +9,19 @@
 //!
 //! The methods themselves live in one file per API area.
 
+mod consumers;
+mod producers;
 mod rooms;
+mod transports;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use dspeak_schema::{PeerId, SessionId};
+use std::collections::HashMap;
+
+use dspeak_schema::media::Direction;
+use dspeak_schema::ortc::MediaKind;
+use dspeak_schema::{ConsumerId, PeerId, ProducerId, SessionId, TransportId};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -38,10 +45,21 @@ pub(crate) struct Session {
     joined: Option<Joined>,
 }
 
-/// What a session has while it is in a room.
+/// What a session has while it is in a room: everything it owns there.
 struct Joined {
     room: Arc<Room>,
     peer_id: PeerId,
+    transports: HashMap<TransportId, Direction>,
+    /// Producers with their media kind.
+    producers: HashMap<ProducerId, MediaKind>,
+    /// Consumers with the producer each consumes.
+    consumers: HashMap<ConsumerId, ProducerId>,
+}
+
+impl Joined {
+    fn new(room: Arc<Room>, peer_id: PeerId) -> Self {
+        Joined { room, peer_id, transports: HashMap::new(), producers: HashMap::new(), consumers: HashMap::new() }
+    }
 }
 
 /// A strong handle: keeps the session alive and sends it requests.
@@ -143,6 +161,10 @@ impl Session {
 
     fn joined(&self) -> Result<&Joined, Error> {
         self.joined.as_ref().ok_or(Error::NotJoined)
+    }
+
+    fn joined_mut(&mut self) -> Result<&mut Joined, Error> {
+        self.joined.as_mut().ok_or(Error::NotJoined)
     }
 
     /// Takes the event stream (once per session).

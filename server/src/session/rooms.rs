@@ -5,6 +5,7 @@ use dspeak_schema::{Event, PeerId};
 
 use super::{Joined, Session};
 use crate::error::Error;
+use crate::media::router;
 use crate::room::Member;
 
 /// Longest room name and display name, in characters.
@@ -36,15 +37,16 @@ impl Session {
             events: self.events.clone(),
             session: self.me.clone(),
         };
-        let joined = self.shared.rooms.join(&p.room, member, self.shared.config.max_peers_per_room)?;
+        let joined =
+            self.shared.rooms.join(&p.room, member, self.shared.config.max_peers_per_room, &self.shared.engine)?;
         tracing::info!(room = %p.room, peer = %peer_id, "joined");
-        self.joined = Some(Joined { room: joined.room, peer_id: peer_id.clone() });
+        self.joined = Some(Joined::new(joined.room, peer_id.clone()));
         Ok(JoinResult {
             peer_id,
             session_id: self.id.clone(),
             peers: joined.peers,
             producers: joined.producers,
-            router_rtp_capabilities: Default::default(),
+            router_rtp_capabilities: router::capabilities(),
         })
     }
 
@@ -55,9 +57,21 @@ impl Session {
         Ok(Empty {})
     }
 
-    /// Leaves the room if joined (also on disconnect and eviction).
+    /// Leaves the room if joined (also on disconnect and eviction): closes the
+    /// session's producers (announced), transports and consumers, then leaves.
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
+        for producer in j.producers.keys() {
+            j.room.remove_producer(producer);
+        }
+        let transports: Vec<_> = j.transports.keys().cloned().collect();
+        let closed = j
+            .room
+            .worker()
+            .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
+            .await
+            .unwrap_or_default();
+        j.room.notify_closed_consumers(closed);
         self.shared.rooms.leave(&j.room, &j.peer_id);
         tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
     }

@@ -1,0 +1,340 @@
+//! One WebRTC transport: a str0m `Rtc` in ICE-lite mode, driven through its direct API.
+//!
+//! The worker feeds it datagrams and timeouts; [`Transport::drain`] sends what str0m
+//! wants sent and hands received RTP back to the worker for forwarding. The peer's
+//! DTLS certificate is checked against the client's fingerprint on `Connected`,
+//! before any RTP is let through.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dspeak_schema::media::Direction;
+use dspeak_schema::ortc::{DtlsRole, IceParameters};
+use dspeak_schema::{PeerId, ProducerId, TransportId};
+use str0m::config::Fingerprint;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+use super::dtls::{self, Expected, Identity, PeerCertSlot};
+use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::error::Error;
+
+/// DTLS progress of a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DtlsState {
+    /// `connectTransport` not called yet.
+    New,
+    /// Handshake under way.
+    Connecting,
+    /// Handshake done and the peer certificate verified.
+    Connected,
+    /// Handshake failed, fingerprint mismatch, or the peer closed.
+    Failed,
+}
+
+impl DtlsState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DtlsState::New => "new",
+            DtlsState::Connecting => "connecting",
+            DtlsState::Connected => "connected",
+            DtlsState::Failed => "failed",
+        }
+    }
+}
+
+/// Datagram and byte counters of a transport.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TransportCounters {
+    pub(crate) packets_received: u64,
+    pub(crate) packets_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+}
+
+/// Where drained output goes: the worker's socket, and received RTP for forwarding.
+pub(crate) struct Sink<'a> {
+    pub(crate) socket: &'a UdpSocket,
+    pub(crate) rtp: &'a mut Vec<RtpPacket>,
+}
+
+/// One WebRTC transport.
+pub(crate) struct Transport {
+    pub(crate) id: TransportId,
+    pub(crate) owner: PeerId,
+    pub(crate) direction: Direction,
+    rtc: Rtc,
+    /// Our host candidate's address: the destination of everything we receive.
+    local: SocketAddr,
+    pub(crate) local_ufrag: String,
+    local_password: String,
+    remote_ufrag: Option<String>,
+    peer_cert: PeerCertSlot,
+    expected: Option<Expected>,
+    pub(crate) dtls: DtlsState,
+    pub(crate) ice: IceConnectionState,
+    pub(crate) next_timeout: Instant,
+    /// Client addresses seen in ICE checks (the worker routes them here).
+    pub(crate) remote_addrs: Vec<SocketAddr>,
+    /// MIDs declared on this transport.
+    pub(crate) mids: Vec<String>,
+    /// Producers on this transport, by SSRC.
+    pub(crate) producers: HashMap<u32, ProducerId>,
+    pub(crate) counters: TransportCounters,
+}
+
+impl Transport {
+    /// Builds the `Rtc` for a new transport.
+    pub(crate) fn new(
+        id: TransportId,
+        owner: PeerId,
+        direction: Direction,
+        identity: &Identity,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<Transport, Error> {
+        let creds = IceCreds::new();
+        let mut config = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_crypto_provider(identity.provider.clone())
+            .set_dtls_cert(identity.cert.clone())
+            .set_local_ice_credentials(creds.clone())
+            // Verified by us on `Connected`, for every hash algorithm (see `dtls`).
+            .set_fingerprint_verification(false)
+            .clear_codecs()
+            .set_extension_map(extension_map(direction))
+            .set_rtcp_report_interval_audio(Duration::from_secs(5));
+        let pts: Vec<u8> = match direction {
+            // The producer's payload type is only known at `produce`, after the Rtc
+            // exists: accept Opus on every dynamic payload type; the worker only
+            // forwards the one the producer declared.
+            Direction::Send => PRODUCER_PTS.collect(),
+            Direction::Recv => vec![OPUS_PT],
+        };
+        for pt in pts {
+            config.codec_config().add_config(
+                Pt::from(pt),
+                None,
+                Codec::Opus,
+                Frequency::FORTY_EIGHT_KHZ,
+                Some(2),
+                FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..Default::default() },
+            );
+        }
+        let peer_cert = PeerCertSlot::default();
+        let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Transport {
+            id,
+            owner,
+            direction,
+            rtc,
+            local,
+            local_ufrag: creds.ufrag,
+            local_password: creds.pass,
+            remote_ufrag: None,
+            peer_cert,
+            expected: None,
+            dtls: DtlsState::New,
+            ice: IceConnectionState::New,
+            next_timeout: now,
+            remote_addrs: Vec::new(),
+            mids: Vec::new(),
+            producers: HashMap::new(),
+            counters: TransportCounters::default(),
+        })
+    }
+
+    /// The server's ICE parameters for the client.
+    pub(crate) fn ice_parameters(&self) -> IceParameters {
+        IceParameters {
+            username_fragment: self.local_ufrag.clone(),
+            password: self.local_password.clone(),
+            ice_lite: true,
+        }
+    }
+
+    /// Whether DTLS is up and verified: media may flow.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.dtls == DtlsState::Connected
+    }
+
+    /// `connectTransport`: the client's fingerprint and role; starts DTLS.
+    pub(crate) fn connect(&mut self, expected: Expected, role: DtlsRole, sink: &mut Sink<'_>) -> Result<(), Error> {
+        if self.dtls != DtlsState::New {
+            return Err(Error::InvalidState(format!("transport '{}' is already connected", self.id)));
+        }
+        // The client's role decides ours; with `auto` the ICE-lite side is the DTLS
+        // server, as mediasoup's is.
+        let active = role == DtlsRole::Server;
+        let mut api = self.rtc.direct_api();
+        // str0m requires a remote fingerprint before DTLS even with its own check off;
+        // the real check is `dtls::verify` on `Connected`.
+        api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
+        api.start_dtls(active).map_err(|e| Error::Internal(format!("start_dtls: {e}")))?;
+        self.expected = Some(expected);
+        self.dtls = DtlsState::Connecting;
+        self.drain(Instant::now(), sink);
+        Ok(())
+    }
+
+    /// New local ICE credentials (ICE restart).
+    pub(crate) fn restart_ice(&mut self, sink: &mut Sink<'_>) -> IceParameters {
+        let creds = IceCreds::new();
+        self.rtc.direct_api().set_local_ice_credentials(creds.clone());
+        self.local_ufrag = creds.ufrag;
+        self.local_password = creds.pass;
+        self.drain(Instant::now(), sink);
+        self.ice_parameters()
+    }
+
+    /// An ICE-lite agent only answers checks once it knows the remote ufrag; the
+    /// client never signals it, so it is learnt from the checks' USERNAME.
+    pub(crate) fn learn_remote_ufrag(&mut self, ufrag: &str) {
+        if self.remote_ufrag.as_deref() != Some(ufrag) {
+            self.remote_ufrag = Some(ufrag.to_owned());
+            // An ICE-lite agent never uses the remote password.
+            self.rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: ufrag.to_owned(), pass: String::new() });
+        }
+    }
+
+    /// Feeds one datagram from `source`.
+    pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
+        self.counters.packets_received += 1;
+        self.counters.bytes_received += data.len() as u64;
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else { return };
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(transport = %self.id, error = %e, "input rejected");
+        }
+        self.drain(now, sink);
+    }
+
+    /// Drives timers.
+    pub(crate) fn timeout(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(transport = %self.id, error = %e, "timeout failed");
+        }
+        self.drain(now, sink);
+    }
+
+    /// Declares a media section (MID) for a producer or consumer.
+    pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, Error> {
+        if self.mids.iter().any(|m| m == mid) {
+            return Err(Error::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
+        }
+        let m = Mid::from(mid);
+        self.rtc.direct_api().declare_media(m, MediaKind::Audio);
+        self.mids.push(mid.to_owned());
+        Ok(m)
+    }
+
+    /// Frees a MID.
+    pub(crate) fn remove_mid(&mut self, mid: &str) {
+        self.mids.retain(|m| m != mid);
+        self.rtc.direct_api().remove_media(Mid::from(mid));
+    }
+
+    /// Starts receiving a producer's stream.
+    pub(crate) fn expect_stream(&mut self, mid: Mid, ssrc: u32) {
+        self.rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
+    }
+
+    /// Starts a consumer's outgoing stream.
+    pub(crate) fn declare_stream(&mut self, mid: Mid, ssrc: u32) {
+        self.rtc.direct_api().declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
+    }
+
+    /// Sends one forwarded RTP packet on a consumer stream.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_rtp(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        seq: u64,
+        timestamp: u32,
+        marker: bool,
+        payload: Arc<[u8]>,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx(&Ssrc::from(ssrc)) else { return false };
+        let write = RtpWrite::new(Pt::from(OPUS_PT), SeqNo::from(seq), timestamp, now, payload)
+            .marker(marker)
+            .ext_vals(ExtensionValues::default());
+        tx.write_rtp(write);
+        // str0m sends written packets on the next input, not in the drain after the write.
+        self.timeout(now, sink);
+        true
+    }
+
+    /// Sends all pending output and handles events until str0m wants a timeout.
+    fn drain(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t.max(now);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.counters.packets_sent += 1;
+                    self.counters.bytes_sent += t.contents.len() as u64;
+                    // UDP: a full socket buffer drops the datagram, as the network would.
+                    let _ = sink.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(event)) => self.on_event(event, sink),
+                Err(e) => {
+                    tracing::info!(transport = %self.id, error = %e, "transport failed");
+                    self.dtls = DtlsState::Failed;
+                    self.next_timeout = now + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, sink: &mut Sink<'_>) {
+        match event {
+            Event::Connected => {
+                let cert = self.peer_cert.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let verified = match (&self.expected, cert) {
+                    (Some(expected), Some(cert)) => dtls::verify(expected, &cert),
+                    _ => false,
+                };
+                if verified {
+                    tracing::debug!(transport = %self.id, "DTLS connected");
+                    self.dtls = DtlsState::Connected;
+                } else {
+                    tracing::warn!(transport = %self.id, "peer certificate does not match the fingerprint; closing");
+                    self.dtls = DtlsState::Failed;
+                    self.rtc.disconnect();
+                }
+            }
+            Event::IceConnectionStateChange(state) => self.ice = state,
+            Event::RtpPacket(packet) if self.is_connected() => sink.rtp.push(packet),
+            _ => {}
+        }
+    }
+}
+
+/// Header extensions str0m parses and writes on a transport. Consumers get the
+/// router's ids. Producers' ids are the client's own and arrive only with `produce`,
+/// after the `Rtc` is built, so a send transport parses none (the engine forwards
+/// no header extension values).
+fn extension_map(direction: Direction) -> ExtensionMap {
+    let mut map = ExtensionMap::empty();
+    if direction == Direction::Recv {
+        map.set(MID_EXT_ID, Extension::RtpMid);
+    }
+    map
+}
+
+const _: () = assert!(OPUS_CLOCK_RATE == 48_000, "str0m is configured with FORTY_EIGHT_KHZ");

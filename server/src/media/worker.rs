@@ -1,0 +1,605 @@
+//! A media worker: one thread, one UDP socket, the transports of its rooms.
+//!
+//! The worker is an actor. The signaling side sends it closures over a channel
+//! ([`WorkerHandle::call`]); the worker runs them with exclusive access to its state,
+//! between datagrams and timers, on its own single-threaded runtime. Nothing here is
+//! shared or locked.
+//!
+//! Demultiplexing: STUN binding requests are routed by the server ufrag in their
+//! USERNAME, which also teaches the worker the client's address; every other
+//! datagram is routed by its source address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dspeak_schema::media::{Direction, Stats};
+use dspeak_schema::ortc::{DtlsRole, IceParameters};
+use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
+use str0m::ice::StunMessage;
+use str0m::rtp::RtpPacket;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::dtls::{Expected, Identity};
+use super::router::ProducerStream;
+use super::transport::{Sink, Transport};
+use crate::error::Error;
+
+type Command = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// Live counts of one worker, readable without asking it.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerCounts {
+    pub(crate) transports: AtomicUsize,
+    pub(crate) producers: AtomicUsize,
+    pub(crate) consumers: AtomicUsize,
+    /// Rooms pinned to this worker (maintained by the room registry).
+    pub(crate) rooms: AtomicUsize,
+}
+
+/// A handle to send work to a worker.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) index: usize,
+    pub(crate) port: u16,
+    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) counts: Arc<WorkerCounts>,
+}
+
+impl WorkerHandle {
+    /// Runs `f` on the worker and returns its result.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.commands.send(command).map_err(|_| Error::Unavailable)?;
+        rx.await.unwrap_or(Err(Error::Unavailable))
+    }
+
+    /// Asks the worker to close everything and stop.
+    pub(crate) fn stop(&self) {
+        let _ = self.commands.send(Box::new(|w| w.stopping = true));
+    }
+}
+
+/// A consumer closed because its producer closed; its owner must be told.
+#[derive(Debug)]
+pub(crate) struct ClosedConsumer {
+    pub(crate) consumer: ConsumerId,
+    pub(crate) producer: ProducerId,
+    pub(crate) owner: PeerId,
+}
+
+/// A producer as the worker sees it.
+struct Producer {
+    transport: TransportId,
+    stream: ProducerStream,
+    paused: bool,
+    consumers: Vec<ConsumerId>,
+    packets: u64,
+    bytes: u64,
+}
+
+/// A consumer as the worker sees it.
+struct Consumer {
+    owner: PeerId,
+    transport: TransportId,
+    producer: ProducerId,
+    mid: String,
+    ssrc: u32,
+    paused: bool,
+    seq: SeqRewriter,
+    timestamp_offset: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+/// Rewrites a producer's sequence numbers into a consumer's continuous sequence: the
+/// first packet after a (re)start continues right after the last one sent, and gaps
+/// from upstream loss are kept.
+#[derive(Debug)]
+struct SeqRewriter {
+    last_out: u64,
+    offset: i64,
+    /// Lowest output number of the current run; older packets are dropped.
+    run_start: u64,
+    synced: bool,
+}
+
+impl SeqRewriter {
+    fn new(start: u64) -> Self {
+        SeqRewriter { last_out: start, offset: 0, run_start: start, synced: false }
+    }
+
+    fn rewrite(&mut self, seq_in: u64) -> Option<u64> {
+        if !self.synced {
+            self.offset = (self.last_out + 1) as i64 - seq_in as i64;
+            self.run_start = self.last_out + 1;
+            self.synced = true;
+        }
+        let out = u64::try_from(seq_in as i64 + self.offset).ok()?;
+        if out < self.run_start {
+            return None;
+        }
+        self.last_out = self.last_out.max(out);
+        Some(out)
+    }
+
+    fn resync(&mut self) {
+        self.synced = false;
+    }
+}
+
+/// The state of one worker thread.
+pub(crate) struct Worker {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    identity: Arc<Identity>,
+    transports: HashMap<TransportId, Transport>,
+    by_ufrag: HashMap<String, TransportId>,
+    by_addr: HashMap<SocketAddr, TransportId>,
+    producers: HashMap<ProducerId, Producer>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    counts: Arc<WorkerCounts>,
+    /// Received RTP waiting to be forwarded (reused buffer).
+    rtp: Vec<RtpPacket>,
+    next_wakeup: Instant,
+    stopping: bool,
+}
+
+/// Spawns a worker thread on a bound socket. `local` is the host candidate address.
+pub(crate) fn spawn(
+    index: usize,
+    socket: std::net::UdpSocket,
+    local: SocketAddr,
+    identity: Arc<Identity>,
+) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
+    let port = socket.local_addr()?.port();
+    socket.set_nonblocking(true)?;
+    let (commands, rx) = mpsc::unbounded_channel();
+    let counts = Arc::new(WorkerCounts::default());
+    let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
+        runtime.block_on(async move {
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot use the media socket");
+                    return;
+                }
+            };
+            let worker = Worker {
+                socket,
+                local,
+                identity,
+                transports: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                producers: HashMap::new(),
+                consumers: HashMap::new(),
+                counts,
+                rtp: Vec::new(),
+                next_wakeup: Instant::now() + Duration::from_secs(1),
+                stopping: false,
+            };
+            worker.run(rx).await;
+        });
+    })?;
+    Ok((handle, thread))
+}
+
+/// Datagrams read per wakeup before commands and timers get a turn.
+const RECV_BATCH: usize = 64;
+
+impl Worker {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; 2048];
+        while !self.stopping {
+            let wakeup = tokio::time::Instant::from_std(self.next_wakeup);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => command(&mut self),
+                    None => break,
+                },
+                received = socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = received {
+                        self.on_datagram(source, &buf[..n]);
+                        for _ in 1..RECV_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, source)) => self.on_datagram(source, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wakeup) => self.on_timers(),
+            }
+            self.update_counts();
+        }
+        self.transports.clear();
+        self.producers.clear();
+        self.consumers.clear();
+        self.update_counts();
+    }
+
+    fn update_counts(&self) {
+        self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
+        self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
+        self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
+    }
+
+    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let id = match self.by_addr.get(&source) {
+            Some(id) if !is_stun(data) => id.clone(),
+            _ => match self.route_stun(source, data) {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        let Some(transport) = self.transports.get_mut(&id) else { return };
+        let mut rtp = std::mem::take(&mut self.rtp);
+        transport.receive(now, source, data, &mut Sink { socket: &self.socket, rtp: &mut rtp });
+        self.next_wakeup = self.next_wakeup.min(transport.next_timeout);
+        for packet in rtp.drain(..) {
+            self.forward(&id, packet, now);
+        }
+        self.rtp = rtp;
+    }
+
+    /// Routes an ICE check by the server ufrag in its USERNAME and learns the client's
+    /// ufrag and address.
+    fn route_stun(&mut self, source: SocketAddr, data: &[u8]) -> Option<TransportId> {
+        if !is_stun(data) {
+            return None;
+        }
+        let message = StunMessage::parse(data).ok()?;
+        if !message.is_binding_request() {
+            return self.by_addr.get(&source).cloned();
+        }
+        let (local, remote) = message.split_username()?;
+        let id = self.by_ufrag.get(local)?.clone();
+        let transport = self.transports.get_mut(&id)?;
+        transport.learn_remote_ufrag(remote);
+        if !transport.remote_addrs.contains(&source) {
+            transport.remote_addrs.push(source);
+            self.by_addr.insert(source, id.clone());
+        }
+        Some(id)
+    }
+
+    /// Forwards one producer packet to every active consumer of it.
+    fn forward(&mut self, from: &TransportId, packet: RtpPacket, now: Instant) {
+        let Some(transport) = self.transports.get(from) else { return };
+        let Some(producer_id) = transport.producers.get(&*packet.header.ssrc) else { return };
+        let Some(producer) = self.producers.get_mut(producer_id) else { return };
+        producer.packets += 1;
+        producer.bytes += packet.payload.len() as u64;
+        if producer.paused || *packet.header.payload_type != producer.stream.payload_type {
+            return;
+        }
+        let mut rtp = Vec::new();
+        for consumer_id in &producer.consumers {
+            let Some(consumer) = self.consumers.get_mut(consumer_id) else { continue };
+            if consumer.paused {
+                continue;
+            }
+            let Some(target) = self.transports.get_mut(&consumer.transport) else { continue };
+            if !target.is_connected() {
+                continue;
+            }
+            let Some(seq) = consumer.seq.rewrite(*packet.seq_no) else { continue };
+            let timestamp = packet.header.timestamp.wrapping_add(consumer.timestamp_offset);
+            let sink = &mut Sink { socket: &self.socket, rtp: &mut rtp };
+            if target.write_rtp(now, consumer.ssrc, seq, timestamp, packet.header.marker, packet.payload.clone(), sink) {
+                consumer.packets += 1;
+                consumer.bytes += packet.payload.len() as u64;
+            }
+            self.next_wakeup = self.next_wakeup.min(target.next_timeout);
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let mut rtp = std::mem::take(&mut self.rtp);
+        let mut next = now + Duration::from_secs(1);
+        for transport in self.transports.values_mut() {
+            if transport.next_timeout <= now {
+                transport.timeout(now, &mut Sink { socket: &self.socket, rtp: &mut rtp });
+            }
+            next = next.min(transport.next_timeout);
+        }
+        // Timers never yield RTP; drop anything unexpected rather than forward late.
+        rtp.clear();
+        self.rtp = rtp;
+        self.next_wakeup = next;
+    }
+
+    fn sink<'a>(socket: &'a UdpSocket, rtp: &'a mut Vec<RtpPacket>) -> Sink<'a> {
+        Sink { socket, rtp }
+    }
+
+    fn transport_of(&mut self, id: &TransportId, owner: &PeerId) -> Result<&mut Transport, Error> {
+        match self.transports.get_mut(id) {
+            Some(t) if &t.owner == owner => Ok(t),
+            _ => Err(Error::not_found("transport", id)),
+        }
+    }
+
+    // ---- commands (run through `WorkerHandle::call`) ----
+
+    /// Creates a transport and returns its ICE parameters.
+    pub(crate) fn create_transport(
+        &mut self,
+        id: TransportId,
+        owner: PeerId,
+        direction: Direction,
+    ) -> Result<IceParameters, Error> {
+        let now = Instant::now();
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, self.local, now)?;
+        let mut rtp = Vec::new();
+        transport.timeout(now, &mut Self::sink(&self.socket, &mut rtp));
+        self.next_wakeup = self.next_wakeup.min(transport.next_timeout);
+        let ice = transport.ice_parameters();
+        self.by_ufrag.insert(transport.local_ufrag.clone(), id.clone());
+        self.transports.insert(id, transport);
+        Ok(ice)
+    }
+
+    /// Starts DTLS with the client's fingerprint and role.
+    pub(crate) fn connect_transport(
+        &mut self,
+        id: &TransportId,
+        owner: &PeerId,
+        expected: Expected,
+        role: DtlsRole,
+    ) -> Result<(), Error> {
+        let socket = self.socket.clone();
+        let transport = self.transport_of(id, owner)?;
+        let mut rtp = Vec::new();
+        transport.connect(expected, role, &mut Self::sink(&socket, &mut rtp))?;
+        let next = transport.next_timeout;
+        self.next_wakeup = self.next_wakeup.min(next);
+        Ok(())
+    }
+
+    /// New server ICE credentials for a transport.
+    pub(crate) fn restart_ice(&mut self, id: &TransportId, owner: &PeerId) -> Result<IceParameters, Error> {
+        let socket = self.socket.clone();
+        let transport = self.transport_of(id, owner)?;
+        let old = transport.local_ufrag.clone();
+        let mut rtp = Vec::new();
+        let ice = transport.restart_ice(&mut Self::sink(&socket, &mut rtp));
+        let new = transport.local_ufrag.clone();
+        self.by_ufrag.remove(&old);
+        self.by_ufrag.insert(new, id.clone());
+        Ok(ice)
+    }
+
+    /// Adds a producer on a send transport.
+    pub(crate) fn produce(
+        &mut self,
+        id: ProducerId,
+        transport_id: &TransportId,
+        owner: &PeerId,
+        stream: ProducerStream,
+    ) -> Result<(), Error> {
+        let transport = self.transport_of(transport_id, owner)?;
+        if transport.direction != Direction::Send {
+            return Err(Error::InvalidState(format!("transport '{transport_id}' is a recv transport; produce needs a send transport")));
+        }
+        if transport.producers.contains_key(&stream.ssrc) {
+            return Err(Error::InvalidState(format!("ssrc {} is already produced on this transport", stream.ssrc)));
+        }
+        let mid = transport.declare_mid(&stream.mid)?;
+        transport.expect_stream(mid, stream.ssrc);
+        transport.producers.insert(stream.ssrc, id.clone());
+        let producer = Producer {
+            transport: transport_id.clone(),
+            stream,
+            paused: false,
+            consumers: Vec::new(),
+            packets: 0,
+            bytes: 0,
+        };
+        self.producers.insert(id, producer);
+        Ok(())
+    }
+
+    /// Adds a (paused) consumer of `producer` on a recv transport.
+    pub(crate) fn consume(
+        &mut self,
+        id: ConsumerId,
+        transport_id: &TransportId,
+        owner: &PeerId,
+        producer_id: &ProducerId,
+        ssrc: u32,
+    ) -> Result<(ProducerStream, String, bool), Error> {
+        let producer = self.producers.get(producer_id).ok_or_else(|| Error::not_found("producer", producer_id))?;
+        let (stream, producer_paused) = (producer.stream.clone(), producer.paused);
+        let transport = self.transport_of(transport_id, owner)?;
+        if transport.direction != Direction::Recv {
+            return Err(Error::InvalidState(format!("transport '{transport_id}' is a send transport; consume needs a recv transport")));
+        }
+        let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
+        let declared = transport.declare_mid(&mid)?;
+        transport.declare_stream(declared, ssrc);
+        let random = uuid::Uuid::new_v4().as_u128();
+        let consumer = Consumer {
+            owner: owner.clone(),
+            transport: transport_id.clone(),
+            producer: producer_id.clone(),
+            mid: mid.clone(),
+            ssrc,
+            paused: true,
+            seq: SeqRewriter::new((random & 0x3fff) as u64),
+            timestamp_offset: (random >> 32) as u32,
+            packets: 0,
+            bytes: 0,
+        };
+        self.consumers.insert(id.clone(), consumer);
+        if let Some(p) = self.producers.get_mut(producer_id) {
+            p.consumers.push(id);
+        }
+        Ok((stream, mid, producer_paused))
+    }
+
+    /// Pauses or resumes a producer.
+    pub(crate) fn set_producer_paused(&mut self, id: &ProducerId, paused: bool) -> Result<(), Error> {
+        let producer = self.producers.get_mut(id).ok_or_else(|| Error::not_found("producer", id))?;
+        if producer.paused && !paused {
+            for c in &producer.consumers {
+                if let Some(c) = self.consumers.get_mut(c) {
+                    c.seq.resync();
+                }
+            }
+        }
+        producer.paused = paused;
+        Ok(())
+    }
+
+    /// Pauses or resumes a consumer of `owner`.
+    pub(crate) fn set_consumer_paused(&mut self, id: &ConsumerId, owner: &PeerId, paused: bool) -> Result<(), Error> {
+        let consumer = match self.consumers.get_mut(id) {
+            Some(c) if &c.owner == owner => c,
+            _ => return Err(Error::not_found("consumer", id)),
+        };
+        if consumer.paused && !paused {
+            consumer.seq.resync();
+        }
+        consumer.paused = paused;
+        Ok(())
+    }
+
+    /// Closes a producer and its consumers; returns the consumers closed.
+    pub(crate) fn close_producer(&mut self, id: &ProducerId) -> Vec<ClosedConsumer> {
+        let Some(producer) = self.producers.remove(id) else { return Vec::new() };
+        if let Some(t) = self.transports.get_mut(&producer.transport) {
+            t.producers.remove(&producer.stream.ssrc);
+            t.remove_mid(&producer.stream.mid);
+        }
+        producer
+            .consumers
+            .into_iter()
+            .filter_map(|c| {
+                let owner = self.remove_consumer(&c)?;
+                Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
+            })
+            .collect()
+    }
+
+    /// Closes a consumer; returns its owner if it existed.
+    pub(crate) fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
+        let consumer = self.consumers.remove(id)?;
+        if let Some(p) = self.producers.get_mut(&consumer.producer) {
+            p.consumers.retain(|c| c != id);
+        }
+        if let Some(t) = self.transports.get_mut(&consumer.transport) {
+            t.remove_mid(&consumer.mid);
+        }
+        Some(consumer.owner)
+    }
+
+    /// Closes a consumer of `owner`.
+    pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), Error> {
+        match self.consumers.get(id) {
+            Some(c) if &c.owner == owner => {
+                self.remove_consumer(id);
+                Ok(())
+            }
+            _ => Err(Error::not_found("consumer", id)),
+        }
+    }
+
+    /// Closes a transport with everything on it; returns consumers of other peers that
+    /// were closed because a producer on this transport closed.
+    pub(crate) fn close_transport(&mut self, id: &TransportId) -> Vec<ClosedConsumer> {
+        let Some(transport) = self.transports.remove(id) else { return Vec::new() };
+        self.by_ufrag.remove(&transport.local_ufrag);
+        for addr in &transport.remote_addrs {
+            self.by_addr.remove(addr);
+        }
+        let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
+        let mut closed = Vec::new();
+        for p in producers {
+            closed.extend(self.close_producer(&p));
+        }
+        let consumers: Vec<ConsumerId> =
+            self.consumers.iter().filter(|(_, c)| &c.transport == id).map(|(k, _)| k.clone()).collect();
+        for c in consumers {
+            self.remove_consumer(&c);
+        }
+        closed
+    }
+
+    /// Statistics of a transport, producer or consumer of `owner`.
+    pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, Error> {
+        if let Some(t) = self.transports.get(&TransportId::from(id)).filter(|t| &t.owner == owner) {
+            return Ok(Stats::Transport {
+                id: t.id.clone(),
+                ice_state: format!("{:?}", t.ice).to_lowercase(),
+                dtls_state: t.dtls.as_str().into(),
+                packets_received: t.counters.packets_received as u32,
+                packets_sent: t.counters.packets_sent as u32,
+                bytes_received: t.counters.bytes_received as f64,
+                bytes_sent: t.counters.bytes_sent as f64,
+            });
+        }
+        if let Some(p) = self.producers.get(&ProducerId::from(id)) {
+            let owned = self.transports.get(&p.transport).is_some_and(|t| &t.owner == owner);
+            if owned {
+                return Ok(Stats::Producer {
+                    id: ProducerId::from(id),
+                    paused: p.paused,
+                    ssrc: p.stream.ssrc,
+                    packets_received: p.packets as u32,
+                    bytes_received: p.bytes as f64,
+                });
+            }
+        }
+        if let Some(c) = self.consumers.get(&ConsumerId::from(id)).filter(|c| &c.owner == owner) {
+            let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
+            return Ok(Stats::Consumer {
+                id: ConsumerId::from(id),
+                paused: c.paused,
+                producer_paused,
+                ssrc: c.ssrc,
+                packets_sent: c.packets as u32,
+                bytes_sent: c.bytes as f64,
+            });
+        }
+        Err(Error::not_found("transport, producer or consumer", id))
+    }
+}
+
+/// RFC 7983: STUN messages start with 0 or 1 and are at least 20 bytes.
+fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqRewriter;
+
+    #[test]
+    fn sequence_continues_across_pauses_and_keeps_gaps() {
+        let mut s = SeqRewriter::new(100);
+        assert_eq!(s.rewrite(5000), Some(101));
+        assert_eq!(s.rewrite(5001), Some(102));
+        assert_eq!(s.rewrite(5003), Some(104), "upstream loss stays a gap");
+        assert_eq!(s.rewrite(5002), Some(103), "reordered packets pass");
+        s.resync();
+        assert_eq!(s.rewrite(9000), Some(105), "after a pause the stream continues");
+        assert_eq!(s.rewrite(8999), None, "packets from before the pause are dropped");
+        assert_eq!(s.rewrite(9001), Some(106));
+    }
+}

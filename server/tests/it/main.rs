@@ -1,0 +1,6 @@
+//! Integration tests: a real server on port 0, the typed jsonrpsee client from
+//! `dspeak-schema`, and raw WebSocket clients for malformed input.
+
+mod errors;
+mod rooms;
+mod support;

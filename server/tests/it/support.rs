@@ -1,0 +1,206 @@
+//! Test helpers: start a server, connect clients, read events with timeouts.
+
+use std::time::Duration;
+
+use dspeak_schema::Event;
+use dspeak_schema::client::{CallExt, DspeakClient, connect};
+use dspeak_schema::rooms::{JoinParams, JoinResult};
+use dspeak_server::{Config, Counts, ServerHandle};
+use futures_util::{SinkExt, StreamExt};
+use jsonrpsee::core::client::Subscription;
+use jsonrpsee::ws_client::WsClient;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long any single expected thing may take before a test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub handle: ServerHandle,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+pub async fn spawn_server() -> TestServer {
+    spawn_server_with(Config::for_tests()).await
+}
+
+pub async fn spawn_server_with(config: Config) -> TestServer {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = dspeak_server::run(config, async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("server starts");
+    TestServer { handle, stop: Some(stop) }
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        self.handle.ws_url()
+    }
+
+    /// A typed client.
+    pub async fn client(&self) -> WsClient {
+        connect(&self.url()).await.expect("client connects")
+    }
+
+    /// A typed client subscribed to its events, with `welcome` already read.
+    pub async fn subscribed(&self) -> Peer {
+        let client = self.client().await;
+        let mut events = client.subscribe_events().await.expect("subscribe");
+        let welcome = next_event(&mut events).await;
+        assert!(matches!(welcome, Event::Welcome { .. }), "first event must be welcome, got {welcome:?}");
+        Peer { client, events, joined: None }
+    }
+
+    /// A subscribed client joined to `room` as `name`.
+    pub async fn joined(&self, room: &str, name: &str) -> Peer {
+        let mut peer = self.subscribed().await;
+        peer.join(room, name).await;
+        peer
+    }
+
+    /// Waits until the live counts satisfy `pred`, or fails showing the last counts.
+    pub async fn wait_counts(&self, what: &str, pred: impl Fn(&Counts) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let counts = self.handle.counts();
+            if pred(&counts) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; counts: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Triggers shutdown and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        tokio::time::timeout(Duration::from_secs(10), self.handle.stopped()).await.expect("server stops");
+    }
+}
+
+/// A typed client with its event stream.
+pub struct Peer {
+    pub client: WsClient,
+    pub events: Subscription<Event>,
+    pub joined: Option<JoinResult>,
+}
+
+impl Peer {
+    pub async fn join(&mut self, room: &str, name: &str) -> JoinResult {
+        let joined = self
+            .client
+            .join(JoinParams { room: room.into(), display_name: name.into(), token: None })
+            .await
+            .expect("join");
+        self.joined = Some(joined.clone());
+        joined
+    }
+
+    pub fn peer_id(&self) -> dspeak_schema::PeerId {
+        self.joined.as_ref().expect("joined").peer_id.clone()
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        next_event(&mut self.events).await
+    }
+
+    /// Skips events until one matches.
+    pub async fn event_where(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.next()).await {
+                Ok(Some(Ok(e))) if pred(&e) => return e,
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("event stream ended while waiting for {what}: {other:?}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// Asserts that no event arrives within `wait`.
+    pub async fn no_event(&mut self, wait: Duration) {
+        if let Ok(e) = tokio::time::timeout(wait, self.events.next()).await {
+            panic!("expected no event, got {e:?}");
+        }
+    }
+}
+
+pub async fn next_event(events: &mut Subscription<Event>) -> Event {
+    match tokio::time::timeout(TIMEOUT, events.next()).await {
+        Ok(Some(Ok(e))) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Calls a method with raw JSON params, for tests that bypass typed params.
+pub async fn call_raw<M: dspeak_schema::Method>(
+    client: &WsClient,
+    params: M::Params,
+) -> Result<M::Result, jsonrpsee::core::ClientError> {
+    client.call::<M>(params).await
+}
+
+/// The JSON-RPC error code of a failed typed call.
+pub fn code_of<T: std::fmt::Debug>(r: Result<T, jsonrpsee::core::ClientError>) -> i32 {
+    match r {
+        Err(jsonrpsee::core::ClientError::Call(e)) => e.code(),
+        other => panic!("expected a JSON-RPC error, got {other:?}"),
+    }
+}
+
+/// A raw WebSocket connection speaking JSON text frames.
+pub struct RawWs {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl RawWs {
+    pub async fn connect(url: &str) -> RawWs {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("raw ws connects");
+        RawWs { ws }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Next JSON text message (skipping pings).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("server sends JSON"),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Next response with the given id, skipping notifications.
+    pub async fn response(&mut self, id: Value) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v.get("id") == Some(&id) {
+                return v;
+            }
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_text(msg.to_string()).await;
+        self.response(Value::from(id)).await
+    }
+}
+
+/// The error code of a raw response.
+pub fn raw_code(v: &Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error response, got {v}"))
+}
