@@ -2,5 +2,7 @@
 //! `dspeak-schema`, and raw WebSocket clients for malformed input.
 
 mod errors;
+mod media;
+mod pymediasoup;
 mod rooms;
 mod support;

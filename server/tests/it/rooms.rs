@@ -251,4 +251,3 @@ async fn shutdown_closes_sessions_and_completes() {
     assert!(end.is_ok(), "client connection closed on shutdown");
 }
 
-use futures_util::StreamExt;
