@@ -21,8 +21,8 @@ use futures_util::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
 use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig, SubscriptionMessage,
-    SubscriptionSink,
+    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig,
+    SubscriptionMessage, SubscriptionSink,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
@@ -30,10 +30,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::Shared;
+use crate::StartError;
 use crate::error::Error;
 use crate::events::{self, EventReceiver, Pushed};
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
-use crate::StartError;
 
 /// Outgoing messages jsonrpsee buffers per connection.
 const OUTGOING_BUFFER: u32 = 128;
@@ -45,7 +45,9 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let module = module();
     let config = &shared.config;
     let server_config = ServerConfig::builder()
@@ -70,35 +72,43 @@ pub(crate) fn serve(
         let layer_shared = shared.clone();
         Server::builder()
             .set_config(server_config)
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
-                inner,
-                session: SessionHandle::spawn(layer_shared.clone()),
-            }))
+            .set_rpc_middleware(
+                RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
+                    inner,
+                    session: SessionHandle::spawn(layer_shared.clone()),
+                }),
+            )
             .build_from_tcp(listener)?
     };
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
-        runtime.block_on(async move {
-            let handle = server.start(module);
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down"),
-                () = handle.clone().stopped() => {}
-            }
-            let _ = handle.stop();
-            handle.stopped().await;
-            // Connections are closed; give the session actors time to release what
-            // they own (they run on this runtime).
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while shared.counts.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            shared.engine.stop();
-            tracing::info!("stopped");
-        });
-        let _ = done_tx.send(());
-    })?;
+    std::thread::Builder::new()
+        .name("dspeak-rpc".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let handle = server.start(module);
+                tokio::select! {
+                    () = shutdown => tracing::info!("shutting down"),
+                    () = handle.clone().stopped() => {}
+                }
+                let _ = handle.stop();
+                handle.stopped().await;
+                // Connections are closed; give the session actors time to release what
+                // they own (they run on this runtime).
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while shared
+                    .counts
+                    .sessions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                shared.engine.stop();
+                tracing::info!("stopped");
+            });
+            let _ = done_tx.send(());
+        })?;
     Ok(done_rx)
 }
 
@@ -112,8 +122,11 @@ struct SessionLayer<S> {
 
 impl<S> RpcServiceT for SessionLayer<S>
 where
-    S: RpcServiceT<MethodResponse = MethodResponse, BatchResponse = MethodResponse, NotificationResponse = MethodResponse>
-        + Send
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
         + Sync
         + Clone
         + 'static,
@@ -122,7 +135,10 @@ where
     type NotificationResponse = MethodResponse;
     type BatchResponse = MethodResponse;
 
-    fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+    fn call<'a>(
+        &self,
+        mut request: Request<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
         request.extensions_mut().insert(self.session.clone());
         self.inner.call(request)
     }
@@ -132,7 +148,10 @@ where
         self.inner.batch(batch)
     }
 
-    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
         self.inner.notification(n)
     }
 }
@@ -144,7 +163,9 @@ fn module() -> RpcModule<()> {
     route::<methods::Join>(&mut m, |s, p| Box::pin(s.join(p)));
     route::<methods::Leave>(&mut m, |s, _| Box::pin(s.leave()));
     route::<methods::Broadcast>(&mut m, |s, p| Box::pin(s.broadcast(p)));
-    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| Box::pin(s.router_rtp_capabilities()));
+    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| {
+        Box::pin(s.router_rtp_capabilities())
+    });
     route::<methods::CreateTransport>(&mut m, |s, p| Box::pin(s.create_transport(p)));
     route::<methods::ConnectTransport>(&mut m, |s, p| Box::pin(s.connect_transport(p)));
     route::<methods::RestartIce>(&mut m, |s, p| Box::pin(s.restart_ice(p)));
@@ -190,15 +211,22 @@ fn register_ping(module: &mut RpcModule<()>) {
     module
         .register_method(methods::Ping::NAME, |params, _, ext| {
             let name = methods::Ping::NAME;
-            parse::<<methods::Ping as Method>::Params>(&params).map_err(|e| to_rpc_error(name, e))?;
+            parse::<<methods::Ping as Method>::Params>(&params)
+                .map_err(|e| to_rpc_error(name, e))?;
             let session = session(ext).map_err(|e| to_rpc_error(name, e))?;
             let timestamp = unix_millis();
             if session.events().is_subscribed()
-                && session.events().push(events::serialize(&Event::Pong { timestamp })) == Pushed::Overflowed
+                && session
+                    .events()
+                    .push(events::serialize(&Event::Pong { timestamp }))
+                    == Pushed::Overflowed
             {
                 tracing::warn!(session = %session.id(), "event queue full on pong");
             }
-            Ok::<_, ErrorObjectOwned>(PingResult { kind: PongType::Pong, timestamp })
+            Ok::<_, ErrorObjectOwned>(PingResult {
+                kind: PongType::Pong,
+                timestamp,
+            })
         })
         .expect("ping is registered once");
 }
@@ -212,7 +240,12 @@ fn register_events(module: &mut RpcModule<()>) {
             EVENTS.unsubscribe,
             |_params, pending: PendingSubscriptionSink, _, ext| async move {
                 let taken = match session(&ext) {
-                    Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
+                    Ok(s) => {
+                        s.call(|s| {
+                            Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })
+                        })
+                        .await
+                    }
                     Err(e) => Err(e),
                 };
                 let ((session_id, rx), owner) = match taken {
@@ -270,7 +303,9 @@ async fn stream_events(
 
 async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> SubscriptionResult {
     let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
-    sink.send(SubscriptionMessage::from(raw)).await.map_err(|e| e.to_string().into())
+    sink.send(SubscriptionMessage::from(raw))
+        .await
+        .map_err(|e| e.to_string().into())
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.
@@ -279,7 +314,9 @@ fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
     let text = match text {
         "[]" => "{}",
         t if t.starts_with('[') => {
-            return Err(Error::InvalidParams("params must be an object with named members, not an array".into()));
+            return Err(Error::InvalidParams(
+                "params must be an object with named members, not an array".into(),
+            ));
         }
         t => t,
     };
@@ -288,7 +325,9 @@ fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
 
 fn session(ext: &Extensions) -> Result<SessionHandle, Error> {
     // The middleware inserts the session into every call; missing means a bug.
-    ext.get::<SessionHandle>().cloned().ok_or_else(|| Error::Internal("no session for this call".into()))
+    ext.get::<SessionHandle>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("no session for this call".into()))
 }
 
 /// The one place where domain errors become JSON-RPC error objects.
@@ -314,5 +353,8 @@ pub(crate) fn to_rpc_error(method: &str, e: Error) -> ErrorObjectOwned {
 }
 
 fn unix_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

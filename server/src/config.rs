@@ -90,10 +90,11 @@ pub struct Config {
 impl Config {
     /// The effective environment (flag, then `NODE_ENV`, then development).
     pub fn environment(&self) -> Environment {
-        self.environment.unwrap_or_else(|| match std::env::var("NODE_ENV").as_deref() {
-            Ok("production") => Environment::Production,
-            _ => Environment::Development,
-        })
+        self.environment
+            .unwrap_or_else(|| match std::env::var("NODE_ENV").as_deref() {
+                Ok("production") => Environment::Production,
+                _ => Environment::Development,
+            })
     }
 
     /// WebSocket ping interval.

@@ -67,7 +67,10 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::NotFound`].
     pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
-        Error::NotFound { kind, id: id.to_string() }
+        Error::NotFound {
+            kind,
+            id: id.to_string(),
+        }
     }
 
     /// The application error code, or `None` for standard JSON-RPC codes.

@@ -61,7 +61,13 @@ pub(crate) struct EventReceiver {
 pub(crate) fn channel(capacity: usize) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let flags = Arc::new(Flags::default());
-    (EventSender { tx, flags: flags.clone() }, EventReceiver { rx, flags })
+    (
+        EventSender {
+            tx,
+            flags: flags.clone(),
+        },
+        EventReceiver { rx, flags },
+    )
 }
 
 impl EventSender {

@@ -129,12 +129,24 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle, StartError> {
-    let listener = std::net::TcpListener::bind(config.listen)
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
+    let shared = Arc::new(Shared {
+        config,
+        rooms: room::Rooms::default(),
+        engine,
+        counts: Counters::default(),
+    });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
-    Ok(ServerHandle { local_addr, shared, stopped })
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        stopped,
+    })
 }

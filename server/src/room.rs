@@ -73,7 +73,13 @@ pub(crate) struct Joined {
 
 impl Rooms {
     /// Adds a member to a room, creating the room if needed, and tells the others.
-    pub(crate) fn join(&self, name: &str, member: Member, max_peers: usize, engine: &Engine) -> Result<Joined, Error> {
+    pub(crate) fn join(
+        &self,
+        name: &str,
+        member: Member,
+        max_peers: usize,
+        engine: &Engine,
+    ) -> Result<Joined, Error> {
         let mut rooms = lock(&self.rooms);
         let room = match rooms.entry(name.to_owned()) {
             Entry::Occupied(e) => e.get().clone(),
@@ -81,7 +87,12 @@ impl Rooms {
                 let worker = engine.pick_worker();
                 worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = name, worker = worker.index, "room created");
-                e.insert(Arc::new(Room { name: name.to_owned(), worker, state: Mutex::default() })).clone()
+                e.insert(Arc::new(Room {
+                    name: name.to_owned(),
+                    worker,
+                    state: Mutex::default(),
+                }))
+                .clone()
             }
         };
         let mut state = lock(&room.state);
@@ -91,12 +102,18 @@ impl Rooms {
             if empty {
                 Self::remove_room(&mut rooms, &room);
             }
-            return Err(Error::RoomFull { room: name.to_owned(), limit: max_peers });
+            return Err(Error::RoomFull {
+                room: name.to_owned(),
+                limit: max_peers,
+            });
         }
         let peers = state
             .members
             .iter()
-            .map(|m| PeerInfo { peer_id: m.peer_id.clone(), display_name: m.display_name.clone() })
+            .map(|m| PeerInfo {
+                peer_id: m.peer_id.clone(),
+                display_name: m.display_name.clone(),
+            })
             .collect();
         let producers = state.producers.clone();
         let event = events::serialize(&Event::PeerJoined {
@@ -108,7 +125,11 @@ impl Rooms {
         }
         state.members.push(member);
         drop(state);
-        Ok(Joined { room, peers, producers })
+        Ok(Joined {
+            room,
+            peers,
+            producers,
+        })
     }
 
     /// Removes a member, tells the others, and removes the room once empty.
@@ -118,7 +139,13 @@ impl Rooms {
         state.members.retain(|m| &m.peer_id != peer_id);
         state.producers.retain(|p| &p.peer_id != peer_id);
         let empty = state.members.is_empty();
-        room.fan_out_locked(&state, Some(peer_id), &Event::PeerLeft { peer_id: peer_id.clone() });
+        room.fan_out_locked(
+            &state,
+            Some(peer_id),
+            &Event::PeerLeft {
+                peer_id: peer_id.clone(),
+            },
+        );
         drop(state);
         if empty {
             Self::remove_room(&mut rooms, room);
@@ -184,22 +211,34 @@ impl Room {
 
     /// Looks up a producer of this room.
     pub(crate) fn producer(&self, id: &ProducerId) -> Option<ProducerInfo> {
-        lock(&self.state).producers.iter().find(|p| &p.producer_id == id).cloned()
+        lock(&self.state)
+            .producers
+            .iter()
+            .find(|p| &p.producer_id == id)
+            .cloned()
     }
 
     /// Sets a producer's paused flag and announces the change to the others.
     pub(crate) fn set_producer_paused(&self, id: &ProducerId, paused: bool) {
         let mut state = lock(&self.state);
-        let Some(p) = state.producers.iter_mut().find(|p| &p.producer_id == id) else { return };
+        let Some(p) = state.producers.iter_mut().find(|p| &p.producer_id == id) else {
+            return;
+        };
         if p.paused == paused {
             return;
         }
         p.paused = paused;
         let (peer_id, producer_id) = (p.peer_id.clone(), p.producer_id.clone());
         let event = if paused {
-            Event::ProducerPaused { peer_id: peer_id.clone(), producer_id }
+            Event::ProducerPaused {
+                peer_id: peer_id.clone(),
+                producer_id,
+            }
         } else {
-            Event::ProducerResumed { peer_id: peer_id.clone(), producer_id }
+            Event::ProducerResumed {
+                peer_id: peer_id.clone(),
+                producer_id,
+            }
         };
         self.fan_out_locked(&state, Some(&peer_id), &event);
     }
@@ -207,9 +246,14 @@ impl Room {
     /// Removes a producer and announces it to the others.
     pub(crate) fn remove_producer(&self, id: &ProducerId) {
         let mut state = lock(&self.state);
-        let Some(pos) = state.producers.iter().position(|p| &p.producer_id == id) else { return };
+        let Some(pos) = state.producers.iter().position(|p| &p.producer_id == id) else {
+            return;
+        };
         let p = state.producers.remove(pos);
-        let event = Event::ProducerClosed { peer_id: p.peer_id.clone(), producer_id: p.producer_id };
+        let event = Event::ProducerClosed {
+            peer_id: p.peer_id.clone(),
+            producer_id: p.producer_id,
+        };
         self.fan_out_locked(&state, Some(&p.peer_id), &event);
     }
 
@@ -218,7 +262,8 @@ impl Room {
         let state = lock(&self.state);
         for c in closed {
             if let Some(m) = state.members.iter().find(|m| m.peer_id == c.owner) {
-                m.session.post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
+                m.session
+                    .post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
             }
         }
     }

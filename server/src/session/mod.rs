@@ -58,7 +58,13 @@ struct Joined {
 
 impl Joined {
     fn new(room: Arc<Room>, peer_id: PeerId) -> Self {
-        Joined { room, peer_id, transports: HashMap::new(), producers: HashMap::new(), consumers: HashMap::new() }
+        Joined {
+            room,
+            peer_id,
+            transports: HashMap::new(),
+            producers: HashMap::new(),
+            consumers: HashMap::new(),
+        }
     }
 }
 
@@ -82,7 +88,11 @@ impl SessionHandle {
         let id = SessionId::new(uuid::Uuid::new_v4().to_string());
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = events::channel(shared.config.event_queue);
-        let handle = SessionHandle { id: id.clone(), jobs, events: events.clone() };
+        let handle = SessionHandle {
+            id: id.clone(),
+            jobs,
+            events: events.clone(),
+        };
         let session = Session {
             id: id.clone(),
             shared: shared.clone(),
@@ -111,7 +121,10 @@ impl SessionHandle {
     ///
     /// The job is queued when `call` is called, not when the future is first polled:
     /// callers rely on this to keep the arrival order of requests.
-    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    pub(crate) fn call<R, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
     where
         R: Send + 'static,
         F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, Result<R, Error>> + Send + 'static,
@@ -132,7 +145,9 @@ impl SessionHandle {
     }
 
     fn downgrade(&self) -> WeakSessionHandle {
-        WeakSessionHandle { jobs: self.jobs.downgrade() }
+        WeakSessionHandle {
+            jobs: self.jobs.downgrade(),
+        }
     }
 }
 
@@ -169,10 +184,9 @@ impl Session {
 
     /// Takes the event stream (once per session).
     pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), Error> {
-        let rx = self
-            .events_rx
-            .take()
-            .ok_or_else(|| Error::InvalidState("this session is already subscribed to its events".into()))?;
+        let rx = self.events_rx.take().ok_or_else(|| {
+            Error::InvalidState("this session is already subscribed to its events".into())
+        })?;
         let mut rx = rx;
         rx.set_subscribed(true);
         Ok((self.id.clone(), rx))

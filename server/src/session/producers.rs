@@ -24,30 +24,53 @@ impl Session {
             )));
         }
         if j.producers.len() >= MAX_PRODUCERS {
-            return Err(Error::LimitExceeded(format!("a session may hold at most {MAX_PRODUCERS} producers")));
+            return Err(Error::LimitExceeded(format!(
+                "a session may hold at most {MAX_PRODUCERS} producers"
+            )));
         }
         if let Some(app_data) = &p.app_data {
-            let size = serde_json::to_string(app_data).map(|s| s.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_string(app_data)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_APP_DATA_BYTES {
-                return Err(Error::TooLarge { what: "appData", size, limit: MAX_APP_DATA_BYTES });
+                return Err(Error::TooLarge {
+                    what: "appData",
+                    size,
+                    limit: MAX_APP_DATA_BYTES,
+                });
             }
         }
         let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
         let (producer_id, transport, owner) = (id.clone(), p.transport_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
+        j.room
+            .worker()
+            .call(move |w| w.produce(producer_id, &transport, &owner, stream))
+            .await?;
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
-        j.room.add_producer(ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false });
+        j.room.add_producer(ProducerInfo {
+            peer_id: j.peer_id.clone(),
+            producer_id: id.clone(),
+            kind: p.kind,
+            paused: false,
+        });
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
 
     /// `pauseProducer` / `resumeProducer`.
-    pub(crate) async fn set_producer_paused(&mut self, p: ProducerParams, paused: bool) -> Result<Empty, Error> {
+    pub(crate) async fn set_producer_paused(
+        &mut self,
+        p: ProducerParams,
+        paused: bool,
+    ) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        j.room.worker().call(move |w| w.set_producer_paused(&id, paused)).await?;
+        j.room
+            .worker()
+            .call(move |w| w.set_producer_paused(&id, paused))
+            .await?;
         j.room.set_producer_paused(&p.producer_id, paused);
         Ok(Empty {})
     }
@@ -56,7 +79,11 @@ impl Session {
     pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        let closed = j.room.worker().call(move |w| Ok(w.close_producer(&id))).await?;
+        let closed = j
+            .room
+            .worker()
+            .call(move |w| Ok(w.close_producer(&id)))
+            .await?;
         j.room.remove_producer(&p.producer_id);
         j.room.notify_closed_consumers(closed);
         self.joined_mut()?.producers.remove(&p.producer_id);
@@ -69,7 +96,9 @@ impl Session {
         if j.producers.contains_key(id) {
             Ok(j)
         } else if j.room.producer(id).is_some() {
-            Err(Error::Forbidden(format!("producer '{id}' belongs to another peer")))
+            Err(Error::Forbidden(format!(
+                "producer '{id}' belongs to another peer"
+            )))
         } else {
             Err(Error::not_found("producer", id))
         }

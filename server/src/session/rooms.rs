@@ -17,7 +17,11 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
     }
     let chars = value.chars().count();
     if chars > MAX_NAME_CHARS {
-        return Err(Error::TooLarge { what, size: chars, limit: MAX_NAME_CHARS });
+        return Err(Error::TooLarge {
+            what,
+            size: chars,
+            limit: MAX_NAME_CHARS,
+        });
     }
     Ok(())
 }
@@ -37,8 +41,12 @@ impl Session {
             events: self.events.clone(),
             session: self.me.clone(),
         };
-        let joined =
-            self.shared.rooms.join(&p.room, member, self.shared.config.max_peers_per_room, &self.shared.engine)?;
+        let joined = self.shared.rooms.join(
+            &p.room,
+            member,
+            self.shared.config.max_peers_per_room,
+            &self.shared.engine,
+        )?;
         tracing::info!(room = %p.room, peer = %peer_id, "joined");
         self.joined = Some(Joined::new(joined.room, peer_id.clone()));
         Ok(JoinResult {
@@ -68,7 +76,12 @@ impl Session {
         let closed = j
             .room
             .worker()
-            .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
+            .call(move |w| {
+                Ok(transports
+                    .iter()
+                    .flat_map(|t| w.close_transport(t))
+                    .collect::<Vec<_>>())
+            })
             .await
             .unwrap_or_default();
         j.room.notify_closed_consumers(closed);
@@ -80,11 +93,20 @@ impl Session {
     pub(crate) async fn broadcast(&mut self, p: BroadcastParams) -> Result<BroadcastResult, Error> {
         let j = self.joined()?;
         let limit = self.shared.config.max_broadcast_bytes;
-        let size = serde_json::to_string(&p.payload).map(|s| s.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_string(&p.payload)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
         if size > limit {
-            return Err(Error::TooLarge { what: "payload", size, limit });
+            return Err(Error::TooLarge {
+                what: "payload",
+                size,
+                limit,
+            });
         }
-        let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
+        let event = Event::Broadcast {
+            from: j.peer_id.clone(),
+            payload: p.payload,
+        };
         let delivered = j.room.fan_out(Some(&j.peer_id), &event);
         Ok(BroadcastResult { delivered })
     }

@@ -1,6 +1,9 @@
 //! Integration tests: a real server on port 0, the typed jsonrpsee client from
 //! `dspeak-schema`, and raw WebSocket clients for malformed input.
 
+// Helpers are `pub` for the sibling modules of this one test binary.
+#![allow(unreachable_pub)]
+
 mod errors;
 mod media;
 mod pymediasoup;
