@@ -12,6 +12,7 @@
 //! - [`events`]: the [`Event`] stream.
 //! - [`error`]: the stable application [`ErrorCode`]s.
 //! - [`ids`]: newtype ids.
+//! - [`export`]: the JSON Schema bundle and OpenRPC document built from all of the above.
 //! - `client` (feature `client`): typed calls on a jsonrpsee client.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod ids;
 pub mod media;
 pub mod ortc;
