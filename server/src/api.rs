@@ -179,7 +179,22 @@ fn module() -> RpcModule<()> {
     route::<methods::CloseConsumer>(&mut m, |s, p| Box::pin(s.close_consumer(p)));
     route::<methods::GetStats>(&mut m, |s, p| Box::pin(s.get_stats(p)));
     register_events(&mut m);
+    register_discover(&mut m);
     m
+}
+
+/// `rpc.discover`: the OpenRPC document of the API, built once from the schema crate.
+fn register_discover(module: &mut RpcModule<()>) {
+    static DOCUMENT: std::sync::OnceLock<Box<serde_json::value::RawValue>> = std::sync::OnceLock::new();
+    module
+        .register_method("rpc.discover", |_, _, _| {
+            let document: &'static serde_json::value::RawValue = DOCUMENT.get_or_init(|| {
+                // A `serde_json::Value` always serializes.
+                serde_json::value::to_raw_value(&dspeak_schema::export::openrpc_document()).expect("serializes")
+            });
+            Ok::<_, ErrorObjectOwned>(document)
+        })
+        .expect("rpc.discover is registered once");
 }
 
 /// Registers method `M`, run on the caller's session actor by `handler`.
