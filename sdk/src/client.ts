@@ -1,0 +1,564 @@
+import type { CallOptions } from "./call.js";
+import { DspeakConnectionError, DspeakError, DspeakTimeoutError } from "./errors.js";
+import { EVENT_TYPES, GeneratedMethods, SUBSCRIPTION, type MethodName, type Methods } from "./generated/api.js";
+import type { Event, WelcomeEvent } from "./generated/types.js";
+
+/** The `type` of an event. */
+export type EventType = Event["type"];
+/** The event with this `type`. */
+export type EventOf<T extends EventType> = Extract<Event, { type: T }>;
+
+/** What `on("disconnected")` receives. */
+export interface DisconnectedInfo {
+  /** WebSocket close code (1006 when the connection dropped). */
+  code: number;
+  /** WebSocket close reason, often empty. */
+  reason: string;
+  /** Whether the client will try to reconnect (the `reconnect` option). */
+  willReconnect: boolean;
+}
+
+/** What `on("reconnected")` receives: the welcome of the new session. */
+export interface ReconnectedInfo {
+  /** The new session's id. The old session, its room membership and media are gone. */
+  sessionId: string;
+  /** The new session's `welcome` event. */
+  welcome: WelcomeEvent;
+}
+
+/** Connection lifecycle notifications, next to the server's events. */
+export interface LifecycleEvents {
+  /** The connection was lost. Pending calls have been rejected with `DspeakConnectionError`. */
+  disconnected: DisconnectedInfo;
+  /** A new connection and session are up (with `reconnect`). Join the room again. */
+  reconnected: ReconnectedInfo;
+  /** The client is closed for good (`close()`, or reconnecting gave up). */
+  closed: { reason: string };
+  /** A message that belongs to no request: an error answered with `id: null`, or unreadable JSON. */
+  error: { error: Error };
+}
+
+/** Every name `on()` accepts, with what its handlers receive. */
+export type ClientEventMap = { [T in EventType]: EventOf<T> } & LifecycleEvents;
+
+/** The part of the WebSocket API the client uses (browser `WebSocket` and `ws` both have it). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  // `any`: browser and `ws` event types differ; the client reads only `data`, `code`, `reason`.
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A WebSocket class: the browser's global `WebSocket`, or `WebSocket` from the `ws` package. */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** Automatic reconnection with exponential backoff. */
+export interface ReconnectOptions {
+  /** First delay before reconnecting (default 250 ms); doubles after each failed attempt. */
+  minDelayMs?: number;
+  /** Longest delay between attempts (default 5000 ms). */
+  maxDelayMs?: number;
+  /** Attempts before giving up and closing (default: unlimited). */
+  maxAttempts?: number;
+}
+
+/** One message on the wire, for logging or validation (`trace` option). */
+export type WireTrace =
+  | { direction: "send"; message: unknown }
+  | { direction: "receive"; message: unknown; method?: string };
+
+/** Options of a `DspeakClient`. */
+export interface DspeakClientOptions {
+  /** Server URL, e.g. `wss://voice.example.com` or `ws://127.0.0.1:8080`. */
+  url: string;
+  /** WebSocket class; default: the global `WebSocket` (browsers, Node 22+). On Node 20 pass `WebSocket` from `ws`. */
+  WebSocket?: WebSocketConstructor;
+  /** Default timeout of each request (default 10 000 ms). */
+  requestTimeoutMs?: number;
+  /** Timeout of opening the connection and receiving `welcome` (default 10 000 ms). */
+  connectTimeoutMs?: number;
+  /**
+   * Reconnect after the connection is lost (default: off). Requests are never replayed:
+   * the new connection is a new session, so the app must join its room again (listen
+   * for `reconnected`).
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /** Called with every message sent and received. */
+  trace?: (entry: WireTrace) => void;
+}
+
+/** The client's connection state. */
+export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+interface Pending {
+  method: string;
+  resolve: (result: unknown) => void;
+  reject: (error: Error) => void;
+  cleanup: () => void;
+}
+
+type Handler = (event: never) => void;
+
+const OPEN = 1;
+const knownEventTypes: ReadonlySet<string> = new Set(EVENT_TYPES);
+
+/**
+ * A typed dspeak client: one async function per API method (`client.join({ room,
+ * displayName })`), the session's events (`client.on("peerJoined", …)`,
+ * `for await (const e of client.events())`), typed errors (`DspeakError`).
+ *
+ * `connect()` opens the WebSocket and subscribes to the event stream before anything
+ * else, so `welcome` is always the first event.
+ */
+export class DspeakClient extends GeneratedMethods {
+  /** The server URL. */
+  readonly url: string;
+
+  readonly #options: DspeakClientOptions;
+  readonly #WebSocket: WebSocketConstructor;
+  #socket: WebSocketLike | undefined;
+  #state: ClientState = "idle";
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  readonly #handlers = new Map<string, Set<Handler>>();
+  readonly #iterators = new Set<EventQueue>();
+  #welcome: WelcomeEvent | undefined;
+  #welcomeWaiter: ((welcome: WelcomeEvent) => void) | undefined;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #attempts = 0;
+
+  /** Creates a client; call `connect()` next (or use `DspeakClient.connect(options)`). */
+  constructor(options: DspeakClientOptions) {
+    super();
+    this.url = options.url;
+    this.#options = options;
+    const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WebSocketClass) {
+      throw new TypeError("no global WebSocket: pass `WebSocket` from the `ws` package in the options");
+    }
+    this.#WebSocket = WebSocketClass;
+  }
+
+  /** Creates a client and connects it. */
+  static async connect(options: DspeakClientOptions): Promise<DspeakClient> {
+    const client = new DspeakClient(options);
+    await client.connect();
+    return client;
+  }
+
+  /** The connection state. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The current session's `welcome` (session id, server version), once connected. */
+  get welcome(): WelcomeEvent | undefined {
+    return this.#welcome;
+  }
+
+  /** The current session's id, once connected. */
+  get sessionId(): string | undefined {
+    return this.#welcome?.sessionId;
+  }
+
+  /**
+   * Opens the connection, subscribes to the session's events and resolves with the
+   * `welcome` event. Handlers registered before see `welcome` too.
+   */
+  async connect(): Promise<WelcomeEvent> {
+    if (this.#state === "open" && this.#welcome) return this.#welcome;
+    if (this.#state !== "idle") throw new DspeakConnectionError(`cannot connect a client that is ${this.#state}`);
+    this.#state = "connecting";
+    try {
+      return await this.#open();
+    } catch (error) {
+      this.#shutdown(error instanceof Error ? error.message : String(error));
+      throw error;
+    }
+  }
+
+  /**
+   * Closes the connection for good: pending calls reject, event iterators end, no
+   * reconnect. The server then leaves the session's room and releases its media.
+   */
+  async close(): Promise<void> {
+    if (this.#state === "closed") return;
+    const socket = this.#socket;
+    if (socket && socket.readyState <= OPEN) {
+      // Wait (briefly) for the close handshake, so the server has seen it.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        this.#shutdown("closed by the client", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    } else {
+      this.#shutdown("closed by the client");
+    }
+  }
+
+  /** Sends one request (prefer the named methods, e.g. `client.join(…)`). */
+  override call<M extends MethodName>(
+    method: M,
+    params: Methods[M]["params"],
+    options?: CallOptions,
+  ): Promise<Methods[M]["result"]> {
+    return this.#request(method, params, options) as Promise<Methods[M]["result"]>;
+  }
+
+  /**
+   * Registers a handler for one event type (`"peerJoined"`, …) or a lifecycle event
+   * (`"disconnected"`, `"reconnected"`, `"closed"`, `"error"`). Returns a function that
+   * removes it.
+   */
+  on<K extends keyof ClientEventMap>(type: K, handler: (event: ClientEventMap[K]) => void): () => void {
+    let set = this.#handlers.get(type);
+    if (!set) this.#handlers.set(type, (set = new Set()));
+    set.add(handler as Handler);
+    return () => this.off(type, handler);
+  }
+
+  /** Removes a handler added with `on`. */
+  off<K extends keyof ClientEventMap>(type: K, handler: (event: ClientEventMap[K]) => void): void {
+    this.#handlers.get(type)?.delete(handler as Handler);
+  }
+
+  /**
+   * Resolves with the next event of `type` (that passes `filter`), or rejects after
+   * `timeoutMs` (default: the request timeout) or when the client closes.
+   */
+  waitFor<T extends EventType>(
+    type: T,
+    options: { filter?: (event: EventOf<T>) => boolean; timeoutMs?: number } = {},
+  ): Promise<EventOf<T>> {
+    const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        offEvent();
+        offClosed();
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new DspeakTimeoutError(`waiting for ${type}`, timeoutMs));
+      }, timeoutMs);
+      const offEvent = this.on(type, ((event: EventOf<T>) => {
+        if (options.filter && !options.filter(event)) return;
+        done();
+        resolve(event);
+      }) as unknown as (event: ClientEventMap[T]) => void);
+      const offClosed = this.on("closed", ({ reason }) => {
+        done();
+        reject(new DspeakConnectionError(`client closed while waiting for ${type}: ${reason}`));
+      });
+    });
+  }
+
+  /**
+   * The session's events from now on, as an async iterator. It survives reconnects (the
+   * new session's `welcome` comes through it) and ends when the client closes or the
+   * loop breaks. Only event types this SDK knows are delivered.
+   */
+  events(): AsyncIterableIterator<Event> {
+    const queue = new EventQueue(() => this.#iterators.delete(queue));
+    if (this.#state === "closed") queue.end();
+    else this.#iterators.add(queue);
+    return queue;
+  }
+
+  // --- connection -------------------------------------------------------------------
+
+  /** Opens a socket, subscribes, and resolves with the welcome. */
+  #open(): Promise<WelcomeEvent> {
+    const timeoutMs = this.#options.connectTimeoutMs ?? 10_000;
+    return new Promise<WelcomeEvent>((resolve, reject) => {
+      let settled = false;
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#welcomeWaiter = undefined;
+        socket.onopen = socket.onclose = socket.onerror = socket.onmessage = null;
+        try {
+          socket.close();
+        } catch {
+          // Closing a socket that never opened may throw; it is gone either way.
+        }
+        reject(error);
+      };
+      const timer = setTimeout(
+        () => fail(new DspeakConnectionError(`no welcome from ${this.url} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      let socket: WebSocketLike;
+      try {
+        socket = new this.#WebSocket(this.url);
+      } catch (error) {
+        clearTimeout(timer);
+        reject(new DspeakConnectionError(`cannot open ${this.url}: ${String(error)}`));
+        return;
+      }
+      this.#socket = socket;
+      socket.onerror = () => {
+        // `onclose` follows and carries the details.
+      };
+      socket.onclose = (event: { code?: number; reason?: string }) =>
+        fail(new DspeakConnectionError(`connection to ${this.url} closed (${event.code ?? 1006}) before welcome`));
+      socket.onmessage = (event: { data: unknown }) => this.#onMessage(event.data);
+      socket.onopen = () => {
+        this.#welcomeWaiter = (welcome) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.#welcomeWaiter = undefined;
+          this.#welcome = welcome;
+          this.#state = "open";
+          socket.onclose = (event: { code?: number; reason?: string }) => this.#onClose(socket, event);
+          resolve(welcome);
+        };
+        // Subscribe before anything else: the stream starts with `welcome`.
+        this.#send(socket, SUBSCRIPTION.subscribe, {}, {}).catch((error: unknown) =>
+          fail(error instanceof Error ? error : new Error(String(error))),
+        );
+      };
+    });
+  }
+
+  #onClose(socket: WebSocketLike, event: { code?: number; reason?: string }): void {
+    if (socket !== this.#socket || this.#state === "closed") return;
+    const code = event.code ?? 1006;
+    const reason = event.reason ?? "";
+    this.#rejectPending(`connection lost (${code}${reason ? `: ${reason}` : ""})`);
+    this.#welcome = undefined;
+    const reconnect = this.#reconnectOptions();
+    this.#emit("disconnected", { code, reason, willReconnect: reconnect !== undefined });
+    if (reconnect) {
+      this.#state = "reconnecting";
+      this.#attempts = 0;
+      this.#scheduleReconnect(reconnect);
+    } else {
+      this.#shutdown(`connection lost (${code})`);
+    }
+  }
+
+  #reconnectOptions(): Required<ReconnectOptions> | undefined {
+    const r = this.#options.reconnect;
+    if (!r) return undefined;
+    const o = r === true ? {} : r;
+    return {
+      minDelayMs: o.minDelayMs ?? 250,
+      maxDelayMs: o.maxDelayMs ?? 5000,
+      maxAttempts: o.maxAttempts ?? Number.POSITIVE_INFINITY,
+    };
+  }
+
+  #scheduleReconnect(options: Required<ReconnectOptions>): void {
+    if (this.#attempts >= options.maxAttempts) {
+      this.#shutdown(`gave up reconnecting after ${this.#attempts} attempts`);
+      return;
+    }
+    const delay = Math.min(options.maxDelayMs, options.minDelayMs * 2 ** this.#attempts);
+    this.#attempts += 1;
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      if (this.#state !== "reconnecting") return;
+      this.#open().then(
+        (welcome) => {
+          this.#attempts = 0;
+          this.#emit("reconnected", { sessionId: welcome.sessionId, welcome });
+        },
+        () => {
+          if (this.#state === "reconnecting") this.#scheduleReconnect(options);
+        },
+      );
+    }, delay);
+  }
+
+  /** Final state: nothing pending, no timers, iterators ended, `closed` emitted once. */
+  #shutdown(reason: string, onSocketClosed?: () => void): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    clearTimeout(this.#reconnectTimer);
+    this.#rejectPending(reason);
+    const socket = this.#socket;
+    if (socket) {
+      socket.onmessage = socket.onerror = null;
+      socket.onclose = onSocketClosed ?? null;
+      if (socket.readyState <= OPEN) {
+        try {
+          socket.close(1000, "client closed");
+        } catch {
+          // Already closing.
+        }
+      }
+    }
+    for (const queue of this.#iterators) queue.end();
+    this.#iterators.clear();
+    this.#emit("closed", { reason });
+  }
+
+  #rejectPending(reason: string): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      p.cleanup();
+      p.reject(new DspeakConnectionError(reason, p.method));
+    }
+  }
+
+  // --- requests ---------------------------------------------------------------------
+
+  #request(method: string, params: unknown, options: CallOptions = {}): Promise<unknown> {
+    const socket = this.#socket;
+    if (this.#state !== "open" || !socket || socket.readyState !== OPEN) {
+      return Promise.reject(new DspeakConnectionError(`not connected (${this.#state})`, method));
+    }
+    return this.#send(socket, method, params, options);
+  }
+
+  #send(socket: WebSocketLike, method: string, params: unknown, options: CallOptions): Promise<unknown> {
+    const id = this.#nextId++;
+    const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs ?? 10_000;
+    const message = { jsonrpc: "2.0", id, method, params: params ?? {} };
+    return new Promise((resolve, reject) => {
+      if (options.signal?.aborted) {
+        reject(options.signal.reason ?? new Error("aborted"));
+        return;
+      }
+      const onAbort = () => {
+        this.#pending.delete(id);
+        cleanup();
+        reject(options.signal?.reason ?? new Error("aborted"));
+      };
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        cleanup();
+        reject(new DspeakTimeoutError(method, timeoutMs));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
+      };
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, { method, resolve, reject, cleanup });
+      try {
+        this.#options.trace?.({ direction: "send", message });
+        socket.send(JSON.stringify(message));
+      } catch (error) {
+        this.#pending.delete(id);
+        cleanup();
+        reject(new DspeakConnectionError(`send failed: ${String(error)}`, method));
+      }
+    });
+  }
+
+  // --- incoming ---------------------------------------------------------------------
+
+  #onMessage(data: unknown): void {
+    let message: Record<string, unknown>;
+    try {
+      const text = typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer);
+      message = JSON.parse(text) as Record<string, unknown>;
+    } catch (error) {
+      this.#emit("error", { error: new Error(`unreadable message from the server: ${String(error)}`) });
+      return;
+    }
+    if (typeof message.method === "string") {
+      this.#options.trace?.({ direction: "receive", message });
+      if (message.method === SUBSCRIPTION.notification) {
+        const event = (message.params as { result?: Event } | undefined)?.result;
+        if (event) this.#onEvent(event);
+      }
+      return;
+    }
+    const id = typeof message.id === "number" ? message.id : undefined;
+    const pending = id === undefined ? undefined : this.#pending.get(id);
+    this.#options.trace?.({ direction: "receive", message, method: pending?.method });
+    if (!pending || id === undefined) {
+      if (message.error) {
+        this.#emit("error", { error: new DspeakError(message.error as DspeakError) });
+      }
+      return;
+    }
+    this.#pending.delete(id);
+    pending.cleanup();
+    if (message.error) pending.reject(new DspeakError(message.error as DspeakError, pending.method));
+    else pending.resolve(message.result);
+  }
+
+  #onEvent(event: Event): void {
+    if (!knownEventTypes.has(event.type)) return; // Newer server: ignore what we do not know.
+    if (event.type === "welcome") this.#welcomeWaiter?.(event);
+    for (const queue of this.#iterators) queue.push(event);
+    this.#emit(event.type, event as never);
+  }
+
+  #emit<K extends keyof ClientEventMap>(type: K, event: ClientEventMap[K]): void {
+    for (const handler of [...(this.#handlers.get(type) ?? [])]) {
+      try {
+        (handler as (event: ClientEventMap[K]) => void)(event);
+      } catch (error) {
+        // A throwing handler must not break the client or the other handlers.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
+  }
+}
+
+/** An unbounded queue of events read by one `for await` loop. */
+class EventQueue implements AsyncIterableIterator<Event> {
+  readonly #buffer: Event[] = [];
+  #waiting: ((result: IteratorResult<Event>) => void) | undefined;
+  #done = false;
+  readonly #onDone: () => void;
+
+  constructor(onDone: () => void) {
+    this.#onDone = onDone;
+  }
+
+  push(event: Event): void {
+    if (this.#done) return;
+    const waiting = this.#waiting;
+    if (waiting) {
+      this.#waiting = undefined;
+      waiting({ value: event, done: false });
+    } else {
+      this.#buffer.push(event);
+    }
+  }
+
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#onDone();
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.({ value: undefined, done: true });
+  }
+
+  next(): Promise<IteratorResult<Event>> {
+    const event = this.#buffer.shift();
+    if (event) return Promise.resolve({ value: event, done: false });
+    if (this.#done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.#waiting = resolve));
+  }
+
+  return(): Promise<IteratorResult<Event>> {
+    this.end();
+    this.#buffer.length = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Event> {
+    return this;
+  }
+}

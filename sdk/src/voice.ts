@@ -1,0 +1,222 @@
+import type { Consumer, Device, Producer, Transport } from "mediasoup-client/types";
+
+import type { DspeakClient, EventOf } from "./client.js";
+import { DspeakError } from "./errors.js";
+import { ErrorCode } from "./generated/api.js";
+import type { Direction, JoinResult } from "./generated/types.js";
+import {
+  fromDeviceRtpCapabilities,
+  fromDtlsParameters,
+  fromProducerRtpParameters,
+  toConsumerOptions,
+  toDeviceRtpCapabilities,
+  toTransportOptions,
+} from "./mediasoup.js";
+
+/** Options of `joinVoiceRoom`. */
+export interface JoinVoiceRoomOptions {
+  /** A connected client. */
+  client: DspeakClient;
+  /** Room to join (created on first join). */
+  room: string;
+  /** The name other peers see. */
+  displayName: string;
+  /** Access token, when the server requires one. */
+  token?: string;
+  /**
+   * The mediasoup-client `Device` to use (loaded here if it is not yet), or a function that
+   * creates one, e.g. `() => Device.factory()` (`import { Device } from "mediasoup-client"`).
+   */
+  device: Device | (() => Promise<Device>);
+  /** The microphone track to send; omit to only listen. */
+  track?: MediaStreamTrack;
+  /** Called for each new consumer (attach `consumer.track` to an `<audio>` element). */
+  onConsumer?: (consumer: Consumer, info: { peerId: string; producerId: string }) => void;
+  /** Called after a consumer closed (its producer closed or its peer left). */
+  onConsumerClosed?: (consumer: Consumer, info: { peerId: string; producerId: string }) => void;
+  /** Called when consuming a producer failed; the room stays usable. Default: `console.warn`. */
+  onError?: (error: unknown) => void;
+}
+
+/** A joined voice room: what `joinVoiceRoom` resolves with. */
+export interface VoiceRoom {
+  /** The `join` result (peer id, peers and producers at join time). */
+  readonly joined: JoinResult;
+  /** The loaded device. */
+  readonly device: Device;
+  /** The send transport (only with a `track`). */
+  readonly sendTransport: Transport | undefined;
+  /** The recv transport. */
+  readonly recvTransport: Transport;
+  /** The microphone producer (only with a `track`). */
+  readonly producer: Producer | undefined;
+  /** Live consumers, by the id of the producer they consume. */
+  readonly consumers: ReadonlyMap<string, Consumer>;
+  /** Whether the microphone is muted. */
+  readonly muted: boolean;
+  /** Mutes the microphone: pauses the producer here and on the server (the room sees `producerPaused`). */
+  mute(): Promise<void>;
+  /** Unmutes the microphone. */
+  unmute(): Promise<void>;
+  /** Closes all media and leaves the room. The client stays connected. */
+  leave(): Promise<void>;
+}
+
+/**
+ * The common voice flow with mediasoup-client in one call: join, load the device, create
+ * the transports (wired to `connectTransport` / `produce`), send `track`, consume every
+ * producer already in the room and every new one (`producerAdded`), and close consumers
+ * whose producer went away (`producerClosed` / `consumerClosed`).
+ *
+ * After a reconnect (`client.on("reconnected")`) the session is new: call
+ * `joinVoiceRoom` again with a new device.
+ */
+export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<VoiceRoom> {
+  const { client } = options;
+  const onError = options.onError ?? ((error: unknown) => console.warn("dspeak: consume failed", error));
+
+  // Listen before joining so that no producer announced meanwhile is missed; events are
+  // handled in order, after setup.
+  const backlog: Array<() => Promise<void>> = [];
+  let ready = false;
+  let chain = Promise.resolve();
+  const enqueue = (task: () => Promise<void>) => {
+    if (!ready) {
+      backlog.push(task);
+      return;
+    }
+    chain = chain.then(task).catch(onError);
+  };
+  const subscriptions = [
+    client.on("producerAdded", (e) => enqueue(() => consume(e.producerId, e.peerId))),
+    client.on("producerClosed", (e) => enqueue(async () => closeConsumer(e.producerId))),
+    client.on("consumerClosed", (e: EventOf<"consumerClosed">) => enqueue(async () => closeConsumer(e.producerId))),
+  ];
+  const unsubscribe = () => subscriptions.forEach((off) => off());
+
+  const consumers = new Map<string, Consumer>();
+  const owners = new Map<string, string>();
+  let sendTransport: Transport | undefined;
+  let recvTransport: Transport | undefined;
+  let producer: Producer | undefined;
+  let left = false;
+
+  const createTransport = async (device: Device, direction: Direction): Promise<Transport> => {
+    const created = await client.createTransport({ direction });
+    const options = toTransportOptions(created);
+    const transport = direction === "send" ? device.createSendTransport(options) : device.createRecvTransport(options);
+    transport.on("connect", ({ dtlsParameters }, callback, errback) => {
+      client
+        .connectTransport({ transportId: transport.id, dtlsParameters: fromDtlsParameters(dtlsParameters) })
+        .then(() => callback(), errback);
+    });
+    if (direction === "send") {
+      transport.on("produce", ({ kind, rtpParameters, appData }, callback, errback) => {
+        client
+          .produce({ transportId: transport.id, kind, rtpParameters: fromProducerRtpParameters(rtpParameters), appData })
+          .then(({ id }) => callback({ id }), errback);
+      });
+    }
+    return transport;
+  };
+
+  let device: Device | undefined;
+  const consume = async (producerId: string, peerId: string): Promise<void> => {
+    if (left || !device || !recvTransport || consumers.has(producerId)) return;
+    const result = await client.consume({
+      transportId: recvTransport.id,
+      producerId,
+      rtpCapabilities: fromDeviceRtpCapabilities(device.recvRtpCapabilities),
+    });
+    const consumer = await recvTransport.consume(toConsumerOptions(result));
+    consumers.set(producerId, consumer);
+    owners.set(producerId, peerId);
+    // The server creates consumers paused; resume once the local receiver exists.
+    await client.resumeConsumer({ consumerId: consumer.id });
+    options.onConsumer?.(consumer, { peerId, producerId });
+  };
+  const closeConsumer = (producerId: string): void => {
+    const consumer = consumers.get(producerId);
+    if (!consumer) return;
+    consumers.delete(producerId);
+    const peerId = owners.get(producerId) ?? "";
+    owners.delete(producerId);
+    consumer.close();
+    options.onConsumerClosed?.(consumer, { peerId, producerId });
+  };
+
+  let joined: JoinResult;
+  try {
+    joined = await client.join({
+      room: options.room,
+      displayName: options.displayName,
+      ...(options.token === undefined ? {} : { token: options.token }),
+    });
+  } catch (error) {
+    unsubscribe();
+    throw error;
+  }
+  try {
+    device = typeof options.device === "function" ? await options.device() : options.device;
+    if (!device.loaded) {
+      await device.load({ routerRtpCapabilities: toDeviceRtpCapabilities(joined.routerRtpCapabilities) });
+    }
+    recvTransport = await createTransport(device, "recv");
+    if (options.track) {
+      sendTransport = await createTransport(device, "send");
+      producer = await sendTransport.produce({ track: options.track, stopTracks: false });
+    }
+    for (const p of joined.producers) {
+      await consume(p.producerId, p.peerId).catch(onError);
+    }
+  } catch (error) {
+    unsubscribe();
+    sendTransport?.close();
+    recvTransport?.close();
+    await client.leave().catch(() => undefined);
+    throw error;
+  }
+  ready = true;
+  for (const task of backlog.splice(0)) enqueue(task);
+
+  const room: VoiceRoom = {
+    joined,
+    device,
+    sendTransport,
+    recvTransport,
+    producer,
+    consumers,
+    get muted() {
+      return producer?.paused ?? true;
+    },
+    async mute() {
+      if (!producer || producer.paused) return;
+      producer.pause();
+      await client.pauseProducer({ producerId: producer.id });
+    },
+    async unmute() {
+      if (!producer || !producer.paused) return;
+      producer.resume();
+      await client.resumeProducer({ producerId: producer.id });
+    },
+    async leave() {
+      if (left) return;
+      left = true;
+      unsubscribe();
+      await chain.catch(() => undefined);
+      for (const producerId of [...consumers.keys()]) closeConsumer(producerId);
+      producer?.close();
+      sendTransport?.close();
+      recvTransport?.close();
+      try {
+        await client.leave();
+      } catch (error) {
+        // Already out of the room (e.g. the connection was lost): nothing left to leave.
+        if (!(error instanceof DspeakError && error.code === ErrorCode.notJoined) && client.state === "open") {
+          throw error;
+        }
+      }
+    },
+  };
+  return room;
+}
