@@ -39,9 +39,7 @@ pub trait CallExt: ClientT + SubscriptionClientT + Sync {
     }
 
     /// Opens the session's event stream (`subscribeEvents`).
-    fn subscribe_events(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Subscription<Event>, ClientError>> + Send
+    fn subscribe_events(&self) -> impl std::future::Future<Output = Result<Subscription<Event>, ClientError>> + Send
     where
         Self: Sized,
     {

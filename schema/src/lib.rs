@@ -12,10 +12,12 @@
 //! - [`events`]: the [`Event`] stream.
 //! - [`error`]: the stable application [`ErrorCode`]s.
 //! - [`ids`]: newtype ids.
+//! - [`auth`]: the access-token claims backends mint.
 //! - [`export`]: the JSON Schema bundle and OpenRPC document built from all of the above.
 //! - `client` (feature `client`): typed calls on a jsonrpsee client.
 
 pub mod api;
+pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;

@@ -184,6 +184,3 @@ pub enum Stats {
 
 /// Result of `getRouterRtpCapabilities`.
 pub type RouterRtpCapabilities = RtpCapabilities;
-
-
-

@@ -61,10 +61,7 @@ pub struct RtcpFeedback {
 impl RtcpFeedback {
     /// Feedback of the given type with no parameter.
     pub fn new(kind: &str) -> Self {
-        Self {
-            kind: kind.to_owned(),
-            parameter: String::new(),
-        }
+        Self { kind: kind.to_owned(), parameter: String::new() }
     }
 }
 
@@ -244,11 +241,7 @@ pub struct RtcpParameters {
 
 impl Default for RtcpParameters {
     fn default() -> Self {
-        Self {
-            cname: None,
-            reduced_size: true,
-            mux: None,
-        }
+        Self { cname: None, reduced_size: true, mux: None }
     }
 }
 
@@ -406,14 +399,8 @@ mod oracle {
     use super::*;
 
     fn fixture(path: &str) -> Value {
-        let file = format!(
-            "{}/../fixtures/reference/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(
-            &std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}")),
-        )
-        .unwrap()
+        let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap()
     }
 
     /// Parses `input` with ours (`O`) and the oracle (`M`); what we serialize must read
@@ -423,14 +410,11 @@ mod oracle {
         O: Serialize + DeserializeOwned,
         M: Serialize + DeserializeOwned,
     {
-        let theirs: M = serde_json::from_value(input.clone())
-            .unwrap_or_else(|e| panic!("oracle rejects {what}: {e}"));
-        let ours: O = serde_json::from_value(input.clone())
-            .unwrap_or_else(|e| panic!("we reject {what}: {e}"));
+        let theirs: M = serde_json::from_value(input.clone()).unwrap_or_else(|e| panic!("oracle rejects {what}: {e}"));
+        let ours: O = serde_json::from_value(input.clone()).unwrap_or_else(|e| panic!("we reject {what}: {e}"));
         let ours_json = serde_json::to_value(&ours).unwrap();
-        let reread: M = serde_json::from_value(ours_json.clone()).unwrap_or_else(|e| {
-            panic!("oracle rejects our serialization of {what}: {e}\n{ours_json:#}")
-        });
+        let reread: M = serde_json::from_value(ours_json.clone())
+            .unwrap_or_else(|e| panic!("oracle rejects our serialization of {what}: {e}\n{ours_json:#}"));
         assert_eq!(
             serde_json::to_value(&reread).unwrap(),
             serde_json::to_value(&theirs).unwrap(),
@@ -443,30 +427,18 @@ mod oracle {
 
     #[test]
     fn rtp_parameters_of_real_clients_and_mediasoup_agree() {
-        for client in [
-            "chromium-mediasoup-client-3.24",
-            "pymediasoup-1.5-aiortc-1.16",
-        ] {
+        for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
             let produce = fixture(&format!("{client}/produce.params.json"));
-            agree::<RtpParameters, msrtp::RtpParameters>(
-                &format!("{client} produce"),
-                &produce["rtpParameters"],
-            );
+            agree::<RtpParameters, msrtp::RtpParameters>(&format!("{client} produce"), &produce["rtpParameters"]);
             let consumed = fixture(&format!("{client}/consume.result-from-mediasoup.json"));
             agree::<RtpParameters, msrtp::RtpParameters>(
                 &format!("{client} consume result"),
                 &consumed["rtpParameters"],
             );
             let consume = fixture(&format!("{client}/consume.params.json"));
-            agree::<RtpCapabilities, msrtp::RtpCapabilities>(
-                &format!("{client} caps"),
-                &consume["rtpCapabilities"],
-            );
+            agree::<RtpCapabilities, msrtp::RtpCapabilities>(&format!("{client} caps"), &consume["rtpCapabilities"]);
             let connect = fixture(&format!("{client}/connectTransport.params.json"));
-            agree::<DtlsParameters, ms::DtlsParameters>(
-                &format!("{client} dtls"),
-                &connect["dtlsParameters"],
-            );
+            agree::<DtlsParameters, ms::DtlsParameters>(&format!("{client} dtls"), &connect["dtlsParameters"]);
         }
     }
 
@@ -476,10 +448,7 @@ mod oracle {
         agree::<RtpCapabilities, msrtp::RtpCapabilitiesFinalized>("router capabilities", &caps);
         let transport = fixture("mediasoup-wire/createTransport.result.json");
         agree::<IceParameters, ms::IceParameters>("ice parameters", &transport["iceParameters"]);
-        agree::<DtlsParameters, ms::DtlsParameters>(
-            "dtls parameters",
-            &transport["dtlsParameters"],
-        );
+        agree::<DtlsParameters, ms::DtlsParameters>("dtls parameters", &transport["dtlsParameters"]);
         agree::<IceCandidate, ms::IceCandidate>("udp candidate", &transport["iceCandidates"][0]);
     }
 }

@@ -12,17 +12,17 @@
 //! in wire order, and the actor applies them one at a time.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
 use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig,
-    SubscriptionMessage, SubscriptionSink,
+    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig, SubscriptionMessage,
+    SubscriptionSink,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
@@ -33,6 +33,7 @@ use crate::Shared;
 use crate::StartError;
 use crate::error::Error;
 use crate::events::{self, EventReceiver, Pushed};
+use crate::limits::TokenBucket;
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
 
 /// Outgoing messages jsonrpsee buffers per connection.
@@ -45,9 +46,7 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let module = module();
     let config = &shared.config;
     let server_config = ServerConfig::builder()
@@ -73,51 +72,49 @@ pub(crate) fn serve(
         Server::builder()
             .set_config(server_config)
             .set_rpc_middleware(
-                RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
-                    inner,
-                    session: SessionHandle::spawn(layer_shared.clone()),
-                }),
+                RpcServiceBuilder::new()
+                    .layer_fn(move |inner| SessionLayer {
+                        inner,
+                        session: SessionHandle::spawn(layer_shared.clone()),
+                        requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
+                    }),
             )
             .build_from_tcp(listener)?
     };
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("dspeak-rpc".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let handle = server.start(module);
-                tokio::select! {
-                    () = shutdown => tracing::info!("shutting down"),
-                    () = handle.clone().stopped() => {}
-                }
-                let _ = handle.stop();
-                handle.stopped().await;
-                // Connections are closed; give the session actors time to release what
-                // they own (they run on this runtime).
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while shared
-                    .counts
-                    .sessions
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    > 0
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                shared.engine.stop();
-                tracing::info!("stopped");
-            });
-            let _ = done_tx.send(());
-        })?;
+    std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
+        runtime.block_on(async move {
+            let handle = server.start(module);
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down"),
+                () = handle.clone().stopped() => {}
+            }
+            let _ = handle.stop();
+            handle.stopped().await;
+            // Connections are closed; give the session actors time to release what
+            // they own (they run on this runtime).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while shared.counts.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            shared.engine.stop();
+            tracing::info!("stopped");
+        });
+        let _ = done_tx.send(());
+    })?;
     Ok(done_rx)
 }
 
 /// Per-connection RPC middleware: owns the connection's session and hands it to every
-/// call. Dropping it (the connection closed) releases the session.
+/// call, and limits the connection's request rate. Dropping it (the connection
+/// closed) releases the session.
 #[derive(Clone)]
 struct SessionLayer<S> {
     inner: S,
     session: SessionHandle,
+    requests: Arc<Mutex<TokenBucket>>,
 }
 
 impl<S> RpcServiceT for SessionLayer<S>
@@ -135,12 +132,17 @@ where
     type NotificationResponse = MethodResponse;
     type BatchResponse = MethodResponse;
 
-    fn call<'a>(
-        &self,
-        mut request: Request<'a>,
-    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+    fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
+        if !allowed {
+            let error = to_rpc_error(
+                &request.method,
+                Error::LimitExceeded("too many requests on this connection; slow down".into()),
+            );
+            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+        }
         request.extensions_mut().insert(self.session.clone());
-        self.inner.call(request)
+        Either::Right(self.inner.call(request))
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
@@ -148,10 +150,7 @@ where
         self.inner.batch(batch)
     }
 
-    fn notification<'a>(
-        &self,
-        n: Notification<'a>,
-    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         self.inner.notification(n)
     }
 }
@@ -163,9 +162,7 @@ fn module() -> RpcModule<()> {
     route::<methods::Join>(&mut m, |s, p| Box::pin(s.join(p)));
     route::<methods::Leave>(&mut m, |s, _| Box::pin(s.leave()));
     route::<methods::Broadcast>(&mut m, |s, p| Box::pin(s.broadcast(p)));
-    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| {
-        Box::pin(s.router_rtp_capabilities())
-    });
+    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| Box::pin(s.router_rtp_capabilities()));
     route::<methods::CreateTransport>(&mut m, |s, p| Box::pin(s.create_transport(p)));
     route::<methods::ConnectTransport>(&mut m, |s, p| Box::pin(s.connect_transport(p)));
     route::<methods::RestartIce>(&mut m, |s, p| Box::pin(s.restart_ice(p)));
@@ -209,8 +206,7 @@ fn route<M: Method>(
     module
         .register_async_method(M::NAME, move |params, _, ext| {
             // Parse and queue now, in the first poll: this keeps the wire order.
-            let call = parse::<M::Params>(&params)
-                .and_then(|p| Ok(session(&ext)?.call(move |s| handler(s, p))));
+            let call = parse::<M::Params>(&params).and_then(|p| Ok(session(&ext)?.call(move |s| handler(s, p))));
             async move {
                 match call {
                     Ok(result) => result.await.map_err(|e| to_rpc_error(M::NAME, e)),
@@ -226,22 +222,15 @@ fn register_ping(module: &mut RpcModule<()>) {
     module
         .register_method(methods::Ping::NAME, |params, _, ext| {
             let name = methods::Ping::NAME;
-            parse::<<methods::Ping as Method>::Params>(&params)
-                .map_err(|e| to_rpc_error(name, e))?;
+            parse::<<methods::Ping as Method>::Params>(&params).map_err(|e| to_rpc_error(name, e))?;
             let session = session(ext).map_err(|e| to_rpc_error(name, e))?;
             let timestamp = unix_millis();
             if session.events().is_subscribed()
-                && session
-                    .events()
-                    .push(events::serialize(&Event::Pong { timestamp }))
-                    == Pushed::Overflowed
+                && session.events().push(events::serialize(&Event::Pong { timestamp })) == Pushed::Overflowed
             {
-                tracing::warn!(session = %session.id(), "event queue full on pong");
+                session.evict_slow();
             }
-            Ok::<_, ErrorObjectOwned>(PingResult {
-                kind: PongType::Pong,
-                timestamp,
-            })
+            Ok::<_, ErrorObjectOwned>(PingResult { kind: PongType::Pong, timestamp })
         })
         .expect("ping is registered once");
 }
@@ -255,12 +244,7 @@ fn register_events(module: &mut RpcModule<()>) {
             EVENTS.unsubscribe,
             |_params, pending: PendingSubscriptionSink, _, ext| async move {
                 let taken = match session(&ext) {
-                    Ok(s) => {
-                        s.call(|s| {
-                            Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })
-                        })
-                        .await
-                    }
+                    Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
                     Err(e) => Err(e),
                 };
                 let ((session_id, rx), owner) = match taken {
@@ -283,7 +267,7 @@ fn register_events(module: &mut RpcModule<()>) {
 }
 
 /// Forwards queued events to the client until it unsubscribes or disconnects, or the
-/// queue overflowed; then hands the queue back to the session.
+/// session ends the stream (eviction); then hands the queue back to the session.
 async fn stream_events(
     sink: SubscriptionSink,
     welcome: events::RawEvent,
@@ -293,21 +277,18 @@ async fn stream_events(
     let result = async {
         send_event(&sink, &welcome).await?;
         loop {
-            let event = tokio::select! {
-                event = rx.rx.recv() => event,
+            let next = tokio::select! {
+                next = rx.next() => next,
                 () = sink.closed() => return Ok(()),
             };
-            let Some(event) = event else { return Ok(()) };
-            send_event(&sink, &event).await?;
-            if rx.overflowed() && rx.rx.is_empty() {
-                let error = to_rpc_error(
-                    EVENTS.subscribe,
-                    Error::LimitExceeded(
-                        "event queue overflow: events were not read fast enough; the session left its room".into(),
-                    ),
-                );
-                let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
-                return Err(SubscriptionError::from_json(json));
+            match next {
+                Ok(Some(event)) => send_event(&sink, &event).await?,
+                Ok(None) => return Ok(()),
+                Err(reason) => {
+                    let error = to_rpc_error(EVENTS.subscribe, reason);
+                    let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
+                    return Err(SubscriptionError::from_json(json));
+                }
             }
         }
     }
@@ -318,9 +299,7 @@ async fn stream_events(
 
 async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> SubscriptionResult {
     let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
-    sink.send(SubscriptionMessage::from(raw))
-        .await
-        .map_err(|e| e.to_string().into())
+    sink.send(SubscriptionMessage::from(raw)).await.map_err(|e| e.to_string().into())
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.
@@ -329,9 +308,7 @@ fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
     let text = match text {
         "[]" => "{}",
         t if t.starts_with('[') => {
-            return Err(Error::InvalidParams(
-                "params must be an object with named members, not an array".into(),
-            ));
+            return Err(Error::InvalidParams("params must be an object with named members, not an array".into()));
         }
         t => t,
     };
@@ -340,9 +317,7 @@ fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
 
 fn session(ext: &Extensions) -> Result<SessionHandle, Error> {
     // The middleware inserts the session into every call; missing means a bug.
-    ext.get::<SessionHandle>()
-        .cloned()
-        .ok_or_else(|| Error::Internal("no session for this call".into()))
+    ext.get::<SessionHandle>().cloned().ok_or_else(|| Error::Internal("no session for this call".into()))
 }
 
 /// The one place where domain errors become JSON-RPC error objects.
@@ -368,8 +343,5 @@ pub(crate) fn to_rpc_error(method: &str, e: Error) -> ErrorObjectOwned {
 }
 
 fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

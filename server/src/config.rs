@@ -85,16 +85,98 @@ pub struct Config {
     /// intervals is closed.
     #[arg(long, env = "DSPEAK_WS_PING_SECS", default_value_t = 20)]
     pub ws_ping_secs: u64,
+
+    /// HS256 secret for access tokens. Required in production; without it
+    /// (development only) anyone may join any room.
+    #[arg(long, env = "DSPEAK_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<Secret>,
+
+    /// Per-server and per-session limits.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Per-server and per-session limits. Exceeding one answers `limitExceeded` (or
+/// `payloadTooLarge`, `roomFull`) and the session stays usable.
+#[derive(Clone, Debug, Args)]
+pub struct Limits {
+    /// Maximum rooms on the server.
+    #[arg(long, env = "DSPEAK_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Maximum WebRTC transports per session.
+    #[arg(long, env = "DSPEAK_MAX_TRANSPORTS", default_value_t = 4)]
+    pub max_transports: usize,
+
+    /// Maximum producers per session.
+    #[arg(long, env = "DSPEAK_MAX_PRODUCERS", default_value_t = 4)]
+    pub max_producers: usize,
+
+    /// Maximum consumers per session.
+    #[arg(long, env = "DSPEAK_MAX_CONSUMERS", default_value_t = 500)]
+    pub max_consumers: usize,
+
+    /// Maximum serialized size of a producer's `appData`, in bytes.
+    #[arg(long, env = "DSPEAK_MAX_APP_DATA_BYTES", default_value_t = 4096)]
+    pub max_app_data_bytes: usize,
+
+    /// Broadcasts per second per session (bursts of twice as many are allowed).
+    #[arg(long, env = "DSPEAK_BROADCAST_RATE", default_value_t = 20)]
+    pub broadcast_rate: u32,
+
+    /// Requests per second per connection (bursts of twice as many are allowed).
+    #[arg(long, env = "DSPEAK_REQUEST_RATE", default_value_t = 200)]
+    pub request_rate: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rooms: 10_000,
+            max_transports: 4,
+            max_producers: 4,
+            max_consumers: 500,
+            max_app_data_bytes: 4096,
+            broadcast_rate: 20,
+            request_rate: 200,
+        }
+    }
+}
+
+/// A secret string that never shows in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("the auth secret must be at least 16 characters".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Config {
     /// The effective environment (flag, then `NODE_ENV`, then development).
     pub fn environment(&self) -> Environment {
-        self.environment
-            .unwrap_or_else(|| match std::env::var("NODE_ENV").as_deref() {
-                Ok("production") => Environment::Production,
-                _ => Environment::Development,
-            })
+        self.environment.unwrap_or_else(|| match std::env::var("NODE_ENV").as_deref() {
+            Ok("production") => Environment::Production,
+            _ => Environment::Development,
+        })
     }
 
     /// WebSocket ping interval.
@@ -118,6 +200,8 @@ impl Config {
             max_peers_per_room: 1_000,
             event_queue: 1024,
             ws_ping_secs: 20,
+            auth_secret: None,
+            limits: Limits::default(),
         }
     }
 }

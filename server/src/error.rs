@@ -56,6 +56,12 @@ pub enum Error {
     /// Media parameters the server cannot handle.
     #[error("{0}")]
     Unsupported(String),
+    /// The access token is missing or invalid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The access token has expired or is not valid yet.
+    #[error("{0}")]
+    TokenExpired(String),
     /// The server is shutting down, or a worker is gone.
     #[error("the server is shutting down or unavailable")]
     Unavailable,
@@ -67,10 +73,7 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::NotFound`].
     pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
-        Error::NotFound {
-            kind,
-            id: id.to_string(),
-        }
+        Error::NotFound { kind, id: id.to_string() }
     }
 
     /// The application error code, or `None` for standard JSON-RPC codes.
@@ -86,6 +89,8 @@ impl Error {
             Error::InvalidState(_) => ErrorCode::InvalidState,
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Unavailable => ErrorCode::Unavailable,
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::TokenExpired(_) => ErrorCode::TokenExpired,
             Error::InvalidParams(_) | Error::Internal(_) => return None,
         })
     }

@@ -1,17 +1,19 @@
-//! Per-session event queues and the slow-consumer policy.
+//! Per-session event queues, and how a session's event stream ends.
 //!
 //! Every session has one bounded queue of serialized events. Fan-out never waits:
 //! [`EventSender::push`] uses `try_send`. When a session's queue is full the session is
-//! too slow to keep up, so it is evicted from its room (others see `peerLeft`) and its
-//! event stream ends with a `limitExceeded` error once the queued events are delivered.
-//! It may join again.
+//! too slow to keep up: it is evicted from its room (others see `peerLeft`) and its
+//! event stream ends with an error once the queued events are delivered. The same
+//! path ends the stream of a session replaced by a newer one of the same identity.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dspeak_schema::Event;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::Error;
 
 /// A serialized event, shared by every recipient of one fan-out.
 pub(crate) type RawEvent = Arc<RawValue>;
@@ -28,46 +30,43 @@ pub(crate) fn serialize(event: &Event) -> RawEvent {
 pub(crate) enum Pushed {
     /// Queued for delivery.
     Queued,
-    /// The queue was full: the session must be evicted.
+    /// The queue just overflowed: the session must be evicted.
     Overflowed,
-    /// The session's stream is gone (unsubscribed or disconnected); dropped.
-    Closed,
+    /// Dropped: the stream is gone, or the queue already overflowed.
+    Dropped,
 }
 
 /// The sending side of one session's event queue.
 #[derive(Clone, Debug)]
 pub(crate) struct EventSender {
     tx: mpsc::Sender<RawEvent>,
-    flags: Arc<Flags>,
-}
-
-/// State shared by both ends of a queue.
-#[derive(Debug, Default)]
-struct Flags {
-    /// The queue filled up since the stream was (re)subscribed.
-    overflowed: AtomicBool,
-    /// A subscription is streaming the queue to the client.
-    subscribed: AtomicBool,
+    shared: Arc<Shared>,
 }
 
 /// The receiving side, owned by the subscription that streams events to the client.
 #[derive(Debug)]
 pub(crate) struct EventReceiver {
-    pub(crate) rx: mpsc::Receiver<RawEvent>,
-    flags: Arc<Flags>,
+    rx: mpsc::Receiver<RawEvent>,
+    shared: Arc<Shared>,
+}
+
+/// State both ends see.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The queue overflowed since the stream was (re)subscribed.
+    overflowed: AtomicBool,
+    /// A subscription is streaming the queue to the client.
+    subscribed: AtomicBool,
+    /// Why the stream must end, once its queued events are out.
+    end: Mutex<Option<Error>>,
+    ended: Notify,
 }
 
 /// A new event queue with room for `capacity` events.
 pub(crate) fn channel(capacity: usize) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let flags = Arc::new(Flags::default());
-    (
-        EventSender {
-            tx,
-            flags: flags.clone(),
-        },
-        EventReceiver { rx, flags },
-    )
+    let shared = Arc::new(Shared::default());
+    (EventSender { tx, shared: shared.clone() }, EventReceiver { rx, shared })
 }
 
 impl EventSender {
@@ -76,29 +75,56 @@ impl EventSender {
         match self.tx.try_send(event) {
             Ok(()) => Pushed::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.flags.overflowed.store(true, Ordering::Relaxed);
-                Pushed::Overflowed
+                if self.shared.overflowed.swap(true, Ordering::Relaxed) {
+                    Pushed::Dropped
+                } else {
+                    Pushed::Overflowed
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Dropped,
         }
     }
 
     /// Whether a subscription is currently streaming this queue.
     pub(crate) fn is_subscribed(&self) -> bool {
-        self.flags.subscribed.load(Ordering::Relaxed)
+        self.shared.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Ends the current stream with `reason` after the events already queued.
+    pub(crate) fn end_stream(&self, reason: Error) {
+        *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.shared.ended.notify_one();
     }
 }
 
 impl EventReceiver {
-    /// Whether the queue overflowed (the stream must end with an error).
-    pub(crate) fn overflowed(&self) -> bool {
-        self.flags.overflowed.load(Ordering::Relaxed)
+    /// The next event; `Err` with the reason once the stream must end (after the
+    /// queued events); `Ok(None)` if every sender is gone.
+    pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, Error> {
+        tokio::select! {
+            biased;
+            event = self.rx.recv() => Ok(event),
+            () = self.shared.ended.notified() => {
+                if let Ok(event) = self.rx.try_recv() {
+                    // Not drained yet: keep the signal for the next call.
+                    self.shared.ended.notify_one();
+                    return Ok(Some(event));
+                }
+                let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match end {
+                    Some(reason) => Err(reason),
+                    None => Ok(self.rx.recv().await),
+                }
+            }
+        }
     }
 
-    /// Marks the start (`true`) or end of a subscription; a new one starts without
-    /// the overflow mark.
+    /// Marks the start (`true`) or end of a subscription; a new one starts afresh.
     pub(crate) fn set_subscribed(&mut self, subscribed: bool) {
-        self.flags.overflowed.store(false, Ordering::Relaxed);
-        self.flags.subscribed.store(subscribed, Ordering::Relaxed);
+        self.shared.overflowed.store(false, Ordering::Relaxed);
+        self.shared.subscribed.store(subscribed, Ordering::Relaxed);
+        if subscribed {
+            self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
     }
 }

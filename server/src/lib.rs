@@ -11,13 +11,17 @@
 //! - `room`: the room registry and event fan-out.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
+//! - [`auth`]: access tokens (checking and minting).
+//! - `limits`: rate limiting.
 //! - [`error`]: domain errors.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 
 mod api;
 mod events;
+mod limits;
 mod media;
 mod room;
 mod session;
@@ -129,24 +133,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle, StartError> {
-    let listener =
-        std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
+    match (&config.auth_secret, config.environment()) {
+        (None, config::Environment::Production) => {
+            return Err(StartError::Config(
+                "production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into(),
+            ));
+        }
+        (None, config::Environment::Development) => {
+            tracing::warn!("no --auth-secret: anyone may join any room (development only)");
+        }
+        (Some(_), _) => {}
+    }
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared {
-        config,
-        rooms: room::Rooms::default(),
-        engine,
-        counts: Counters::default(),
-    });
+    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
-    Ok(ServerHandle {
-        local_addr,
-        shared,
-        stopped,
-    })
+    Ok(ServerHandle { local_addr, shared, stopped })
 }

@@ -44,6 +44,8 @@ struct RoomState {
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) peer_id: PeerId,
+    /// The access token's identity, if any: unique within a room.
+    pub(crate) identity: Option<String>,
     pub(crate) display_name: String,
     pub(crate) events: EventSender,
     pub(crate) session: WeakSessionHandle,
@@ -55,13 +57,19 @@ impl Member {
         match self.events.push(event.clone()) {
             Pushed::Queued => true,
             Pushed::Overflowed => {
-                tracing::warn!(peer = %self.peer_id, "event queue full; evicting slow session");
                 self.session.post(|s| Box::pin(s.evict_slow()));
                 false
             }
-            Pushed::Closed => false,
+            Pushed::Dropped => false,
         }
     }
+}
+
+/// Limits checked on join.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoomLimits {
+    pub(crate) max_rooms: usize,
+    pub(crate) max_peers: usize,
 }
 
 /// What a new member learns on joining.
@@ -77,43 +85,41 @@ impl Rooms {
         &self,
         name: &str,
         member: Member,
-        max_peers: usize,
+        limits: RoomLimits,
         engine: &Engine,
     ) -> Result<Joined, Error> {
         let mut rooms = lock(&self.rooms);
+        let rooms_count = rooms.len();
         let room = match rooms.entry(name.to_owned()) {
             Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(_) if rooms_count >= limits.max_rooms => {
+                return Err(Error::LimitExceeded(format!("the server has its maximum of {} rooms", limits.max_rooms)));
+            }
             Entry::Vacant(e) => {
                 let worker = engine.pick_worker();
                 worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = name, worker = worker.index, "room created");
-                e.insert(Arc::new(Room {
-                    name: name.to_owned(),
-                    worker,
-                    state: Mutex::default(),
-                }))
-                .clone()
+                e.insert(Arc::new(Room { name: name.to_owned(), worker, state: Mutex::default() })).clone()
             }
         };
         let mut state = lock(&room.state);
-        if state.members.len() >= max_peers {
+        if state.members.len() >= limits.max_peers {
             let empty = state.members.is_empty();
             drop(state);
             if empty {
                 Self::remove_room(&mut rooms, &room);
             }
-            return Err(Error::RoomFull {
-                room: name.to_owned(),
-                limit: max_peers,
-            });
+            return Err(Error::RoomFull { room: name.to_owned(), limit: limits.max_peers });
+        }
+        if let Some(identity) = &member.identity {
+            for old in state.members.iter().filter(|m| m.identity.as_ref() == Some(identity)) {
+                old.session.post(|s| Box::pin(s.replaced()));
+            }
         }
         let peers = state
             .members
             .iter()
-            .map(|m| PeerInfo {
-                peer_id: m.peer_id.clone(),
-                display_name: m.display_name.clone(),
-            })
+            .map(|m| PeerInfo { peer_id: m.peer_id.clone(), display_name: m.display_name.clone() })
             .collect();
         let producers = state.producers.clone();
         let event = events::serialize(&Event::PeerJoined {
@@ -125,11 +131,7 @@ impl Rooms {
         }
         state.members.push(member);
         drop(state);
-        Ok(Joined {
-            room,
-            peers,
-            producers,
-        })
+        Ok(Joined { room, peers, producers })
     }
 
     /// Removes a member, tells the others, and removes the room once empty.
@@ -139,13 +141,7 @@ impl Rooms {
         state.members.retain(|m| &m.peer_id != peer_id);
         state.producers.retain(|p| &p.peer_id != peer_id);
         let empty = state.members.is_empty();
-        room.fan_out_locked(
-            &state,
-            Some(peer_id),
-            &Event::PeerLeft {
-                peer_id: peer_id.clone(),
-            },
-        );
+        room.fan_out_locked(&state, Some(peer_id), &Event::PeerLeft { peer_id: peer_id.clone() });
         drop(state);
         if empty {
             Self::remove_room(&mut rooms, room);
@@ -211,11 +207,7 @@ impl Room {
 
     /// Looks up a producer of this room.
     pub(crate) fn producer(&self, id: &ProducerId) -> Option<ProducerInfo> {
-        lock(&self.state)
-            .producers
-            .iter()
-            .find(|p| &p.producer_id == id)
-            .cloned()
+        lock(&self.state).producers.iter().find(|p| &p.producer_id == id).cloned()
     }
 
     /// Sets a producer's paused flag and announces the change to the others.
@@ -230,15 +222,9 @@ impl Room {
         p.paused = paused;
         let (peer_id, producer_id) = (p.peer_id.clone(), p.producer_id.clone());
         let event = if paused {
-            Event::ProducerPaused {
-                peer_id: peer_id.clone(),
-                producer_id,
-            }
+            Event::ProducerPaused { peer_id: peer_id.clone(), producer_id }
         } else {
-            Event::ProducerResumed {
-                peer_id: peer_id.clone(),
-                producer_id,
-            }
+            Event::ProducerResumed { peer_id: peer_id.clone(), producer_id }
         };
         self.fan_out_locked(&state, Some(&peer_id), &event);
     }
@@ -250,10 +236,7 @@ impl Room {
             return;
         };
         let p = state.producers.remove(pos);
-        let event = Event::ProducerClosed {
-            peer_id: p.peer_id.clone(),
-            producer_id: p.producer_id,
-        };
+        let event = Event::ProducerClosed { peer_id: p.peer_id.clone(), producer_id: p.producer_id };
         self.fan_out_locked(&state, Some(&p.peer_id), &event);
     }
 
@@ -262,8 +245,7 @@ impl Room {
         let state = lock(&self.state);
         for c in closed {
             if let Some(m) = state.members.iter().find(|m| m.peer_id == c.owner) {
-                m.session
-                    .post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
+                m.session.post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
             }
         }
     }

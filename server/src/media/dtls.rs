@@ -40,30 +40,19 @@ impl Identity {
     /// Generates a certificate and a crypto provider that captures peer certificates.
     pub(crate) fn generate() -> Result<Identity, Error> {
         let base = str0m::crypto::from_feature_flags();
-        let cert = base.dtls_provider.generate_certificate().ok_or_else(|| {
-            Error::Internal("the crypto provider cannot generate certificates".into())
-        })?;
+        let cert = base
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| Error::Internal("the crypto provider cannot generate certificates".into()))?;
         // One provider for the whole process: leaking it once is how str0m's
         // `&'static dyn DtlsProvider` field is meant to be filled.
-        let capturing: &'static CapturingDtls = Box::leak(Box::new(CapturingDtls {
-            inner: base.dtls_provider,
-        }));
-        let provider = Arc::new(CryptoProvider {
-            dtls_provider: capturing,
-            ..base
-        });
+        let capturing: &'static CapturingDtls = Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider }));
+        let provider = Arc::new(CryptoProvider { dtls_provider: capturing, ..base });
         let fingerprints = FingerprintAlgorithm::ALL
             .iter()
-            .map(|&algorithm| DtlsFingerprint {
-                algorithm,
-                value: to_hex(&hash(algorithm, &cert.certificate)),
-            })
+            .map(|&algorithm| DtlsFingerprint { algorithm, value: to_hex(&hash(algorithm, &cert.certificate)) })
             .collect();
-        Ok(Identity {
-            cert,
-            provider,
-            fingerprints,
-        })
+        Ok(Identity { cert, provider, fingerprints })
     }
 }
 
@@ -110,17 +99,12 @@ pub(crate) struct Expected {
 /// Parses the client's fingerprints and picks the strongest one to verify.
 pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<Expected, Error> {
     if fingerprints.is_empty() {
-        return Err(Error::InvalidParams(
-            "dtlsParameters.fingerprints must not be empty".into(),
-        ));
+        return Err(Error::InvalidParams("dtlsParameters.fingerprints must not be empty".into()));
     }
     let mut best: Option<Expected> = None;
     for fp in fingerprints {
         let digest = parse_hex(&fp.value).ok_or_else(|| {
-            Error::InvalidParams(format!(
-                "fingerprint {} is not colon-separated hex",
-                fp.algorithm.as_str()
-            ))
+            Error::InvalidParams(format!("fingerprint {} is not colon-separated hex", fp.algorithm.as_str()))
         })?;
         if digest.len() != fp.algorithm.digest_len() {
             return Err(Error::InvalidParams(format!(
@@ -130,14 +114,8 @@ pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<E
                 fp.algorithm.digest_len()
             )));
         }
-        if best
-            .as_ref()
-            .is_none_or(|b| fp.algorithm.digest_len() > b.algorithm.digest_len())
-        {
-            best = Some(Expected {
-                algorithm: fp.algorithm,
-                digest,
-            });
+        if best.as_ref().is_none_or(|b| fp.algorithm.digest_len() > b.algorithm.digest_len()) {
+            best = Some(Expected { algorithm: fp.algorithm, digest });
         }
     }
     // Non-empty input and every entry valid, so `best` is set.
@@ -150,16 +128,7 @@ pub(crate) fn verify(expected: &Expected, peer_cert: &[u8]) -> bool {
 }
 
 fn parse_hex(value: &str) -> Option<Vec<u8>> {
-    value
-        .split(':')
-        .map(|pair| {
-            if pair.len() == 2 {
-                u8::from_str_radix(pair, 16).ok()
-            } else {
-                None
-            }
-        })
-        .collect()
+    value.split(':').map(|pair| if pair.len() == 2 { u8::from_str_radix(pair, 16).ok() } else { None }).collect()
 }
 
 /// Wraps str0m's DTLS provider to capture the peer certificate.
@@ -247,25 +216,16 @@ mod tests {
         let der = b"certificate";
         let fps: Vec<_> = [FingerprintAlgorithm::Sha256, FingerprintAlgorithm::Sha512]
             .iter()
-            .map(|&a| DtlsFingerprint {
-                algorithm: a,
-                value: to_hex(&hash(a, der)),
-            })
+            .map(|&a| DtlsFingerprint { algorithm: a, value: to_hex(&hash(a, der)) })
             .collect();
         let e = expected_fingerprint(&fps).unwrap();
         assert_eq!(e.algorithm, FingerprintAlgorithm::Sha512);
         assert!(verify(&e, der));
         assert!(!verify(&e, b"other"));
 
-        let short = DtlsFingerprint {
-            algorithm: FingerprintAlgorithm::Sha256,
-            value: "AB:CD".into(),
-        };
+        let short = DtlsFingerprint { algorithm: FingerprintAlgorithm::Sha256, value: "AB:CD".into() };
         assert!(expected_fingerprint(&[short]).is_err());
-        let junk = DtlsFingerprint {
-            algorithm: FingerprintAlgorithm::Sha1,
-            value: "zz".repeat(20),
-        };
+        let junk = DtlsFingerprint { algorithm: FingerprintAlgorithm::Sha1, value: "zz".repeat(20) };
         assert!(expected_fingerprint(&[junk]).is_err());
         assert!(expected_fingerprint(&[]).is_err());
     }

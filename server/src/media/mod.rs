@@ -52,14 +52,10 @@ impl Engine {
     /// Binds the workers' sockets and starts their threads.
     pub(crate) fn start(config: &Config) -> Result<Engine, StartError> {
         let announced_ip = announced_ip(config)?;
-        let identity = Arc::new(
-            dtls::Identity::generate()
-                .map_err(|e| StartError::Config(format!("DTLS certificate: {e:?}")))?,
-        );
+        let identity =
+            Arc::new(dtls::Identity::generate().map_err(|e| StartError::Config(format!("DTLS certificate: {e:?}")))?);
         let count = match config.workers {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
         let mut workers = Vec::with_capacity(count);
@@ -67,25 +63,19 @@ impl Engine {
         for index in 0..count {
             let port = match config.rtc_port {
                 0 => 0,
-                base => base.checked_add(index as u16).ok_or_else(|| {
-                    StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535"))
-                })?,
+                base => base
+                    .checked_add(index as u16)
+                    .ok_or_else(|| StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535")))?,
             };
             let addr = SocketAddr::new(config.rtc_listen_ip, port);
-            let socket = std::net::UdpSocket::bind(addr)
-                .map_err(|source| StartError::Bind { addr, source })?;
+            let socket = std::net::UdpSocket::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
             let local = SocketAddr::new(announced_ip, socket.local_addr()?.port());
             let (handle, thread) = worker::spawn(index, socket, local, identity.clone())?;
             tracing::info!(worker = index, port = handle.port, announced = %announced_ip, "media worker started");
             workers.push(handle);
             threads.push(thread);
         }
-        Ok(Engine {
-            workers,
-            threads: Mutex::new(threads),
-            announced_ip,
-            identity,
-        })
+        Ok(Engine { workers, threads: Mutex::new(threads), announced_ip, identity })
     }
 
     /// The worker for a new room: the one with the fewest rooms.
@@ -155,20 +145,14 @@ fn announced_ip(config: &Config) -> Result<IpAddr, StartError> {
             }
             let resolved: Vec<SocketAddr> = (address.as_str(), 0)
                 .to_socket_addrs()
-                .map_err(|e| {
-                    StartError::Config(format!("cannot resolve --announced-address {address}: {e}"))
-                })?
+                .map_err(|e| StartError::Config(format!("cannot resolve --announced-address {address}: {e}")))?
                 .collect();
             resolved
                 .iter()
                 .find(|a| a.is_ipv4())
                 .or(resolved.first())
                 .map(|a| a.ip())
-                .ok_or_else(|| {
-                    StartError::Config(format!(
-                        "--announced-address {address} resolves to no address"
-                    ))
-                })
+                .ok_or_else(|| StartError::Config(format!("--announced-address {address} resolves to no address")))
         }
         None if config.environment() == Environment::Production => Err(StartError::Config(
             "production needs the address clients send media to: set --announced-address \

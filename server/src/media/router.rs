@@ -8,9 +8,9 @@
 //! engine rewrites it per packet, as mediasoup does.
 
 use dspeak_schema::ortc::{
-    CodecParameters, MediaKind, ParameterValue, RtcpParameters, RtpCapabilities,
-    RtpCodecCapability, RtpEncodingParameters, RtpHeaderExtension, RtpHeaderExtensionDirection,
-    RtpHeaderExtensionParameters, RtpParameters,
+    CodecParameters, MediaKind, ParameterValue, RtcpParameters, RtpCapabilities, RtpCodecCapability,
+    RtpEncodingParameters, RtpHeaderExtension, RtpHeaderExtensionDirection, RtpHeaderExtensionParameters,
+    RtpParameters,
 };
 
 use crate::error::Error;
@@ -37,10 +37,7 @@ pub(crate) fn capabilities() -> RtpCapabilities {
             preferred_payload_type: Some(OPUS_PT),
             clock_rate: OPUS_CLOCK_RATE,
             channels: Some(2),
-            parameters: CodecParameters::from([(
-                "useinbandfec".to_owned(),
-                ParameterValue::Integer(1),
-            )]),
+            parameters: CodecParameters::from([("useinbandfec".to_owned(), ParameterValue::Integer(1))]),
             rtcp_feedback: vec![],
         }],
         header_extensions: vec![RtpHeaderExtension {
@@ -65,19 +62,12 @@ pub(crate) struct ProducerStream {
 }
 
 /// Checks a `produce` request against the router and extracts the stream.
-pub(crate) fn producer_stream(
-    kind: MediaKind,
-    rtp: &RtpParameters,
-) -> Result<ProducerStream, Error> {
+pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<ProducerStream, Error> {
     if kind != MediaKind::Audio {
-        return Err(Error::Unsupported(
-            "only audio producers are supported".into(),
-        ));
+        return Err(Error::Unsupported("only audio producers are supported".into()));
     }
-    let codec = rtp
-        .codecs
-        .first()
-        .ok_or_else(|| Error::InvalidParams("rtpParameters.codecs must not be empty".into()))?;
+    let codec =
+        rtp.codecs.first().ok_or_else(|| Error::InvalidParams("rtpParameters.codecs must not be empty".into()))?;
     if !codec.mime_type.eq_ignore_ascii_case(OPUS_MIME)
         || codec.clock_rate != OPUS_CLOCK_RATE
         || codec.channels.unwrap_or(1) != 2
@@ -95,18 +85,14 @@ pub(crate) fn producer_stream(
             codec.payload_type
         )));
     }
-    let ssrc = rtp.encodings.first().and_then(|e| e.ssrc).ok_or_else(|| {
-        Error::InvalidParams("rtpParameters.encodings[0].ssrc is required".into())
-    })?;
-    let mid = rtp
-        .mid
-        .clone()
-        .ok_or_else(|| Error::InvalidParams("rtpParameters.mid is required".into()))?;
-    if mid.is_empty() || mid.len() > MAX_MID_LEN || !mid.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        return Err(Error::InvalidParams(format!(
-            "rtpParameters.mid must be 1-{MAX_MID_LEN} letters or digits"
-        )));
+    let ssrc = rtp
+        .encodings
+        .first()
+        .and_then(|e| e.ssrc)
+        .ok_or_else(|| Error::InvalidParams("rtpParameters.encodings[0].ssrc is required".into()))?;
+    let mid = rtp.mid.clone().ok_or_else(|| Error::InvalidParams("rtpParameters.mid is required".into()))?;
+    if mid.is_empty() || mid.len() > MAX_MID_LEN || !mid.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::InvalidParams(format!("rtpParameters.mid must be 1-{MAX_MID_LEN} letters or digits")));
     }
     Ok(ProducerStream {
         mid,
@@ -129,9 +115,7 @@ pub(crate) fn check_can_consume(caps: &RtpCapabilities) -> Result<(), Error> {
     if can_receive {
         Ok(())
     } else {
-        Err(Error::Unsupported(
-            "rtpCapabilities cannot receive audio/opus 48000/2".into(),
-        ))
+        Err(Error::Unsupported("rtpCapabilities cannot receive audio/opus 48000/2".into()))
     }
 }
 
@@ -146,11 +130,7 @@ pub(crate) fn consumer_parameters(
     let header_extensions = capabilities()
         .header_extensions
         .into_iter()
-        .filter(|ours| {
-            caps.header_extensions
-                .iter()
-                .any(|theirs| theirs.kind == ours.kind && theirs.uri == ours.uri)
-        })
+        .filter(|ours| caps.header_extensions.iter().any(|theirs| theirs.kind == ours.kind && theirs.uri == ours.uri))
         .map(|ext| RtpHeaderExtensionParameters {
             uri: ext.uri,
             id: ext.preferred_id,
@@ -170,17 +150,9 @@ pub(crate) fn consumer_parameters(
         mid: Some(mid),
         codecs: vec![codec],
         header_extensions,
-        encodings: vec![RtpEncodingParameters {
-            ssrc: Some(ssrc),
-            ..Default::default()
-        }],
+        encodings: vec![RtpEncodingParameters { ssrc: Some(ssrc), ..Default::default() }],
         rtcp: RtcpParameters {
-            cname: Some(
-                producer
-                    .cname
-                    .clone()
-                    .unwrap_or_else(|| format!("dspeak-{ssrc}")),
-            ),
+            cname: Some(producer.cname.clone().unwrap_or_else(|| format!("dspeak-{ssrc}"))),
             reduced_size: true,
             mux: None,
         },
@@ -193,23 +165,16 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> serde_json::Value {
-        let path = format!(
-            "{}/../fixtures/reference/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../fixtures/reference/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str(&text).unwrap()
     }
 
     #[test]
     fn real_clients_produce_params_are_accepted() {
-        for (client, pt) in [
-            ("chromium-mediasoup-client-3.24", 111),
-            ("pymediasoup-1.5-aiortc-1.16", 96),
-        ] {
+        for (client, pt) in [("chromium-mediasoup-client-3.24", 111), ("pymediasoup-1.5-aiortc-1.16", 96)] {
             let params = fixture(&format!("{client}/produce.params.json"));
-            let rtp: RtpParameters =
-                serde_json::from_value(params["rtpParameters"].clone()).unwrap();
+            let rtp: RtpParameters = serde_json::from_value(params["rtpParameters"].clone()).unwrap();
             let stream = producer_stream(MediaKind::Audio, &rtp).unwrap();
             assert_eq!(stream.payload_type, pt, "{client}");
             assert_eq!(stream.mid, "0");
@@ -218,68 +183,42 @@ mod tests {
 
     #[test]
     fn consumer_parameters_match_what_mediasoup_answered() {
-        for client in [
-            "chromium-mediasoup-client-3.24",
-            "pymediasoup-1.5-aiortc-1.16",
-        ] {
-            let produce: RtpParameters = serde_json::from_value(
-                fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone(),
-            )
-            .unwrap();
-            let caps: RtpCapabilities = serde_json::from_value(
-                fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone(),
-            )
-            .unwrap();
+        for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
+            let produce: RtpParameters =
+                serde_json::from_value(fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone())
+                    .unwrap();
+            let caps: RtpCapabilities =
+                serde_json::from_value(fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone())
+                    .unwrap();
             let theirs: RtpParameters = serde_json::from_value(
-                fixture(&format!("{client}/consume.result-from-mediasoup.json"))["rtpParameters"]
-                    .clone(),
+                fixture(&format!("{client}/consume.result-from-mediasoup.json"))["rtpParameters"].clone(),
             )
             .unwrap();
             let stream = producer_stream(MediaKind::Audio, &produce).unwrap();
             check_can_consume(&caps).unwrap();
             let ours = consumer_parameters(&stream, &caps, "0".into(), 1234);
-            assert_eq!(
-                ours.codecs[0].payload_type, theirs.codecs[0].payload_type,
-                "{client}"
-            );
+            assert_eq!(ours.codecs[0].payload_type, theirs.codecs[0].payload_type, "{client}");
             assert_eq!(ours.codecs[0].channels, theirs.codecs[0].channels);
-            assert_eq!(
-                ours.codecs[0].parameters, theirs.codecs[0].parameters,
-                "{client}: producer's parameters"
-            );
+            assert_eq!(ours.codecs[0].parameters, theirs.codecs[0].parameters, "{client}: producer's parameters");
             assert_eq!(ours.mid, theirs.mid);
-            assert_eq!(
-                ours.rtcp.cname, stream.cname,
-                "{client}: the producer's CNAME, as mediasoup does"
-            );
-            assert!(ours.header_extensions.iter().all(|e| {
-                theirs
-                    .header_extensions
+            assert_eq!(ours.rtcp.cname, stream.cname, "{client}: the producer's CNAME, as mediasoup does");
+            assert!(
+                ours.header_extensions
                     .iter()
-                    .any(|t| t.uri == e.uri && t.id == e.id)
-            }));
+                    .all(|e| { theirs.header_extensions.iter().any(|t| t.uri == e.uri && t.id == e.id) })
+            );
         }
     }
 
     #[test]
     fn incompatible_capabilities_and_codecs_are_refused() {
         let no_opus = RtpCapabilities::default();
-        assert!(matches!(
-            check_can_consume(&no_opus),
-            Err(Error::Unsupported(_))
-        ));
-        let mut rtp: RtpParameters = serde_json::from_value(
-            fixture("pymediasoup-1.5-aiortc-1.16/produce.params.json")["rtpParameters"].clone(),
-        )
-        .unwrap();
+        assert!(matches!(check_can_consume(&no_opus), Err(Error::Unsupported(_))));
+        let mut rtp: RtpParameters =
+            serde_json::from_value(fixture("pymediasoup-1.5-aiortc-1.16/produce.params.json")["rtpParameters"].clone())
+                .unwrap();
         rtp.codecs[0].mime_type = "audio/PCMU".into();
-        assert!(matches!(
-            producer_stream(MediaKind::Audio, &rtp),
-            Err(Error::Unsupported(_))
-        ));
-        assert!(matches!(
-            producer_stream(MediaKind::Video, &rtp),
-            Err(Error::Unsupported(_))
-        ));
+        assert!(matches!(producer_stream(MediaKind::Audio, &rtp), Err(Error::Unsupported(_))));
+        assert!(matches!(producer_stream(MediaKind::Video, &rtp), Err(Error::Unsupported(_))));
     }
 }

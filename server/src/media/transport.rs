@@ -125,17 +125,13 @@ impl Transport {
                 Codec::Opus,
                 Frequency::FORTY_EIGHT_KHZ,
                 Some(2),
-                FormatParams {
-                    min_p_time: Some(10),
-                    use_inband_fec: Some(true),
-                    ..Default::default()
-                },
+                FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..Default::default() },
             );
         }
         let peer_cert = PeerCertSlot::default();
         let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
-        let candidate = Candidate::host(local, "udp")
-            .map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
         Ok(Transport {
             id,
@@ -173,17 +169,9 @@ impl Transport {
     }
 
     /// `connectTransport`: the client's fingerprint and role; starts DTLS.
-    pub(crate) fn connect(
-        &mut self,
-        expected: Expected,
-        role: DtlsRole,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), Error> {
+    pub(crate) fn connect(&mut self, expected: Expected, role: DtlsRole, sink: &mut Sink<'_>) -> Result<(), Error> {
         if self.dtls != DtlsState::New {
-            return Err(Error::InvalidState(format!(
-                "transport '{}' is already connected",
-                self.id
-            )));
+            return Err(Error::InvalidState(format!("transport '{}' is already connected", self.id)));
         }
         // The client's role decides ours; with `auto` the ICE-lite side is the DTLS
         // server, as mediasoup's is.
@@ -191,12 +179,8 @@ impl Transport {
         let mut api = self.rtc.direct_api();
         // str0m requires a remote fingerprint before DTLS even with its own check off;
         // the real check is `dtls::verify` on `Connected`.
-        api.set_remote_fingerprint(Fingerprint {
-            hash_func: "sha-256".into(),
-            bytes: vec![0; 32],
-        });
-        api.start_dtls(active)
-            .map_err(|e| Error::Internal(format!("start_dtls: {e}")))?;
+        api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
+        api.start_dtls(active).map_err(|e| Error::Internal(format!("start_dtls: {e}")))?;
         self.expected = Some(expected);
         self.dtls = DtlsState::Connecting;
         self.drain(Instant::now(), sink);
@@ -206,9 +190,7 @@ impl Transport {
     /// New local ICE credentials (ICE restart).
     pub(crate) fn restart_ice(&mut self, sink: &mut Sink<'_>) -> IceParameters {
         let creds = IceCreds::new();
-        self.rtc
-            .direct_api()
-            .set_local_ice_credentials(creds.clone());
+        self.rtc.direct_api().set_local_ice_credentials(creds.clone());
         self.local_ufrag = creds.ufrag;
         self.local_password = creds.pass;
         self.drain(Instant::now(), sink);
@@ -221,21 +203,12 @@ impl Transport {
         if self.remote_ufrag.as_deref() != Some(ufrag) {
             self.remote_ufrag = Some(ufrag.to_owned());
             // An ICE-lite agent never uses the remote password.
-            self.rtc.direct_api().set_remote_ice_credentials(IceCreds {
-                ufrag: ufrag.to_owned(),
-                pass: String::new(),
-            });
+            self.rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: ufrag.to_owned(), pass: String::new() });
         }
     }
 
     /// Feeds one datagram from `source`.
-    pub(crate) fn receive(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        data: &[u8],
-        sink: &mut Sink<'_>,
-    ) {
+    pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
         self.counters.packets_received += 1;
         self.counters.bytes_received += data.len() as u64;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
@@ -258,10 +231,7 @@ impl Transport {
     /// Declares a media section (MID) for a producer or consumer.
     pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, Error> {
         if self.mids.iter().any(|m| m == mid) {
-            return Err(Error::InvalidState(format!(
-                "mid '{mid}' is already used on transport '{}'",
-                self.id
-            )));
+            return Err(Error::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
         }
         let m = Mid::from(mid);
         self.rtc.direct_api().declare_media(m, MediaKind::Audio);
@@ -277,17 +247,12 @@ impl Transport {
 
     /// Starts receiving a producer's stream.
     pub(crate) fn expect_stream(&mut self, mid: Mid, ssrc: u32) {
-        self.rtc
-            .direct_api()
-            .expect_stream_rx(Ssrc::from(ssrc), None, mid, None)
-            .suppress_nack(true);
+        self.rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
     }
 
     /// Starts a consumer's outgoing stream.
     pub(crate) fn declare_stream(&mut self, mid: Mid, ssrc: u32) {
-        self.rtc
-            .direct_api()
-            .declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
+        self.rtc.direct_api().declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
     }
 
     /// Sends one forwarded RTP packet on a consumer stream.
@@ -343,11 +308,7 @@ impl Transport {
     fn on_event(&mut self, event: Event, sink: &mut Sink<'_>) {
         match event {
             Event::Connected => {
-                let cert = self
-                    .peer_cert
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
+                let cert = self.peer_cert.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let verified = match (&self.expected, cert) {
                     (Some(expected), Some(cert)) => dtls::verify(expected, &cert),
                     _ => false,
@@ -380,7 +341,4 @@ fn extension_map(direction: Direction) -> ExtensionMap {
     map
 }
 
-const _: () = assert!(
-    OPUS_CLOCK_RATE == 48_000,
-    "str0m is configured with FORTY_EIGHT_KHZ"
-);
+const _: () = assert!(OPUS_CLOCK_RATE == 48_000, "str0m is configured with FORTY_EIGHT_KHZ");

@@ -59,9 +59,7 @@ impl WorkerHandle {
         let command: Command = Box::new(move |w| {
             let _ = tx.send(f(w));
         });
-        self.commands
-            .send(command)
-            .map_err(|_| Error::Unavailable)?;
+        self.commands.send(command).map_err(|_| Error::Unavailable)?;
         rx.await.unwrap_or(Err(Error::Unavailable))
     }
 
@@ -117,12 +115,7 @@ struct SeqRewriter {
 
 impl SeqRewriter {
     fn new(start: u64) -> Self {
-        SeqRewriter {
-            last_out: start,
-            offset: 0,
-            run_start: start,
-            synced: false,
-        }
+        SeqRewriter { last_out: start, offset: 0, run_start: start, synced: false }
     }
 
     fn rewrite(&mut self, seq_in: u64) -> Option<u64> {
@@ -172,43 +165,34 @@ pub(crate) fn spawn(
     socket.set_nonblocking(true)?;
     let (commands, rx) = mpsc::unbounded_channel();
     let counts = Arc::new(WorkerCounts::default());
-    let handle = WorkerHandle {
-        index,
-        port,
-        commands,
-        counts: counts.clone(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let thread = std::thread::Builder::new()
-        .name(format!("dspeak-media-{index}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(s) => Arc::new(s),
-                    Err(e) => {
-                        tracing::error!(worker = index, error = %e, "cannot use the media socket");
-                        return;
-                    }
-                };
-                let worker = Worker {
-                    socket,
-                    local,
-                    identity,
-                    transports: HashMap::new(),
-                    by_ufrag: HashMap::new(),
-                    by_addr: HashMap::new(),
-                    producers: HashMap::new(),
-                    consumers: HashMap::new(),
-                    counts,
-                    rtp: Vec::new(),
-                    next_wakeup: Instant::now() + Duration::from_secs(1),
-                    stopping: false,
-                };
-                worker.run(rx).await;
-            });
-        })?;
+    let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
+        runtime.block_on(async move {
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot use the media socket");
+                    return;
+                }
+            };
+            let worker = Worker {
+                socket,
+                local,
+                identity,
+                transports: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                producers: HashMap::new(),
+                consumers: HashMap::new(),
+                counts,
+                rtp: Vec::new(),
+                next_wakeup: Instant::now() + Duration::from_secs(1),
+                stopping: false,
+            };
+            worker.run(rx).await;
+        });
+    })?;
     Ok((handle, thread))
 }
 
@@ -248,15 +232,9 @@ impl Worker {
     }
 
     fn update_counts(&self) {
-        self.counts
-            .transports
-            .store(self.transports.len(), Ordering::Relaxed);
-        self.counts
-            .producers
-            .store(self.producers.len(), Ordering::Relaxed);
-        self.counts
-            .consumers
-            .store(self.consumers.len(), Ordering::Relaxed);
+        self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
+        self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
+        self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
     }
 
     fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
@@ -272,15 +250,7 @@ impl Worker {
             return;
         };
         let mut rtp = std::mem::take(&mut self.rtp);
-        transport.receive(
-            now,
-            source,
-            data,
-            &mut Sink {
-                socket: &self.socket,
-                rtp: &mut rtp,
-            },
-        );
+        transport.receive(now, source, data, &mut Sink { socket: &self.socket, rtp: &mut rtp });
         self.next_wakeup = self.next_wakeup.min(transport.next_timeout);
         for packet in rtp.drain(..) {
             self.forward(&id, packet, now);
@@ -342,23 +312,10 @@ impl Worker {
             let Some(seq) = consumer.seq.rewrite(*packet.seq_no) else {
                 continue;
             };
-            let timestamp = packet
-                .header
-                .timestamp
-                .wrapping_add(consumer.timestamp_offset);
-            let sink = &mut Sink {
-                socket: &self.socket,
-                rtp: &mut rtp,
-            };
-            if target.write_rtp(
-                now,
-                consumer.ssrc,
-                seq,
-                timestamp,
-                packet.header.marker,
-                packet.payload.clone(),
-                sink,
-            ) {
+            let timestamp = packet.header.timestamp.wrapping_add(consumer.timestamp_offset);
+            let sink = &mut Sink { socket: &self.socket, rtp: &mut rtp };
+            if target.write_rtp(now, consumer.ssrc, seq, timestamp, packet.header.marker, packet.payload.clone(), sink)
+            {
                 consumer.packets += 1;
                 consumer.bytes += packet.payload.len() as u64;
             }
@@ -372,13 +329,7 @@ impl Worker {
         let mut next = now + Duration::from_secs(1);
         for transport in self.transports.values_mut() {
             if transport.next_timeout <= now {
-                transport.timeout(
-                    now,
-                    &mut Sink {
-                        socket: &self.socket,
-                        rtp: &mut rtp,
-                    },
-                );
+                transport.timeout(now, &mut Sink { socket: &self.socket, rtp: &mut rtp });
             }
             next = next.min(transport.next_timeout);
         }
@@ -409,20 +360,12 @@ impl Worker {
         direction: Direction,
     ) -> Result<IceParameters, Error> {
         let now = Instant::now();
-        let mut transport = Transport::new(
-            id.clone(),
-            owner,
-            direction,
-            &self.identity,
-            self.local,
-            now,
-        )?;
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, self.local, now)?;
         let mut rtp = Vec::new();
         transport.timeout(now, &mut Self::sink(&self.socket, &mut rtp));
         self.next_wakeup = self.next_wakeup.min(transport.next_timeout);
         let ice = transport.ice_parameters();
-        self.by_ufrag
-            .insert(transport.local_ufrag.clone(), id.clone());
+        self.by_ufrag.insert(transport.local_ufrag.clone(), id.clone());
         self.transports.insert(id, transport);
         Ok(ice)
     }
@@ -445,11 +388,7 @@ impl Worker {
     }
 
     /// New server ICE credentials for a transport.
-    pub(crate) fn restart_ice(
-        &mut self,
-        id: &TransportId,
-        owner: &PeerId,
-    ) -> Result<IceParameters, Error> {
+    pub(crate) fn restart_ice(&mut self, id: &TransportId, owner: &PeerId) -> Result<IceParameters, Error> {
         let socket = self.socket.clone();
         let transport = self.transport_of(id, owner)?;
         let old = transport.local_ufrag.clone();
@@ -476,10 +415,7 @@ impl Worker {
             )));
         }
         if transport.producers.contains_key(&stream.ssrc) {
-            return Err(Error::InvalidState(format!(
-                "ssrc {} is already produced on this transport",
-                stream.ssrc
-            )));
+            return Err(Error::InvalidState(format!("ssrc {} is already produced on this transport", stream.ssrc)));
         }
         let mid = transport.declare_mid(&stream.mid)?;
         transport.expect_stream(mid, stream.ssrc);
@@ -505,10 +441,7 @@ impl Worker {
         producer_id: &ProducerId,
         ssrc: u32,
     ) -> Result<(ProducerStream, String, bool), Error> {
-        let producer = self
-            .producers
-            .get(producer_id)
-            .ok_or_else(|| Error::not_found("producer", producer_id))?;
+        let producer = self.producers.get(producer_id).ok_or_else(|| Error::not_found("producer", producer_id))?;
         let (stream, producer_paused) = (producer.stream.clone(), producer.paused);
         let transport = self.transport_of(transport_id, owner)?;
         if transport.direction != Direction::Recv {
@@ -516,10 +449,7 @@ impl Worker {
                 "transport '{transport_id}' is a send transport; consume needs a recv transport"
             )));
         }
-        let mid = (0u32..)
-            .map(|n| n.to_string())
-            .find(|m| !transport.mids.contains(m))
-            .unwrap_or_default();
+        let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
         let declared = transport.declare_mid(&mid)?;
         transport.declare_stream(declared, ssrc);
         let random = uuid::Uuid::new_v4().as_u128();
@@ -543,15 +473,8 @@ impl Worker {
     }
 
     /// Pauses or resumes a producer.
-    pub(crate) fn set_producer_paused(
-        &mut self,
-        id: &ProducerId,
-        paused: bool,
-    ) -> Result<(), Error> {
-        let producer = self
-            .producers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found("producer", id))?;
+    pub(crate) fn set_producer_paused(&mut self, id: &ProducerId, paused: bool) -> Result<(), Error> {
+        let producer = self.producers.get_mut(id).ok_or_else(|| Error::not_found("producer", id))?;
         if producer.paused && !paused {
             for c in &producer.consumers {
                 if let Some(c) = self.consumers.get_mut(c) {
@@ -564,12 +487,7 @@ impl Worker {
     }
 
     /// Pauses or resumes a consumer of `owner`.
-    pub(crate) fn set_consumer_paused(
-        &mut self,
-        id: &ConsumerId,
-        owner: &PeerId,
-        paused: bool,
-    ) -> Result<(), Error> {
+    pub(crate) fn set_consumer_paused(&mut self, id: &ConsumerId, owner: &PeerId, paused: bool) -> Result<(), Error> {
         let consumer = match self.consumers.get_mut(id) {
             Some(c) if &c.owner == owner => c,
             _ => return Err(Error::not_found("consumer", id)),
@@ -595,11 +513,7 @@ impl Worker {
             .into_iter()
             .filter_map(|c| {
                 let owner = self.remove_consumer(&c)?;
-                Some(ClosedConsumer {
-                    consumer: c,
-                    producer: id.clone(),
-                    owner,
-                })
+                Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
             })
             .collect()
     }
@@ -642,12 +556,8 @@ impl Worker {
         for p in producers {
             closed.extend(self.close_producer(&p));
         }
-        let consumers: Vec<ConsumerId> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| &c.transport == id)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let consumers: Vec<ConsumerId> =
+            self.consumers.iter().filter(|(_, c)| &c.transport == id).map(|(k, _)| k.clone()).collect();
         for c in consumers {
             self.remove_consumer(&c);
         }
@@ -656,11 +566,7 @@ impl Worker {
 
     /// Statistics of a transport, producer or consumer of `owner`.
     pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, Error> {
-        if let Some(t) = self
-            .transports
-            .get(&TransportId::from(id))
-            .filter(|t| &t.owner == owner)
-        {
+        if let Some(t) = self.transports.get(&TransportId::from(id)).filter(|t| &t.owner == owner) {
             return Ok(Stats::Transport {
                 id: t.id.clone(),
                 ice_state: format!("{:?}", t.ice).to_lowercase(),
@@ -672,10 +578,7 @@ impl Worker {
             });
         }
         if let Some(p) = self.producers.get(&ProducerId::from(id)) {
-            let owned = self
-                .transports
-                .get(&p.transport)
-                .is_some_and(|t| &t.owner == owner);
+            let owned = self.transports.get(&p.transport).is_some_and(|t| &t.owner == owner);
             if owned {
                 return Ok(Stats::Producer {
                     id: ProducerId::from(id),
@@ -686,11 +589,7 @@ impl Worker {
                 });
             }
         }
-        if let Some(c) = self
-            .consumers
-            .get(&ConsumerId::from(id))
-            .filter(|c| &c.owner == owner)
-        {
+        if let Some(c) = self.consumers.get(&ConsumerId::from(id)).filter(|c| &c.owner == owner) {
             let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),
@@ -722,16 +621,8 @@ mod tests {
         assert_eq!(s.rewrite(5003), Some(104), "upstream loss stays a gap");
         assert_eq!(s.rewrite(5002), Some(103), "reordered packets pass");
         s.resync();
-        assert_eq!(
-            s.rewrite(9000),
-            Some(105),
-            "after a pause the stream continues"
-        );
-        assert_eq!(
-            s.rewrite(8999),
-            None,
-            "packets from before the pause are dropped"
-        );
+        assert_eq!(s.rewrite(9000), Some(105), "after a pause the stream continues");
+        assert_eq!(s.rewrite(8999), None, "packets from before the pause are dropped");
         assert_eq!(s.rewrite(9001), Some(106));
     }
 }

@@ -1,9 +1,7 @@
 //! The consumers area: `consume`, `pauseConsumer`, `resumeConsumer`, `closeConsumer`,
 //! `getStats`, and consumers closed because their producer closed.
 
-use dspeak_schema::media::{
-    ConsumeParams, ConsumeResult, ConsumerParams, Direction, GetStatsParams, Stats,
-};
+use dspeak_schema::media::{ConsumeParams, ConsumeResult, ConsumerParams, Direction, GetStatsParams, Stats};
 use dspeak_schema::ortc::MediaKind;
 use dspeak_schema::rooms::Empty;
 use dspeak_schema::{ConsumerId, Event, ProducerId};
@@ -13,72 +11,44 @@ use crate::error::Error;
 use crate::events;
 use crate::media::router;
 
-/// Most consumers one session may hold.
-const MAX_CONSUMERS: usize = 1000;
-
 impl Session {
     /// `consume`: a paused consumer of another peer's producer in the same room.
     pub(crate) async fn consume(&mut self, p: ConsumeParams) -> Result<ConsumeResult, Error> {
         let j = self.joined()?;
+        let max = self.shared.config.limits.max_consumers;
+        if !j.grants.subscribe {
+            return Err(Error::Forbidden("the access token does not grant canSubscribe".into()));
+        }
         if self.own_transport(&p.transport_id)? != Direction::Recv {
             return Err(Error::InvalidState(format!(
                 "transport '{}' is a send transport; consume needs a recv transport",
                 p.transport_id
             )));
         }
-        let producer = j
-            .room
-            .producer(&p.producer_id)
-            .ok_or_else(|| Error::not_found("producer", &p.producer_id))?;
+        let producer = j.room.producer(&p.producer_id).ok_or_else(|| Error::not_found("producer", &p.producer_id))?;
         if producer.peer_id == j.peer_id {
-            return Err(Error::Forbidden(
-                "a peer cannot consume its own producer".into(),
-            ));
+            return Err(Error::Forbidden("a peer cannot consume its own producer".into()));
         }
-        if j.consumers.len() >= MAX_CONSUMERS {
-            return Err(Error::LimitExceeded(format!(
-                "a session may hold at most {MAX_CONSUMERS} consumers"
-            )));
+        if j.consumers.len() >= max {
+            return Err(Error::LimitExceeded(format!("a session may hold at most {max} consumers")));
         }
         router::check_can_consume(&p.rtp_capabilities)?;
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
         let ssrc = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
-        let (consumer_id, transport, owner, producer_id) = (
-            id.clone(),
-            p.transport_id.clone(),
-            j.peer_id.clone(),
-            p.producer_id.clone(),
-        );
-        let (stream, mid, producer_paused) = j
-            .room
-            .worker()
-            .call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc))
-            .await?;
+        let (consumer_id, transport, owner, producer_id) =
+            (id.clone(), p.transport_id.clone(), j.peer_id.clone(), p.producer_id.clone());
+        let (stream, mid, producer_paused) =
+            j.room.worker().call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
         let rtp_parameters = router::consumer_parameters(&stream, &p.rtp_capabilities, mid, ssrc);
-        self.joined_mut()?
-            .consumers
-            .insert(id.clone(), p.producer_id.clone());
-        Ok(ConsumeResult {
-            id,
-            producer_id: p.producer_id,
-            kind: MediaKind::Audio,
-            rtp_parameters,
-            producer_paused,
-        })
+        self.joined_mut()?.consumers.insert(id.clone(), p.producer_id.clone());
+        Ok(ConsumeResult { id, producer_id: p.producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
     }
 
     /// `pauseConsumer` / `resumeConsumer`.
-    pub(crate) async fn set_consumer_paused(
-        &mut self,
-        p: ConsumerParams,
-        paused: bool,
-    ) -> Result<Empty, Error> {
+    pub(crate) async fn set_consumer_paused(&mut self, p: ConsumerParams, paused: bool) -> Result<Empty, Error> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id, j.peer_id.clone());
-        j.room
-            .worker()
-            .call(move |w| w.set_consumer_paused(&id, &owner, paused))
-            .await?;
+        j.room.worker().call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
         Ok(Empty {})
     }
 
@@ -86,10 +56,7 @@ impl Session {
     pub(crate) async fn close_consumer(&mut self, p: ConsumerParams) -> Result<Empty, Error> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id.clone(), j.peer_id.clone());
-        j.room
-            .worker()
-            .call(move |w| w.close_consumer(&id, &owner))
-            .await?;
+        j.room.worker().call(move |w| w.close_consumer(&id, &owner)).await?;
         self.joined_mut()?.consumers.remove(&p.consumer_id);
         Ok(Empty {})
     }
@@ -102,28 +69,17 @@ impl Session {
     }
 
     /// The engine closed one of this session's consumers (its producer closed).
-    pub(crate) async fn consumer_closed(
-        &mut self,
-        consumer_id: ConsumerId,
-        producer_id: ProducerId,
-    ) {
+    pub(crate) async fn consumer_closed(&mut self, consumer_id: ConsumerId, producer_id: ProducerId) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
         if j.consumers.remove(&consumer_id).is_some() {
-            self.events.push(events::serialize(&Event::ConsumerClosed {
-                consumer_id,
-                producer_id,
-            }));
+            self.events.push(events::serialize(&Event::ConsumerClosed { consumer_id, producer_id }));
         }
     }
 
     fn own_consumer(&self, id: &ConsumerId) -> Result<&super::Joined, Error> {
         let j = self.joined()?;
-        if j.consumers.contains_key(id) {
-            Ok(j)
-        } else {
-            Err(Error::not_found("consumer", id))
-        }
+        if j.consumers.contains_key(id) { Ok(j) } else { Err(Error::not_found("consumer", id)) }
     }
 }

@@ -27,8 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::auth::Grants;
 use crate::error::Error;
 use crate::events::{self, EventReceiver, EventSender};
+use crate::limits::TokenBucket;
 use crate::room::Room;
 
 /// A unit of work run on a session's actor with exclusive access to it.
@@ -49,6 +51,8 @@ pub(crate) struct Session {
 struct Joined {
     room: Arc<Room>,
     peer_id: PeerId,
+    grants: Grants,
+    broadcasts: TokenBucket,
     transports: HashMap<TransportId, Direction>,
     /// Producers with their media kind.
     producers: HashMap<ProducerId, MediaKind>,
@@ -57,10 +61,12 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(room: Arc<Room>, peer_id: PeerId) -> Self {
+    fn new(room: Arc<Room>, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
         Joined {
             room,
             peer_id,
+            grants,
+            broadcasts: TokenBucket::per_second(broadcast_rate),
             transports: HashMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
@@ -71,7 +77,6 @@ impl Joined {
 /// A strong handle: keeps the session alive and sends it requests.
 #[derive(Clone, Debug)]
 pub(crate) struct SessionHandle {
-    id: SessionId,
     jobs: mpsc::UnboundedSender<Job>,
     events: EventSender,
 }
@@ -88,11 +93,7 @@ impl SessionHandle {
         let id = SessionId::new(uuid::Uuid::new_v4().to_string());
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = events::channel(shared.config.event_queue);
-        let handle = SessionHandle {
-            id: id.clone(),
-            jobs,
-            events: events.clone(),
-        };
+        let handle = SessionHandle { jobs, events: events.clone() };
         let session = Session {
             id: id.clone(),
             shared: shared.clone(),
@@ -107,11 +108,6 @@ impl SessionHandle {
         handle
     }
 
-    /// The session id.
-    pub(crate) fn id(&self) -> &SessionId {
-        &self.id
-    }
-
     /// The session's own event queue (for events it causes itself, like `pong`).
     pub(crate) fn events(&self) -> &EventSender {
         &self.events
@@ -121,10 +117,7 @@ impl SessionHandle {
     ///
     /// The job is queued when `call` is called, not when the future is first polled:
     /// callers rely on this to keep the arrival order of requests.
-    pub(crate) fn call<R, F>(
-        &self,
-        f: F,
-    ) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
     where
         R: Send + 'static,
         F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, Result<R, Error>> + Send + 'static,
@@ -144,10 +137,13 @@ impl SessionHandle {
         }
     }
 
+    /// Evicts the session from its room: its event queue overflowed.
+    pub(crate) fn evict_slow(&self) {
+        self.downgrade().post(|s| Box::pin(s.evict_slow()));
+    }
+
     fn downgrade(&self) -> WeakSessionHandle {
-        WeakSessionHandle {
-            jobs: self.jobs.downgrade(),
-        }
+        WeakSessionHandle { jobs: self.jobs.downgrade() }
     }
 }
 
@@ -184,9 +180,10 @@ impl Session {
 
     /// Takes the event stream (once per session).
     pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), Error> {
-        let rx = self.events_rx.take().ok_or_else(|| {
-            Error::InvalidState("this session is already subscribed to its events".into())
-        })?;
+        let rx = self
+            .events_rx
+            .take()
+            .ok_or_else(|| Error::InvalidState("this session is already subscribed to its events".into()))?;
         let mut rx = rx;
         rx.set_subscribed(true);
         Ok((self.id.clone(), rx))

@@ -8,45 +8,33 @@ use super::Session;
 use crate::error::Error;
 use crate::media::router;
 
-/// Most producers one session may hold.
-const MAX_PRODUCERS: usize = 4;
-/// Largest `appData`, serialized.
-const MAX_APP_DATA_BYTES: usize = 4096;
-
 impl Session {
     /// `produce`: starts receiving an Opus track and announces it to the room.
     pub(crate) async fn produce(&mut self, p: ProduceParams) -> Result<ProduceResult, Error> {
         let j = self.joined()?;
+        let limits = &self.shared.config.limits;
+        if !j.grants.publish {
+            return Err(Error::Forbidden("the access token does not grant canPublish".into()));
+        }
         if self.own_transport(&p.transport_id)? != Direction::Send {
             return Err(Error::InvalidState(format!(
                 "transport '{}' is a recv transport; produce needs a send transport",
                 p.transport_id
             )));
         }
-        if j.producers.len() >= MAX_PRODUCERS {
-            return Err(Error::LimitExceeded(format!(
-                "a session may hold at most {MAX_PRODUCERS} producers"
-            )));
+        if j.producers.len() >= limits.max_producers {
+            return Err(Error::LimitExceeded(format!("a session may hold at most {} producers", limits.max_producers)));
         }
         if let Some(app_data) = &p.app_data {
-            let size = serde_json::to_string(app_data)
-                .map(|s| s.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_APP_DATA_BYTES {
-                return Err(Error::TooLarge {
-                    what: "appData",
-                    size,
-                    limit: MAX_APP_DATA_BYTES,
-                });
+            let size = serde_json::to_string(app_data).map(|s| s.len()).unwrap_or(usize::MAX);
+            if size > limits.max_app_data_bytes {
+                return Err(Error::TooLarge { what: "appData", size, limit: limits.max_app_data_bytes });
             }
         }
         let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
         let (producer_id, transport, owner) = (id.clone(), p.transport_id, j.peer_id.clone());
-        j.room
-            .worker()
-            .call(move |w| w.produce(producer_id, &transport, &owner, stream))
-            .await?;
+        j.room.worker().call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
         j.room.add_producer(ProducerInfo {
@@ -60,17 +48,10 @@ impl Session {
     }
 
     /// `pauseProducer` / `resumeProducer`.
-    pub(crate) async fn set_producer_paused(
-        &mut self,
-        p: ProducerParams,
-        paused: bool,
-    ) -> Result<Empty, Error> {
+    pub(crate) async fn set_producer_paused(&mut self, p: ProducerParams, paused: bool) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        j.room
-            .worker()
-            .call(move |w| w.set_producer_paused(&id, paused))
-            .await?;
+        j.room.worker().call(move |w| w.set_producer_paused(&id, paused)).await?;
         j.room.set_producer_paused(&p.producer_id, paused);
         Ok(Empty {})
     }
@@ -79,11 +60,7 @@ impl Session {
     pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        let closed = j
-            .room
-            .worker()
-            .call(move |w| Ok(w.close_producer(&id)))
-            .await?;
+        let closed = j.room.worker().call(move |w| Ok(w.close_producer(&id))).await?;
         j.room.remove_producer(&p.producer_id);
         j.room.notify_closed_consumers(closed);
         self.joined_mut()?.producers.remove(&p.producer_id);
@@ -96,9 +73,7 @@ impl Session {
         if j.producers.contains_key(id) {
             Ok(j)
         } else if j.room.producer(id).is_some() {
-            Err(Error::Forbidden(format!(
-                "producer '{id}' belongs to another peer"
-            )))
+            Err(Error::Forbidden(format!("producer '{id}' belongs to another peer")))
         } else {
             Err(Error::not_found("producer", id))
         }

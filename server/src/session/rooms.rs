@@ -4,9 +4,10 @@ use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, 
 use dspeak_schema::{Event, PeerId};
 
 use super::{Joined, Session};
+use crate::auth;
 use crate::error::Error;
 use crate::media::router;
-use crate::room::Member;
+use crate::room::{Member, RoomLimits};
 
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -17,11 +18,7 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
     }
     let chars = value.chars().count();
     if chars > MAX_NAME_CHARS {
-        return Err(Error::TooLarge {
-            what,
-            size: chars,
-            limit: MAX_NAME_CHARS,
-        });
+        return Err(Error::TooLarge { what, size: chars, limit: MAX_NAME_CHARS });
     }
     Ok(())
 }
@@ -34,21 +31,23 @@ impl Session {
         }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
+        let config = &self.shared.config;
+        let secret = config.auth_secret.as_ref().map(|s| s.expose());
+        let grants = auth::admit(secret, p.token.as_deref(), &p.room)?;
+        let display_name = grants.name.clone().unwrap_or(p.display_name);
+        check_name("displayName", &display_name)?;
         let peer_id = PeerId::new(uuid::Uuid::new_v4().to_string());
         let member = Member {
             peer_id: peer_id.clone(),
-            display_name: p.display_name.clone(),
+            identity: grants.identity.clone(),
+            display_name,
             events: self.events.clone(),
             session: self.me.clone(),
         };
-        let joined = self.shared.rooms.join(
-            &p.room,
-            member,
-            self.shared.config.max_peers_per_room,
-            &self.shared.engine,
-        )?;
-        tracing::info!(room = %p.room, peer = %peer_id, "joined");
-        self.joined = Some(Joined::new(joined.room, peer_id.clone()));
+        let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
+        let joined = self.shared.rooms.join(&p.room, member, limits, &self.shared.engine)?;
+        tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
+        self.joined = Some(Joined::new(joined.room, peer_id.clone(), grants, config.limits.broadcast_rate));
         Ok(JoinResult {
             peer_id,
             session_id: self.id.clone(),
@@ -76,12 +75,7 @@ impl Session {
         let closed = j
             .room
             .worker()
-            .call(move |w| {
-                Ok(transports
-                    .iter()
-                    .flat_map(|t| w.close_transport(t))
-                    .collect::<Vec<_>>())
-            })
+            .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
             .await
             .unwrap_or_default();
         j.room.notify_closed_consumers(closed);
@@ -91,32 +85,43 @@ impl Session {
 
     /// `broadcast`: queues the payload for every other member of the room.
     pub(crate) async fn broadcast(&mut self, p: BroadcastParams) -> Result<BroadcastResult, Error> {
-        let j = self.joined()?;
         let limit = self.shared.config.max_broadcast_bytes;
-        let size = serde_json::to_string(&p.payload)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        if size > limit {
-            return Err(Error::TooLarge {
-                what: "payload",
-                size,
-                limit,
-            });
+        let rate = self.shared.config.limits.broadcast_rate;
+        let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
+        if !j.grants.broadcast {
+            return Err(Error::Forbidden("the access token does not grant canBroadcast".into()));
         }
-        let event = Event::Broadcast {
-            from: j.peer_id.clone(),
-            payload: p.payload,
-        };
+        if !j.broadcasts.try_take() {
+            return Err(Error::LimitExceeded(format!("at most {rate} broadcasts per second")));
+        }
+        let size = serde_json::to_string(&p.payload).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > limit {
+            return Err(Error::TooLarge { what: "payload", size, limit });
+        }
+        let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
         let delivered = j.room.fan_out(Some(&j.peer_id), &event);
         Ok(BroadcastResult { delivered })
     }
 
     /// The session's event queue overflowed: it leaves its room so the room does not
-    /// wait on it; its stream ends with an error once drained.
+    /// wait on it, and its stream ends with `limitExceeded` once drained.
     pub(crate) async fn evict_slow(&mut self) {
-        if self.joined.is_some() {
-            tracing::warn!("evicted from room: event queue overflow");
-            self.leave_room().await;
-        }
+        tracing::warn!("evicted: event queue overflow");
+        self.evict(Error::LimitExceeded(
+            "event queue overflow: events were not read fast enough; the session left its room".into(),
+        ))
+        .await;
+    }
+
+    /// A newer session joined the room with the same identity: this one leaves, and
+    /// its stream ends with `forbidden` saying why.
+    pub(crate) async fn replaced(&mut self) {
+        tracing::info!("replaced by a newer session of the same identity");
+        self.evict(Error::Forbidden("replaced: the same identity joined the room from another session".into())).await;
+    }
+
+    async fn evict(&mut self, reason: Error) {
+        self.leave_room().await;
+        self.events.end_stream(reason);
     }
 }

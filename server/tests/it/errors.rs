@@ -24,17 +24,9 @@ async fn malformed_messages_get_standard_errors_and_the_connection_survives() {
     let v = ws.request(1, "noSuchMethod", json!({})).await;
     assert_eq!(raw_code(&v), -32601);
 
-    let v = ws
-        .request(2, "join", json!({"room": 5, "displayName": "x"}))
-        .await;
+    let v = ws.request(2, "join", json!({"room": 5, "displayName": "x"})).await;
     assert_eq!(raw_code(&v), -32602);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid type"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("invalid type"), "{v}");
 
     let v = ws.request(3, "join", json!(["r", "x"])).await;
     assert_eq!(raw_code(&v), -32602, "positional params are rejected: {v}");
@@ -46,10 +38,7 @@ async fn malformed_messages_get_standard_errors_and_the_connection_survives() {
     let v = ws.recv().await;
     assert_eq!(raw_code(&v), -32600, "{v}");
 
-    ws.send_text(
-        r#"[{"jsonrpc":"2.0","id":6,"method":"ping"},{"jsonrpc":"2.0","id":7,"method":"ping"}]"#,
-    )
-    .await;
+    ws.send_text(r#"[{"jsonrpc":"2.0","id":6,"method":"ping"},{"jsonrpc":"2.0","id":7,"method":"ping"}]"#).await;
     let v = ws.recv().await;
     assert_eq!(raw_code(&v), -32005, "batches are refused: {v}");
 
@@ -67,10 +56,7 @@ async fn malformed_messages_get_standard_errors_and_the_connection_survives() {
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let v = ws.request(9, "broadcast", json!({"payload": 1})).await;
     assert_eq!(raw_code(&v), 1000, "not joined: {v}");
-    ws.send_text(format!(
-        r#"{{"jsonrpc":"2.0","id":10,"method":"join","params":{nested}}}"#
-    ))
-    .await;
+    ws.send_text(format!(r#"{{"jsonrpc":"2.0","id":10,"method":"join","params":{nested}}}"#)).await;
     let v = ws.recv().await;
     assert!(raw_code(&v) == -32602 || raw_code(&v) == -32700, "{v}");
 
@@ -86,15 +72,8 @@ async fn malformed_messages_get_standard_errors_and_the_connection_survives() {
 async fn methods_without_params_accept_missing_empty_object_or_empty_array() {
     let server = spawn_server().await;
     let mut ws = RawWs::connect(&server.url()).await;
-    ws.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-        .await;
+    ws.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
     assert_eq!(ws.recv().await["result"]["type"], "pong");
-    assert_eq!(
-        ws.request(2, "ping", json!({})).await["result"]["type"],
-        "pong"
-    );
-    assert_eq!(
-        ws.request(3, "ping", json!([])).await["result"]["type"],
-        "pong"
-    );
+    assert_eq!(ws.request(2, "ping", json!({})).await["result"]["type"], "pong");
+    assert_eq!(ws.request(3, "ping", json!([])).await["result"]["type"], "pong");
 }

@@ -3,8 +3,8 @@
 
 use dspeak_schema::client::DspeakClient;
 use dspeak_schema::media::{
-    ConnectTransportParams, ConsumeParams, ConsumerParams, CreateTransportParams, Direction,
-    GetStatsParams, ProduceParams, ProducerParams, Stats, TransportParams,
+    ConnectTransportParams, ConsumeParams, ConsumerParams, CreateTransportParams, Direction, GetStatsParams,
+    ProduceParams, ProducerParams, Stats, TransportParams,
 };
 use dspeak_schema::ortc::{
     DtlsFingerprint, DtlsParameters, DtlsRole, FingerprintAlgorithm, MediaKind, RtpCapabilities,
@@ -15,67 +15,39 @@ use serde_json::Value;
 use crate::support::*;
 
 fn fixture(path: &str) -> Value {
-    let file = format!(
-        "{}/../fixtures/reference/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}")))
-        .unwrap()
+    let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap()
 }
 
 fn produce_params(client: &str, transport_id: TransportId) -> ProduceParams {
-    let mut p: ProduceParams =
-        serde_json::from_value(fixture(&format!("{client}/produce.params.json"))).unwrap();
+    let mut p: ProduceParams = serde_json::from_value(fixture(&format!("{client}/produce.params.json"))).unwrap();
     p.transport_id = transport_id;
     p
 }
 
-fn consume_params(
-    client: &str,
-    transport_id: TransportId,
-    producer_id: ProducerId,
-) -> ConsumeParams {
-    let mut p: ConsumeParams =
-        serde_json::from_value(fixture(&format!("{client}/consume.params.json"))).unwrap();
+fn consume_params(client: &str, transport_id: TransportId, producer_id: ProducerId) -> ConsumeParams {
+    let mut p: ConsumeParams = serde_json::from_value(fixture(&format!("{client}/consume.params.json"))).unwrap();
     p.transport_id = transport_id;
     p.producer_id = producer_id;
     p
 }
 
 async fn transport(peer: &Peer, direction: Direction) -> TransportId {
-    peer.client
-        .create_transport(CreateTransportParams { direction })
-        .await
-        .unwrap()
-        .id
+    peer.client.create_transport(CreateTransportParams { direction }).await.unwrap().id
 }
 
 #[tokio::test]
 async fn create_transport_answers_mediasoup_shaped_parameters() {
     let server = spawn_server().await;
     let peer = server.joined("shape", "A").await;
-    let t = peer
-        .client
-        .create_transport(CreateTransportParams {
-            direction: Direction::Send,
-        })
-        .await
-        .unwrap();
+    let t = peer.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
     assert!(t.ice_parameters.ice_lite);
     assert!(t.ice_parameters.username_fragment.len() >= 4 && t.ice_parameters.password.len() >= 22);
     let c = &t.ice_candidates[0];
-    assert_eq!(
-        (c.ip.as_str(), c.address.as_str()),
-        ("127.0.0.1", "127.0.0.1")
-    );
+    assert_eq!((c.ip.as_str(), c.address.as_str()), ("127.0.0.1", "127.0.0.1"));
     assert_eq!(c.port, server.handle.rtc_ports()[0]);
     assert_eq!(t.dtls_parameters.role, DtlsRole::Auto);
-    let algorithms: Vec<_> = t
-        .dtls_parameters
-        .fingerprints
-        .iter()
-        .map(|f| f.algorithm)
-        .collect();
+    let algorithms: Vec<_> = t.dtls_parameters.fingerprints.iter().map(|f| f.algorithm).collect();
     assert_eq!(algorithms, FingerprintAlgorithm::ALL);
     for f in &t.dtls_parameters.fingerprints {
         assert_eq!(f.value.split(':').count(), f.algorithm.digest_len());
@@ -86,10 +58,7 @@ async fn create_transport_answers_mediasoup_shaped_parameters() {
     let theirs = fixture("mediasoup-wire/createTransport.result.json");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&ours), keys(&theirs));
-    assert_eq!(
-        keys(&ours["iceCandidates"][0]),
-        keys(&theirs["iceCandidates"][0])
-    );
+    assert_eq!(keys(&ours["iceCandidates"][0]), keys(&theirs["iceCandidates"][0]));
     assert_eq!(keys(&ours["iceParameters"]), keys(&theirs["iceParameters"]));
 }
 
@@ -99,77 +68,38 @@ async fn produce_and_consume_follow_the_room_and_ownership_rules() {
     let mut a = server.joined("media", "A").await;
     let mut b = server.joined("media", "B").await;
     let c = server.joined("elsewhere", "C").await;
-    a.event_where("B joined", |e| matches!(e, Event::PeerJoined { .. }))
-        .await;
+    a.event_where("B joined", |e| matches!(e, Event::PeerJoined { .. })).await;
 
     // Before joining, media methods need a room.
     let lonely = server.client().await;
-    let r = lonely
-        .create_transport(CreateTransportParams {
-            direction: Direction::Send,
-        })
-        .await;
+    let r = lonely.create_transport(CreateTransportParams { direction: Direction::Send }).await;
     assert_eq!(code_of(r), ErrorCode::NotJoined.code());
 
     // A produces with pymediasoup's parameters; B sees it.
     let a_send = transport(&a, Direction::Send).await;
     let a_recv = transport(&a, Direction::Recv).await;
-    let produced = a
-        .client
-        .produce(produce_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            a_send.clone(),
-        ))
-        .await
-        .unwrap();
-    let added = b
-        .event_where("producerAdded", |e| {
-            matches!(e, Event::ProducerAdded { .. })
-        })
-        .await;
+    let produced = a.client.produce(produce_params("pymediasoup-1.5-aiortc-1.16", a_send.clone())).await.unwrap();
+    let added = b.event_where("producerAdded", |e| matches!(e, Event::ProducerAdded { .. })).await;
     assert_eq!(
         added,
-        Event::ProducerAdded {
-            peer_id: a.peer_id(),
-            producer_id: produced.id.clone(),
-            kind: MediaKind::Audio
-        }
+        Event::ProducerAdded { peer_id: a.peer_id(), producer_id: produced.id.clone(), kind: MediaKind::Audio }
     );
 
     // Producing on a recv transport, or video, is refused.
-    let r = a
-        .client
-        .produce(produce_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            a_recv.clone(),
-        ))
-        .await;
+    let r = a.client.produce(produce_params("pymediasoup-1.5-aiortc-1.16", a_recv.clone())).await;
     assert_eq!(code_of(r), ErrorCode::InvalidState.code());
     let mut video = produce_params("chromium-mediasoup-client-3.24", a_send.clone());
     video.kind = MediaKind::Video;
-    assert_eq!(
-        code_of(a.client.produce(video).await),
-        ErrorCode::Unsupported.code()
-    );
+    assert_eq!(code_of(a.client.produce(video).await), ErrorCode::Unsupported.code());
     // The same MID twice on one transport is refused.
-    let r = a
-        .client
-        .produce(produce_params(
-            "chromium-mediasoup-client-3.24",
-            a_send.clone(),
-        ))
-        .await;
+    let r = a.client.produce(produce_params("chromium-mediasoup-client-3.24", a_send.clone())).await;
     assert_eq!(code_of(r), ErrorCode::InvalidState.code());
 
     // B consumes with Chromium's capabilities: the router's payload type, paused.
     let b_recv = transport(&b, Direction::Recv).await;
     let consumer = b
         .client
-        .consume(consume_params(
-            "chromium-mediasoup-client-3.24",
-            b_recv.clone(),
-            produced.id.clone(),
-        ))
+        .consume(consume_params("chromium-mediasoup-client-3.24", b_recv.clone(), produced.id.clone()))
         .await
         .unwrap();
     assert_eq!(consumer.producer_id, produced.id);
@@ -178,211 +108,72 @@ async fn produce_and_consume_follow_the_room_and_ownership_rules() {
     assert_eq!(consumer.rtp_parameters.mid.as_deref(), Some("0"));
     assert!(consumer.rtp_parameters.encodings[0].ssrc.is_some());
     assert!(!consumer.producer_paused);
-    match b
-        .client
-        .get_stats(GetStatsParams {
-            id: consumer.id.to_string(),
-        })
-        .await
-        .unwrap()
-    {
+    match b.client.get_stats(GetStatsParams { id: consumer.id.to_string() }).await.unwrap() {
         Stats::Consumer { paused, .. } => assert!(paused, "consumers start paused"),
         other => panic!("expected consumer stats, got {other:?}"),
     }
-    b.client
-        .resume_consumer(ConsumerParams {
-            consumer_id: consumer.id.clone(),
-        })
-        .await
-        .unwrap();
+    b.client.resume_consumer(ConsumerParams { consumer_id: consumer.id.clone() }).await.unwrap();
     // A second consumer of the same producer gets the next MID.
     let second = b
         .client
-        .consume(consume_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            b_recv.clone(),
-            produced.id.clone(),
-        ))
+        .consume(consume_params("pymediasoup-1.5-aiortc-1.16", b_recv.clone(), produced.id.clone()))
         .await
         .unwrap();
     assert_eq!(second.rtp_parameters.mid.as_deref(), Some("1"));
-    b.client
-        .close_consumer(ConsumerParams {
-            consumer_id: second.id.clone(),
-        })
-        .await
-        .unwrap();
+    b.client.close_consumer(ConsumerParams { consumer_id: second.id.clone() }).await.unwrap();
 
     // A late joiner sees the producer in its join result.
     let late = server.joined("media", "late").await;
-    assert_eq!(
-        late.joined.as_ref().unwrap().producers[0].producer_id,
-        produced.id
-    );
+    assert_eq!(late.joined.as_ref().unwrap().producers[0].producer_id, produced.id);
 
     // Other people's resources.
-    let r = b
-        .client
-        .produce(produce_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            a_send.clone(),
-        ))
-        .await;
-    assert_eq!(
-        code_of(r),
-        ErrorCode::NotFound.code(),
-        "another session's transport"
-    );
-    let r = b
-        .client
-        .pause_producer(ProducerParams {
-            producer_id: produced.id.clone(),
-        })
-        .await;
-    assert_eq!(
-        code_of(r),
-        ErrorCode::Forbidden.code(),
-        "another peer's producer"
-    );
-    let r = a
-        .client
-        .resume_consumer(ConsumerParams {
-            consumer_id: consumer.id.clone(),
-        })
-        .await;
-    assert_eq!(
-        code_of(r),
-        ErrorCode::NotFound.code(),
-        "another session's consumer"
-    );
-    let r = a
-        .client
-        .get_stats(GetStatsParams {
-            id: consumer.id.to_string(),
-        })
-        .await;
+    let r = b.client.produce(produce_params("pymediasoup-1.5-aiortc-1.16", a_send.clone())).await;
+    assert_eq!(code_of(r), ErrorCode::NotFound.code(), "another session's transport");
+    let r = b.client.pause_producer(ProducerParams { producer_id: produced.id.clone() }).await;
+    assert_eq!(code_of(r), ErrorCode::Forbidden.code(), "another peer's producer");
+    let r = a.client.resume_consumer(ConsumerParams { consumer_id: consumer.id.clone() }).await;
+    assert_eq!(code_of(r), ErrorCode::NotFound.code(), "another session's consumer");
+    let r = a.client.get_stats(GetStatsParams { id: consumer.id.to_string() }).await;
     assert_eq!(code_of(r), ErrorCode::NotFound.code());
-    let r = a
-        .client
-        .consume(consume_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            a_recv.clone(),
-            produced.id.clone(),
-        ))
-        .await;
+    let r = a.client.consume(consume_params("pymediasoup-1.5-aiortc-1.16", a_recv.clone(), produced.id.clone())).await;
     assert_eq!(code_of(r), ErrorCode::Forbidden.code(), "consuming oneself");
     let c_recv = transport(&c, Direction::Recv).await;
-    let r = c
-        .client
-        .consume(consume_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            c_recv,
-            produced.id.clone(),
-        ))
-        .await;
-    assert_eq!(
-        code_of(r),
-        ErrorCode::NotFound.code(),
-        "a producer of another room"
-    );
-    let r = b
-        .client
-        .consume(consume_params(
-            "pymediasoup-1.5-aiortc-1.16",
-            a_send.clone(),
-            produced.id.clone(),
-        ))
-        .await;
+    let r = c.client.consume(consume_params("pymediasoup-1.5-aiortc-1.16", c_recv, produced.id.clone())).await;
+    assert_eq!(code_of(r), ErrorCode::NotFound.code(), "a producer of another room");
+    let r = b.client.consume(consume_params("pymediasoup-1.5-aiortc-1.16", a_send.clone(), produced.id.clone())).await;
     assert_eq!(code_of(r), ErrorCode::NotFound.code());
 
     // Unknown ids and incompatible capabilities.
-    let r = b
-        .client
-        .resume_consumer(ConsumerParams {
-            consumer_id: ConsumerId::from("nope"),
-        })
-        .await;
+    let r = b.client.resume_consumer(ConsumerParams { consumer_id: ConsumerId::from("nope") }).await;
     assert_eq!(code_of(r), ErrorCode::NotFound.code());
-    let r = b
-        .client
-        .close_producer(ProducerParams {
-            producer_id: ProducerId::from("nope"),
-        })
-        .await;
+    let r = b.client.close_producer(ProducerParams { producer_id: ProducerId::from("nope") }).await;
     assert_eq!(code_of(r), ErrorCode::NotFound.code());
-    let mut no_opus = consume_params(
-        "pymediasoup-1.5-aiortc-1.16",
-        b_recv.clone(),
-        produced.id.clone(),
-    );
+    let mut no_opus = consume_params("pymediasoup-1.5-aiortc-1.16", b_recv.clone(), produced.id.clone());
     no_opus.rtp_capabilities = RtpCapabilities::default();
-    assert_eq!(
-        code_of(b.client.consume(no_opus).await),
-        ErrorCode::Unsupported.code()
-    );
+    assert_eq!(code_of(b.client.consume(no_opus).await), ErrorCode::Unsupported.code());
 
     // Pause is announced to the room; close closes the consumers.
-    a.client
-        .pause_producer(ProducerParams {
-            producer_id: produced.id.clone(),
-        })
-        .await
-        .unwrap();
-    let paused = b
-        .event_where("producerPaused", |e| {
-            matches!(e, Event::ProducerPaused { .. })
-        })
-        .await;
-    assert_eq!(
-        paused,
-        Event::ProducerPaused {
-            peer_id: a.peer_id(),
-            producer_id: produced.id.clone()
-        }
-    );
-    a.client
-        .close_producer(ProducerParams {
-            producer_id: produced.id.clone(),
-        })
-        .await
-        .unwrap();
+    a.client.pause_producer(ProducerParams { producer_id: produced.id.clone() }).await.unwrap();
+    let paused = b.event_where("producerPaused", |e| matches!(e, Event::ProducerPaused { .. })).await;
+    assert_eq!(paused, Event::ProducerPaused { peer_id: a.peer_id(), producer_id: produced.id.clone() });
+    a.client.close_producer(ProducerParams { producer_id: produced.id.clone() }).await.unwrap();
     let mut saw = (false, false);
     while saw != (true, true) {
         match b.next_event().await {
             Event::ProducerClosed { producer_id, .. } if producer_id == produced.id => saw.0 = true,
-            Event::ConsumerClosed {
-                consumer_id,
-                producer_id,
-            } if consumer_id == consumer.id => {
+            Event::ConsumerClosed { consumer_id, producer_id } if consumer_id == consumer.id => {
                 assert_eq!(producer_id, produced.id);
                 saw.1 = true;
             }
             _ => {}
         }
     }
-    server
-        .wait_counts("consumers closed with their producer", |c| {
-            c.producers == 0 && c.consumers == 0
-        })
-        .await;
-    let r = b
-        .client
-        .resume_consumer(ConsumerParams {
-            consumer_id: consumer.id.clone(),
-        })
-        .await;
-    assert_eq!(
-        code_of(r),
-        ErrorCode::NotFound.code(),
-        "a closed consumer is gone"
-    );
+    server.wait_counts("consumers closed with their producer", |c| c.producers == 0 && c.consumers == 0).await;
+    let r = b.client.resume_consumer(ConsumerParams { consumer_id: consumer.id.clone() }).await;
+    assert_eq!(code_of(r), ErrorCode::NotFound.code(), "a closed consumer is gone");
 
     drop((a, b, c, late, lonely));
-    server
-        .wait_counts("everything released", |c| {
-            *c == dspeak_server::Counts::default()
-        })
-        .await;
+    server.wait_counts("everything released", |c| *c == dspeak_server::Counts::default()).await;
 }
 
 #[tokio::test]
@@ -392,68 +183,28 @@ async fn connect_transport_checks_dtls_parameters() {
     let id = transport(&peer, Direction::Send).await;
     let connect = |fingerprints: Vec<DtlsFingerprint>| ConnectTransportParams {
         transport_id: id.clone(),
-        dtls_parameters: DtlsParameters {
-            role: DtlsRole::Client,
-            fingerprints,
-        },
+        dtls_parameters: DtlsParameters { role: DtlsRole::Client, fingerprints },
     };
-    let short = DtlsFingerprint {
-        algorithm: FingerprintAlgorithm::Sha256,
-        value: "AB:CD".into(),
-    };
-    assert_eq!(
-        code_of(peer.client.connect_transport(connect(vec![short])).await),
-        -32602
-    );
-    let junk = DtlsFingerprint {
-        algorithm: FingerprintAlgorithm::Sha512,
-        value: "zz:".repeat(63) + "zz",
-    };
-    assert_eq!(
-        code_of(peer.client.connect_transport(connect(vec![junk])).await),
-        -32602
-    );
-    assert_eq!(
-        code_of(peer.client.connect_transport(connect(vec![])).await),
-        -32602
-    );
+    let short = DtlsFingerprint { algorithm: FingerprintAlgorithm::Sha256, value: "AB:CD".into() };
+    assert_eq!(code_of(peer.client.connect_transport(connect(vec![short])).await), -32602);
+    let junk = DtlsFingerprint { algorithm: FingerprintAlgorithm::Sha512, value: "zz:".repeat(63) + "zz" };
+    assert_eq!(code_of(peer.client.connect_transport(connect(vec![junk])).await), -32602);
+    assert_eq!(code_of(peer.client.connect_transport(connect(vec![])).await), -32602);
     let mut other = connect(vec![]);
     other.transport_id = TransportId::from("unknown");
-    assert_eq!(
-        code_of(peer.client.connect_transport(other).await),
-        ErrorCode::NotFound.code()
-    );
+    assert_eq!(code_of(peer.client.connect_transport(other).await), ErrorCode::NotFound.code());
 
     // pymediasoup's real parameters (sha-512, role server) are accepted, once.
-    let mut real: ConnectTransportParams = serde_json::from_value(fixture(
-        "pymediasoup-1.5-aiortc-1.16/connectTransport.params.json",
-    ))
-    .unwrap();
+    let mut real: ConnectTransportParams =
+        serde_json::from_value(fixture("pymediasoup-1.5-aiortc-1.16/connectTransport.params.json")).unwrap();
     real.transport_id = id.clone();
     peer.client.connect_transport(real.clone()).await.unwrap();
-    assert_eq!(
-        code_of(peer.client.connect_transport(real).await),
-        ErrorCode::InvalidState.code()
-    );
+    assert_eq!(code_of(peer.client.connect_transport(real).await), ErrorCode::InvalidState.code());
 
     // ICE restart gives new credentials.
-    let before = peer
-        .client
-        .get_stats(GetStatsParams { id: id.to_string() })
-        .await
-        .unwrap();
+    let before = peer.client.get_stats(GetStatsParams { id: id.to_string() }).await.unwrap();
     assert!(matches!(before, Stats::Transport { .. }));
-    let ice = peer
-        .client
-        .restart_ice(TransportParams {
-            transport_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    let again = peer
-        .client
-        .restart_ice(TransportParams { transport_id: id })
-        .await
-        .unwrap();
+    let ice = peer.client.restart_ice(TransportParams { transport_id: id.clone() }).await.unwrap();
+    let again = peer.client.restart_ice(TransportParams { transport_id: id }).await.unwrap();
     assert_ne!(ice.username_fragment, again.username_fragment);
 }

@@ -30,15 +30,7 @@ async fn pymediasoup_peers_hear_each_other_and_everything_is_released() {
     let server = spawn_server().await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python");
     let run = tokio::process::Command::new(python)
-        .args([
-            "-m",
-            "pytest",
-            "-s",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "test_e2e.py",
-        ])
+        .args(["-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "test_e2e.py"])
         .current_dir(dir)
         .env("DSPEAK_URL", server.url())
         .kill_on_drop(true)
@@ -49,9 +41,6 @@ async fn pymediasoup_peers_hear_each_other_and_everything_is_released() {
         .expect("python starts");
     assert!(status.success(), "pymediasoup e2e failed: {status}");
     server
-        .wait_counts(
-            "every session, room, transport, producer and consumer released",
-            |c| *c == Counts::default(),
-        )
+        .wait_counts("every session, room, transport, producer and consumer released", |c| *c == Counts::default())
         .await;
 }

@@ -11,10 +11,7 @@ use serde_json::json;
 use crate::support::*;
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test]
@@ -24,20 +21,11 @@ async fn ping_answers_pong_with_server_time_and_pushes_a_pong_event() {
     let before = now_ms();
     let pong = client.ping().await.unwrap();
     assert_eq!(pong.kind, PongType::Pong);
-    assert!(
-        (before - 1000..=now_ms() + 1000).contains(&pong.timestamp),
-        "timestamp {}",
-        pong.timestamp
-    );
+    assert!((before - 1000..=now_ms() + 1000).contains(&pong.timestamp), "timestamp {}", pong.timestamp);
 
     let mut peer = server.subscribed().await;
     let pong = peer.client.ping().await.unwrap();
-    assert_eq!(
-        peer.next_event().await,
-        Event::Pong {
-            timestamp: pong.timestamp
-        }
-    );
+    assert_eq!(peer.next_event().await, Event::Pong { timestamp: pong.timestamp });
 }
 
 #[tokio::test]
@@ -45,31 +33,18 @@ async fn welcome_is_the_first_event_and_carries_session_and_version() {
     let server = spawn_server().await;
     let client = server.client().await;
     // Join before subscribing: the queued peer events must still come after welcome.
-    let joined = client
-        .join(JoinParams {
-            room: "w".into(),
-            display_name: "Ann".into(),
-            token: None,
-        })
-        .await
-        .unwrap();
+    let joined = client.join(JoinParams { room: "w".into(), display_name: "Ann".into(), token: None }).await.unwrap();
     let _other = server.joined("w", "Bob").await;
     let mut events = client.subscribe_events().await.unwrap();
     match next_event(&mut events).await {
-        Event::Welcome {
-            session_id,
-            server: name,
-            version,
-        } => {
+        Event::Welcome { session_id, server: name, version } => {
             assert_eq!(session_id, joined.session_id);
             assert_eq!(name, "dspeak");
             assert_eq!(version, env!("CARGO_PKG_VERSION"));
         }
         other => panic!("expected welcome, got {other:?}"),
     }
-    assert!(
-        matches!(next_event(&mut events).await, Event::PeerJoined { display_name, .. } if display_name == "Bob")
-    );
+    assert!(matches!(next_event(&mut events).await, Event::PeerJoined { display_name, .. } if display_name == "Bob"));
 }
 
 #[tokio::test]
@@ -80,35 +55,14 @@ async fn broadcast_reaches_exactly_the_other_members_of_the_senders_room() {
     let mut c = server.joined("r1", "C").await;
     let mut d = server.joined("r2", "D").await;
     // Drain the join announcements.
-    a.event_where(
-        "B joined",
-        |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "B"),
-    )
-    .await;
-    a.event_where(
-        "C joined",
-        |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "C"),
-    )
-    .await;
-    b.event_where(
-        "C joined",
-        |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "C"),
-    )
-    .await;
+    a.event_where("B joined", |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "B")).await;
+    a.event_where("C joined", |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "C")).await;
+    b.event_where("C joined", |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "C")).await;
 
     let payload = json!({"text": "hi", "n": [1, 2, 3]});
-    let result = a
-        .client
-        .broadcast(BroadcastParams {
-            payload: payload.clone(),
-        })
-        .await
-        .unwrap();
+    let result = a.client.broadcast(BroadcastParams { payload: payload.clone() }).await.unwrap();
     assert_eq!(result.delivered, 2);
-    let expected = Event::Broadcast {
-        from: a.peer_id(),
-        payload,
-    };
+    let expected = Event::Broadcast { from: a.peer_id(), payload };
     assert_eq!(b.next_event().await, expected);
     assert_eq!(c.next_event().await, expected);
     a.no_event(Duration::from_millis(200)).await;
@@ -128,71 +82,54 @@ async fn join_leave_and_disconnect_are_announced_and_empty_rooms_disappear() {
         assert_eq!(b_joined.peers[0].display_name, "A");
         assert_eq!(
             a.next_event().await,
-            Event::PeerJoined {
-                peer_id: b_joined.peer_id.clone(),
-                display_name: "B".into()
-            }
+            Event::PeerJoined { peer_id: b_joined.peer_id.clone(), display_name: "B".into() }
         );
         assert_eq!(server.handle.counts().rooms, 1);
         assert_eq!(server.handle.counts().peers, 2);
         b.client.leave().await.unwrap();
-        assert_eq!(
-            a.next_event().await,
-            Event::PeerLeft {
-                peer_id: b_joined.peer_id.clone()
-            }
-        );
+        assert_eq!(a.next_event().await, Event::PeerLeft { peer_id: b_joined.peer_id.clone() });
         // B can join again after leaving.
         let again = b.join("room", "B2").await;
         assert_ne!(again.peer_id, b_joined.peer_id);
-        assert!(
-            matches!(a.next_event().await, Event::PeerJoined { display_name, .. } if display_name == "B2")
-        );
+        assert!(matches!(a.next_event().await, Event::PeerJoined { display_name, .. } if display_name == "B2"));
         // Killed socket, no leave.
         let b_id = again.peer_id;
         drop(b);
         assert_eq!(a.next_event().await, Event::PeerLeft { peer_id: b_id });
     }
-    server
-        .wait_counts("one peer left", |c| c.peers == 1 && c.sessions == 1)
-        .await;
+    server.wait_counts("one peer left", |c| c.peers == 1 && c.sessions == 1).await;
     a.client.leave().await.unwrap();
-    server
-        .wait_counts("room removed", |c| c.rooms == 0 && c.peers == 0)
-        .await;
+    server.wait_counts("room removed", |c| c.rooms == 0 && c.peers == 0).await;
     drop(a);
-    server
-        .wait_counts("sessions closed", |c| c.sessions == 0)
-        .await;
+    server.wait_counts("sessions closed", |c| c.sessions == 0).await;
 }
 
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_delay_the_others_and_is_evicted() {
     let mut config = Config::for_tests();
-    config.event_queue = 64;
+    // Small enough to overflow soon once the slow client's socket buffers are full,
+    // large enough that the fast client never lags that far behind on a busy machine.
+    config.event_queue = 256;
+    config.limits.broadcast_rate = 100_000;
+    config.limits.request_rate = 100_000;
     let server = spawn_server_with(config).await;
     let mut fast = server.joined("busy", "fast").await;
     let sender = server.joined("busy", "sender").await;
     // The slow client subscribes and joins over a raw socket, then never reads again.
     let mut slow = RawWs::connect(&server.url()).await;
     slow.request(1, "subscribeEvents", json!({})).await;
-    let slow_join = slow
-        .request(2, "join", json!({"room": "busy", "displayName": "slow"}))
-        .await;
+    let slow_join = slow.request(2, "join", json!({"room": "busy", "displayName": "slow"})).await;
     let slow_id = slow_join["result"]["peerId"].as_str().unwrap().to_owned();
     fast.event_where(
         "sender joined",
         |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "sender"),
     )
     .await;
-    fast.event_where(
-        "slow joined",
-        |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "slow"),
-    )
-    .await;
+    fast.event_where("slow joined", |e| matches!(e, Event::PeerJoined { display_name, .. } if display_name == "slow"))
+        .await;
 
     // Enough 16 KiB broadcasts to fill the slow client's socket buffers and queues.
-    let n = 1500;
+    let n = 2500;
     let blob = "x".repeat(16 * 1000);
     let slow_peer = slow_id.clone();
     let reader = tokio::spawn(async move {
@@ -217,53 +154,36 @@ async fn a_client_that_never_reads_does_not_delay_the_others_and_is_evicted() {
         tokio::time::Instant::now()
     });
     for i in 0..n {
-        sender
-            .client
-            .broadcast(BroadcastParams {
-                payload: json!({"i": i, "blob": blob}),
-            })
-            .await
-            .unwrap();
+        sender.client.broadcast(BroadcastParams { payload: json!({"i": i, "blob": blob}) }).await.unwrap();
     }
     let sent = tokio::time::Instant::now();
-    let done = reader
-        .await
-        .expect("fast reader saw every broadcast and the eviction");
+    let done = reader.await.expect("fast reader saw every broadcast and the eviction");
     let lag = done.saturating_duration_since(sent);
-    assert!(
-        lag < Duration::from_secs(2),
-        "fast client trailed the sender by {lag:?}"
-    );
+    assert!(lag < Duration::from_secs(2), "fast client trailed the sender by {lag:?}");
     server.wait_counts("slow peer gone", |c| c.peers == 2).await;
 }
 
 #[tokio::test]
 async fn pipelined_requests_of_one_session_apply_in_wire_order() {
-    let server = spawn_server().await;
+    let mut config = Config::for_tests();
+    config.limits.broadcast_rate = 1000;
+    let server = spawn_server_with(config).await;
     let mut listener = server.joined("order", "listener").await;
     let mut ws = RawWs::connect(&server.url()).await;
     // join and 100 broadcasts in one burst, without waiting for any answer.
-    let mut burst = vec![
-        json!({"jsonrpc": "2.0", "id": 0, "method": "join", "params": {"room": "order", "displayName": "fast"}}),
-    ];
+    let mut burst =
+        vec![json!({"jsonrpc": "2.0", "id": 0, "method": "join", "params": {"room": "order", "displayName": "fast"}})];
     for i in 1..=100 {
-        burst.push(
-            json!({"jsonrpc": "2.0", "id": i, "method": "broadcast", "params": {"payload": i}}),
-        );
+        burst.push(json!({"jsonrpc": "2.0", "id": i, "method": "broadcast", "params": {"payload": i}}));
     }
     for msg in &burst {
         ws.send_text(msg.to_string()).await;
     }
     for _ in 0..burst.len() {
         let v = ws.recv().await;
-        assert!(
-            v.get("result").is_some(),
-            "every pipelined request succeeds: {v}"
-        );
+        assert!(v.get("result").is_some(), "every pipelined request succeeds: {v}");
     }
-    listener
-        .event_where("fast joined", |e| matches!(e, Event::PeerJoined { .. }))
-        .await;
+    listener.event_where("fast joined", |e| matches!(e, Event::PeerJoined { .. })).await;
     for i in 1..=100 {
         match listener.next_event().await {
             Event::Broadcast { payload, .. } => assert_eq!(payload, json!(i)),
@@ -282,82 +202,30 @@ async fn room_errors_have_their_documented_codes_and_the_session_stays_usable() 
 
     // notJoined
     assert_eq!(code_of(a.client.leave().await), ErrorCode::NotJoined.code());
-    assert_eq!(
-        code_of(
-            a.client
-                .broadcast(BroadcastParams { payload: json!(1) })
-                .await
-        ),
-        ErrorCode::NotJoined.code()
-    );
+    assert_eq!(code_of(a.client.broadcast(BroadcastParams { payload: json!(1) }).await), ErrorCode::NotJoined.code());
     // invalid params: empty name; payloadTooLarge: long name
-    let bad = JoinParams {
-        room: "".into(),
-        display_name: "A".into(),
-        token: None,
-    };
+    let bad = JoinParams { room: "".into(), display_name: "A".into(), token: None };
     assert_eq!(code_of(a.client.join(bad).await), -32602);
-    let long = JoinParams {
-        room: "r".into(),
-        display_name: "n".repeat(65),
-        token: None,
-    };
-    assert_eq!(
-        code_of(a.client.join(long).await),
-        ErrorCode::PayloadTooLarge.code()
-    );
+    let long = JoinParams { room: "r".into(), display_name: "n".repeat(65), token: None };
+    assert_eq!(code_of(a.client.join(long).await), ErrorCode::PayloadTooLarge.code());
 
     a.join("small", "A").await;
     // alreadyJoined
-    let again = JoinParams {
-        room: "other".into(),
-        display_name: "A".into(),
-        token: None,
-    };
-    assert_eq!(
-        code_of(a.client.join(again).await),
-        ErrorCode::AlreadyJoined.code()
-    );
+    let again = JoinParams { room: "other".into(), display_name: "A".into(), token: None };
+    assert_eq!(code_of(a.client.join(again).await), ErrorCode::AlreadyJoined.code());
     // payloadTooLarge
-    let big = BroadcastParams {
-        payload: json!("y".repeat(200)),
-    };
-    assert_eq!(
-        code_of(a.client.broadcast(big).await),
-        ErrorCode::PayloadTooLarge.code()
-    );
+    let big = BroadcastParams { payload: json!("y".repeat(200)) };
+    assert_eq!(code_of(a.client.broadcast(big).await), ErrorCode::PayloadTooLarge.code());
     // invalidState: a second subscription on the same session
-    assert_eq!(
-        code_of(a.client.subscribe_events().await.map(|_| ())),
-        ErrorCode::InvalidState.code()
-    );
+    assert_eq!(code_of(a.client.subscribe_events().await.map(|_| ())), ErrorCode::InvalidState.code());
     // roomFull
     let _b = server.joined("small", "B").await;
     let c = server.client().await;
-    let full = JoinParams {
-        room: "small".into(),
-        display_name: "C".into(),
-        token: None,
-    };
+    let full = JoinParams { room: "small".into(), display_name: "C".into(), token: None };
     assert_eq!(code_of(c.join(full).await), ErrorCode::RoomFull.code());
     // Everyone is still usable.
-    assert_eq!(
-        a.client
-            .broadcast(BroadcastParams {
-                payload: json!("ok")
-            })
-            .await
-            .unwrap()
-            .delivered,
-        1
-    );
-    c.join(JoinParams {
-        room: "elsewhere".into(),
-        display_name: "C".into(),
-        token: None,
-    })
-    .await
-    .unwrap();
+    assert_eq!(a.client.broadcast(BroadcastParams { payload: json!("ok") }).await.unwrap().delivered, 1);
+    c.join(JoinParams { room: "elsewhere".into(), display_name: "C".into(), token: None }).await.unwrap();
     assert_eq!(server.handle.counts().rooms, 2);
 }
 
@@ -367,11 +235,7 @@ async fn typed_calls_send_params_as_an_object() {
     let server = spawn_server().await;
     let client = server.client().await;
     let joined = client
-        .call::<methods::Join>(JoinParams {
-            room: "obj".into(),
-            display_name: "A".into(),
-            token: None,
-        })
+        .call::<methods::Join>(JoinParams { room: "obj".into(), display_name: "A".into(), token: None })
         .await
         .unwrap();
     assert!(!joined.peer_id.as_str().is_empty());
@@ -385,9 +249,6 @@ async fn shutdown_closes_sessions_and_completes() {
     a.next_event().await;
     server.shutdown().await;
     // The client sees its connection end.
-    let end = tokio::time::timeout(TIMEOUT, async {
-        while let Some(Ok(_)) = a.events.next().await {}
-    })
-    .await;
+    let end = tokio::time::timeout(TIMEOUT, async { while let Some(Ok(_)) = a.events.next().await {} }).await;
     assert!(end.is_ok(), "client connection closed on shutdown");
 }

@@ -32,10 +32,7 @@ pub async fn spawn_server_with(config: Config) -> TestServer {
     })
     .await
     .expect("server starts");
-    TestServer {
-        handle,
-        stop: Some(stop),
-    }
+    TestServer { handle, stop: Some(stop) }
 }
 
 impl TestServer {
@@ -53,15 +50,8 @@ impl TestServer {
         let client = self.client().await;
         let mut events = client.subscribe_events().await.expect("subscribe");
         let welcome = next_event(&mut events).await;
-        assert!(
-            matches!(welcome, Event::Welcome { .. }),
-            "first event must be welcome, got {welcome:?}"
-        );
-        Peer {
-            client,
-            events,
-            joined: None,
-        }
+        assert!(matches!(welcome, Event::Welcome { .. }), "first event must be welcome, got {welcome:?}");
+        Peer { client, events, joined: None }
     }
 
     /// A subscribed client joined to `room` as `name`.
@@ -79,10 +69,7 @@ impl TestServer {
             if pred(&counts) {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; counts: {counts:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; counts: {counts:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -90,9 +77,7 @@ impl TestServer {
     /// Triggers shutdown and waits for it.
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().expect("running").send(());
-        tokio::time::timeout(Duration::from_secs(10), self.handle.stopped())
-            .await
-            .expect("server stops");
+        tokio::time::timeout(Duration::from_secs(10), self.handle.stopped()).await.expect("server stops");
     }
 }
 
@@ -107,11 +92,7 @@ impl Peer {
     pub async fn join(&mut self, room: &str, name: &str) -> JoinResult {
         let joined = self
             .client
-            .join(JoinParams {
-                room: room.into(),
-                display_name: name.into(),
-                token: None,
-            })
+            .join(JoinParams { room: room.into(), display_name: name.into(), token: None })
             .await
             .expect("join");
         self.joined = Some(joined.clone());
@@ -165,24 +146,17 @@ pub fn code_of<T: std::fmt::Debug>(r: Result<T, jsonrpsee::core::ClientError>) -
 
 /// A raw WebSocket connection speaking JSON text frames.
 pub struct RawWs {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl RawWs {
     pub async fn connect(url: &str) -> RawWs {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("raw ws connects");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("raw ws connects");
         RawWs { ws }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws
-            .send(Message::text(text.into()))
-            .await
-            .expect("send");
+        self.ws.send(Message::text(text.into())).await.expect("send");
     }
 
     pub async fn send(&mut self, message: Message) {
@@ -214,8 +188,7 @@ impl RawWs {
 
     /// Sends a request and waits for its response.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
-        let msg =
-            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.send_text(msg.to_string()).await;
         self.response(Value::from(id)).await
     }
@@ -223,7 +196,5 @@ impl RawWs {
 
 /// The error code of a raw response.
 pub fn raw_code(v: &Value) -> i64 {
-    v["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("expected an error response, got {v}"))
+    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error response, got {v}"))
 }

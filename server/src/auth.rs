@@ -1,0 +1,96 @@
+//! Access tokens: checking `join`'s token and minting tokens (`dspeak token`).
+//!
+//! Tokens are JWTs signed with HS256 and the server's `--auth-secret`; their claims
+//! are [`TokenClaims`]. Without a secret (development only) every join is anonymous
+//! with every grant.
+
+use dspeak_schema::auth::TokenClaims;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use crate::error::Error;
+
+/// What a joined session may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Grants {
+    /// The token's identity; `None` for anonymous sessions.
+    pub(crate) identity: Option<String>,
+    /// A display name the token imposes.
+    pub(crate) name: Option<String>,
+    pub(crate) publish: bool,
+    pub(crate) subscribe: bool,
+    pub(crate) broadcast: bool,
+}
+
+impl Grants {
+    fn anonymous() -> Self {
+        Grants { identity: None, name: None, publish: true, subscribe: true, broadcast: true }
+    }
+}
+
+/// Checks the token presented to join `room`.
+pub(crate) fn admit(secret: Option<&str>, token: Option<&str>, room: &str) -> Result<Grants, Error> {
+    let Some(secret) = secret else { return Ok(Grants::anonymous()) };
+    let token =
+        token.ok_or_else(|| Error::Unauthorized("this server requires an access token in join.token".into()))?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    let claims = jsonwebtoken::decode::<TokenClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => Error::TokenExpired("the access token has expired".into()),
+            ErrorKind::ImmatureSignature => Error::TokenExpired("the access token is not valid yet (nbf)".into()),
+            _ => Error::Unauthorized(format!("invalid access token: {e}")),
+        })?
+        .claims;
+    if claims.room != room {
+        return Err(Error::Forbidden(format!("the access token admits to room '{}', not '{room}'", claims.room)));
+    }
+    Ok(Grants {
+        identity: Some(claims.sub),
+        name: claims.name,
+        publish: claims.can_publish,
+        subscribe: claims.can_subscribe,
+        broadcast: claims.can_broadcast,
+    })
+}
+
+/// Signs `claims` with `secret` (HS256).
+pub fn mint(secret: &str, claims: &TokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(room: &str, exp_offset: i64) -> TokenClaims {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        TokenClaims {
+            sub: "ann".into(),
+            room: room.into(),
+            name: None,
+            can_publish: false,
+            can_subscribe: true,
+            can_broadcast: true,
+            exp: now + exp_offset,
+            nbf: None,
+            iat: Some(now),
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let token = mint("s3cret", &claims("r", 60)).unwrap();
+        let grants = admit(Some("s3cret"), Some(&token), "r").unwrap();
+        assert_eq!(grants.identity.as_deref(), Some("ann"));
+        assert!(!grants.publish && grants.subscribe);
+        assert!(matches!(admit(Some("other"), Some(&token), "r"), Err(Error::Unauthorized(_))));
+        assert!(matches!(admit(Some("s3cret"), Some(&token), "x"), Err(Error::Forbidden(_))));
+        assert!(matches!(admit(Some("s3cret"), None, "r"), Err(Error::Unauthorized(_))));
+        assert!(matches!(admit(Some("s3cret"), Some("not.a.jwt"), "r"), Err(Error::Unauthorized(_))));
+        let old = mint("s3cret", &claims("r", -3600)).unwrap();
+        assert!(matches!(admit(Some("s3cret"), Some(&old), "r"), Err(Error::TokenExpired(_))));
+        assert_eq!(admit(None, None, "r").unwrap(), Grants::anonymous());
+    }
+}
