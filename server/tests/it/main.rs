@@ -8,4 +8,5 @@ mod errors;
 mod media;
 mod pymediasoup;
 mod rooms;
+mod security;
 mod support;
