@@ -37,7 +37,18 @@ commands:
   sdk      `schema`, then regenerate sdk/src/generated/ (needs `npm ci` in sdk/)
   check    fail if any generated file is stale (needs `npm ci` in sdk/)";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message says what to do; a backtrace would only bury it.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
