@@ -44,31 +44,49 @@ pub const ERROR_OBJECT_DEF: &str = "JsonRpcError";
 /// result schemas and describes the event subscription.
 pub const BUNDLE_METHODS_KEYWORD: &str = "x-dspeak";
 
-/// The errors each method can answer with besides the standard JSON-RPC ones
-/// (`-32602` for methods with params, `-32603` for all). Checked against [`METHODS`] by a
-/// unit test, so a new method cannot be forgotten here.
+/// The application errors each method can answer with, besides [`EVERY_METHOD_ERRORS`]
+/// and the standard JSON-RPC ones (`-32602` for methods with params, `-32603` for all).
+/// Checked against [`METHODS`] by a unit test, so a new method cannot be forgotten here;
+/// read it through [`method_errors`].
 pub const METHOD_ERRORS: &[(&str, &[ErrorCode])] = {
     use ErrorCode::*;
     &[
         ("ping", &[]),
         ("join", &[AlreadyJoined, RoomFull, PayloadTooLarge, Unauthorized, TokenExpired, Forbidden, Unavailable]),
         ("leave", &[NotJoined]),
-        ("broadcast", &[NotJoined, PayloadTooLarge]),
+        // Forbidden: the token does not grant `canBroadcast`; limitExceeded: broadcast rate.
+        ("broadcast", &[NotJoined, PayloadTooLarge, Forbidden]),
         ("getRouterRtpCapabilities", &[]),
-        ("createTransport", &[NotJoined, LimitExceeded, Unavailable]),
+        ("createTransport", &[NotJoined, Unavailable]),
         ("connectTransport", &[NotJoined, NotFound, InvalidState, Unavailable]),
         ("restartIce", &[NotJoined, NotFound, InvalidState, Unavailable]),
-        ("produce", &[NotJoined, NotFound, InvalidState, LimitExceeded, PayloadTooLarge, Unsupported, Unavailable]),
+        // Forbidden: the token does not grant `canPublish`.
+        ("produce", &[NotJoined, NotFound, Forbidden, InvalidState, PayloadTooLarge, Unsupported, Unavailable]),
         ("closeProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
         ("pauseProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
         ("resumeProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
-        ("consume", &[NotJoined, NotFound, Forbidden, InvalidState, LimitExceeded, Unsupported, Unavailable]),
+        // Forbidden: own producer, or the token does not grant `canSubscribe`.
+        ("consume", &[NotJoined, NotFound, Forbidden, InvalidState, Unsupported, Unavailable]),
         ("resumeConsumer", &[NotJoined, NotFound, Unavailable]),
         ("pauseConsumer", &[NotJoined, NotFound, Unavailable]),
         ("closeConsumer", &[NotJoined, NotFound, Unavailable]),
         ("getStats", &[NotJoined, NotFound, Unavailable]),
     ]
 };
+
+/// Application errors any method can answer with: `limitExceeded` when the connection
+/// exceeds its request rate (and the per-method limits: rooms, transports, producers,
+/// consumers, broadcasts per second).
+pub const EVERY_METHOD_ERRORS: &[ErrorCode] = &[ErrorCode::LimitExceeded];
+
+/// The application errors `method` can answer with, in numeric order.
+pub fn method_errors(method: &str) -> Vec<ErrorCode> {
+    let listed = METHOD_ERRORS.iter().find(|(n, _)| *n == method).map(|(_, c)| *c).unwrap_or(&[]);
+    let mut codes: Vec<ErrorCode> = listed.iter().chain(EVERY_METHOD_ERRORS).copied().collect();
+    codes.sort_by_key(|c| c.code());
+    codes.dedup();
+    codes
+}
 
 /// Errors of `subscribeEvents`: a second subscription on one session is refused; a
 /// stream whose queue overflowed ends with `limitExceeded`.
@@ -415,7 +433,7 @@ fn openrpc_method(m: &MethodRefs, defs: &Map<String, Value>) -> Value {
             .collect()
     };
     let result_name = ref_name(&m.result).expect("results are named");
-    let codes = METHOD_ERRORS.iter().find(|(n, _)| *n == m.info.name).map(|(_, c)| *c).unwrap_or(&[]);
+    let codes = method_errors(m.info.name);
     let standard: &[i32] = if m.info.no_params { &[INTERNAL_ERROR] } else { &[INVALID_PARAMS, INTERNAL_ERROR] };
     json!({
         "name": m.info.name,
@@ -425,7 +443,7 @@ fn openrpc_method(m: &MethodRefs, defs: &Map<String, Value>) -> Value {
         "params": params,
         "x-params": components(m.params.clone()),
         "result": { "name": result_name, "schema": components(m.result.clone()) },
-        "errors": error_refs(codes, standard),
+        "errors": error_refs(&codes, standard),
     })
 }
 

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use anyhow::{Context, Result, bail};
 use dspeak_schema::api::Area;
 use dspeak_schema::error::STANDARD_ERROR_CODES;
-use dspeak_schema::export::{BUNDLE_METHODS_KEYWORD, METHOD_ERRORS, method_types};
+use dspeak_schema::export::{BUNDLE_METHODS_KEYWORD, method_errors, method_types};
 use dspeak_schema::{EVENTS, ErrorCode, METHODS};
 use serde_json::Value;
 
@@ -101,7 +101,7 @@ pub(crate) fn api_module(bundle: &Value) -> Result<String> {
     );
     out.push_str("export const METHODS = [\n");
     for m in METHODS {
-        let errors = METHOD_ERRORS.iter().find(|(n, _)| *n == m.name).map(|(_, e)| *e).unwrap_or(&[]);
+        let errors = method_errors(m.name);
         let errors: Vec<String> = errors.iter().map(|e| lit(e.name())).collect();
         let _ = writeln!(
             out,
