@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod errors;
+mod hostile;
 mod media;
 mod pymediasoup;
 mod rooms;
