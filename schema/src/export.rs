@@ -26,6 +26,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::api::{Area, EVENTS, METHODS, MethodInfo};
+use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
 
 /// The JSON Schema dialect of the bundle.
@@ -98,8 +99,9 @@ const INVALID_PARAMS: i32 = -32602;
 const INTERNAL_ERROR: i32 = -32603;
 
 /// The JSON Schema bundle: every wire type under `$defs`, the JSON-RPC error object
-/// ([`ERROR_OBJECT_DEF`]), and under [`BUNDLE_METHODS_KEYWORD`] the params/result
-/// reference of each method and the event item reference.
+/// ([`ERROR_OBJECT_DEF`]), the access-token claims (`TokenClaims`, what backends sign),
+/// and under [`BUNDLE_METHODS_KEYWORD`] the params/result reference of each method, the
+/// event item reference and the token claims reference.
 ///
 /// To validate a value, resolve a reference such as `#/$defs/JoinResult` against this
 /// document (e.g. ajv: `addSchema(bundle, "dspeak")`, then `getSchema("dspeak#/$defs/JoinResult")`).
@@ -124,6 +126,7 @@ pub fn json_schema_bundle() -> Value {
                 "notification": EVENTS.notification,
                 "item": c.event,
             },
+            "tokenClaims": c.token_claims,
         },
         "$defs": c.defs,
     })
@@ -177,6 +180,7 @@ struct Contract {
     defs: Map<String, Value>,
     methods: Vec<MethodRefs>,
     event: Value,
+    token_claims: Value,
 }
 
 impl Contract {
@@ -186,6 +190,8 @@ impl Contract {
         let params: Vec<Value> = METHODS.iter().map(|m| (m.params_schema)(&mut read).to_value()).collect();
         let results: Vec<Value> = METHODS.iter().map(|m| (m.result_schema)(&mut write).to_value()).collect();
         let event = (EVENTS.item_schema)(&mut write).to_value();
+        // Not a method's params, but read by the server all the same (inside `join.token`).
+        let token_claims = read.subschema_for::<TokenClaims>().to_value();
         let read_defs = read.take_definitions(true);
         let mut defs: Map<String, Value> =
             write.take_definitions(true).into_iter().map(|(k, v)| (k, close_objects(v))).collect();
@@ -218,7 +224,8 @@ impl Contract {
             })
             .collect();
         let event = named_ref(&mut defs, event, "Event");
-        Contract { defs, methods, event }
+        let token_claims = named_ref(&mut defs, rename(token_claims), "TokenClaims");
+        Contract { defs, methods, event, token_claims }
     }
 }
 

@@ -2,9 +2,11 @@
 // typed DspeakError with the documented code. Error objects are validated against the
 // bundle's JsonRpcError schema by the recorder.
 
+import { createHmac } from "node:crypto";
+
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
-import { DspeakError, ErrorCode, type ErrorCodeName } from "../src/index.js";
+import { DspeakError, ErrorCode, type ErrorCodeName, type TokenClaims } from "../src/index.js";
 import {
   ContractRecorder,
   clientFactory,
@@ -16,8 +18,6 @@ import {
 
 /** Codes that need a server set up in a way these tests do not cover. */
 const NOT_REACHED: ErrorCodeName[] = [
-  "unauthorized", // needs --auth-secret (the auth tests cover it)
-  "tokenExpired", // needs --auth-secret
   "unavailable", // needs a server that is shutting down
   "parseError", // the SDK never sends malformed JSON
   "invalidRequest", // the SDK never sends malformed requests
@@ -28,9 +28,20 @@ const NOT_REACHED: ErrorCodeName[] = [
 
 let server: TestServer;
 let smallRooms: TestServer;
+let withAuth: TestServer;
 const recorder = new ContractRecorder();
 const main = clientFactory(() => server, recorder);
 const small = clientFactory(() => smallRooms, recorder);
+const authed = clientFactory(() => withAuth, recorder);
+const SECRET = "contract-test-secret";
+
+/** An HS256 JWT, as a backend sharing the server's --auth-secret would mint it. */
+function mintToken(claims: TokenClaims, secret = SECRET): string {
+  const part = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+}
+const inOneHour = () => Math.floor(Date.now() / 1000) + 3600;
 const reached = new Set<number>();
 
 /** Runs `call`, expects a DspeakError with `name`'s code, and returns it. */
@@ -50,14 +61,18 @@ async function expectCode(name: ErrorCodeName, call: Promise<unknown>): Promise<
 }
 
 beforeAll(async () => {
-  [server, smallRooms] = await Promise.all([startServer(), startServer(["--max-peers-per-room", "1"])]);
+  [server, smallRooms, withAuth] = await Promise.all([
+    startServer(),
+    startServer(["--max-peers-per-room", "1"]),
+    startServer(["--auth-secret", SECRET]),
+  ]);
 });
 afterEach(async () => {
-  await Promise.all([main.closeAll(), small.closeAll()]);
+  await Promise.all([main.closeAll(), small.closeAll(), authed.closeAll()]);
   expect(recorder.problems).toEqual([]);
 });
 afterAll(async () => {
-  await Promise.all([server?.stop(), smallRooms?.stop()]);
+  await Promise.all([server?.stop(), smallRooms?.stop(), withAuth?.stop()]);
 });
 
 /** A joined client with a send transport and a producer (reference pymediasoup params). */
@@ -145,6 +160,43 @@ describe("application errors", () => {
     await listener.join({ room: "caps", displayName: "Listener" });
     const recv = await listener.createTransport({ direction: "recv" });
     await expectCode("unsupported", listener.consume({ transportId: recv.id, producerId, rtpCapabilities: {} }));
+  });
+});
+
+describe("access tokens (--auth-secret)", () => {
+  it("unauthorized: no token, or a token signed with another secret", async () => {
+    const client = await authed.connect();
+    await expectCode("unauthorized", client.join({ room: "vip", displayName: "Ann" }));
+    const forged = mintToken({ sub: "ann", room: "vip", exp: inOneHour() }, "not-the-secret");
+    await expectCode("unauthorized", client.join({ room: "vip", displayName: "Ann", token: forged }));
+    await expectCode("unauthorized", client.join({ room: "vip", displayName: "Ann", token: "not.a.jwt" }));
+  });
+
+  it("tokenExpired: an expired token", async () => {
+    const client = await authed.connect();
+    const token = mintToken({ sub: "ann", room: "vip", exp: Math.floor(Date.now() / 1000) - 60 });
+    await expectCode("tokenExpired", client.join({ room: "vip", displayName: "Ann", token }));
+  });
+
+  it("forbidden: a token for another room, a missing grant", async () => {
+    const client = await authed.connect();
+    const other = mintToken({ sub: "ann", room: "other", exp: inOneHour() });
+    await expectCode("forbidden", client.join({ room: "vip", displayName: "Ann", token: other }));
+    const quiet = mintToken({ sub: "ann", room: "vip", exp: inOneHour(), canBroadcast: false });
+    await client.join({ room: "vip", displayName: "Ann", token: quiet });
+    await expectCode("forbidden", client.broadcast({ payload: "hi" }));
+  });
+
+  it("a valid token admits, and its name is what the room sees", async () => {
+    const claims: TokenClaims = { sub: "bob", room: "vip2", name: "Robert", exp: inOneHour() };
+    // The generated TokenClaims type and the schema agree on what a backend signs.
+    expect(schemaErrors("TokenClaims", claims)).toBeUndefined();
+    const ann = await authed.connect();
+    await ann.join({ room: "vip2", displayName: "Ann", token: mintToken({ sub: "ann", room: "vip2", exp: inOneHour() }) });
+    const seen = ann.waitFor("peerJoined");
+    const bob = await authed.connect();
+    await bob.join({ room: "vip2", displayName: "Bob", token: mintToken(claims) });
+    expect((await seen).displayName).toBe("Robert");
   });
 });
 

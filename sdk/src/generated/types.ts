@@ -1145,6 +1145,48 @@ export interface ConsumerStats {
   type: "consumer";
 }
 /**
+ * Claims of a dspeak access token.
+ */
+export interface TokenClaims {
+  /**
+   * May `broadcast` (default `true`).
+   */
+  canBroadcast?: boolean;
+  /**
+   * May produce audio (default `true`).
+   */
+  canPublish?: boolean;
+  /**
+   * May consume others' audio (default `true`).
+   */
+  canSubscribe?: boolean;
+  /**
+   * Expiry, seconds since the Unix epoch.
+   */
+  exp: number;
+  /**
+   * Issued at, seconds since the Unix epoch.
+   */
+  iat?: number | null;
+  /**
+   * Display name; when present it is used instead of `join`'s `displayName`.
+   */
+  name?: string | null;
+  /**
+   * Not valid before, seconds since the Unix epoch.
+   */
+  nbf?: number | null;
+  /**
+   * The room the token admits to.
+   */
+  room: string;
+  /**
+   * The user's identity. One identity is in a room at most once: a newer session
+   * with the same identity replaces the older one.
+   */
+  sub: string;
+}
+/**
  * Params of methods addressing one transport (`restartIce`).
  */
 export interface TransportParams {
