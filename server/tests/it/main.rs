@@ -10,4 +10,5 @@ mod media;
 mod pymediasoup;
 mod rooms;
 mod security;
+mod soak;
 mod support;
