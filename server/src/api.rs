@@ -71,14 +71,11 @@ pub(crate) fn serve(
         let layer_shared = shared.clone();
         Server::builder()
             .set_config(server_config)
-            .set_rpc_middleware(
-                RpcServiceBuilder::new()
-                    .layer_fn(move |inner| SessionLayer {
-                        inner,
-                        session: SessionHandle::spawn(layer_shared.clone()),
-                        requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
-                    }),
-            )
+            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
+                inner,
+                session: SessionHandle::spawn(layer_shared.clone()),
+                requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
+            }))
             .build_from_tcp(listener)?
     };
     let (done_tx, done_rx) = oneshot::channel();

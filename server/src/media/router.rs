@@ -91,8 +91,11 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
         .and_then(|e| e.ssrc)
         .ok_or_else(|| Error::InvalidParams("rtpParameters.encodings[0].ssrc is required".into()))?;
     let mid = rtp.mid.clone().ok_or_else(|| Error::InvalidParams("rtpParameters.mid is required".into()))?;
-    if mid.is_empty() || mid.len() > MAX_MID_LEN || !mid.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Error::InvalidParams(format!("rtpParameters.mid must be 1-{MAX_MID_LEN} letters or digits")));
+    if mid.is_empty() || mid.len() > MAX_MID_LEN || !mid.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Error::InvalidParams(format!(
+            "rtpParameters.mid must be 1-{MAX_MID_LEN} letters, digits, '-', '_' or '.'"
+        )));
     }
     Ok(ProducerStream {
         mid,

@@ -230,7 +230,8 @@ impl Transport {
 
     /// Declares a media section (MID) for a producer or consumer.
     pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, Error> {
-        if self.mids.iter().any(|m| m == mid) {
+        // str0m maps characters other than letters and digits to '_': compare as it does.
+        if self.mids.iter().any(|m| Mid::from(m.as_str()) == Mid::from(mid)) {
             return Err(Error::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
         }
         let m = Mid::from(mid);

@@ -77,3 +77,10 @@ async fn methods_without_params_accept_missing_empty_object_or_empty_array() {
     assert_eq!(ws.request(2, "ping", json!({})).await["result"]["type"], "pong");
     assert_eq!(ws.request(3, "ping", json!([])).await["result"]["type"], "pong");
 }
+
+#[test]
+#[should_panic(expected = "does not match the exported schema")]
+fn the_schema_check_of_answers_is_live() {
+    // Every answer the tests see goes through `validate`; it must reject a bad one.
+    validate("PingResult", &json!({"type": "pong"}));
+}

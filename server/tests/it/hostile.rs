@@ -107,9 +107,10 @@ async fn fuzzed_requests_all_get_well_formed_answers() {
         let mut pending: Vec<(Value, String)> = Vec::new();
         for (k, frame) in chunk.iter().enumerate() {
             ws.send_text(frame.clone()).await;
-            if let Some(request) = serde_json::from_str::<Value>(frame).ok().filter(|v| {
-                v.get("method").is_some_and(Value::is_string) && v.get("id").is_some_and(Value::is_u64)
-            }) {
+            if let Some(request) = serde_json::from_str::<Value>(frame)
+                .ok()
+                .filter(|v| v.get("method").is_some_and(Value::is_string) && v.get("id").is_some_and(Value::is_u64))
+            {
                 pending.push((request["id"].clone(), frame.clone()));
             }
             let sentinel = json!(format!("sentinel-{n}-{k}"));
@@ -152,8 +153,14 @@ async fn nasty_values_and_ids_are_answered() {
         (r#"{"jsonrpc":"2.0","id":1,"method":"join","params":{"room":1e400,"displayName":"x"}}"#, -32602),
         (r#"{"jsonrpc":"2.0","id":2,"method":"broadcast","params":{"payload":NaN}}"#, -32700),
         (r#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#, -32600),
-        (r#"{"jsonrpc":"2.0","id":4,"method":"join","params":{"room":"r","displayName":"x","token":18446744073709551616}}"#, -32602),
-        (r#"{"jsonrpc":"2.0","id":5,"method":"consume","params":{"transportId":"t","producerId":"p","rtpCapabilities":{"codecs":[{"kind":"audio","mimeType":"audio/opus","clockRate":-1}]}}}"#, -32602),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"join","params":{"room":"r","displayName":"x","token":18446744073709551616}}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"consume","params":{"transportId":"t","producerId":"p","rtpCapabilities":{"codecs":[{"kind":"audio","mimeType":"audio/opus","clockRate":-1}]}}}"#,
+            -32602,
+        ),
     ] {
         ws.send_text(frame).await;
         let answer = ws.recv().await;

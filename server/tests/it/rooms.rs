@@ -4,8 +4,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dspeak_schema::client::{CallExt, DspeakClient};
 use dspeak_schema::rooms::{BroadcastParams, JoinParams, PongType};
-use dspeak_schema::{ErrorCode, Event, methods};
+use dspeak_schema::{EVENTS, ErrorCode, Event, methods};
 use dspeak_server::Config;
+use jsonrpsee::core::client::SubscriptionClientT;
+use jsonrpsee::core::rpc_params;
 use serde_json::json;
 
 use crate::support::*;
@@ -35,7 +37,7 @@ async fn welcome_is_the_first_event_and_carries_session_and_version() {
     // Join before subscribing: the queued peer events must still come after welcome.
     let joined = client.join(JoinParams { room: "w".into(), display_name: "Ann".into(), token: None }).await.unwrap();
     let _other = server.joined("w", "Bob").await;
-    let mut events = client.subscribe_events().await.unwrap();
+    let mut events = client.subscribe(EVENTS.subscribe, rpc_params![], EVENTS.unsubscribe).await.unwrap();
     match next_event(&mut events).await {
         Event::Welcome { session_id, server: name, version } => {
             assert_eq!(session_id, joined.session_id);

@@ -132,8 +132,9 @@ async fn the_same_identity_joining_again_replaces_the_older_session() {
     // The older session is a raw client, to see how its event stream ends.
     let mut first = RawWs::connect(&server.url()).await;
     first.request(1, "subscribeEvents", json!({})).await;
-    let first_join =
-        first.request(2, "join", json!({"room": "dup", "displayName": "Ann", "token": token(&claims("ann", "dup"))})).await;
+    let first_join = first
+        .request(2, "join", json!({"room": "dup", "displayName": "Ann", "token": token(&claims("ann", "dup"))}))
+        .await;
     let first_peer = first_join["result"]["peerId"].as_str().expect("joined").to_owned();
     watcher.event_where("first joined", |e| matches!(e, Event::PeerJoined { .. })).await;
 
@@ -208,7 +209,9 @@ async fn a_connection_sending_too_fast_is_slowed_down_not_dropped() {
     let mut refused = 0;
     for _ in 0..20 {
         if let Err(e) = client.ping().await {
-            assert!(matches!(e, jsonrpsee::core::ClientError::Call(ref o) if o.code() == ErrorCode::LimitExceeded.code()));
+            assert!(
+                matches!(e, jsonrpsee::core::ClientError::Call(ref o) if o.code() == ErrorCode::LimitExceeded.code())
+            );
             refused += 1;
         }
     }

@@ -30,7 +30,13 @@ fn rss_kib() -> u64 {
 
 /// One cycle: two peers in a fresh room, one produces, the other consumes; then they
 /// go in one of four ways, chosen by `seed`.
-async fn cycle(url: &str, seed: u64, produce: &ProduceParams, consume: &ConsumeParams, connect: &ConnectTransportParams) {
+async fn cycle(
+    url: &str,
+    seed: u64,
+    produce: &ProduceParams,
+    consume: &ConsumeParams,
+    connect: &ConnectTransportParams,
+) {
     let room = format!("soak-{seed}");
     let a = dspeak_schema::client::connect(url).await.unwrap();
     let b = dspeak_schema::client::connect(url).await.unwrap();

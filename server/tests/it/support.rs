@@ -2,16 +2,114 @@
 
 use std::time::Duration;
 
-use dspeak_schema::Event;
-use dspeak_schema::client::{CallExt, DspeakClient, connect};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use dspeak_schema::client::DspeakClient;
 use dspeak_schema::rooms::{JoinParams, JoinResult};
+use dspeak_schema::{EVENTS, Event, METHODS};
 use dspeak_server::{Config, Counts, ServerHandle};
 use futures_util::{SinkExt, StreamExt};
 use jsonrpsee::core::client::Subscription;
+use jsonrpsee::core::client::{
+    MiddlewareBatchResponse, MiddlewareMethodResponse, MiddlewareNotifResponse, SubscriptionClientT,
+};
+use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
+use jsonrpsee::core::{ClientError, rpc_params};
+use jsonrpsee::types::Request;
 use jsonrpsee::ws_client::WsClient;
-use serde_json::Value;
+use jsonrpsee::ws_client::{RpcService, WsClientBuilder};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
+
+/// The exported JSON Schema bundle, with one compiled validator per definition.
+struct Contract {
+    bundle: Value,
+    validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
+}
+
+static CONTRACT: LazyLock<Contract> =
+    LazyLock::new(|| Contract { bundle: dspeak_schema::export::json_schema_bundle(), validators: Mutex::default() });
+
+/// Asserts that `instance` matches the bundle's definition `name`.
+pub fn validate(name: &str, instance: &Value) {
+    let validator = {
+        let mut cache = CONTRACT.validators.lock().unwrap();
+        cache
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let schema = json!({
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "$defs": CONTRACT.bundle["$defs"],
+                    "$ref": format!("#/$defs/{name}"),
+                });
+                Arc::new(jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("schema of {name}: {e}")))
+            })
+            .clone()
+    };
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name} does not match the exported schema: {errors:?}\n{instance:#}");
+}
+
+/// Asserts that a method's result matches its exported result schema.
+pub fn validate_result(method: &str, result: &Value) {
+    let methods = &CONTRACT.bundle[dspeak_schema::export::BUNDLE_METHODS_KEYWORD]["methods"];
+    let reference = methods[method]["result"]["$ref"].as_str();
+    let name = reference.and_then(|r| r.strip_prefix("#/$defs/"));
+    match name {
+        Some(name) => validate(name, result),
+        None if method == EVENTS.subscribe => {}
+        None => panic!("method {method} has no result schema"),
+    }
+}
+
+/// A jsonrpsee client middleware that checks every answer against the exported schema.
+#[derive(Clone)]
+pub struct Validated<S>(S);
+
+impl<S> RpcServiceT for Validated<S>
+where
+    S: RpcServiceT<
+            MethodResponse = Result<MiddlewareMethodResponse, ClientError>,
+            BatchResponse = Result<MiddlewareBatchResponse, ClientError>,
+            NotificationResponse = Result<MiddlewareNotifResponse, ClientError>,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = S::MethodResponse;
+    type BatchResponse = S::BatchResponse;
+    type NotificationResponse = S::NotificationResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let method = request.method_name().to_owned();
+        let call = self.0.call(request);
+        async move {
+            let response = call.await?;
+            let json = serde_json::to_value(&*response).expect("responses are JSON");
+            match (json.get("result"), json.get("error")) {
+                (Some(result), _) => validate_result(&method, result),
+                (_, Some(error)) => validate("JsonRpcError", error),
+                _ => panic!("neither result nor error: {json}"),
+            }
+            Ok(response)
+        }
+    }
+
+    fn batch<'a>(&self, requests: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        self.0.batch(requests)
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.0.notification(n)
+    }
+}
+
+/// The typed client the tests use: every answer is checked against the schema.
+pub type Client = WsClient<Validated<RpcService>>;
 
 /// How long any single expected thing may take before a test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,15 +138,20 @@ impl TestServer {
         self.handle.ws_url()
     }
 
-    /// A typed client.
-    pub async fn client(&self) -> WsClient {
-        connect(&self.url()).await.expect("client connects")
+    /// A typed client whose answers are validated against the exported schema.
+    pub async fn client(&self) -> Client {
+        WsClientBuilder::default()
+            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(Validated))
+            .build(self.url())
+            .await
+            .expect("client connects")
     }
 
     /// A typed client subscribed to its events, with `welcome` already read.
     pub async fn subscribed(&self) -> Peer {
         let client = self.client().await;
-        let mut events = client.subscribe_events().await.expect("subscribe");
+        let mut events =
+            client.subscribe(EVENTS.subscribe, rpc_params![], EVENTS.unsubscribe).await.expect("subscribe");
         let welcome = next_event(&mut events).await;
         assert!(matches!(welcome, Event::Welcome { .. }), "first event must be welcome, got {welcome:?}");
         Peer { client, events, joined: None }
@@ -83,8 +186,9 @@ impl TestServer {
 
 /// A typed client with its event stream.
 pub struct Peer {
-    pub client: WsClient,
-    pub events: Subscription<Event>,
+    pub client: Client,
+    /// Raw events: each is validated against the schema before it is read as `Event`.
+    pub events: Subscription<Value>,
     pub joined: Option<JoinResult>,
 }
 
@@ -113,8 +217,12 @@ impl Peer {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.events.next()).await {
-                Ok(Some(Ok(e))) if pred(&e) => return e,
-                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Ok(e))) => {
+                    let e = checked_event(e);
+                    if pred(&e) {
+                        return e;
+                    }
+                }
                 Ok(other) => panic!("event stream ended while waiting for {what}: {other:?}"),
                 Err(_) => panic!("timed out waiting for {what}"),
             }
@@ -129,11 +237,17 @@ impl Peer {
     }
 }
 
-pub async fn next_event(events: &mut Subscription<Event>) -> Event {
+pub async fn next_event(events: &mut Subscription<Value>) -> Event {
     match tokio::time::timeout(TIMEOUT, events.next()).await {
-        Ok(Some(Ok(e))) => e,
+        Ok(Some(Ok(e))) => checked_event(e),
         other => panic!("expected an event, got {other:?}"),
     }
+}
+
+/// Validates a raw event against the schema and reads it.
+fn checked_event(raw: Value) -> Event {
+    validate("Event", &raw);
+    serde_json::from_value(raw).expect("a valid event reads as Event")
 }
 
 /// The JSON-RPC error code of a failed typed call.
@@ -186,11 +300,17 @@ impl RawWs {
         }
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits for its response, which must match the schema.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
         let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.send_text(msg.to_string()).await;
-        self.response(Value::from(id)).await
+        let response = self.response(Value::from(id)).await;
+        match (response.get("result"), response.get("error")) {
+            (Some(result), _) if METHODS.iter().any(|m| m.name == method) => validate_result(method, result),
+            (_, Some(error)) => validate("JsonRpcError", error),
+            _ => {}
+        }
+        response
     }
 }
 
