@@ -71,6 +71,7 @@ pub(crate) fn serve(
         let layer_shared = shared.clone();
         Server::builder()
             .set_config(server_config)
+            .set_http_middleware(tower::ServiceBuilder::new().layer_fn(crate::web::Page::new))
             .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
                 inner,
                 session: SessionHandle::spawn(layer_shared.clone()),

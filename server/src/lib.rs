@@ -11,6 +11,7 @@
 //! - `room`: the room registry and event fan-out.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
+//! - `web`: the embedded voice-room demo page, served at `/`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
 //! - [`error`]: domain errors.
@@ -25,6 +26,7 @@ mod limits;
 mod media;
 mod room;
 mod session;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,3 +12,4 @@ mod rooms;
 mod security;
 mod soak;
 mod support;
+mod web;
