@@ -1,0 +1,235 @@
+//! `dspeak-bench`: the load tool behind `BENCHMARKS.md`.
+//!
+//! Every scenario is a subcommand that starts the servers it measures (dspeak in this
+//! process via `dspeak_server::run`, or as a child process; the Node.js baseline from
+//! `bench/node-baseline`), pins server and load-client threads to separate CPUs, and
+//! prints a markdown table plus one JSON line.
+//!
+//! Layout:
+//! - `signaling`: `ping`, `broadcast`, `idle` (each also against the Node baseline).
+//! - `media`: `fanout` and `join-storm` with synthetic str0m WebRTC clients (`media::peer`).
+//! - `target`: starting, pinning and measuring the servers.
+//! - `ws`: the raw WebSocket load client for both protocols.
+//! - `report`: percentiles, median/min/max, tables.
+//! - `sys`: /proc, affinity, fd limit.
+
+mod media;
+mod report;
+mod signaling;
+mod sys;
+mod target;
+mod ws;
+
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use clap::{Args, Parser, Subcommand};
+
+use crate::signaling::Targets;
+use crate::target::Cpus;
+
+/// dspeak load tool: signaling and media benchmarks, with a Node.js `ws` baseline.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Do not pin server and load-client threads to separate CPUs.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Benchmark this running dspeak (`ws://…`) instead of starting one (signaling only).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Skip the Node.js baseline.
+    #[arg(long, global = true)]
+    no_node: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// `ping` throughput and latency at several connection counts.
+    Ping {
+        /// Connection counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        conns: Vec<usize>,
+        /// Measured runs per connection count and server.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
+    /// Broadcast fan-out in one room: deliveries per second and time to the last member.
+    Broadcast {
+        /// Room size (one of them sends).
+        #[arg(long, default_value_t = 1000)]
+        peers: usize,
+        /// Broadcasts timed one at a time.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Broadcasts sent back to back for throughput.
+        #[arg(long, default_value_t = 200)]
+        burst: usize,
+        /// Runs per server (fresh server each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Server memory per joined, idle connection.
+    Idle {
+        /// Connections.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Peers per room.
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Runs per server (fresh server each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Media fan-out: speakers → N listeners on one worker, N rising.
+    Fanout(FanoutArgs),
+    /// Peers join at once and consume one speaker: join → first audio.
+    JoinStorm {
+        /// Peers joining at once.
+        #[arg(long, default_value_t = 100)]
+        peers: usize,
+        /// Runs (fresh server each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// A few seconds of every scenario at small N, asserting correctness (for CI).
+    Smoke,
+    /// Runs a dspeak server until stdin closes (used by the `idle` scenario).
+    #[command(hide = true)]
+    Serve {
+        /// Connections to allow.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct FanoutArgs {
+    /// Speakers in the room (1 or 10 in BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
+    speakers: usize,
+    /// Listener counts to step through, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    listeners: Option<Vec<usize>>,
+    /// Measurement windows per step.
+    #[arg(long, default_value_t = 3)]
+    windows: usize,
+    /// Seconds per window.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Every n-th listener decrypts and measures delay (the others count headers).
+    #[arg(long, default_value_t = 20)]
+    probe_every: usize,
+    /// Keep stepping after a failing step.
+    #[arg(long)]
+    keep_going: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let command_line =
+        format!("cargo run --release -p dspeak-bench -- {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    sys::raise_fd_limit(65_536).context("raising the fd limit")?;
+    let cpus = Cpus::split(!cli.no_pin);
+    if let Command::Serve { connections } = cli.command {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(target::serve(connections));
+    }
+    let client_cpus = cpus.client.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.client.len())
+        .thread_name("bench-client")
+        .on_thread_start(move || {
+            let _ = sys::pin(0, &client_cpus);
+        })
+        .enable_all()
+        .build()?;
+    // The main thread only waits; keep it off the server's CPUs too.
+    let _ = sys::pin(0, &cpus.client);
+    runtime.block_on(run(cli, cpus, command_line))
+}
+
+async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
+    let targets = Targets { cpus: cpus.clone(), node: !cli.no_node && cli.url.is_none(), url: cli.url.clone() };
+    eprintln!("dspeak-bench: {} CPUs, load average {:.2}; {}", sys::cpus(), sys::loadavg(), cpus.describe());
+    match cli.command {
+        Command::Ping { conns, runs, secs } => {
+            signaling::ping(&targets, &conns, runs, secs).await?.print(&command_line);
+        }
+        Command::Broadcast { peers, rounds, burst, runs } => {
+            ensure!(peers >= 2, "a broadcast needs at least 2 peers");
+            signaling::broadcast(&targets, peers, rounds, burst, runs).await?.print(&command_line);
+        }
+        Command::Idle { conns, room_size, runs } => {
+            signaling::idle(&targets, conns, room_size.max(1), runs).await?.print(&command_line);
+        }
+        Command::Fanout(a) => {
+            let listeners = a.listeners.unwrap_or_else(|| {
+                if a.speakers == 1 {
+                    vec![250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
+                } else {
+                    vec![25, 50, 100, 150, 200, 250, 300, 400]
+                }
+            });
+            let opts = media::FanoutOptions {
+                speakers: a.speakers,
+                listeners,
+                windows: a.windows,
+                secs: a.secs,
+                probe_every: a.probe_every,
+                keep_going: a.keep_going,
+            };
+            media::fanout(&cpus, &opts).await?.print(&command_line);
+        }
+        Command::JoinStorm { peers, runs } => {
+            media::join_storm(&cpus, peers, runs).await?.print(&command_line);
+        }
+        Command::Smoke => smoke(&targets, &cpus, &command_line).await?,
+        Command::Serve { .. } => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}
+
+/// Every scenario at small N; each one fails on a lost or wrong message or packet.
+async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut targets = targets.clone();
+    if targets.node && !std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node-baseline/node_modules/ws").exists()
+    {
+        eprintln!("smoke: Node baseline not installed (npm ci in bench/node-baseline); skipping it");
+        targets.node = false;
+    }
+    signaling::ping(&targets, &[1, 20], 1, 0.5).await?.print(command_line);
+    signaling::broadcast(&targets, 20, 3, 20, 1).await?.print(command_line);
+    signaling::idle(&targets, 50, 10, 1).await?.print(command_line);
+    let opts = media::FanoutOptions {
+        speakers: 2,
+        listeners: vec![5],
+        windows: 1,
+        secs: 2.0,
+        probe_every: 1,
+        keep_going: false,
+    };
+    let fanout = media::fanout(cpus, &opts).await?;
+    fanout.print(command_line);
+    let row = fanout.json.first().context("the fan-out step did not run")?;
+    ensure!(
+        row["received"].as_u64() == row["expected"].as_u64() && row["expected"].as_u64() > Some(0),
+        "media smoke: packets lost: {row}"
+    );
+    ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke: no delay sample: {row}");
+    media::join_storm(cpus, 5, 1).await?.print(command_line);
+    println!("smoke: every scenario passed in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

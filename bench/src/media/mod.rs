@@ -1,0 +1,410 @@
+//! Media scenarios with synthetic WebRTC clients (see `peer`): fan-out from 1 or 10
+//! speakers to N listeners on one worker, and a join storm.
+
+pub(crate) mod peer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures_util::StreamExt;
+use jsonrpsee::ws_client::WsClient;
+use serde_json::json;
+
+use crate::report::{Report, Spread, percentile};
+use crate::sys::{self, UdpDrops};
+use crate::target::{self, Cpus, Running};
+use peer::{ListenerStats, Shared, SpeakerStats};
+
+/// Loss above this fails a step.
+const MAX_LOSS: f64 = 0.005;
+/// p99 delay above this fails a step.
+const MAX_P99: Duration = Duration::from_millis(10);
+/// Packets per second per speaker.
+const PPS: f64 = 50.0;
+
+/// Options of the fan-out scenario.
+#[derive(Clone, Debug)]
+pub(crate) struct FanoutOptions {
+    pub(crate) speakers: usize,
+    pub(crate) listeners: Vec<usize>,
+    pub(crate) windows: usize,
+    pub(crate) secs: f64,
+    pub(crate) probe_every: usize,
+    /// Keep going after a failing step.
+    pub(crate) keep_going: bool,
+}
+
+/// A room under load: speakers, listeners, their signaling connections.
+struct Load {
+    shared: Arc<Shared>,
+    url: String,
+    room: String,
+    producers: Vec<dspeak_schema::ProducerId>,
+    speakers: Vec<Arc<SpeakerStats>>,
+    listeners: Vec<Arc<ListenerStats>>,
+    /// Signaling connections: dropping one ends its session.
+    clients: Vec<WsClient>,
+    probe_every: usize,
+}
+
+impl Load {
+    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize) -> anyhow::Result<Load> {
+        let shared = Shared::new()?;
+        let mut load = Load {
+            shared,
+            url: url.to_owned(),
+            room: room.to_owned(),
+            producers: Vec::new(),
+            speakers: Vec::new(),
+            listeners: Vec::new(),
+            clients: Vec::new(),
+            probe_every: probe_every.max(1),
+        };
+        for i in 0..speakers {
+            let ssrc = 0x1000_0000 + i as u32 * 7919;
+            let (client, speaker) = peer::speaker(url, room, &format!("speaker{i}"), &load.shared, ssrc).await?;
+            let stats = Arc::new(SpeakerStats::default());
+            load.producers.push(speaker.producer.clone());
+            tokio::spawn(peer::drive_speaker(speaker, load.shared.clone(), stats.clone()));
+            load.speakers.push(stats);
+            load.clients.push(client);
+        }
+        wait_for("speakers connected", Duration::from_secs(10), || {
+            load.speakers.iter().all(|s| s.connected.load(Ordering::Relaxed))
+        })
+        .await?;
+        Ok(load)
+    }
+
+    /// Adds listeners until there are `n`; each consumes every speaker.
+    async fn grow(&mut self, n: usize) -> anyhow::Result<()> {
+        let start = self.listeners.len();
+        if n <= start {
+            return Ok(());
+        }
+        let mut adding = futures_util::stream::iter(start..n)
+            .map(|i| {
+                let url = self.url.clone();
+                let room = self.room.clone();
+                let shared = self.shared.clone();
+                let producers = self.producers.clone();
+                let probe = i % self.probe_every == 0 || i + 1 == n;
+                async move {
+                    let client = peer::join(&url, &room, &format!("listener{i}")).await?;
+                    let listener = peer::listener(&client, &shared, &producers, probe).await?;
+                    let stats = listener.stats.clone();
+                    let consumers = listener.consumers.clone();
+                    tokio::spawn(peer::drive_listener(listener, shared));
+                    peer::resume(&client, &consumers).await?;
+                    anyhow::Ok((i, client, stats))
+                }
+            })
+            .buffered(16);
+        while let Some(r) = adding.next().await {
+            let (_, client, stats) = r?;
+            self.clients.push(client);
+            self.listeners.push(stats);
+        }
+        let listeners = &self.listeners;
+        wait_for("every listener receiving", Duration::from_secs(20 + n as u64 / 50), || {
+            listeners.iter().all(|l| {
+                l.connected.load(Ordering::Relaxed) && l.streams.iter().all(|s| s.received.load(Ordering::Relaxed) > 0)
+            })
+        })
+        .await
+    }
+
+    fn snapshot(&self) -> Vec<(u64, u64)> {
+        self.listeners
+            .iter()
+            .flat_map(|l| {
+                l.streams.iter().map(|s| (s.received.load(Ordering::Relaxed), s.highest.load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
+
+    fn late(&self) -> u64 {
+        self.speakers.iter().map(|s| s.late.load(Ordering::Relaxed)).sum()
+    }
+
+    fn take_delays(&self) -> Vec<u32> {
+        let mut all = Vec::new();
+        for l in &self.listeners {
+            all.append(&mut l.delays.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        all
+    }
+
+    fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// One measurement window at a fixed load.
+#[derive(Debug)]
+struct Window {
+    expected: u64,
+    received: u64,
+    loss: f64,
+    delay_p50_us: f64,
+    delay_p99_us: f64,
+    delay_samples: usize,
+    worker_util: f64,
+    ns_per_packet: f64,
+    client_util: f64,
+    late_sends: u64,
+    kernel_drops: u64,
+}
+
+async fn measure(load: &Load, server_worker: &[i32], window: Duration) -> Window {
+    let client_threads = sys::own_threads("bench-client");
+    let before = load.snapshot();
+    let cpu0 = sys::threads_cpu(server_worker);
+    let ccpu0 = sys::threads_cpu(&client_threads);
+    let drops0 = UdpDrops::read();
+    let late0 = load.late();
+    let _ = load.take_delays();
+    load.shared.recording.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    load.shared.recording.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let after = load.snapshot();
+    let cpu = sys::threads_cpu(server_worker).saturating_sub(cpu0);
+    let ccpu = sys::threads_cpu(&client_threads).saturating_sub(ccpu0);
+    let drops = UdpDrops::read().since(drops0);
+    let mut delays = load.take_delays();
+    delays.sort_unstable();
+    let (mut expected, mut received) = (0u64, 0u64);
+    for ((r0, h0), (r1, h1)) in before.iter().zip(&after) {
+        expected += h1.saturating_sub(*h0);
+        received += r1.saturating_sub(*r0);
+    }
+    let loss = if expected == 0 { 1.0 } else { 1.0 - received.min(expected) as f64 / expected as f64 };
+    Window {
+        expected,
+        received,
+        loss,
+        delay_p50_us: f64::from(percentile(&delays, 50.0)),
+        delay_p99_us: f64::from(percentile(&delays, 99.0)),
+        delay_samples: delays.len(),
+        worker_util: cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        ns_per_packet: cpu.as_nanos() as f64 / expected.max(1) as f64,
+        client_util: ccpu.as_secs_f64() / elapsed.as_secs_f64(),
+        late_sends: load.late() - late0,
+        kernel_drops: drops.rcvbuf_errors + drops.sndbuf_errors,
+    }
+}
+
+/// Scenario 5: S speakers → N listeners in one room on one worker, N rising until
+/// loss > 0.5 % or p99 delay > 10 ms.
+pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<Report> {
+    let s = opts.speakers;
+    let mut report = Report::new(
+        if s == 1 {
+            "media fan-out: 1 speaker → N listeners, one worker"
+        } else {
+            "media fan-out: 10 speakers → N listeners, one worker"
+        },
+        &[
+            "listeners",
+            "consumers",
+            "forwarded pkt/s",
+            "loss %",
+            "delay p50 ms",
+            "delay p99 ms",
+            "worker CPU %",
+            "worker ns/forwarded pkt",
+            "load-client CPU %",
+            "ok",
+        ],
+    );
+    let server = target::dspeak_in_process(target::bench_config(20_000), cpus).await?;
+    let worker = sys::own_threads("dspeak-media-0");
+    ensure!(!worker.is_empty(), "no dspeak-media-0 thread");
+    let load = Load::new(&server.url, "fanout", s, opts.probe_every).await;
+    let mut load = match load {
+        Ok(l) => l,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let window = Duration::from_secs_f64(opts.secs);
+    let mut best: Option<(usize, f64, f64, f64, f64)> = None;
+    let mut failed_at = None;
+    for &n in &opts.listeners {
+        if let Err(e) = load.grow(n).await {
+            report.note(format!("Stopped adding listeners at {n}: {e:#}"));
+            failed_at = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut ws = Vec::new();
+        for _ in 0..opts.windows {
+            ws.push(measure(&load, &worker, window).await);
+        }
+        let col = |f: &dyn Fn(&Window) -> f64| Spread::of(&ws.iter().map(f).collect::<Vec<_>>());
+        let loss = col(&|w| w.loss * 100.0);
+        let p50 = col(&|w| w.delay_p50_us / 1000.0);
+        let p99 = col(&|w| w.delay_p99_us / 1000.0);
+        let util = col(&|w| w.worker_util * 100.0);
+        let ns = col(&|w| w.ns_per_packet);
+        let cutil = col(&|w| w.client_util * 100.0);
+        let rate = col(&|w| w.expected as f64 / window.as_secs_f64());
+        let ok = loss.median <= MAX_LOSS * 100.0 && p99.median <= MAX_P99.as_secs_f64() * 1e3;
+        let consumers = n * s;
+        report.row(
+            vec![
+                n.to_string(),
+                consumers.to_string(),
+                rate.show(0),
+                loss.show(3),
+                p50.show(2),
+                p99.show(2),
+                util.show(0),
+                ns.show(0),
+                cutil.show(0),
+                if ok { "✓".into() } else { "✗".into() },
+            ],
+            json!({
+                "speakers": s, "listeners": n, "consumers": consumers,
+                "forwarded_per_s": rate.json(), "loss_pct": loss.json(),
+                "delay_p50_ms": p50.json(), "delay_p99_ms": p99.json(),
+                "worker_cpu_pct": util.json(), "worker_ns_per_packet": ns.json(),
+                "client_cpu_pct": cutil.json(), "ok": ok,
+                "delay_samples": ws.iter().map(|w| w.delay_samples).sum::<usize>(),
+                "late_sends": ws.iter().map(|w| w.late_sends).sum::<u64>(),
+                "kernel_udp_drops": ws.iter().map(|w| w.kernel_drops).sum::<u64>(),
+                "received": ws.iter().map(|w| w.received).sum::<u64>(),
+                "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
+            }),
+        );
+        if ok {
+            best = Some((consumers, ns.median, loss.median, p99.median, util.median));
+        } else {
+            failed_at = Some(n);
+            if !opts.keep_going {
+                break;
+            }
+        }
+    }
+    load.stop();
+    drop(load);
+    server.stop().await;
+    match best {
+        Some((consumers, ns, loss, p99, util)) => {
+            let per_core = 1e9 / (ns * PPS);
+            report.note(format!(
+                "Highest passing step: **{consumers} consumers** on one worker at {util:.0} % of its core, {ns:.0} ns of worker CPU per forwarded packet, loss {loss:.3} %, p99 delay {p99:.2} ms. At that CPU cost one fully busy core forwards to **{per_core:.0} consumers** (1 s / (ns per packet × {PPS} packets/s))."
+            ));
+        }
+        None => report.note("No step passed."),
+    }
+    if let Some(n) = failed_at {
+        report.note(format!("First failing step: {n} listeners."));
+    }
+    report.note(format!(
+        "Each step: {} windows of {} s after all listeners receive; median (min–max) over the windows. Loss from RTP sequence numbers of every consumer stream; delay (send → decrypted at the listener, so it includes both clients' str0m) from every {}th listener plus the last one, which decrypt through str0m; the others count packets from the cleartext SRTP header. Worker CPU from /proc/self/task/<tid>/schedstat of `dspeak-media-0`, per packet the server should have forwarded. {}. Synthetic clients run in the load-client thread(s).",
+        opts.windows,
+        opts.secs,
+        opts.probe_every,
+        cpus.describe()
+    ));
+    Ok(report)
+}
+
+/// Scenario 6: `peers` join at once and consume one speaker; time from `join` to the
+/// first decrypted audio packet.
+pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "join storm: peers join at once and consume one speaker",
+        &["peers", "join → first audio p50 ms", "p95 ms", "max ms", "all got audio"],
+    );
+    let mut p50s = Vec::new();
+    let mut p95s = Vec::new();
+    let mut maxes = Vec::new();
+    for run in 0..runs {
+        let server = target::dspeak_in_process(target::bench_config(peers + 10), cpus).await?;
+        let r = storm_run(&server, peers, run).await;
+        server.stop().await;
+        let mut times = r?;
+        times.sort_by(f64::total_cmp);
+        p50s.push(percentile(&times, 50.0));
+        p95s.push(percentile(&times, 95.0));
+        maxes.push(times.last().copied().unwrap_or(f64::NAN));
+    }
+    let (p50, p95, max) = (Spread::of(&p50s), Spread::of(&p95s), Spread::of(&maxes));
+    report.row(
+        vec![peers.to_string(), p50.show(1), p95.show(1), max.show(1), "✓".into()],
+        json!({"peers": peers, "runs": runs, "p50_ms": p50.json(), "p95_ms": p95.json(), "max_ms": max.json()}),
+    );
+    report.note(format!(
+        "{runs} runs, a fresh server each; median (min–max) of each run's percentile. All {peers} WebSocket connections are open first; then every peer at once: `join` → `createTransport` → str0m peer → `connectTransport` → `consume` → `resumeConsumer` → ICE + DTLS → first RTP packet decrypted by its str0m. The clock starts at the `join` call. The speaker sends 50 packets/s, so up to 20 ms is waiting for its next packet. {}.",
+        cpus.describe()
+    ));
+    Ok(report)
+}
+
+async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<f64>> {
+    let room = format!("storm{run}");
+    let load = Load::new(&server.url, &room, 1, 1).await?;
+    let producers = load.producers.clone();
+    let mut clients = Vec::with_capacity(peers);
+    for _ in 0..peers {
+        clients.push(dspeak_schema::client::connect(&server.url).await?);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(peers));
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let start = start.clone();
+        let shared = load.shared.clone();
+        let producers = producers.clone();
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            use dspeak_schema::client::DspeakClient;
+            start.wait().await;
+            let t0 = shared.epoch.elapsed().as_nanos() as u64;
+            client
+                .join(dspeak_schema::rooms::JoinParams { room, display_name: format!("storm{i}"), token: None })
+                .await
+                .context("join")?;
+            let listener = peer::listener(&client, &shared, &producers, true).await?;
+            let stats = listener.stats.clone();
+            let consumers = listener.consumers.clone();
+            tokio::spawn(peer::drive_listener(listener, shared.clone()));
+            peer::resume(&client, &consumers).await?;
+            let first = AtomicU64::new(0);
+            wait_for("first audio", Duration::from_secs(10), || {
+                let f = stats.first_audio.load(Ordering::Relaxed);
+                first.store(f, Ordering::Relaxed);
+                f != 0
+            })
+            .await?;
+            let ms = (first.load(Ordering::Relaxed).saturating_sub(t0)) as f64 / 1e6;
+            anyhow::Ok((client, ms))
+        }));
+    }
+    let mut times = Vec::with_capacity(peers);
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (client, ms) = t.await??;
+        keep.push(client);
+        times.push(ms);
+    }
+    load.stop();
+    Ok(times)
+}

@@ -1,0 +1,155 @@
+//! Linux process facts the benchmarks need: CPU pinning, the fd limit, CPU time of
+//! threads and processes (`schedstat`), memory (`VmRSS`) and kernel UDP drop counters.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::unistd::Pid;
+
+/// Number of online CPUs (of the machine, whatever this thread is pinned to).
+pub(crate) fn cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .map(|n| n.max(1) as usize)
+        .unwrap_or(1)
+}
+
+/// Pins a thread or process (`tid` 0 = the calling thread) to the given CPUs.
+pub(crate) fn pin(tid: i32, cpus: &[usize]) -> anyhow::Result<()> {
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c).context("cpu index")?;
+    }
+    sched_setaffinity(Pid::from_raw(tid), &set).context("sched_setaffinity")
+}
+
+/// Pins every thread of a process (all its tasks) to `cpus`.
+pub(crate) fn pin_process(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
+    for tid in tasks(pid) {
+        let _ = pin(tid, cpus);
+    }
+    Ok(())
+}
+
+/// Raises the soft (and, as root, hard) open-files limit to at least `want`.
+pub(crate) fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    let new_hard = hard.max(want);
+    if setrlimit(Resource::RLIMIT_NOFILE, want, new_hard).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
+    }
+    Ok(want)
+}
+
+/// Thread ids of a process.
+pub(crate) fn tasks(pid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Thread ids of this process whose name (`comm`) starts with `prefix`.
+pub(crate) fn own_threads(prefix: &str) -> Vec<i32> {
+    let pid = std::process::id();
+    tasks(pid)
+        .into_iter()
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+        })
+        .collect()
+}
+
+/// CPU time a thread of process `pid` has run (from `schedstat`, nanoseconds).
+pub(crate) fn thread_cpu(pid: u32, tid: i32) -> Duration {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// CPU time of threads of this process, summed.
+pub(crate) fn threads_cpu(tids: &[i32]) -> Duration {
+    let pid = std::process::id();
+    tids.iter().map(|&t| thread_cpu(pid, t)).sum()
+}
+
+/// CPU time of a whole process (all its threads, live ones), summed.
+pub(crate) fn process_cpu(pid: u32) -> Duration {
+    tasks(pid).into_iter().map(|t| thread_cpu(pid, t)).sum()
+}
+
+/// Resident set size of a process, in bytes.
+pub(crate) fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel's UDP counters (`/proc/net/snmp`): receive-buffer and send-buffer drops.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UdpDrops {
+    pub(crate) rcvbuf_errors: u64,
+    pub(crate) sndbuf_errors: u64,
+}
+
+impl UdpDrops {
+    pub(crate) fn read() -> UdpDrops {
+        let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+            return UdpDrops::default();
+        };
+        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return UdpDrops::default();
+        };
+        let mut drops = UdpDrops::default();
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            let v = v.parse().unwrap_or(0);
+            match n {
+                "RcvbufErrors" => drops.rcvbuf_errors = v,
+                "SndbufErrors" => drops.sndbuf_errors = v,
+                _ => {}
+            }
+        }
+        drops
+    }
+
+    pub(crate) fn since(self, before: UdpDrops) -> UdpDrops {
+        UdpDrops {
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
+        }
+    }
+}
+
+/// The 1-minute load average.
+pub(crate) fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+}
+
+/// The CPU model name.
+pub(crate) fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
