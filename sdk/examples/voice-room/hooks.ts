@@ -1,0 +1,70 @@
+// What the voice-room page exposes on `window.dspeak`, for tests and for poking at it
+// from the devtools console. Types only: the browser test imports them too.
+
+/** Where the page is. */
+export type PageState = "idle" | "joining" | "joined" | "reconnecting" | "leaving" | "left" | "error";
+
+/** One row of the peer list, as shown. */
+export interface PeerSnapshot {
+  peerId: string;
+  displayName: string;
+  /** This page's own peer. */
+  self: boolean;
+  /** `on`: microphone sending; `muted`: producer paused; `none`: listening only. */
+  mic: "on" | "muted" | "none";
+  /** The speaking ring is lit. */
+  speaking: boolean;
+  /** Recent audio level (RMS, 0..1) of the peer's audio as received (or sent, for self). */
+  level: number;
+}
+
+/** The `inbound-rtp` stats (from `RTCPeerConnection.getStats()`) of one consumer. */
+export interface InboundSnapshot {
+  /** The producing peer. */
+  peerId: string;
+  displayName: string;
+  producerId: string;
+  packetsReceived: number;
+  bytesReceived: number;
+  packetsLost: number;
+  totalAudioEnergy: number;
+  totalSamplesDuration: number;
+  audioLevel: number;
+  jitter: number;
+}
+
+/** Timestamps (`performance.now()`, ms) of the current join. */
+export interface TimingSnapshot {
+  /** The Join button was clicked. */
+  joinClickedAt: number | undefined;
+  /** The microphone was open (or refused). */
+  micAt: number | undefined;
+  /** The WebSocket was open and the session welcomed. */
+  connectedAt: number | undefined;
+  /** `joinVoiceRoom` resolved (transports up, microphone produced, existing producers consumed). */
+  joinedAt: number | undefined;
+  /** Every consumer this join created: when, and when its first RTP packet was counted. */
+  consumers: Array<{
+    peerId: string;
+    displayName: string;
+    producerId: string;
+    consumedAt: number;
+    firstPacketAt: number | undefined;
+  }>;
+}
+
+/** `window.dspeak`. */
+export interface VoiceRoomHooks {
+  /** The WebSocket URL the page connects to. */
+  readonly serverUrl: string;
+  state(): PageState;
+  /** This page's peer id, once joined. */
+  selfId(): string | undefined;
+  /** The peer list as shown (self first). */
+  peers(): PeerSnapshot[];
+  /** Fresh receive stats of every consumer, from the recv transport's `RTCPeerConnection`. */
+  inboundStats(): Promise<InboundSnapshot[]>;
+  timings(): TimingSnapshot;
+  /** Errors shown to the user so far. */
+  errors(): string[];
+}

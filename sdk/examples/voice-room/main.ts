@@ -1,0 +1,663 @@
+// The dspeak voice-room page: join a room with a name, talk (microphone on/off), hear
+// everyone else, see who is there, who is muted and who is speaking, leave.
+//
+// Uses only the public SDK (`@dspeak/sdk`) and mediasoup-client. The page connects to the
+// server it was served from (`ws://<host>`), or to `?server=ws://host:port`.
+
+import { DspeakClient, DspeakError, joinVoiceRoom, type VoiceRoom } from "@dspeak/sdk";
+import { Device } from "mediasoup-client";
+import type { Consumer } from "mediasoup-client/types";
+
+import type { InboundSnapshot, PageState, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "./hooks.js";
+
+/** RMS level (0..1) above which a peer counts as speaking (about −34 dBFS). */
+const SPEAKING_LEVEL = 0.02;
+/** The ring stays lit this long after the level last crossed the threshold. */
+const SPEAKING_HOLD_MS = 400;
+/** How often audio levels are read from `getStats()`. */
+const STATS_INTERVAL_MS = 200;
+
+// --- elements ------------------------------------------------------------------------
+
+function element<T extends HTMLElement>(id: string): T {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} is missing from the page`);
+  return el as T;
+}
+
+const ui = {
+  server: element<HTMLParagraphElement>("server"),
+  form: element<HTMLFormElement>("join-form"),
+  name: element<HTMLInputElement>("name"),
+  room: element<HTMLInputElement>("room"),
+  withMic: element<HTMLInputElement>("with-mic"),
+  join: element<HTMLButtonElement>("join"),
+  roomView: element<HTMLElement>("room-view"),
+  roomTitle: element<HTMLHeadingElement>("room-title"),
+  roomSummary: element<HTMLParagraphElement>("room-summary"),
+  mic: element<HTMLButtonElement>("mic"),
+  leave: element<HTMLButtonElement>("leave"),
+  peers: element<HTMLUListElement>("peers"),
+  enableAudio: element<HTMLButtonElement>("enable-audio"),
+  status: element<HTMLParagraphElement>("status"),
+  audio: element<HTMLDivElement>("audio"),
+};
+
+// --- state ---------------------------------------------------------------------------
+
+const params = new URLSearchParams(location.search);
+const serverUrl = params.get("server") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+
+interface PeerInfo {
+  peerId: string;
+  displayName: string;
+}
+interface ProducerState {
+  peerId: string;
+  paused: boolean;
+}
+/** Audio level from the growth of `totalAudioEnergy` over `totalSamplesDuration`. */
+interface Meter {
+  energy: number;
+  duration: number;
+  level: number;
+  loudAt: number;
+}
+interface Listening {
+  consumer: Consumer;
+  peerId: string;
+  audio: HTMLAudioElement;
+  meter: Meter;
+  consumedAt: number;
+  firstPacketAt: number | undefined;
+}
+
+/** Everything about one connection (a reconnect is a new session: `membership` starts over). */
+interface Connection {
+  client: DspeakClient;
+  roomName: string;
+  displayName: string;
+  mic: MediaStreamTrack | undefined;
+  joinClickedAt: number;
+  micAt: number;
+  connectedAt: number;
+  membership: Membership;
+  statsTimer: ReturnType<typeof setInterval> | undefined;
+  unsubscribe: Array<() => void>;
+}
+
+/** One `join`: the room as this session sees it. */
+interface Membership {
+  room: VoiceRoom | undefined;
+  selfId: string | undefined;
+  joinedAt: number | undefined;
+  /** Other peers, in the order they appeared. */
+  peers: Map<string, PeerInfo>;
+  /** Audio producers of other peers, by producer id. */
+  producers: Map<string, ProducerState>;
+  /** Consumers (one per remote producer), by producer id. */
+  listening: Map<string, Listening>;
+  /** Every consumer of this join, for the timings (kept after it closes). */
+  consumerLog: Array<Omit<TimingSnapshot["consumers"][number], "displayName">>;
+  /** Names of every peer seen in this join (also after it left), for the timings. */
+  names: Map<string, string>;
+  /** Peers and producers already gone: a join result that arrives later must not bring them back. */
+  gonePeers: Set<string>;
+  goneProducers: Set<string>;
+  /** Producers whose pause state came from an event (newer than the join result). */
+  eventPaused: Set<string>;
+  selfMeter: Meter;
+}
+
+let state: PageState = "idle";
+let connection: Connection | undefined;
+const shownErrors: string[] = [];
+
+const newMeter = (): Meter => ({ energy: 0, duration: 0, level: 0, loudAt: -Infinity });
+
+function newMembership(): Membership {
+  return {
+    room: undefined,
+    selfId: undefined,
+    joinedAt: undefined,
+    peers: new Map(),
+    producers: new Map(),
+    listening: new Map(),
+    consumerLog: [],
+    names: new Map(),
+    gonePeers: new Set(),
+    goneProducers: new Set(),
+    eventPaused: new Set(),
+    selfMeter: newMeter(),
+  };
+}
+
+// --- status line ---------------------------------------------------------------------
+
+function setStatus(text: string, isError = false): void {
+  ui.status.textContent = text;
+  ui.status.classList.toggle("error", isError);
+  if (isError) shownErrors.push(text);
+}
+
+function describe(error: unknown): string {
+  if (error instanceof DspeakError) return `${error.message} (${error.codeName})`;
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+// --- joining -------------------------------------------------------------------------
+
+async function openMicrophone(): Promise<MediaStreamTrack | undefined> {
+  if (!ui.withMic.checked) return undefined;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    });
+    return stream.getAudioTracks()[0];
+  } catch (error) {
+    setStatus(`No microphone (${describe(error)}): joining to listen only.`);
+    return undefined;
+  }
+}
+
+async function onJoinSubmit(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  if (state !== "idle" && state !== "left" && state !== "error") return;
+  const joinClickedAt = performance.now();
+  const displayName = ui.name.value.trim();
+  const roomName = ui.room.value.trim();
+  if (!displayName || !roomName) return;
+  localStorage.setItem("dspeak.name", displayName);
+  setState("joining");
+  setStatus(`Connecting to ${serverUrl}…`);
+
+  const mic = await openMicrophone();
+  const micAt = performance.now();
+  let client: DspeakClient;
+  try {
+    client = await DspeakClient.connect({ url: serverUrl, reconnect: { maxAttempts: 20, maxDelayMs: 3000 } });
+  } catch (error) {
+    mic?.stop();
+    setState("error");
+    setStatus(`Could not connect to ${serverUrl}: ${describe(error)}`, true);
+    return;
+  }
+  const conn: Connection = {
+    client,
+    roomName,
+    displayName,
+    mic,
+    joinClickedAt,
+    micAt,
+    connectedAt: performance.now(),
+    membership: newMembership(),
+    statsTimer: undefined,
+    unsubscribe: [],
+  };
+  connection = conn;
+  listen(conn);
+  try {
+    await enterRoom(conn);
+  } catch (error) {
+    await teardown(conn);
+    setState("error");
+    setStatus(`Could not join “${roomName}”: ${describe(error)}`, true);
+    return;
+  }
+  const url = new URL(location.href);
+  url.searchParams.set("room", roomName);
+  history.replaceState(null, "", url);
+}
+
+/** Joins `conn.roomName` with a fresh membership (first join, and after each reconnect). */
+async function enterRoom(conn: Connection): Promise<void> {
+  const m = newMembership();
+  conn.membership = m;
+  const room = await joinVoiceRoom({
+    client: conn.client,
+    room: conn.roomName,
+    displayName: conn.displayName,
+    device: () => Device.factory(),
+    ...(conn.mic ? { track: conn.mic } : {}),
+    onConsumer: (consumer, { peerId, producerId }) => startListening(m, consumer, peerId, producerId),
+    onConsumerClosed: (_consumer, { producerId }) => stopListening(m, producerId),
+    onError: (error) => setStatus(`Could not receive a peer: ${describe(error)}`, true),
+  });
+  if (conn.membership !== m) {
+    // Superseded (left or reconnected meanwhile).
+    await room.leave().catch(() => undefined);
+    return;
+  }
+  m.room = room;
+  m.selfId = room.joined.peerId;
+  m.joinedAt = performance.now();
+  for (const p of room.joined.peers) {
+    m.names.set(p.peerId, p.displayName);
+    if (!m.gonePeers.has(p.peerId) && !m.peers.has(p.peerId)) {
+      m.peers.set(p.peerId, { peerId: p.peerId, displayName: p.displayName });
+    }
+  }
+  for (const p of room.joined.producers) {
+    if (p.kind !== "audio" || m.goneProducers.has(p.producerId) || m.gonePeers.has(p.peerId)) continue;
+    const known = m.producers.get(p.producerId);
+    m.producers.set(p.producerId, {
+      peerId: p.peerId,
+      paused: known && m.eventPaused.has(p.producerId) ? known.paused : p.paused,
+    });
+  }
+  conn.statsTimer ??= setInterval(() => void sampleLevels(conn), STATS_INTERVAL_MS);
+  setState("joined");
+  setStatus(conn.mic ? "You are in. Talk away." : "You are in, listening only.");
+  render();
+}
+
+/** Room events. Registered once per client: they apply to whatever membership is current. */
+function listen(conn: Connection): void {
+  const { client } = conn;
+  const m = () => conn.membership;
+  conn.unsubscribe.push(
+    client.on("peerJoined", (e) => {
+      m().names.set(e.peerId, e.displayName);
+      m().peers.set(e.peerId, { peerId: e.peerId, displayName: e.displayName });
+      render();
+    }),
+    client.on("peerLeft", (e) => {
+      const mm = m();
+      mm.gonePeers.add(e.peerId);
+      mm.peers.delete(e.peerId);
+      for (const [id, p] of mm.producers) if (p.peerId === e.peerId) mm.producers.delete(id);
+      render();
+    }),
+    client.on("producerAdded", (e) => {
+      if (e.kind !== "audio") return;
+      m().producers.set(e.producerId, { peerId: e.peerId, paused: false });
+      render();
+    }),
+    client.on("producerClosed", (e) => {
+      m().goneProducers.add(e.producerId);
+      m().producers.delete(e.producerId);
+      render();
+    }),
+    client.on("producerPaused", (e) => setPaused(m(), e.producerId, e.peerId, true)),
+    client.on("producerResumed", (e) => setPaused(m(), e.producerId, e.peerId, false)),
+    client.on("disconnected", (e) => {
+      if (!e.willReconnect || state === "leaving" || state === "left") return;
+      // The server has already dropped the old session, its room membership and media.
+      const old = conn.membership;
+      conn.membership = newMembership();
+      void old.room?.leave().catch(() => undefined);
+      for (const producerId of [...old.listening.keys()]) stopListening(old, producerId);
+      setState("reconnecting");
+      setStatus("Connection lost, reconnecting…", true);
+      render();
+    }),
+    client.on("reconnected", () => {
+      if (state !== "reconnecting") return;
+      setState("joining");
+      setStatus("Reconnected, joining again…");
+      enterRoom(conn).catch(async (error) => {
+        await teardown(conn);
+        setState("error");
+        setStatus(`Could not join again: ${describe(error)}`, true);
+      });
+    }),
+    client.on("closed", ({ reason }) => {
+      if (state === "leaving" || state === "left" || connection !== conn) return;
+      void teardown(conn);
+      setState("error");
+      setStatus(`Disconnected: ${reason}`, true);
+    }),
+  );
+}
+
+function setPaused(m: Membership, producerId: string, peerId: string, paused: boolean): void {
+  m.eventPaused.add(producerId);
+  if (!m.goneProducers.has(producerId)) m.producers.set(producerId, { peerId, paused });
+  render();
+}
+
+// --- hearing -------------------------------------------------------------------------
+
+function startListening(m: Membership, consumer: Consumer, peerId: string, producerId: string): void {
+  // Remote audio is decoded (and its stats move) only while it plays out of an element.
+  const audio = document.createElement("audio");
+  audio.autoplay = true;
+  audio.dataset.peerId = peerId;
+  audio.srcObject = new MediaStream([consumer.track]);
+  ui.audio.append(audio);
+  audio.play().catch(() => {
+    // Autoplay refused (no user gesture yet, e.g. after a reconnect): ask for a click.
+    ui.enableAudio.hidden = false;
+  });
+  const entry: Listening = {
+    consumer,
+    peerId,
+    audio,
+    meter: newMeter(),
+    consumedAt: performance.now(),
+    firstPacketAt: undefined,
+  };
+  m.listening.set(producerId, entry);
+  const log = { peerId, producerId, consumedAt: entry.consumedAt, firstPacketAt: undefined as number | undefined };
+  m.consumerLog.push(log);
+  void watchFirstPacket(entry, log);
+  render();
+}
+
+/** Polls the consumer's stats briefly until its first RTP packet is counted. */
+async function watchFirstPacket(entry: Listening, log: { firstPacketAt: number | undefined }): Promise<void> {
+  const deadline = performance.now() + 15_000;
+  while (!entry.consumer.closed && performance.now() < deadline) {
+    const stats = await entry.consumer.getStats().catch(() => undefined);
+    for (const s of stats?.values() ?? []) {
+      if (s.type === "inbound-rtp" && (s.packetsReceived ?? 0) > 0) {
+        entry.firstPacketAt = log.firstPacketAt = performance.now();
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function stopListening(m: Membership, producerId: string): void {
+  const entry = m.listening.get(producerId);
+  if (!entry) return;
+  m.listening.delete(producerId);
+  entry.audio.srcObject = null;
+  entry.audio.remove();
+  render();
+}
+
+/** Updates a meter from cumulative energy/duration totals; returns whether it is "speaking". */
+function updateMeter(meter: Meter, energy: number, duration: number, now: number): void {
+  const dE = energy - meter.energy;
+  const dT = duration - meter.duration;
+  meter.energy = energy;
+  meter.duration = duration;
+  meter.level = dT > 0 && dE >= 0 ? Math.sqrt(dE / dT) : 0;
+  if (meter.level >= SPEAKING_LEVEL) meter.loudAt = now;
+}
+
+const isSpeaking = (meter: Meter, now: number) => now - meter.loudAt <= SPEAKING_HOLD_MS;
+
+/** Reads the levels of everyone (received audio) and of the microphone (sent audio). */
+async function sampleLevels(conn: Connection): Promise<void> {
+  const m = conn.membership;
+  const room = m.room;
+  if (!room) return;
+  const now = performance.now();
+  const report = await room.recvTransport.getStats().catch(() => undefined);
+  if (report) {
+    const bySsrc = new Map<number, RTCInboundRtpStreamStats>();
+    for (const s of report.values()) if (s.type === "inbound-rtp") bySsrc.set(s.ssrc, s);
+    for (const entry of m.listening.values()) {
+      const ssrc = entry.consumer.rtpParameters.encodings?.[0]?.ssrc;
+      const s = ssrc === undefined ? undefined : bySsrc.get(ssrc);
+      if (s) updateMeter(entry.meter, s.totalAudioEnergy ?? 0, s.totalSamplesDuration ?? 0, now);
+    }
+  }
+  if (room.producer && !room.producer.closed) {
+    const sent = await room.producer.getStats().catch(() => undefined);
+    for (const s of sent?.values() ?? []) {
+      if (s.type === "media-source" && s.kind === "audio") {
+        updateMeter(m.selfMeter, s.totalAudioEnergy ?? 0, s.totalSamplesDuration ?? 0, now);
+      }
+    }
+  }
+  if (conn.membership === m) render();
+}
+
+// --- muting and leaving --------------------------------------------------------------
+
+async function toggleMic(): Promise<void> {
+  const room = connection?.membership.room;
+  if (!room?.producer) return;
+  ui.mic.disabled = true;
+  try {
+    if (room.muted) await room.unmute();
+    else await room.mute();
+  } catch (error) {
+    setStatus(`Could not switch the microphone: ${describe(error)}`, true);
+  } finally {
+    ui.mic.disabled = false;
+    render();
+  }
+}
+
+async function leave(): Promise<void> {
+  const conn = connection;
+  if (!conn || state === "leaving") return;
+  setState("leaving");
+  setStatus("Leaving…");
+  try {
+    await conn.membership.room?.leave();
+  } catch (error) {
+    setStatus(`Leaving failed: ${describe(error)}`, true);
+  }
+  await teardown(conn);
+  setState("left");
+  setStatus(`You left “${conn.roomName}”.`);
+}
+
+/** Closes everything of a connection: media, the WebSocket, the microphone. */
+async function teardown(conn: Connection): Promise<void> {
+  if (conn.statsTimer !== undefined) clearInterval(conn.statsTimer);
+  conn.statsTimer = undefined;
+  const m = conn.membership;
+  for (const producerId of [...m.listening.keys()]) stopListening(m, producerId);
+  conn.membership = newMembership();
+  conn.unsubscribe.splice(0).forEach((off) => off());
+  conn.mic?.stop();
+  await conn.client.close();
+  if (connection === conn) connection = undefined;
+  render();
+}
+
+// --- rendering -----------------------------------------------------------------------
+
+function setState(next: PageState): void {
+  state = next;
+  document.body.dataset.state = next;
+  const inRoom = next === "joined" || next === "reconnecting" || next === "leaving";
+  ui.form.hidden = inRoom;
+  ui.roomView.hidden = !inRoom;
+  ui.join.disabled = next === "joining";
+  ui.leave.disabled = next === "leaving";
+  if (!inRoom) ui.enableAudio.hidden = true;
+  render();
+}
+
+function snapshot(): PeerSnapshot[] {
+  const conn = connection;
+  const m = conn?.membership;
+  if (!conn || !m?.selfId || !m.room) return [];
+  const now = performance.now();
+  const room = m.room;
+  const rows: PeerSnapshot[] = [
+    {
+      peerId: m.selfId,
+      displayName: conn.displayName,
+      self: true,
+      mic: !room.producer ? "none" : room.muted ? "muted" : "on",
+      speaking: !!room.producer && !room.muted && isSpeaking(m.selfMeter, now),
+      level: room.producer && !room.muted ? m.selfMeter.level : 0,
+    },
+  ];
+  for (const peer of m.peers.values()) {
+    let mic: PeerSnapshot["mic"] = "none";
+    let meter: Meter | undefined;
+    for (const [producerId, p] of m.producers) {
+      if (p.peerId !== peer.peerId) continue;
+      mic = p.paused ? "muted" : "on";
+      meter = m.listening.get(producerId)?.meter;
+    }
+    rows.push({
+      peerId: peer.peerId,
+      displayName: peer.displayName,
+      self: false,
+      mic,
+      speaking: mic === "on" && !!meter && isSpeaking(meter, now),
+      level: mic === "on" && meter ? meter.level : 0,
+    });
+  }
+  return rows;
+}
+
+const MIC_ICON =
+  '<svg class="mic" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" aria-hidden="true">' +
+  '<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/></svg>';
+const MIC_OFF_ICON =
+  '<svg class="mic" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" aria-hidden="true">' +
+  '<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3M4 3l16 18"/></svg>';
+
+function initials(name: string): string {
+  const parts = name.split(/\s+/).filter(Boolean);
+  return ((parts[0]?.[0] ?? "?") + (parts[1]?.[0] ?? "")).toUpperCase();
+}
+
+function hue(id: string): string {
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) % 360;
+  return `hsl(${h} 55% 45%)`;
+}
+
+function peerRow(peer: PeerSnapshot): HTMLLIElement {
+  const li = document.createElement("li");
+  li.className = "peer";
+  li.dataset.peerId = peer.peerId;
+  const avatar = document.createElement("span");
+  avatar.className = "avatar";
+  avatar.style.setProperty("--hue", hue(peer.peerId));
+  avatar.textContent = initials(peer.displayName);
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = peer.displayName;
+  if (peer.self) {
+    const you = document.createElement("span");
+    you.className = "you";
+    you.textContent = " (you)";
+    name.append(you);
+  }
+  const level = document.createElement("span");
+  level.className = "level";
+  level.append(document.createElement("span"));
+  const status = document.createElement("span");
+  status.className = "mic-state";
+  li.append(avatar, name, level, status);
+  return li;
+}
+
+function render(): void {
+  const rows = snapshot();
+  const conn = connection;
+  if (conn && rows.length > 0) {
+    ui.roomTitle.textContent = conn.roomName;
+    const people = rows.length === 1 ? "just you" : `${rows.length} people`;
+    ui.roomSummary.textContent = `${people} · ${serverUrl}`;
+  }
+  const self = rows[0];
+  ui.mic.textContent = !self || self.mic === "none" ? "No microphone" : self.mic === "muted" ? "Unmute" : "Mute";
+  ui.mic.disabled = !self || self.mic === "none" || state !== "joined";
+  ui.mic.setAttribute("aria-pressed", String(self?.mic === "muted"));
+
+  const existing = new Map<string, HTMLLIElement>();
+  for (const li of ui.peers.querySelectorAll<HTMLLIElement>("li.peer")) existing.set(li.dataset.peerId ?? "", li);
+  let previous: HTMLLIElement | undefined;
+  for (const peer of rows) {
+    let li = existing.get(peer.peerId);
+    existing.delete(peer.peerId);
+    if (!li) li = peerRow(peer);
+    if (previous ? previous.nextSibling !== li : ui.peers.firstChild !== li) {
+      if (previous) previous.after(li);
+      else ui.peers.prepend(li);
+    }
+    previous = li;
+    li.dataset.mic = peer.mic;
+    li.dataset.muted = String(peer.mic === "muted");
+    li.dataset.speaking = String(peer.speaking);
+    li.title = peer.speaking ? `${peer.displayName} is speaking` : peer.displayName;
+    const bar = li.querySelector<HTMLSpanElement>(".level > span");
+    if (bar) bar.style.width = `${Math.min(100, Math.round(Math.sqrt(peer.level) * 250))}%`;
+    const status = li.querySelector<HTMLSpanElement>(".mic-state");
+    const wanted = peer.mic;
+    if (status && status.dataset.mic !== wanted) {
+      status.dataset.mic = wanted;
+      if (wanted === "none") {
+        status.innerHTML = '<span class="note">listening</span>';
+        status.title = "Listening only";
+      } else {
+        status.innerHTML = wanted === "muted" ? MIC_OFF_ICON : MIC_ICON;
+        status.title = wanted === "muted" ? "Muted" : "Microphone on";
+      }
+      status.setAttribute("aria-label", status.title);
+    }
+  }
+  for (const li of existing.values()) li.remove();
+}
+
+// --- wiring --------------------------------------------------------------------------
+
+ui.server.textContent = serverUrl;
+ui.name.value = params.get("name") ?? localStorage.getItem("dspeak.name") ?? "";
+ui.room.value = params.get("room") ?? "lobby";
+ui.form.addEventListener("submit", (e) => void onJoinSubmit(e));
+ui.mic.addEventListener("click", () => void toggleMic());
+ui.leave.addEventListener("click", () => void leave());
+ui.enableAudio.addEventListener("click", () => {
+  ui.enableAudio.hidden = true;
+  for (const audio of ui.audio.querySelectorAll("audio")) void audio.play().catch(() => (ui.enableAudio.hidden = false));
+});
+// Closing the tab closes the WebSocket anyway; saying so first lets the server clean up at once.
+window.addEventListener("pagehide", () => {
+  if (connection) void connection.client.close();
+});
+setState("idle");
+(ui.name.value ? ui.room : ui.name).focus();
+
+async function inboundStats(): Promise<InboundSnapshot[]> {
+  const m = connection?.membership;
+  const room = m?.room;
+  if (!m || !room) return [];
+  const report = await room.recvTransport.getStats();
+  const out: InboundSnapshot[] = [];
+  for (const s of report.values()) {
+    if (s.type !== "inbound-rtp" || s.kind !== "audio") continue;
+    const entry = [...m.listening].find(([, l]) => l.consumer.rtpParameters.encodings?.[0]?.ssrc === s.ssrc);
+    if (!entry) continue;
+    const [producerId, l] = entry;
+    out.push({
+      peerId: l.peerId,
+      displayName: m.names.get(l.peerId) ?? l.peerId,
+      producerId,
+      packetsReceived: s.packetsReceived ?? 0,
+      bytesReceived: s.bytesReceived ?? 0,
+      packetsLost: s.packetsLost ?? 0,
+      totalAudioEnergy: s.totalAudioEnergy ?? 0,
+      totalSamplesDuration: s.totalSamplesDuration ?? 0,
+      audioLevel: s.audioLevel ?? 0,
+      jitter: s.jitter ?? 0,
+    });
+  }
+  return out;
+}
+
+const hooks: VoiceRoomHooks = {
+  serverUrl,
+  state: () => state,
+  selfId: () => connection?.membership.selfId,
+  peers: snapshot,
+  inboundStats,
+  timings: () => {
+    const m = connection?.membership;
+    return {
+      joinClickedAt: connection?.joinClickedAt,
+      micAt: connection?.micAt,
+      connectedAt: connection?.connectedAt,
+      joinedAt: m?.joinedAt,
+      consumers: (m?.consumerLog ?? []).map((c) => ({ ...c, displayName: m?.names.get(c.peerId) ?? c.peerId })),
+    };
+  },
+  errors: () => [...shownErrors],
+};
+(window as unknown as { dspeak: VoiceRoomHooks }).dspeak = hooks;
