@@ -1,0 +1,379 @@
+// The voice-room page end to end in headless Chromium (Debian's `chromium`, driven by
+// playwright-core), against a real dspeak server that serves the page itself at `/`.
+//
+// Alice and Bob join one room; Bob hears Alice (inbound-rtp packets grow, audio energy
+// > 0) and sees her speaking; Alice mutes (Bob's packets stop, his page shows her muted)
+// and unmutes (audio again); Carol joins late and hears both; Alice closes her tab (the
+// others' pages drop her); Bob leaves with the Leave button. Every page gets a
+// screenshot per phase in artifacts/browser/, and the figures are printed at the end.
+//
+//   cargo build -p dspeak-server && npm run test:browser
+
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, expect, it } from "vitest";
+
+import type { InboundSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "../examples/voice-room/hooks.js";
+import { repoRoot, startServer, type TestServer } from "../test/support.js";
+
+declare global {
+  interface Window {
+    dspeak: VoiceRoomHooks;
+  }
+}
+
+const CHROMIUM = process.env.DSPEAK_CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = resolve(repoRoot, "artifacts", "browser");
+const DIST = resolve(repoRoot, "sdk", "examples", "voice-room", "dist");
+const ROOM = `e2e-${Date.now().toString(36)}`;
+/** How long each "is audio flowing / stopped" window lasts. */
+const WINDOW_MS = 2000;
+/** Opus at 20 ms is 50 packets/s: a window must see at least half of that. */
+const MIN_PACKETS = (WINDOW_MS / 20) * 0.5;
+
+let server: TestServer | undefined;
+let browser: Browser | undefined;
+let pageUrl = "";
+const peers = new Map<string, Peer>();
+const pageErrors: string[] = [];
+const browserLog: string[] = [];
+const figures: Record<string, unknown> = { room: ROOM };
+const report: string[] = [];
+let shot = 0;
+let broken = false;
+
+interface Peer {
+  name: string;
+  context: BrowserContext;
+  page: Page;
+}
+
+// --- helpers -------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` until it returns a value other than `undefined`/`false`. */
+async function eventually<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+    }
+    await sleep(50);
+  }
+}
+
+function peer(name: string): Peer {
+  const p = peers.get(name);
+  if (!p) throw new Error(`${name} has no page`);
+  return p;
+}
+
+const hooks = {
+  peers: (p: Peer) => p.page.evaluate(() => window.dspeak.peers()),
+  inbound: (p: Peer) => p.page.evaluate(() => window.dspeak.inboundStats()),
+  timings: (p: Peer) => p.page.evaluate(() => window.dspeak.timings()),
+  selfId: (p: Peer) => p.page.evaluate(() => window.dspeak.selfId()),
+  state: (p: Peer) => p.page.evaluate(() => window.dspeak.state()),
+  errors: (p: Peer) => p.page.evaluate(() => window.dspeak.errors()),
+};
+
+/** `who`'s inbound stats of the audio of `from`. */
+async function inboundFrom(who: Peer, from: string): Promise<InboundSnapshot | undefined> {
+  return (await hooks.inbound(who)).find((s) => s.displayName === from);
+}
+
+/** Measures `who`'s packets from `from` over one window. */
+async function measure(who: Peer, from: string): Promise<{ packets: number; energy: number; before: InboundSnapshot; after: InboundSnapshot }> {
+  const before = await eventually(`${who.name} to consume ${from}`, () => inboundFrom(who, from));
+  await sleep(WINDOW_MS);
+  const after = await eventually(`${who.name} to still consume ${from}`, () => inboundFrom(who, from));
+  return {
+    packets: after.packetsReceived - before.packetsReceived,
+    energy: after.totalAudioEnergy - before.totalAudioEnergy,
+    before,
+    after,
+  };
+}
+
+/** The `li` of `name` in `who`'s peer list. */
+const row = (who: Peer, name: string) => who.page.locator("#peers li.peer", { hasText: name });
+
+async function screenshot(label: string, ...names: string[]): Promise<void> {
+  shot++;
+  for (const name of names.length ? names : [...peers.keys()]) {
+    const p = peers.get(name);
+    if (!p || p.page.isClosed()) continue;
+    const file = `${String(shot).padStart(2, "0")}-${label}-${name.toLowerCase()}.png`;
+    await p.page.screenshot({ path: join(ARTIFACTS, file), fullPage: true }).catch(() => undefined);
+  }
+}
+
+function note(line: string): void {
+  report.push(line);
+}
+
+/** Opens a page for `name`, fills the form and clicks Join; resolves once joined. */
+async function joinAs(name: string): Promise<Peer> {
+  if (!browser) throw new Error("no browser");
+  const context = await browser.newContext({ viewport: { width: 520, height: 560 } });
+  const page = await context.newPage();
+  page.on("console", (m) => browserLog.push(`[${name}] ${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => pageErrors.push(`[${name}] ${e.message}`));
+  const p: Peer = { name, context, page };
+  peers.set(name, p);
+  await page.goto(pageUrl);
+  await page.fill("#name", name);
+  await page.fill("#room", ROOM);
+  await page.click("#join");
+  await eventually(`${name} to join`, async () => {
+    const state = await hooks.state(p);
+    if (state === "error") throw new Error(`${name}'s page shows an error: ${(await hooks.errors(p)).join("; ")}`);
+    return state === "joined";
+  });
+  return p;
+}
+
+/** Join click → first inbound packet of `from`, as measured by `who`'s page, with the steps before it. */
+interface FirstPacket {
+  /** Join click → first packet counted in `inbound-rtp`. */
+  total: number;
+  /** Join click → microphone open, → WebSocket welcomed, → consumer of `from` resumed. */
+  mic: number;
+  connected: number;
+  consumed: number;
+  /** Join click → `joinVoiceRoom` resolved (if it has). */
+  joined: number | undefined;
+}
+
+async function firstPacket(who: Peer, from: string): Promise<FirstPacket> {
+  const t: TimingSnapshot = await eventually(`${who.name} to count a first packet from ${from}`, async () => {
+    const timings = await hooks.timings(who);
+    const c = timings.consumers.find((x) => x.displayName === from);
+    return c?.firstPacketAt !== undefined ? timings : undefined;
+  });
+  const c = t.consumers.find((x) => x.displayName === from)!;
+  const since = (at: number) => Math.round(at - t.joinClickedAt!);
+  return {
+    total: since(c.firstPacketAt!),
+    mic: since(t.micAt!),
+    connected: since(t.connectedAt!),
+    consumed: since(c.consumedAt),
+    joined: t.joinedAt === undefined ? undefined : since(t.joinedAt),
+  };
+}
+
+const describeFirst = (f: FirstPacket) =>
+  `${f.total} ms (mic open ${f.mic}, connected ${f.connected}, consumer resumed ${f.consumed}, first packet ${f.total})`;
+
+/** One phase of the scenario; phases after a failed one are skipped. */
+function phase(name: string, body: () => Promise<void>): void {
+  it(name, async (ctx) => {
+    if (broken) ctx.skip();
+    try {
+      await body();
+    } catch (error) {
+      broken = true;
+      await screenshot(`FAILED-${name.replace(/\W+/g, "-").slice(0, 40)}`);
+      throw error;
+    }
+  });
+}
+
+// --- setup ---------------------------------------------------------------------------
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium is missing: no ${CHROMIUM}. Install Debian's package with ` +
+        "`apt-get update && apt-get install -y chromium` (as root), or point DSPEAK_CHROMIUM at a Chromium binary. " +
+        "(playwright-core cannot download browsers here.)",
+    );
+  }
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of readdirSync(ARTIFACTS)) if (/\.(png|json|txt)$/.test(f)) rmSync(join(ARTIFACTS, f));
+
+  server = await startServer();
+  const http = server.url.replace(/^ws/, "http");
+  pageUrl = `${http}/`;
+  // The binary embeds dist/ at build time: make sure it serves the page as committed.
+  for (const file of ["index.html", "app.js", "style.css"]) {
+    const served = await (await fetch(`${http}/${file === "index.html" ? "" : file}`)).text();
+    if (served !== readFileSync(join(DIST, file), "utf8")) {
+      throw new Error(
+        `the server serves a different ${file} than sdk/examples/voice-room/dist/${file}: ` +
+          "rebuild the page (`npm run build:voice-room` in sdk/) and the server (`cargo build -p dspeak-server`)",
+      );
+    }
+  }
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // playwright-core gives every launch a fresh temporary profile (user-data-dir).
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--autoplay-policy=no-user-gesture-required",
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      "--allow-loopback-in-peer-connection",
+    ],
+  });
+  figures.chromium = browser.version();
+  note(`Chromium ${browser.version()}, server ${server.url}, room ${ROOM}`);
+}, 60_000);
+
+afterAll(async () => {
+  writeFileSync(join(ARTIFACTS, "figures.json"), `${JSON.stringify(figures, null, 2)}\n`);
+  writeFileSync(join(ARTIFACTS, "browser-console.txt"), `${browserLog.join("\n")}\n`);
+  const summary = ["", "voice-room browser test — figures", ...report.map((l) => `  ${l}`), `  screenshots: ${ARTIFACTS}`, ""];
+  writeFileSync(join(ARTIFACTS, "summary.txt"), summary.join("\n"));
+  console.log(summary.join("\n"));
+  await browser?.close();
+  if (broken && server) console.log(`server log:\n${server.log()}`);
+  await server?.stop();
+}, 30_000);
+
+// --- the scenario --------------------------------------------------------------------
+
+phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
+  const alice = await joinAs("Alice");
+  await screenshot("alice-alone", "Alice");
+  const bob = await joinAs("Bob");
+
+  const first = await firstPacket(bob, "Alice");
+  figures.bobJoinToFirstPacketMs = first;
+  note(`Bob: Join click → first packet from Alice: ${describeFirst(first)}`);
+
+  const bobHearsAlice = await measure(bob, "Alice");
+  const aliceHearsBob = await measure(alice, "Bob");
+  figures.talking = { bobFromAlice: bobHearsAlice.packets, aliceFromBob: aliceHearsBob.packets };
+  note(
+    `talking: Bob received ${bobHearsAlice.packets} packets from Alice in ${WINDOW_MS} ms ` +
+      `(total ${bobHearsAlice.after.packetsReceived}, totalAudioEnergy ${bobHearsAlice.after.totalAudioEnergy.toFixed(4)}); ` +
+      `Alice received ${aliceHearsBob.packets} from Bob`,
+  );
+  expect(bobHearsAlice.packets, "Bob's inbound-rtp packetsReceived from Alice must grow").toBeGreaterThanOrEqual(MIN_PACKETS);
+  expect(bobHearsAlice.after.totalAudioEnergy, "Bob decodes Alice's audio (totalAudioEnergy > 0)").toBeGreaterThan(0);
+  expect(bobHearsAlice.energy, "Alice's audio energy keeps rising at Bob").toBeGreaterThan(0);
+  expect(aliceHearsBob.packets, "Alice hears Bob too").toBeGreaterThanOrEqual(MIN_PACKETS);
+
+  // The page shows it: both rows, Alice's microphone on, her speaking ring lit at some point.
+  await expect.poll(() => row(bob, "Alice").count()).toBe(1);
+  await expect.poll(() => row(alice, "Bob").count()).toBe(1);
+  expect(await row(bob, "Alice").getAttribute("data-mic")).toBe("on");
+  await eventually("Bob's page to show Alice speaking", async () =>
+    (await row(bob, "Alice").getAttribute("data-speaking")) === "true",
+  );
+  await screenshot("bob-hears-alice-speaking");
+});
+
+phase("Alice mutes: Bob's packets from her stop and his page shows her muted", async () => {
+  const alice = peer("Alice");
+  const bob = peer("Bob");
+  await alice.page.click("#mic");
+  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("true");
+  await eventually("Bob's page to show Alice muted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "true");
+  expect(await row(bob, "Alice").locator(".mic-state").getAttribute("title")).toBe("Muted");
+  expect(await row(alice, "Alice").getAttribute("data-muted")).toBe("true");
+  expect((await hooks.peers(bob)).find((p: PeerSnapshot) => p.displayName === "Alice")?.mic).toBe("muted");
+
+  await sleep(500); // packets already in flight
+  const muted = await measure(bob, "Alice");
+  figures.muted = { bobFromAlice: muted.packets };
+  note(`muted: Bob received ${muted.packets} packets from Alice in ${WINDOW_MS} ms`);
+  expect(muted.packets, "no packets from a paused producer").toBe(0);
+  expect(await row(bob, "Alice").getAttribute("data-speaking")).toBe("false");
+  await screenshot("alice-muted");
+});
+
+phase("Alice unmutes: Bob hears her again", async () => {
+  const alice = peer("Alice");
+  const bob = peer("Bob");
+  await alice.page.click("#mic");
+  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("false");
+  await eventually("Bob's page to show Alice unmuted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "false");
+  await sleep(300);
+  const unmuted = await measure(bob, "Alice");
+  figures.unmuted = { bobFromAlice: unmuted.packets };
+  note(`unmuted: Bob received ${unmuted.packets} packets from Alice in ${WINDOW_MS} ms (energy +${unmuted.energy.toFixed(4)})`);
+  expect(unmuted.packets).toBeGreaterThanOrEqual(MIN_PACKETS);
+  expect(unmuted.energy, "Alice's audio is decoded again").toBeGreaterThan(0);
+});
+
+phase("Carol joins late and hears both", async () => {
+  const carol = await joinAs("Carol");
+  const fromAlice = await firstPacket(carol, "Alice");
+  const fromBob = await firstPacket(carol, "Bob");
+  figures.carolJoinToFirstPacketMs = { fromAlice, fromBob };
+  note(`Carol (late): Join click → first packet from Alice: ${describeFirst(fromAlice)}`);
+  note(`Carol (late): Join click → first packet from Bob: ${describeFirst(fromBob)}`);
+  const [a, b] = await Promise.all([measure(carol, "Alice"), measure(carol, "Bob")]);
+  figures.carol = { fromAlice: a.packets, fromBob: b.packets };
+  note(`Carol received ${a.packets} packets from Alice and ${b.packets} from Bob in ${WINDOW_MS} ms`);
+  for (const [from, w] of [["Alice", a], ["Bob", b]] as const) {
+    expect(w.packets, `Carol's packets from ${from}`).toBeGreaterThanOrEqual(MIN_PACKETS);
+    expect(w.after.totalAudioEnergy, `Carol decodes ${from}`).toBeGreaterThan(0);
+  }
+  const names = (await hooks.peers(carol)).map((p) => p.displayName);
+  expect(names).toEqual(["Carol", "Alice", "Bob"]);
+  await expect.poll(() => row(peer("Alice"), "Carol").count()).toBe(1);
+  await expect.poll(() => row(peer("Bob"), "Carol").count()).toBe(1);
+  await eventually("Carol's page to show someone speaking", async () =>
+    (await carol.page.locator('#peers li.peer[data-speaking="true"]:not(:first-child)').count()) > 0,
+  );
+  await screenshot("carol-joined");
+});
+
+phase("Alice closes her tab: Bob's and Carol's pages drop her within seconds", async () => {
+  const alice = peer("Alice");
+  const aliceId = await hooks.selfId(alice);
+  const closedAt = Date.now();
+  await alice.page.close();
+  await alice.context.close();
+  peers.delete("Alice");
+  const gone = async (who: Peer) => {
+    await eventually(
+      `${who.name}'s page to drop Alice`,
+      async () => !(await hooks.peers(who)).some((p) => p.peerId === aliceId) && (await row(who, "Alice").count()) === 0,
+      5000,
+    );
+    return Date.now() - closedAt;
+  };
+  const [bobMs, carolMs] = await Promise.all([gone(peer("Bob")), gone(peer("Carol"))]);
+  figures.tabClosedToRemovedMs = { bob: bobMs, carol: carolMs };
+  note(`Alice closed her tab: gone from Bob's page after ${bobMs} ms, from Carol's after ${carolMs} ms`);
+  // And her audio with it.
+  await eventually("Carol's consumer of Alice to close", async () => !(await inboundFrom(peer("Carol"), "Alice")));
+  await screenshot("alice-closed-tab");
+});
+
+phase("Bob leaves with the Leave button; Carol stays and the page shows her alone", async () => {
+  const bob = peer("Bob");
+  const carol = peer("Carol");
+  await bob.page.click("#leave");
+  await eventually("Bob's page to show it left", async () => (await hooks.state(bob)) === "left");
+  expect(await bob.page.isVisible("#join-form")).toBe(true);
+  await eventually("Carol's page to drop Bob", async () => (await row(carol, "Bob").count()) === 0, 5000);
+  expect((await hooks.peers(carol)).map((p) => p.displayName)).toEqual(["Carol"]);
+  expect(await hooks.inbound(carol)).toEqual([]);
+  await screenshot("bob-left");
+  for (const p of peers.values()) expect(await hooks.errors(p), `${p.name}'s page shows no error`).toEqual([]);
+  expect(pageErrors, "no uncaught errors in any page").toEqual([]);
+  expect(browserLog.filter((l) => / error: /.test(l)), "no errors in the browser consoles").toEqual([]);
+});
