@@ -9,7 +9,8 @@
 //
 //   cargo build -p dspeak-server && npm run test:browser
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -51,6 +52,36 @@ interface Peer {
 }
 
 // --- helpers -------------------------------------------------------------------------
+
+/**
+ * A WAV file for Chromium's fake microphone: one second of a voice-like sound (a 220 Hz
+ * tone with harmonics, swelling like syllables), one second of silence, looped. Chromium's
+ * own fake audio beeps without pause; with gaps, the speaking ring must go on and off.
+ */
+function talkingWav(path: string): void {
+  const rate = 48_000;
+  const samples = new Int16Array(rate * 2);
+  for (let i = 0; i < rate; i++) {
+    const t = i / rate;
+    const swell = 0.5 + 0.5 * Math.sin(2 * Math.PI * 4 * t);
+    const voice = Math.sin(2 * Math.PI * 220 * t) + 0.5 * Math.sin(2 * Math.PI * 440 * t) + 0.25 * Math.sin(2 * Math.PI * 660 * t);
+    samples[i] = Math.round(((swell * 0.4 * voice) / 1.75) * 32767);
+  }
+  const header = Buffer.alloc(44);
+  header.write("RIFF", 0);
+  header.writeUInt32LE(36 + samples.byteLength, 4);
+  header.write("WAVEfmt ", 8);
+  header.writeUInt32LE(16, 16); // fmt chunk size
+  header.writeUInt16LE(1, 20); // PCM
+  header.writeUInt16LE(1, 22); // mono
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * 2, 28); // bytes per second
+  header.writeUInt16LE(2, 32); // block align
+  header.writeUInt16LE(16, 34); // bits per sample
+  header.write("data", 36);
+  header.writeUInt32LE(samples.byteLength, 40);
+  writeFileSync(path, Buffer.concat([header, Buffer.from(samples.buffer)]));
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -216,6 +247,8 @@ beforeAll(async () => {
     }
   }
 
+  const wav = join(mkdtempSync(join(tmpdir(), "dspeak-e2e-")), "talking.wav");
+  talkingWav(wav);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -231,6 +264,7 @@ beforeAll(async () => {
       "--autoplay-policy=no-user-gesture-required",
       "--use-fake-ui-for-media-stream",
       "--use-fake-device-for-media-stream",
+      `--use-file-for-fake-audio-capture=${wav}`,
       "--allow-loopback-in-peer-connection",
     ],
   });
@@ -277,9 +311,11 @@ phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
   await expect.poll(() => row(bob, "Alice").count()).toBe(1);
   await expect.poll(() => row(alice, "Bob").count()).toBe(1);
   expect(await row(bob, "Alice").getAttribute("data-mic")).toBe("on");
-  await eventually("Bob's page to show Alice speaking", async () =>
-    (await row(bob, "Alice").getAttribute("data-speaking")) === "true",
-  );
+  // Alice's microphone talks for a second, then is silent for a second: her ring at Bob
+  // follows (from the received audio's energy).
+  const speaking = () => row(bob, "Alice").getAttribute("data-speaking");
+  await eventually("Bob's page to show Alice silent", async () => (await speaking()) === "false", 5000);
+  await eventually("Bob's page to show Alice speaking", async () => (await speaking()) === "true", 5000);
   await screenshot("bob-hears-alice-speaking");
 });
 
