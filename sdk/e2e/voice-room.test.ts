@@ -294,8 +294,7 @@ phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
   figures.bobJoinToFirstPacketMs = first;
   note(`Bob: Join click → first packet from Alice: ${describeFirst(first)}`);
 
-  const bobHearsAlice = await measure(bob, "Alice");
-  const aliceHearsBob = await measure(alice, "Bob");
+  const [bobHearsAlice, aliceHearsBob] = await Promise.all([measure(bob, "Alice"), measure(alice, "Bob")]);
   figures.talking = { bobFromAlice: bobHearsAlice.packets, aliceFromBob: aliceHearsBob.packets };
   note(
     `talking: Bob received ${bobHearsAlice.packets} packets from Alice in ${WINDOW_MS} ms ` +
@@ -354,8 +353,7 @@ phase("Alice unmutes: Bob hears her again", async () => {
 
 phase("Carol joins late and hears both", async () => {
   const carol = await joinAs("Carol");
-  const fromAlice = await firstPacket(carol, "Alice");
-  const fromBob = await firstPacket(carol, "Bob");
+  const [fromAlice, fromBob] = await Promise.all([firstPacket(carol, "Alice"), firstPacket(carol, "Bob")]);
   figures.carolJoinToFirstPacketMs = { fromAlice, fromBob };
   note(`Carol (late): Join click → first packet from Alice: ${describeFirst(fromAlice)}`);
   note(`Carol (late): Join click → first packet from Bob: ${describeFirst(fromBob)}`);
