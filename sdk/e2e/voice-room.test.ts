@@ -223,6 +223,8 @@ function phase(name: string, body: () => Promise<void>): void {
 // --- setup ---------------------------------------------------------------------------
 
 beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of readdirSync(ARTIFACTS)) if (/\.(png|json|txt)$/.test(f)) rmSync(join(ARTIFACTS, f));
   if (!existsSync(CHROMIUM)) {
     throw new Error(
       `Chromium is missing: no ${CHROMIUM}. Install Debian's package with ` +
@@ -230,8 +232,6 @@ beforeAll(async () => {
         "(playwright-core cannot download browsers here.)",
     );
   }
-  mkdirSync(ARTIFACTS, { recursive: true });
-  for (const f of readdirSync(ARTIFACTS)) if (/\.(png|json|txt)$/.test(f)) rmSync(join(ARTIFACTS, f));
 
   server = await startServer();
   const http = server.url.replace(/^ws/, "http");
@@ -279,6 +279,7 @@ afterAll(async () => {
   writeFileSync(join(ARTIFACTS, "summary.txt"), summary.join("\n"));
   console.log(summary.join("\n"));
   await browser?.close();
+  if (broken) console.log(`browser consoles (last 40 lines):\n${browserLog.slice(-40).join("\n")}`);
   if (broken && server) console.log(`server log:\n${server.log()}`);
   await server?.stop();
 }, 30_000);
