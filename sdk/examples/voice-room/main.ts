@@ -78,6 +78,8 @@ interface Connection {
   roomName: string;
   displayName: string;
   mic: MediaStreamTrack | undefined;
+  /** Why there is no microphone, when one was wanted. */
+  micProblem: string | undefined;
   joinClickedAt: number;
   micAt: number;
   connectedAt: number;
@@ -148,16 +150,19 @@ function describe(error: unknown): string {
 
 // --- joining -------------------------------------------------------------------------
 
-async function openMicrophone(): Promise<MediaStreamTrack | undefined> {
-  if (!ui.withMic.checked) return undefined;
+/** The microphone track, or why there is none. */
+async function openMicrophone(): Promise<{ mic?: MediaStreamTrack; problem?: string }> {
+  if (!ui.withMic.checked) return {};
+  if (!navigator.mediaDevices) return { problem: "browsers give a microphone only to https or localhost pages" };
   try {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    return stream.getAudioTracks()[0];
+    const mic = stream.getAudioTracks()[0];
+    return mic ? { mic } : { problem: "no audio track" };
   } catch (error) {
-    setStatus(`No microphone (${describe(error)}): joining to listen only.`);
-    return undefined;
+    // NotAllowedError (permission refused), NotFoundError (no device), …
+    return { problem: describe(error) };
   }
 }
 
@@ -172,7 +177,7 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
   setState("joining");
   setStatus(`Connecting to ${serverUrl}…`);
 
-  const mic = await openMicrophone();
+  const { mic, problem: micProblem } = await openMicrophone();
   const micAt = performance.now();
   let client: DspeakClient;
   try {
@@ -188,6 +193,7 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
     roomName,
     displayName,
     mic,
+    micProblem,
     joinClickedAt,
     micAt,
     connectedAt: performance.now(),
@@ -248,7 +254,13 @@ async function enterRoom(conn: Connection): Promise<void> {
   }
   conn.statsTimer ??= setInterval(() => void sampleLevels(conn), STATS_INTERVAL_MS);
   setState("joined");
-  setStatus(conn.mic ? "You are in. Talk away." : "You are in, listening only.");
+  setStatus(
+    conn.mic
+      ? "You are in. Talk away."
+      : conn.micProblem
+        ? `You are in, listening only: no microphone (${conn.micProblem}).`
+        : "You are in, listening only.",
+  );
   render();
 }
 
