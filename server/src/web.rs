@@ -45,15 +45,14 @@ where
 
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        if request.method() == http::Method::GET && !upgrade {
-            if let Some((_, content_type, body)) = FILES.iter().find(|(path, _, _)| *path == request.uri().path()) {
-                let response = http::Response::builder()
-                    .header(http::header::CONTENT_TYPE, *content_type)
-                    .header(http::header::CACHE_CONTROL, "no-cache")
-                    .body(HttpBody::from(*body))
-                    .expect("static headers are valid");
-                return Either::Left(ready(Ok(response)));
-            }
+        let file = FILES.iter().find(|(path, _, _)| *path == request.uri().path());
+        if let Some((_, content_type, body)) = file.filter(|_| request.method() == http::Method::GET && !upgrade) {
+            let response = http::Response::builder()
+                .header(http::header::CONTENT_TYPE, *content_type)
+                .header(http::header::CACHE_CONTROL, "no-cache")
+                .body(HttpBody::from(*body))
+                .expect("static headers are valid");
+            return Either::Left(ready(Ok(response)));
         }
         Either::Right(self.inner.call(request))
     }

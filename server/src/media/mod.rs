@@ -10,10 +10,12 @@
 //! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
 //! - `worker`: the worker actor: demultiplexing, forwarding, the commands.
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
+//! - `udp`: batched datagram output (`sendmmsg`).
 
 mod dtls;
 pub(crate) mod router;
 mod transport;
+mod udp;
 mod worker;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};

@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dtls::{self, Expected, Identity, PeerCertSlot};
+use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use super::udp::Outgoing;
+use crate::error::Error;
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};
@@ -19,11 +23,6 @@ use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
-
-use super::dtls::{self, Expected, Identity, PeerCertSlot};
-use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
-use crate::error::Error;
 
 /// DTLS progress of a transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +57,10 @@ pub(crate) struct TransportCounters {
     pub(crate) bytes_sent: u64,
 }
 
-/// Where drained output goes: the worker's socket, and received RTP for forwarding.
+/// Where drained output goes: the worker's queue of datagrams to send (flushed once
+/// per wake-up), and received RTP for forwarding.
 pub(crate) struct Sink<'a> {
-    pub(crate) socket: &'a UdpSocket,
+    pub(crate) out: &'a mut Vec<Outgoing>,
     pub(crate) rtp: &'a mut Vec<RtpPacket>,
 }
 
@@ -80,6 +80,10 @@ pub(crate) struct Transport {
     pub(crate) dtls: DtlsState,
     pub(crate) ice: IceConnectionState,
     pub(crate) next_timeout: Instant,
+    /// The deadline the worker's timer queue holds for this transport.
+    pub(crate) scheduled: Option<Instant>,
+    /// RTP was written since the last timeout: str0m sends it on the next input.
+    pub(crate) written: bool,
     /// Client addresses seen in ICE checks (the worker routes them here).
     pub(crate) remote_addrs: Vec<SocketAddr>,
     /// MIDs declared on this transport.
@@ -147,6 +151,8 @@ impl Transport {
             dtls: DtlsState::New,
             ice: IceConnectionState::New,
             next_timeout: now,
+            scheduled: None,
+            written: false,
             remote_addrs: Vec::new(),
             mids: Vec::new(),
             producers: HashMap::new(),
@@ -220,8 +226,9 @@ impl Transport {
         self.drain(now, sink);
     }
 
-    /// Drives timers.
+    /// Drives timers (and sends what was written).
     pub(crate) fn timeout(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        self.written = false;
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(transport = %self.id, error = %e, "timeout failed");
         }
@@ -256,8 +263,10 @@ impl Transport {
         self.rtc.direct_api().declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
     }
 
-    /// Sends one forwarded RTP packet on a consumer stream.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues one forwarded RTP packet on a consumer stream. str0m sends written packets
+    /// on its next input, not in the drain after the write: the worker calls
+    /// [`Transport::timeout`] once per wake-up for every transport it wrote to
+    /// ([`Transport::written`]), however many packets it wrote.
     pub(crate) fn write_rtp(
         &mut self,
         now: Instant,
@@ -266,7 +275,6 @@ impl Transport {
         timestamp: u32,
         marker: bool,
         payload: Arc<[u8]>,
-        sink: &mut Sink<'_>,
     ) -> bool {
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx(&Ssrc::from(ssrc)) else {
@@ -276,8 +284,7 @@ impl Transport {
             .marker(marker)
             .ext_vals(ExtensionValues::default());
         tx.write_rtp(write);
-        // str0m sends written packets on the next input, not in the drain after the write.
-        self.timeout(now, sink);
+        self.written = true;
         true
     }
 
@@ -292,8 +299,7 @@ impl Transport {
                 Ok(Output::Transmit(t)) => {
                     self.counters.packets_sent += 1;
                     self.counters.bytes_sent += t.contents.len() as u64;
-                    // UDP: a full socket buffer drops the datagram, as the network would.
-                    let _ = sink.socket.try_send_to(&t.contents, t.destination);
+                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination });
                 }
                 Ok(Output::Event(event)) => self.on_event(event, sink),
                 Err(e) => {

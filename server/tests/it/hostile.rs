@@ -96,7 +96,7 @@ async fn fuzzed_requests_all_get_well_formed_answers() {
     let frames: Vec<String> = {
         let mut runner = TestRunner::new(ProptestConfig { cases, ..ProptestConfig::default() });
         let strategy = prop::collection::vec(any_frame(), 1..20);
-        (0..cases).map(|_| strategy.new_tree(&mut runner).unwrap().current()).flatten().collect()
+        (0..cases).flat_map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect()
     };
     // Replay the frames over a few connections. After each frame a sentinel request
     // that queues behind the session's other requests marks the end of its answers:

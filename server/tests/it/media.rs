@@ -14,11 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn fixture(path: &str) -> Value {
-    let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap()
-}
-
 fn produce_params(client: &str, transport_id: TransportId) -> ProduceParams {
     let mut p: ProduceParams = serde_json::from_value(fixture(&format!("{client}/produce.params.json"))).unwrap();
     p.transport_id = transport_id;

@@ -48,11 +48,6 @@ async fn secured() -> TestServer {
     spawn_server_with(config).await
 }
 
-fn fixture(path: &str) -> serde_json::Value {
-    let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn tokens_admit_to_their_room_only_and_bad_ones_have_distinct_codes() {
     let server = secured().await;

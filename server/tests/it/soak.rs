@@ -9,14 +9,8 @@ use dspeak_schema::media::{
 };
 use dspeak_schema::rooms::JoinParams;
 use dspeak_server::{Config, Counts};
-use serde_json::Value;
 
 use crate::support::*;
-
-fn fixture(path: &str) -> Value {
-    let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
-}
 
 /// Resident memory of this process (the server runs in it), in KiB.
 fn rss_kib() -> u64 {

@@ -250,6 +250,12 @@ fn checked_event(raw: Value) -> Event {
     serde_json::from_value(raw).expect("a valid event reads as Event")
 }
 
+/// A recorded wire payload from `fixtures/reference/`.
+pub fn fixture(path: &str) -> Value {
+    let file = format!("{}/../fixtures/reference/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap()
+}
+
 /// The JSON-RPC error code of a failed typed call.
 pub fn code_of<T: std::fmt::Debug>(r: Result<T, jsonrpsee::core::ClientError>) -> i32 {
     match r {
