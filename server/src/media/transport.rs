@@ -18,7 +18,9 @@ use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};
 use str0m::config::Fingerprint;
+use str0m::crypto::Sha1HmacProvider;
 use str0m::format::{Codec, FormatParams};
+use str0m::ice::StunMessage;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
@@ -74,6 +76,8 @@ pub(crate) struct Transport {
     local: SocketAddr,
     pub(crate) local_ufrag: String,
     local_password: String,
+    /// HMAC-SHA1 for checking ICE messages' integrity.
+    hmac: &'static dyn Sha1HmacProvider,
     remote_ufrag: Option<String>,
     peer_cert: PeerCertSlot,
     expected: Option<Expected>,
@@ -145,6 +149,7 @@ impl Transport {
             local,
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
+            hmac: identity.provider.sha1_hmac_provider,
             remote_ufrag: None,
             peer_cert,
             expected: None,
@@ -201,6 +206,11 @@ impl Transport {
         self.local_password = creds.pass;
         self.drain(Instant::now(), sink);
         self.ice_parameters()
+    }
+
+    /// Whether an ICE check carries a valid MESSAGE-INTEGRITY for our password.
+    pub(crate) fn verify_stun(&self, message: &StunMessage<'_>) -> bool {
+        message.verify(self.local_password.as_bytes(), |key, parts| self.hmac.sha1_hmac(key, parts))
     }
 
     /// An ICE-lite agent only answers checks once it knows the remote ufrag; the

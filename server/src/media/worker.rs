@@ -313,6 +313,11 @@ impl Worker {
         let (local, remote) = message.split_username()?;
         let key = *self.by_ufrag.get(local)?;
         let transport = self.transports.get_mut(key)?;
+        // Only a check signed with this transport's password may teach it the client's
+        // ufrag and address; anything else is dropped here.
+        if !transport.verify_stun(&message) {
+            return None;
+        }
         transport.learn_remote_ufrag(remote);
         if !transport.remote_addrs.contains(&source) {
             transport.remote_addrs.push(source);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dspeak_schema::METHODS;
 use dspeak_schema::client::DspeakClient;
+use dspeak_schema::media::{CreateTransportParams, Direction, GetStatsParams, Stats};
 use dspeak_server::{Config, Counts};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -245,4 +246,55 @@ async fn thousands_of_half_finished_handshakes_do_not_block_anyone() {
     drop(stalled);
     drop(client);
     server.wait_counts("nothing left over", |c| *c == Counts::default()).await;
+}
+
+/// A STUN binding request with `username` and a MESSAGE-INTEGRITY that is not signed
+/// with the server's password.
+fn forged_check(username: &str, seed: u8) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let name = username.as_bytes();
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(name);
+    attrs.resize(attrs.len().next_multiple_of(4), 0);
+    attrs.extend_from_slice(&0x0008u16.to_be_bytes());
+    attrs.extend_from_slice(&20u16.to_be_bytes());
+    attrs.extend_from_slice(&[seed; 20]);
+    let mut message = Vec::new();
+    message.extend_from_slice(&0x0001u16.to_be_bytes());
+    message.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    message.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    message.extend_from_slice(&[seed; 12]);
+    message.extend_from_slice(&attrs);
+    message
+}
+
+#[tokio::test]
+async fn udp_garbage_and_forged_ice_checks_never_reach_a_transport() {
+    let server = spawn_server().await;
+    let peer = server.joined("udp", "A").await;
+    let transport = peer.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
+    let port = transport.ice_candidates[0].port;
+    let ufrag = &transport.ice_parameters.username_fragment;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut runner = TestRunner::default();
+    let garbage = prop::collection::vec(any::<u8>(), 0..1500);
+    for i in 0..2000u32 {
+        let datagram = if i % 10 == 0 {
+            forged_check(&format!("{ufrag}:evil"), i as u8)
+        } else {
+            garbage.new_tree(&mut runner).unwrap().current()
+        };
+        socket.send_to(&datagram, ("127.0.0.1", port)).await.unwrap();
+    }
+    // The worker is still responsive, and the transport saw none of it.
+    let second = peer.client.create_transport(CreateTransportParams { direction: Direction::Recv }).await.unwrap();
+    assert_eq!(second.ice_candidates[0].port, port);
+    match peer.client.get_stats(GetStatsParams { id: transport.id.to_string() }).await.unwrap() {
+        Stats::Transport { packets_received, ice_state, .. } => {
+            assert_eq!(packets_received, 0, "forged checks are dropped before the transport");
+            assert!(!["connected", "completed"].contains(&ice_state.as_str()), "ICE state {ice_state}");
+        }
+        other => panic!("expected transport stats, got {other:?}"),
+    }
 }
