@@ -184,6 +184,10 @@ interface FirstPacket {
   consumed: number;
   /** Join click → `joinVoiceRoom` resolved (if it has). */
   joined: number | undefined;
+  /** The JSON-RPC round trips before the first packet, in order: "method ms". */
+  calls: string[];
+  /** Their sum, in ms (they run one after the other). */
+  callsMs: number;
 }
 
 async function firstPacket(who: Peer, from: string): Promise<FirstPacket> {
@@ -194,17 +198,21 @@ async function firstPacket(who: Peer, from: string): Promise<FirstPacket> {
   });
   const c = t.consumers.find((x) => x.displayName === from)!;
   const since = (at: number) => Math.round(at - t.joinClickedAt!);
+  const before = t.calls.filter((x) => x.sentAt >= t.joinClickedAt! && x.sentAt < c.firstPacketAt!);
   return {
     total: since(c.firstPacketAt!),
     mic: since(t.micAt!),
     connected: since(t.connectedAt!),
     consumed: since(c.consumedAt),
     joined: t.joinedAt === undefined ? undefined : since(t.joinedAt),
+    calls: before.map((x) => `${x.method} ${Math.round(x.ms ?? NaN)}`),
+    callsMs: Math.round(before.reduce((sum, x) => sum + (x.ms ?? 0), 0)),
   };
 }
 
-const describeFirst = (f: FirstPacket) =>
-  `${f.total} ms (mic open ${f.mic}, connected ${f.connected}, consumer resumed ${f.consumed}, first packet ${f.total})`;
+const describeFirst = (f: FirstPacket, withCalls = true) =>
+  `${f.total} ms (mic open ${f.mic}, connected ${f.connected}, consumer resumed ${f.consumed}, first packet ${f.total}` +
+  (withCalls ? `; ${f.calls.length} calls, ${f.callsMs} ms in round trips: ${f.calls.join(", ")})` : ")");
 
 /** One phase of the scenario; phases after a failed one are skipped. */
 function phase(name: string, body: () => Promise<void>): void {
@@ -357,7 +365,7 @@ phase("Carol joins late and hears both", async () => {
   const [fromAlice, fromBob] = await Promise.all([firstPacket(carol, "Alice"), firstPacket(carol, "Bob")]);
   figures.carolJoinToFirstPacketMs = { fromAlice, fromBob };
   note(`Carol (late): Join click → first packet from Alice: ${describeFirst(fromAlice)}`);
-  note(`Carol (late): Join click → first packet from Bob: ${describeFirst(fromBob)}`);
+  note(`Carol (late): Join click → first packet from Bob: ${describeFirst(fromBob, false)}`);
   const [a, b] = await Promise.all([measure(carol, "Alice"), measure(carol, "Bob")]);
   figures.carol = { fromAlice: a.packets, fromBob: b.packets };
   note(`Carol received ${a.packets} packets from Alice and ${b.packets} from Bob in ${WINDOW_MS} ms`);

@@ -43,6 +43,8 @@ export interface TimingSnapshot {
   connectedAt: number | undefined;
   /** `joinVoiceRoom` resolved (transports up, microphone produced, existing producers consumed). */
   joinedAt: number | undefined;
+  /** The JSON-RPC calls of this connection, in the order sent (the last 200): sent at, round trip in ms. */
+  calls: Array<{ method: string; sentAt: number; ms: number | undefined }>;
   /** Every consumer this join created: when, and when its first RTP packet was counted. */
   consumers: Array<{
     peerId: string;

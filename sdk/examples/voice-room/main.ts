@@ -4,7 +4,7 @@
 // Uses only the public SDK (`@dspeak/sdk`) and mediasoup-client. The page connects to the
 // server it was served from (`ws://<host>`), or to `?server=ws://host:port`.
 
-import { DspeakClient, DspeakError, joinVoiceRoom, type VoiceRoom } from "@dspeak/sdk";
+import { DspeakClient, DspeakError, joinVoiceRoom, type VoiceRoom, type WireTrace } from "@dspeak/sdk";
 import { Device } from "mediasoup-client";
 import type { Consumer } from "mediasoup-client/types";
 
@@ -86,6 +86,7 @@ interface Connection {
   membership: Membership;
   statsTimer: ReturnType<typeof setInterval> | undefined;
   unsubscribe: Array<() => void>;
+  calls: TimingSnapshot["calls"];
 }
 
 /** One `join`: the room as this session sees it. */
@@ -179,9 +180,14 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
 
   const { mic, problem: micProblem } = await openMicrophone();
   const micAt = performance.now();
+  const calls = callLog();
   let client: DspeakClient;
   try {
-    client = await DspeakClient.connect({ url: serverUrl, reconnect: { maxAttempts: 20, maxDelayMs: 3000 } });
+    client = await DspeakClient.connect({
+      url: serverUrl,
+      reconnect: { maxAttempts: 20, maxDelayMs: 3000 },
+      trace: calls.trace,
+    });
   } catch (error) {
     mic?.stop();
     setState("error");
@@ -200,6 +206,7 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
     membership: newMembership(),
     statsTimer: undefined,
     unsubscribe: [],
+    calls: calls.calls,
   };
   connection = conn;
   listen(conn);
@@ -214,6 +221,27 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
   const url = new URL(location.href);
   url.searchParams.set("room", roomName);
   history.replaceState(null, "", url);
+}
+
+/** Round trips of the JSON-RPC calls (method names and times only), for `window.dspeak.timings()`. */
+function callLog() {
+  const calls: TimingSnapshot["calls"] = [];
+  const open = new Map<unknown, TimingSnapshot["calls"][number]>();
+  const trace = (entry: WireTrace): void => {
+    const message = entry.message as { id?: unknown; method?: unknown };
+    if (message.id === undefined || message.id === null) return;
+    if (entry.direction === "send" && typeof message.method === "string") {
+      const call = { method: message.method, sentAt: performance.now(), ms: undefined };
+      calls.push(call);
+      open.set(message.id, call);
+      if (calls.length > 200) calls.shift();
+    } else if (entry.direction === "receive") {
+      const call = open.get(message.id);
+      open.delete(message.id);
+      if (call) call.ms = performance.now() - call.sentAt;
+    }
+  };
+  return { calls, trace };
 }
 
 /** Joins `conn.roomName` with a fresh membership (first join, and after each reconnect). */
@@ -667,6 +695,7 @@ const hooks: VoiceRoomHooks = {
       micAt: connection?.micAt,
       connectedAt: connection?.connectedAt,
       joinedAt: m?.joinedAt,
+      calls: (connection?.calls ?? []).map((c) => ({ ...c })),
       consumers: (m?.consumerLog ?? []).map((c) => ({ ...c, displayName: m?.names.get(c.peerId) ?? c.peerId })),
     };
   },
