@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test of the project: generated-file drift, Rust (unit, integration, real
-# pymediasoup clients), and the TypeScript SDK against live servers.
-# Sets up what the tests need on first use: a Python virtualenv for the e2e clients
-# and the SDK's npm packages.
+# pymediasoup clients), the TypeScript SDK against live servers, and the voice-room
+# page in headless Chromium.
+# Sets up what the tests need on first use: a Python virtualenv for the e2e clients,
+# the SDK's npm packages, and (as root) Debian's chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "Chromium for the browser test"
+if [ ! -x "${DSPEAK_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "Chromium is missing: run 'apt-get install -y chromium' as root, or set DSPEAK_CHROMIUM" >&2
+    exit 1
+  fi
+fi
 
 step "Python e2e virtualenv (.venv)"
 if [ ! -x .venv/bin/python ] || ! cmp -s e2e/python/requirements.txt .venv/.requirements 2>/dev/null \
@@ -34,3 +46,6 @@ cargo test --workspace --all-targets
 step "SDK: build, typecheck, tests against live servers"
 cargo build -p dspeak-server
 (cd sdk && npm run build && npm run typecheck && npm test)
+
+step "Browser: the voice-room page in headless Chromium (screenshots in artifacts/browser/)"
+(cd sdk && npm run test:browser)

@@ -45,14 +45,19 @@ where
 
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        let file = FILES.iter().find(|(path, _, _)| *path == request.uri().path());
-        if let Some((_, content_type, body)) = file.filter(|_| request.method() == http::Method::GET && !upgrade) {
-            let response = http::Response::builder()
-                .header(http::header::CONTENT_TYPE, *content_type)
-                .header(http::header::CACHE_CONTROL, "no-cache")
-                .body(HttpBody::from(*body))
-                .expect("static headers are valid");
-            return Either::Left(ready(Ok(response)));
+        if request.method() == http::Method::GET && !upgrade {
+            let file = FILES.iter().find(|(path, _, _)| *path == request.uri().path());
+            let response = match file {
+                Some((_, content_type, body)) => http::Response::builder()
+                    .header(http::header::CONTENT_TYPE, *content_type)
+                    .header(http::header::CACHE_CONTROL, "no-cache")
+                    .body(HttpBody::from(*body)),
+                None => http::Response::builder()
+                    .status(http::StatusCode::NOT_FOUND)
+                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(HttpBody::from("not found; the voice-room page is at /, JSON-RPC is a WebSocket here\n")),
+            };
+            return Either::Left(ready(Ok(response.expect("static headers are valid"))));
         }
         Either::Right(self.inner.call(request))
     }

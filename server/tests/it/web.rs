@@ -27,7 +27,10 @@ async fn the_page_and_its_assets_are_served_at_the_listen_address() {
         assert!(head.contains(content_type), "{path}: {head}");
     }
     let (head, _) = get(addr, "/nothing-here").await;
-    assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, body) = get(addr, "/").await;
+    assert!(head.contains("no-cache"), "{head}");
+    assert!(body.contains("<script") && body.contains("app.js"), "the page loads its bundle");
     // The JSON-RPC endpoint on the same address still works.
     server.client().await.ping().await.unwrap();
 }
