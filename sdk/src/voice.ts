@@ -64,8 +64,8 @@ export interface VoiceRoom {
 
 /**
  * The common voice flow with mediasoup-client in one call: join, load the device, create
- * the transports (wired to `connectTransport` / `produce`), send `track`, consume every
- * producer already in the room and every new one (`producerAdded`), and close consumers
+ * the transports (wired to `connectTransport` / `produce`), consume every producer
+ * already in the room, send `track`, consume every new producer (`producerAdded`), and close consumers
  * whose producer went away (`producerClosed` / `consumerClosed`).
  *
  * After a reconnect (`client.on("reconnected")`) the session is new: call
@@ -161,13 +161,15 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     if (!device.loaded) {
       await device.load({ routerRtpCapabilities: toDeviceRtpCapabilities(joined.routerRtpCapabilities) });
     }
+    // Hear the room first: consuming what is already there comes before sending, so
+    // the first audio arrives after the fewest round trips.
     recvTransport = await createTransport(device, "recv");
+    for (const p of joined.producers) {
+      await consume(p.producerId, p.peerId).catch(onError);
+    }
     if (options.track) {
       sendTransport = await createTransport(device, "send");
       producer = await sendTransport.produce({ track: options.track, stopTracks: false });
-    }
-    for (const p of joined.producers) {
-      await consume(p.producerId, p.peerId).catch(onError);
     }
   } catch (error) {
     unsubscribe();
