@@ -201,3 +201,21 @@ impl Session {
         self.me.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_to_a_closed_session_is_unavailable() {
+        // A session whose actor is gone (the connection closed, or the server is
+        // shutting down) answers `unavailable` instead of hanging.
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let (events, _events_rx) = events::channel(1);
+        let handle = SessionHandle { jobs, events };
+        drop(jobs_rx);
+        let result = handle.call(|_| Box::pin(async { Ok(()) })).await;
+        assert!(matches!(result, Err(Error::Unavailable)));
+        assert_eq!(Error::Unavailable.code(), Some(dspeak_schema::ErrorCode::Unavailable));
+    }
+}
