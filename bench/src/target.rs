@@ -99,7 +99,16 @@ pub(crate) async fn dspeak_in_process(config: Config, cpus: &Cpus) -> anyhow::Re
     })
     .await
     .context("starting dspeak")?;
-    let threads = sys::own_threads("dspeak-");
+    // New threads name themselves once they first run; give them the chance.
+    let mut threads = Vec::new();
+    for _ in 0..200 {
+        threads = sys::own_threads("dspeak-");
+        let named = |p: &str| !sys::own_threads(p).is_empty();
+        if named("dspeak-rpc") && named("dspeak-media-") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for &t in &threads {
         sys::pin(t, &cpus.server)?;
     }

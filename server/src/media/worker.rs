@@ -225,6 +225,8 @@ pub(crate) fn spawn(
 
 /// Datagrams read per wakeup before commands and timers get a turn.
 const RECV_BATCH: usize = 64;
+/// Forwarded datagrams queued before they are handed to the kernel.
+const SEND_BATCH: usize = 32;
 
 impl Worker {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -338,6 +340,10 @@ impl Worker {
             if let Some(t) = self.transports.get_mut(key) {
                 t.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
                 Self::schedule(&mut self.timers, key, t);
+            }
+            // Send as we go, so the first consumers do not wait for the last ones.
+            if self.out.len() >= SEND_BATCH {
+                udp::send_all(&self.socket, &mut self.out);
             }
         }
         // Consumer transports never yield RTP; drop anything unexpected.
