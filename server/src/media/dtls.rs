@@ -5,6 +5,11 @@
 //! str0m's verification off and a DTLS provider wrapper that captures the peer's
 //! certificate; [`verify`] then checks it against the fingerprint the client sent,
 //! before any media flows.
+//!
+//! The wrapper also builds the DTLS instances itself (dimpl, as str0m's aws-lc-rs
+//! provider does) from one shared, once-validated dimpl `Config`: str0m's provider
+//! builds and self-validates a new one for every `Rtc` (a few ECDH and ECDSA operations,
+//! most of the worker's time when many clients create transports at once).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -46,7 +51,8 @@ impl Identity {
             .ok_or_else(|| Error::Internal("the crypto provider cannot generate certificates".into()))?;
         // One provider for the whole process: leaking it once is how str0m's
         // `&'static dyn DtlsProvider` field is meant to be filled.
-        let capturing: &'static CapturingDtls = Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider }));
+        let capturing: &'static CapturingDtls =
+            Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider, configs: Mutex::new(Vec::new()) }));
         let provider = Arc::new(CryptoProvider { dtls_provider: capturing, ..base });
         let fingerprints = FingerprintAlgorithm::ALL
             .iter()
@@ -131,16 +137,44 @@ fn parse_hex(value: &str) -> Option<Vec<u8>> {
     value.split(':').map(|pair| if pair.len() == 2 { u8::from_str_radix(pair, 16).ok() } else { None }).collect()
 }
 
-/// Wraps str0m's DTLS provider to capture the peer certificate.
+/// str0m's DTLS provider, building instances from a shared dimpl configuration and
+/// capturing the peer certificate.
 #[derive(Debug)]
 struct CapturingDtls {
+    /// str0m's provider, for certificates.
     inner: &'static dyn DtlsProvider,
+    /// Validated dimpl configurations by MTU (str0m passes one MTU for every `Rtc`).
+    configs: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>>,
 }
 
-#[derive(Debug)]
+impl CapturingDtls {
+    /// The configuration str0m's aws-lc-rs provider would build (no server cookie: ICE
+    /// already proved the client's address), built and validated once per MTU.
+    fn config(&self, mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
+        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, config)) = configs.iter().find(|(m, _)| *m == mtu) {
+            return Ok(config.clone());
+        }
+        let mut builder = dimpl::Config::builder().use_server_cookie(false);
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
+        let config =
+            Arc::new(builder.build().map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {e}")))?);
+        configs.push((mtu, config.clone()));
+        Ok(config)
+    }
+}
+
 struct CapturingInstance {
-    inner: Box<dyn DtlsInstance>,
+    inner: dimpl::Dtls,
     slot: Option<PeerCertSlot>,
+}
+
+impl std::fmt::Debug for CapturingInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapturingInstance").finish_non_exhaustive()
+    }
 }
 
 impl DtlsProvider for CapturingDtls {
@@ -155,7 +189,15 @@ impl DtlsProvider for CapturingDtls {
         version: DtlsVersion,
         mtu: Option<usize>,
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
-        let inner = self.inner.new_dtls(cert, now, version, mtu)?;
+        let config = self.config(mtu)?;
+        let cert =
+            dimpl::DtlsCertificate { certificate: cert.certificate.clone(), private_key: cert.private_key.clone() };
+        let inner = match version {
+            DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
+            DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, cert, now),
+            DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
+            other => return Err(CryptoError::Other(format!("unsupported DTLS version: {other}"))),
+        };
         let slot = NEXT_SLOT.with(|s| s.borrow_mut().take());
         Ok(Box::new(CapturingInstance { inner, slot }))
     }
