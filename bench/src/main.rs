@@ -35,7 +35,8 @@ struct Cli {
     /// Do not pin server and load-client threads to separate CPUs.
     #[arg(long, global = true)]
     no_pin: bool,
-    /// Benchmark this running dspeak (`ws://…`) instead of starting one (signaling only).
+    /// Benchmark this running dspeak (`ws://…`) instead of starting one (signaling and
+    /// `fanout`; no server CPU figures then).
     #[arg(long, global = true)]
     url: Option<String>,
     /// Skip the Node.js baseline.
@@ -58,6 +59,10 @@ enum Command {
         /// Seconds per run.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// Pace all connections together to this many pings/s (latency at a given load)
+        /// instead of sending as fast as answers come back.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Broadcast fan-out in one room: deliveries per second and time to the last member.
     Broadcast {
@@ -128,6 +133,9 @@ struct FanoutArgs {
     /// Keep stepping after a failing step.
     #[arg(long)]
     keep_going: bool,
+    /// With `--url`: the server's process id, to measure its `dspeak-media-0` thread.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,8 +172,8 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
     let targets = Targets { cpus: cpus.clone(), node: !cli.no_node && cli.url.is_none(), url: cli.url.clone() };
     eprintln!("dspeak-bench: {} CPUs, load average {:.2}; {}", sys::cpus(), sys::loadavg(), cpus.describe());
     match cli.command {
-        Command::Ping { conns, runs, secs } => {
-            signaling::ping(&targets, &conns, runs, secs).await?.print(&command_line);
+        Command::Ping { conns, runs, secs, rate } => {
+            signaling::ping(&targets, &conns, runs, secs, rate).await?.print(&command_line);
         }
         Command::Broadcast { peers, rounds, burst, runs } => {
             ensure!(peers >= 2, "a broadcast needs at least 2 peers");
@@ -176,11 +184,7 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
         }
         Command::Fanout(a) => {
             let listeners = a.listeners.unwrap_or_else(|| {
-                if a.speakers == 1 {
-                    vec![250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
-                } else {
-                    vec![25, 50, 100, 150, 200, 250, 300, 400]
-                }
+                if a.speakers == 1 { vec![100, 200, 300, 400, 500, 600] } else { vec![20, 40, 60, 80, 100, 120] }
             });
             let opts = media::FanoutOptions {
                 speakers: a.speakers,
@@ -189,11 +193,13 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
                 secs: a.secs,
                 probe_every: a.probe_every,
                 keep_going: a.keep_going,
+                url: cli.url.clone(),
+                server_pid: a.server_pid,
             };
             media::fanout(&cpus, &opts).await?.print(&command_line);
         }
         Command::JoinStorm { peers, runs } => {
-            media::join_storm(&cpus, peers, runs).await?.print(&command_line);
+            media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
         }
         Command::Smoke => smoke(&targets, &cpus, &command_line).await?,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
@@ -210,7 +216,7 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
         eprintln!("smoke: Node baseline not installed (npm ci in bench/node-baseline); skipping it");
         targets.node = false;
     }
-    signaling::ping(&targets, &[1, 20], 1, 0.5).await?.print(command_line);
+    signaling::ping(&targets, &[1, 20], 1, 0.5, None).await?.print(command_line);
     signaling::broadcast(&targets, 20, 3, 20, 1).await?.print(command_line);
     signaling::idle(&targets, 50, 10, 1).await?.print(command_line);
     let opts = media::FanoutOptions {
@@ -220,6 +226,8 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
         secs: 2.0,
         probe_every: 1,
         keep_going: false,
+        url: None,
+        server_pid: None,
     };
     let fanout = media::fanout(cpus, &opts).await?;
     fanout.print(command_line);
@@ -229,7 +237,7 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
         "media smoke: packets lost: {row}"
     );
     ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke: no delay sample: {row}");
-    media::join_storm(cpus, 5, 1).await?.print(command_line);
+    media::join_storm(cpus, 5, 1, None).await?.print(command_line);
     println!("smoke: every scenario passed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

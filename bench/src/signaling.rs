@@ -49,12 +49,26 @@ struct PingRun {
     p99: Duration,
     server_cpu_per_op: Option<Duration>,
     server_util: Option<f64>,
+    client_util: f64,
 }
 
 /// Scenario 1: closed-loop `ping` on `conns` connections (one request in flight each).
-pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, secs: f64) -> anyhow::Result<Report> {
+/// With `rate`, connections are paced to that many pings per second in total (latency
+/// at a given load); without, each sends its next ping as soon as the last is answered
+/// (throughput).
+pub(crate) async fn ping(
+    targets: &Targets,
+    conns_list: &[usize],
+    runs: usize,
+    secs: f64,
+    rate: Option<f64>,
+) -> anyhow::Result<Report> {
     let mut report = Report::new(
-        "ping: throughput and latency (closed loop, one request in flight per connection)",
+        if rate.is_some() {
+            "ping: latency at a fixed total rate (paced, one request in flight per connection)"
+        } else {
+            "ping: throughput and latency (closed loop, one request in flight per connection)"
+        },
         &[
             "server",
             "connections",
@@ -64,6 +78,7 @@ pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, s
             "p99 µs",
             "server CPU µs/ping",
             "server CPU %",
+            "load-client CPU %",
         ],
     );
     let window = Duration::from_secs_f64(secs);
@@ -78,7 +93,7 @@ pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, s
         // Interleave the servers run by run so both see the same machine noise.
         for _ in 0..runs {
             for (i, server) in servers.iter().enumerate() {
-                results[i].push(ping_run(server, conns, window).await?);
+                results[i].push(ping_run(server, conns, window, rate).await?);
             }
         }
         let tput = |i: usize| Spread::of(&results[i].iter().map(|r| r.throughput).collect::<Vec<_>>());
@@ -94,6 +109,7 @@ pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, s
             let p99 = Spread::of(&r.iter().map(|x| us(x.p99)).collect::<Vec<_>>());
             let cpu = Spread::of(&r.iter().filter_map(|x| x.server_cpu_per_op.map(us)).collect::<Vec<_>>());
             let util = Spread::of(&r.iter().filter_map(|x| x.server_util.map(|u| u * 100.0)).collect::<Vec<_>>());
+            let client = Spread::of(&r.iter().map(|x| x.client_util * 100.0).collect::<Vec<_>>());
             report.row(
                 vec![
                     kind.name().into(),
@@ -104,8 +120,10 @@ pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, s
                     p99.show(0),
                     cpu.show(2),
                     util.show(0),
+                    client.show(0),
                 ],
                 json!({
+                    "client_cpu_pct": client.json(), "rate": rate,
                     "server": kind.name(), "connections": conns, "runs": runs,
                     "pings_per_s": t.json(), "ratio_vs_node": ratio.map(|r| r.json()),
                     "p50_us": p50.json(), "p99_us": p99.json(),
@@ -125,7 +143,7 @@ pub(crate) async fn ping(targets: &Targets, conns_list: &[usize], runs: usize, s
     Ok(report)
 }
 
-async fn ping_run(server: &Running, conns: usize, window: Duration) -> anyhow::Result<PingRun> {
+async fn ping_run(server: &Running, conns: usize, window: Duration, rate: Option<f64>) -> anyhow::Result<PingRun> {
     let proto = Proto(server.kind);
     // 0 = warm-up, 1 = measuring, 2 = stop.
     let phase = Arc::new(AtomicU8::new(0));
@@ -135,15 +153,24 @@ async fn ping_run(server: &Running, conns: usize, window: Duration) -> anyhow::R
         clients.push(c?);
     }
     let mut tasks = Vec::with_capacity(conns);
-    for mut c in clients {
+    for (i, mut c) in clients.into_iter().enumerate() {
         let phase = phase.clone();
+        let id_offset = (i as u64).wrapping_mul(7919);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let mut id = 10u64;
+            // Paced: this connection's share of the rate, starting at a random offset.
+            let period = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+            let mut next = tokio::time::Instant::now()
+                + period.map_or(Duration::ZERO, |p| p.mul_f64((id_offset % 1000) as f64 / 1000.0));
             loop {
                 let p = phase.load(Ordering::Relaxed);
                 if p == 2 {
                     break;
+                }
+                if let Some(period) = period {
+                    tokio::time::sleep_until(next).await;
+                    next += period;
                 }
                 id += 1;
                 let t = Instant::now();
@@ -158,6 +185,8 @@ async fn ping_run(server: &Running, conns: usize, window: Duration) -> anyhow::R
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let client_threads = crate::sys::own_threads("bench-client");
+    let ccpu0 = crate::sys::threads_cpu(&client_threads);
     let cpu0 = server.cpu();
     let t0 = Instant::now();
     phase.store(1, Ordering::Relaxed);
@@ -165,6 +194,7 @@ async fn ping_run(server: &Running, conns: usize, window: Duration) -> anyhow::R
     phase.store(2, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let cpu1 = server.cpu();
+    let ccpu = crate::sys::threads_cpu(&client_threads).saturating_sub(ccpu0);
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await??);
@@ -178,6 +208,7 @@ async fn ping_run(server: &Running, conns: usize, window: Duration) -> anyhow::R
         p99: percentile(&all, 99.0),
         server_cpu_per_op: cpu.map(|c| c.div_f64(count.max(1.0))),
         server_util: cpu.map(|c| c.as_secs_f64() / elapsed.as_secs_f64()),
+        client_util: ccpu.as_secs_f64() / elapsed.as_secs_f64(),
     })
 }
 

@@ -58,7 +58,11 @@ pub(crate) fn tasks(pid: u32) -> Vec<i32> {
 
 /// Thread ids of this process whose name (`comm`) starts with `prefix`.
 pub(crate) fn own_threads(prefix: &str) -> Vec<i32> {
-    let pid = std::process::id();
+    named_threads(std::process::id(), prefix)
+}
+
+/// Thread ids of process `pid` whose name (`comm`) starts with `prefix`.
+pub(crate) fn named_threads(pid: u32, prefix: &str) -> Vec<i32> {
     tasks(pid)
         .into_iter()
         .filter(|tid| {

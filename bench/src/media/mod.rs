@@ -1,6 +1,7 @@
 //! Media scenarios with synthetic WebRTC clients (see `peer`): fan-out from 1 or 10
 //! speakers to N listeners on one worker, and a join storm.
 
+mod dtls;
 pub(crate) mod peer;
 
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub(crate) struct FanoutOptions {
     pub(crate) probe_every: usize,
     /// Keep going after a failing step.
     pub(crate) keep_going: bool,
+    /// Use this running dspeak instead of starting one (e.g. another build, or one
+    /// under `valgrind --tool=callgrind`).
+    pub(crate) url: Option<String>,
+    /// The process of that server, to read its worker thread's CPU time.
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -169,10 +175,17 @@ struct Window {
     kernel_drops: u64,
 }
 
-async fn measure(load: &Load, server_worker: &[i32], window: Duration) -> Window {
+/// The media worker thread whose CPU is measured: (process id, thread ids).
+type WorkerThreads = (u32, Vec<i32>);
+
+fn worker_cpu(w: &WorkerThreads) -> Duration {
+    w.1.iter().map(|&t| sys::thread_cpu(w.0, t)).sum()
+}
+
+async fn measure(load: &Load, server_worker: &WorkerThreads, window: Duration) -> Window {
     let client_threads = sys::own_threads("bench-client");
     let before = load.snapshot();
-    let cpu0 = sys::threads_cpu(server_worker);
+    let cpu0 = worker_cpu(server_worker);
     let ccpu0 = sys::threads_cpu(&client_threads);
     let drops0 = UdpDrops::read();
     let late0 = load.late();
@@ -183,7 +196,7 @@ async fn measure(load: &Load, server_worker: &[i32], window: Duration) -> Window
     load.shared.recording.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let after = load.snapshot();
-    let cpu = sys::threads_cpu(server_worker).saturating_sub(cpu0);
+    let cpu = worker_cpu(server_worker).saturating_sub(cpu0);
     let ccpu = sys::threads_cpu(&client_threads).saturating_sub(ccpu0);
     let drops = UdpDrops::read().since(drops0);
     let mut delays = load.take_delays();
@@ -232,9 +245,15 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
             "ok",
         ],
     );
-    let server = target::dspeak_in_process(target::bench_config(20_000), cpus).await?;
-    let worker = sys::own_threads("dspeak-media-0");
-    ensure!(!worker.is_empty(), "no dspeak-media-0 thread");
+    let server = match &opts.url {
+        Some(url) => target::external(url),
+        None => target::dspeak_in_process(target::bench_config(20_000), cpus).await?,
+    };
+    let worker: WorkerThreads = match opts.server_pid {
+        Some(pid) => (pid, sys::named_threads(pid, "dspeak-media-0")),
+        None => (std::process::id(), sys::own_threads("dspeak-media-0")),
+    };
+    ensure!(opts.url.is_some() || !worker.1.is_empty(), "no dspeak-media-0 thread");
     let load = Load::new(&server.url, "fanout", s, opts.probe_every).await;
     let mut load = match load {
         Ok(l) => l,
@@ -327,39 +346,64 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     Ok(report)
 }
 
+/// Stages of one storm peer, ms after its `join` call.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stages {
+    joined: f64,
+    signaled: f64,
+    connected: f64,
+    first_audio: f64,
+}
+
 /// Scenario 6: `peers` join at once and consume one speaker; time from `join` to the
-/// first decrypted audio packet.
-pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize) -> anyhow::Result<Report> {
+/// first decrypted audio packet, and when each step completed.
+pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize, url: Option<&str>) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "join storm: peers join at once and consume one speaker",
-        &["peers", "join → first audio p50 ms", "p95 ms", "max ms", "all got audio"],
+        &["peers", "step done (ms after `join` call)", "p50 ms", "p95 ms", "max ms"],
     );
-    let mut p50s = Vec::new();
-    let mut p95s = Vec::new();
-    let mut maxes = Vec::new();
+    let mut all: Vec<Vec<Stages>> = Vec::new();
     for run in 0..runs {
-        let server = target::dspeak_in_process(target::bench_config(peers + 10), cpus).await?;
+        let server = match url {
+            Some(url) => target::external(url),
+            None => target::dspeak_in_process(target::bench_config(peers + 10), cpus).await?,
+        };
         let r = storm_run(&server, peers, run).await;
         server.stop().await;
-        let mut times = r?;
-        times.sort_by(f64::total_cmp);
-        p50s.push(percentile(&times, 50.0));
-        p95s.push(percentile(&times, 95.0));
-        maxes.push(times.last().copied().unwrap_or(f64::NAN));
+        all.push(r?);
     }
-    let (p50, p95, max) = (Spread::of(&p50s), Spread::of(&p95s), Spread::of(&maxes));
-    report.row(
-        vec![peers.to_string(), p50.show(1), p95.show(1), max.show(1), "✓".into()],
-        json!({"peers": peers, "runs": runs, "p50_ms": p50.json(), "p95_ms": p95.json(), "max_ms": max.json()}),
-    );
+    let steps: [(&str, &str, fn(&Stages) -> f64); 4] = [
+        ("joined", "`join` answered", |s| s.joined),
+        ("signaled", "`createTransport`, `connectTransport`, `consume`, `resumeConsumer` answered", |s| s.signaled),
+        ("connected", "ICE + DTLS connected (client side)", |s| s.connected),
+        ("first_audio", "**first audio packet decrypted**", |s| s.first_audio),
+    ];
+    for (key, label, f) in steps {
+        let pct = |p: f64| {
+            Spread::of(
+                &all.iter()
+                    .map(|run| {
+                        let mut v: Vec<f64> = run.iter().map(f).collect();
+                        v.sort_by(f64::total_cmp);
+                        if p >= 100.0 { v.last().copied().unwrap_or(f64::NAN) } else { percentile(&v, p) }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (p50, p95, max) = (pct(50.0), pct(95.0), pct(100.0));
+        report.row(
+            vec![peers.to_string(), label.into(), p50.show(1), p95.show(1), max.show(1)],
+            json!({"peers": peers, "runs": runs, "step": key, "p50_ms": p50.json(), "p95_ms": p95.json(), "max_ms": max.json()}),
+        );
+    }
     report.note(format!(
-        "{runs} runs, a fresh server each; median (min–max) of each run's percentile. All {peers} WebSocket connections are open first; then every peer at once: `join` → `createTransport` → str0m peer → `connectTransport` → `consume` → `resumeConsumer` → ICE + DTLS → first RTP packet decrypted by its str0m. The clock starts at the `join` call. The speaker sends 50 packets/s, so up to 20 ms is waiting for its next packet. {}.",
+        "{runs} runs, a fresh server each; median (min–max) over runs of each run's percentile. All {peers} WebSocket connections are open first; then every peer at once: `join` → `createTransport` → str0m peer → `connectTransport` → `consume` → `resumeConsumer` → ICE + DTLS → first RTP packet decrypted by its str0m. Every peer got audio. The clock starts at the `join` call. The speaker sends 50 packets/s, so up to 20 ms is waiting for its next packet. {}; the {peers} synthetic peers (their signaling, ICE, DTLS and SRTP) share the load-client CPU.",
         cpus.describe()
     ));
     Ok(report)
 }
 
-async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<f64>> {
+async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<Stages>> {
     let room = format!("storm{run}");
     let load = Load::new(&server.url, &room, 1, 1).await?;
     let producers = load.producers.clone();
@@ -377,16 +421,20 @@ async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result
         tasks.push(tokio::spawn(async move {
             use dspeak_schema::client::DspeakClient;
             start.wait().await;
-            let t0 = shared.epoch.elapsed().as_nanos() as u64;
+            let since = |t0: u64, at: u64| at.saturating_sub(t0) as f64 / 1e6;
+            let now = || shared.epoch.elapsed().as_nanos() as u64;
+            let t0 = now();
             client
                 .join(dspeak_schema::rooms::JoinParams { room, display_name: format!("storm{i}"), token: None })
                 .await
                 .context("join")?;
+            let joined = since(t0, now());
             let listener = peer::listener(&client, &shared, &producers, true).await?;
             let stats = listener.stats.clone();
             let consumers = listener.consumers.clone();
             tokio::spawn(peer::drive_listener(listener, shared.clone()));
             peer::resume(&client, &consumers).await?;
+            let signaled = since(t0, now());
             let first = AtomicU64::new(0);
             wait_for("first audio", Duration::from_secs(10), || {
                 let f = stats.first_audio.load(Ordering::Relaxed);
@@ -394,17 +442,22 @@ async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result
                 f != 0
             })
             .await?;
-            let ms = (first.load(Ordering::Relaxed).saturating_sub(t0)) as f64 / 1e6;
-            anyhow::Ok((client, ms))
+            let stages = Stages {
+                joined,
+                signaled,
+                connected: since(t0, stats.connected_at.load(Ordering::Relaxed)),
+                first_audio: since(t0, first.load(Ordering::Relaxed)),
+            };
+            anyhow::Ok((client, stages))
         }));
     }
-    let mut times = Vec::with_capacity(peers);
+    let mut stages = Vec::with_capacity(peers);
     let mut keep = Vec::new();
     for t in tasks {
-        let (client, ms) = t.await??;
+        let (client, s) = t.await??;
         keep.push(client);
-        times.push(ms);
+        stages.push(s);
     }
     load.stop();
-    Ok(times)
+    Ok(stages)
 }

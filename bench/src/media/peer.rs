@@ -48,6 +48,8 @@ const MAGIC: u32 = 0xd5be_4c4b;
 pub(crate) struct Shared {
     /// One certificate for all clients (a browser also reuses its certificate).
     pub(crate) cert: DtlsCert,
+    /// Crypto with a shared DTLS configuration (see `media::dtls`).
+    pub(crate) crypto: Arc<str0m::config::CryptoProvider>,
     /// Send times in payloads are nanoseconds since this instant.
     pub(crate) epoch: Instant,
     /// Probe listeners record delays while this is set.
@@ -64,6 +66,7 @@ impl Shared {
             .context("generating the client certificate")?;
         Ok(Arc::new(Shared {
             cert,
+            crypto: super::dtls::provider(),
             epoch: Instant::now(),
             recording: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -90,6 +93,8 @@ pub(crate) struct ListenerStats {
     pub(crate) first_rtp: AtomicU64,
     /// When str0m first handed out a decrypted RTP packet (probes; ns since the epoch).
     pub(crate) first_audio: AtomicU64,
+    /// When ICE + DTLS completed (ns since the epoch; 0 = not yet).
+    pub(crate) connected_at: AtomicU64,
     /// End-to-end delays in µs (probe listeners, while recording).
     pub(crate) delays: Mutex<Vec<u32>>,
 }
@@ -164,6 +169,7 @@ impl ClientTransport {
         exts.set(2, Extension::AudioLevel);
         let mut config = RtcConfig::new()
             .set_rtp_mode(true)
+            .set_crypto_provider(shared.crypto.clone())
             .set_dtls_cert(shared.cert.clone())
             .clear_codecs()
             .set_extension_map(exts);
@@ -378,7 +384,10 @@ pub(crate) async fn drive_listener(mut l: Listener, shared: Arc<Shared>) {
 
 fn on_listener_event(e: Event, stats: &ListenerStats, recording: bool, epoch: Instant) {
     match e {
-        Event::Connected => stats.connected.store(true, Ordering::Relaxed),
+        Event::Connected => {
+            stats.connected_at.store((epoch.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
+            stats.connected.store(true, Ordering::Relaxed);
+        }
         Event::RtpPacket(p) => {
             if stats.first_audio.load(Ordering::Relaxed) == 0 {
                 let at = epoch.elapsed().as_nanos() as u64;
