@@ -40,8 +40,11 @@ cargo xtask check
 step "Python client self-tests (no server)"
 (cd e2e/python && "$DSPEAK_PYTHON" -m pytest -q -p no:cacheprovider test_offline.py)
 
-step "Rust tests (unit, integration, pymediasoup end to end)"
-cargo test --workspace --all-targets
+step "Rust tests (unit, integration, fuzzing, soak)"
+cargo test --workspace --all-targets -- --skip pymediasoup
+
+step "Real WebRTC clients: pymediasoup + aiortc end to end (alone: its timing checks want the cores)"
+cargo test -p dspeak-server --test it pymediasoup -- --nocapture
 
 step "SDK: build, typecheck, tests against live servers"
 cargo build -p dspeak-server

@@ -82,6 +82,9 @@ pub(crate) struct Transport {
     peer_cert: PeerCertSlot,
     expected: Option<Expected>,
     pub(crate) dtls: DtlsState,
+    /// str0m panicked inside this transport: its state is not to be trusted again, so
+    /// it is never driven again (the session can still close it).
+    poisoned: bool,
     pub(crate) ice: IceConnectionState,
     pub(crate) next_timeout: Instant,
     /// The deadline the worker's timer queue holds for this transport.
@@ -154,6 +157,7 @@ impl Transport {
             peer_cert,
             expected: None,
             dtls: DtlsState::New,
+            poisoned: false,
             ice: IceConnectionState::New,
             next_timeout: now,
             scheduled: None,
@@ -208,6 +212,12 @@ impl Transport {
         self.ice_parameters()
     }
 
+    /// Marks the transport failed for good after str0m panicked inside it.
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
+        self.dtls = DtlsState::Failed;
+    }
+
     /// Whether an ICE check carries a valid MESSAGE-INTEGRITY for our password.
     pub(crate) fn verify_stun(&self, message: &StunMessage<'_>) -> bool {
         message.verify(self.local_password.as_bytes(), |key, parts| self.hmac.sha1_hmac(key, parts))
@@ -225,6 +235,9 @@ impl Transport {
 
     /// Feeds one datagram from `source`.
     pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
+        if self.poisoned {
+            return;
+        }
         self.counters.packets_received += 1;
         self.counters.bytes_received += data.len() as u64;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
@@ -238,6 +251,10 @@ impl Transport {
 
     /// Drives timers (and sends what was written).
     pub(crate) fn timeout(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        if self.poisoned {
+            self.next_timeout = now + Duration::from_secs(3600);
+            return;
+        }
         self.written = false;
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(transport = %self.id, error = %e, "timeout failed");

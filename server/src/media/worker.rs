@@ -297,7 +297,20 @@ impl Worker {
         let Some(transport) = self.transports.get_mut(key) else {
             return;
         };
-        transport.receive(now, source, data, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
+        // A datagram is peer input: should str0m panic on one, only its transport fails,
+        // not the worker and every room on it.
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            transport.receive(now, source, data, &mut Sink { out: &mut self.out, rtp: &mut self.drained })
+        }));
+        if received.is_err() {
+            tracing::error!(transport = %transport.id, %source, "str0m panicked on a datagram; the transport is failed");
+            transport.poison();
+            for addr in transport.remote_addrs.drain(..) {
+                self.by_addr.remove(&addr);
+            }
+            self.drained.clear();
+            return;
+        }
         Self::schedule(&mut self.timers, key, transport);
         self.rtp.extend(self.drained.drain(..).map(|p| (key, p)));
     }
