@@ -84,7 +84,7 @@ enum Command {
         /// Connections.
         #[arg(long, default_value_t = 10_000)]
         conns: usize,
-        /// Peers per room.
+        /// Peers per room; 0 = connect only (no `subscribeEvents`, no `join`).
         #[arg(long, default_value_t = 10)]
         room_size: usize,
         /// Runs per server (fresh server each).
@@ -180,7 +180,7 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
             signaling::broadcast(&targets, peers, rounds, burst, runs).await?.print(&command_line);
         }
         Command::Idle { conns, room_size, runs } => {
-            signaling::idle(&targets, conns, room_size.max(1), runs).await?.print(&command_line);
+            signaling::idle(&targets, conns, room_size, runs).await?.print(&command_line);
         }
         Command::Fanout(a) => {
             let listeners = a.listeners.unwrap_or_else(|| {

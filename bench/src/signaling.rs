@@ -470,7 +470,11 @@ async fn broadcast_run(
 /// Scenario 3: resident memory per joined, idle connection (server in its own process).
 pub(crate) async fn idle(targets: &Targets, conns: usize, room_size: usize, runs: usize) -> anyhow::Result<Report> {
     let mut report = Report::new(
-        "idle cost: server memory per joined, idle connection",
+        if room_size == 0 {
+            "idle cost: server memory per connected (not joined) idle connection"
+        } else {
+            "idle cost: server memory per joined, idle connection"
+        },
         &["server", "connections", "RSS before MiB", "RSS after MiB", "KiB per connection", "ratio vs node"],
     );
     ensure!(targets.url.is_none(), "the idle scenario measures a server it starts itself");
@@ -522,7 +526,13 @@ async fn idle_run(server: &Running, conns: usize, room_size: usize) -> anyhow::R
     let mut joining = futures_util::stream::iter(0..conns)
         .map(|i| {
             let url = server.url.clone();
-            async move { ws::joined(proto, &url, &format!("idle{}", i / room_size), &format!("p{i}")).await }
+            async move {
+                if room_size == 0 {
+                    // Connected only: what the WebSocket layer alone costs.
+                    return ws::connect(&url).await;
+                }
+                ws::joined(proto, &url, &format!("idle{}", i / room_size), &format!("p{i}")).await
+            }
         })
         .buffer_unordered(128);
     let mut readers = Vec::with_capacity(conns);
