@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: generated-file drift, Rust (unit, integration, real
-# pymediasoup clients), the TypeScript SDK against live servers, and the voice-room
-# page in headless Chromium.
+# pymediasoup clients), a smoke run of the load tool, the TypeScript SDK against live
+# servers, and the voice-room page in headless Chromium.
 # Sets up what the tests need on first use: a Python virtualenv for the e2e clients,
 # the SDK's npm packages, and (as root) Debian's chromium.
 set -euo pipefail
@@ -45,6 +45,10 @@ cargo test --workspace --all-targets -- --skip pymediasoup
 
 step "Real WebRTC clients: pymediasoup + aiortc end to end (alone: its timing checks want the cores)"
 cargo test -p dspeak-server --test it pymediasoup -- --nocapture
+
+step "Load tool smoke run (correctness at small N; BENCHMARKS.md has the real runs)"
+(cd bench/node-baseline && npm ci --no-audit --no-fund --loglevel=error)
+cargo run -q -p dspeak-bench -- smoke
 
 step "SDK: build, typecheck, tests against live servers"
 cargo build -p dspeak-server
