@@ -48,10 +48,10 @@ cargo test -p dspeak-server --test it pymediasoup -- --nocapture
 
 step "Load tool smoke run (correctness at small N; BENCHMARKS.md has the real runs)"
 (cd bench/node-baseline && npm ci --no-audit --no-fund --loglevel=error)
-cargo run -q -p dspeak-bench -- smoke
+# The binaries `cargo test --workspace --all-targets` just built (same features: no rebuild).
+target/debug/dspeak-bench smoke
 
-step "SDK: build, typecheck, tests against live servers"
-cargo build -p dspeak-server
+step "SDK: build, typecheck, tests against live servers (target/debug/dspeak)"
 (cd sdk && npm run build && npm run typecheck && npm test)
 
 step "Browser: the voice-room page in headless Chromium (screenshots in artifacts/browser/)"
