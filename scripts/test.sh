@@ -44,7 +44,7 @@ step "Rust tests (unit, integration, fuzzing, soak)"
 cargo test --workspace --all-targets -- --skip pymediasoup
 
 step "Real WebRTC clients: pymediasoup + aiortc end to end (alone: its timing checks want the cores)"
-cargo test -p dspeak-server --test it pymediasoup -- --nocapture
+cargo test --workspace --all-targets -- pymediasoup --nocapture
 
 step "Load tool smoke run (correctness at small N; BENCHMARKS.md has the real runs)"
 (cd bench/node-baseline && npm ci --no-audit --no-fund --loglevel=error)
