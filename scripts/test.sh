@@ -48,8 +48,7 @@ cargo test --workspace --all-targets -- pymediasoup --nocapture
 
 step "Load tool smoke run (correctness at small N; BENCHMARKS.md has the real runs)"
 (cd bench/node-baseline && npm ci --no-audit --no-fund --loglevel=error)
-# The binaries `cargo test --workspace --all-targets` just built (same features: no rebuild).
-target/debug/dspeak-bench smoke
+cargo test --workspace --all-targets -- --ignored smoke --nocapture
 
 step "SDK: build, typecheck, tests against live servers (target/debug/dspeak)"
 (cd sdk && npm run build && npm run typecheck && npm test)
