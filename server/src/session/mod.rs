@@ -202,6 +202,12 @@ impl Session {
     }
 }
 
+/// Fails with `payloadTooLarge` when `value` serializes to more than `limit` bytes.
+fn check_json_size(what: &'static str, value: &serde_json::Value, limit: usize) -> Result<(), Error> {
+    let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > limit { Err(Error::TooLarge { what, size, limit }) } else { Ok(()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

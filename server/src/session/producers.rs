@@ -4,7 +4,7 @@ use dspeak_schema::ProducerId;
 use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerParams};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
-use super::Session;
+use super::{Session, check_json_size};
 use crate::error::Error;
 use crate::media::router;
 
@@ -26,10 +26,7 @@ impl Session {
             return Err(Error::LimitExceeded(format!("a session may hold at most {} producers", limits.max_producers)));
         }
         if let Some(app_data) = &p.app_data {
-            let size = serde_json::to_string(app_data).map(|s| s.len()).unwrap_or(usize::MAX);
-            if size > limits.max_app_data_bytes {
-                return Err(Error::TooLarge { what: "appData", size, limit: limits.max_app_data_bytes });
-            }
+            check_json_size("appData", app_data, limits.max_app_data_bytes)?;
         }
         let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());

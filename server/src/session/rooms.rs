@@ -3,7 +3,7 @@
 use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult};
 use dspeak_schema::{Event, PeerId};
 
-use super::{Joined, Session};
+use super::{Joined, Session, check_json_size};
 use crate::auth;
 use crate::error::Error;
 use crate::media::router;
@@ -94,10 +94,7 @@ impl Session {
         if !j.broadcasts.try_take() {
             return Err(Error::LimitExceeded(format!("at most {rate} broadcasts per second")));
         }
-        let size = serde_json::to_string(&p.payload).map(|s| s.len()).unwrap_or(usize::MAX);
-        if size > limit {
-            return Err(Error::TooLarge { what: "payload", size, limit });
-        }
+        check_json_size("payload", &p.payload, limit)?;
         let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
         let delivered = j.room.fan_out(Some(&j.peer_id), &event);
         Ok(BroadcastResult { delivered })
