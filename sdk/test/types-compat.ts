@@ -3,7 +3,7 @@
 // here runs; a broken assignment is a type error.
 //
 // Where they do not agree, a `@ts-expect-error` line documents the difference and fails
-// the check the day it disappears. src/mediasoup.ts bridges exactly these differences.
+// the check the day it disappears. src/ortc.ts bridges exactly these differences.
 
 import type * as ms from "mediasoup-client/types";
 import { WebSocket as NodeWebSocket } from "ws";
