@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: generated-file drift, Rust (unit, integration, real
 # pymediasoup clients), a smoke run of the load tool, the TypeScript SDK against live
-# servers, and the voice-room page in headless Chromium.
+# servers, the SDK's packed tarball in fresh projects, and the voice-room page in
+# headless Chromium.
 # Sets up what the tests need on first use: a Python virtualenv for the e2e clients,
 # the SDK's npm packages, and (as root) Debian's chromium.
 set -euo pipefail
@@ -52,6 +53,9 @@ cargo test --workspace --all-targets -- --ignored smoke --nocapture
 
 step "SDK: build, typecheck, tests against live servers (target/debug/dspeak)"
 (cd sdk && npm run build && npm run typecheck && npm test)
+
+step "SDK package: npm pack, installed into fresh ESM and CommonJS projects without mediasoup-client; publint, attw; API docs"
+(cd sdk && npm run test:package && npm run docs)
 
 step "Browser: the voice-room page in headless Chromium (screenshots in artifacts/browser/)"
 (cd sdk && npm run test:browser)
