@@ -14,12 +14,5 @@
  * @packageDocumentation
  */
 
-export {
-  fromDeviceRtpCapabilities,
-  fromDtlsParameters,
-  fromProducerRtpParameters,
-  toConsumerOptions,
-  toDeviceRtpCapabilities,
-  toTransportOptions,
-} from "./ortc.js";
+export * from "./ortc.js";
 export { joinVoiceRoom, type JoinVoiceRoomOptions, type VoiceRoom } from "./voice.js";
