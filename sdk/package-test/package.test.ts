@@ -3,7 +3,9 @@
 // projects — one ES module, one CommonJS — without mediasoup-client. Each type-checks a
 // signaling-only program (strict, exactOptionalPropertyTypes, no skipLibCheck) and runs
 // it against a live server: connect, a typed error, join, broadcast between two clients.
-// publint and attw check the tarball's package.json and type resolution.
+// A third project, a browser app with mediasoup-client, type-checks the
+// `@dspeak/sdk/mediasoup` entry. publint and attw check the tarball's package.json and
+// type resolution.
 
 import { execFile } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -53,43 +55,57 @@ const compilerOptions = {
 
 let tarball: string;
 let server: TestServer;
-const project = (format: Format) => join(work, format);
+const project = (name: Format | "media") => join(work, name);
+
+/** A fresh project with the app sources, its package.json and tsconfigs, and `packages` installed. */
+async function createProject(
+  name: Format | "media",
+  type: "module" | "commonjs",
+  tsconfigs: Record<string, object>,
+  packages: string[],
+): Promise<void> {
+  const dir = project(name);
+  cpSync(join(sdk, "package-test", "app"), dir, { recursive: true });
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: `dspeak-sdk-${name}-app`, private: true, type }));
+  for (const [file, config] of Object.entries(tsconfigs)) writeFileSync(join(dir, file), JSON.stringify(config));
+  await run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball, ...packages], dir);
+}
+
+/** Runs the project's own TypeScript compiler. */
+const tsc = (name: Format | "media", config: string) =>
+  run(process.execPath, [join("node_modules", "typescript", "bin", "tsc"), "-p", config], project(name));
 
 beforeAll(async () => {
   const packed = await run("npm", ["pack", "--silent", "--pack-destination", work], sdk);
   tarball = join(work, packed.stdout.trim().split("\n").pop()!);
 
-  await Promise.all(
-    formats.map(async (format) => {
-      const dir = project(format);
-      cpSync(join(sdk, "package-test", "app"), dir, { recursive: true });
-      const type = format === "esm" ? "module" : "commonjs";
-      writeFileSync(join(dir, "package.json"), JSON.stringify({ name: `dspeak-sdk-${format}-app`, private: true, type }));
-      writeFileSync(
-        join(dir, "tsconfig.json"),
-        JSON.stringify({ compilerOptions: { ...compilerOptions, types: ["node"], outDir: "out" }, files: ["signaling.ts"] }),
-      );
-      writeFileSync(
-        join(dir, "tsconfig.bare.json"),
-        JSON.stringify({ compilerOptions: { ...compilerOptions, types: [], noEmit: true }, files: ["bare.ts"] }),
-      );
-      await run(
-        "npm",
-        [
-          "install",
-          "--no-audit",
-          "--no-fund",
-          "--loglevel=error",
-          tarball,
-          pinned("ws"),
-          pinned("@types/ws"),
-          pinned("@types/node"),
-          pinned("typescript"),
-        ],
-        dir,
-      );
-    }),
-  );
+  await Promise.all([
+    ...formats.map((format) =>
+      createProject(
+        format,
+        format === "esm" ? "module" : "commonjs",
+        {
+          "tsconfig.json": {
+            compilerOptions: { ...compilerOptions, types: ["node"], outDir: "out" },
+            files: ["signaling.ts"],
+          },
+          "tsconfig.bare.json": { compilerOptions: { ...compilerOptions, types: [], noEmit: true }, files: ["bare.ts"] },
+        },
+        [pinned("ws"), pinned("@types/ws"), pinned("@types/node"), pinned("typescript")],
+      ),
+    ),
+    createProject(
+      "media",
+      "module",
+      {
+        "tsconfig.json": {
+          compilerOptions: { ...compilerOptions, lib: ["ES2022", "DOM", "DOM.Iterable"], types: [], noEmit: true },
+          files: ["media.ts"],
+        },
+      },
+      [pinned("mediasoup-client"), pinned("typescript")],
+    ),
+  ]);
   server = await startServer();
 }, 240_000);
 
@@ -129,12 +145,12 @@ describe.each(formats)("a fresh %s project", (format) => {
   });
 
   it("type-checks against the root entry with no ambient types (no DOM, no Node)", async () => {
-    await run(process.execPath, [join("node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.bare.json"], project(format));
+    await tsc(format, "tsconfig.bare.json");
   });
 
   it("compiles and runs the signaling program against a live server", async () => {
     const dir = project(format);
-    await run(process.execPath, [join("node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], dir);
+    await tsc(format, "tsconfig.json");
     const compiled = readFileSync(join(dir, "out", "signaling.js"), "utf8");
     expect(compiled).toContain(format === "esm" ? 'from "@dspeak/sdk"' : 'require("@dspeak/sdk")');
 
@@ -153,4 +169,8 @@ describe.each(formats)("a fresh %s project", (format) => {
     });
     expect(seen.annPeerId).not.toBe(seen.bobPeerId);
   });
+});
+
+it("a browser app with mediasoup-client type-checks against @dspeak/sdk/mediasoup", async () => {
+  await tsc("media", "tsconfig.json");
 });
