@@ -45,7 +45,7 @@ step "Rust tests (unit, integration, fuzzing, soak)"
 cargo test --workspace --all-targets -- --skip pymediasoup
 
 step "Rust backend example: dspeak-schema mints tokens and calls a live server; no jsonrpsee without feature client"
-if cargo tree -p dspeak-schema -e normal --prefix none | grep -q '^jsonrpsee'; then
+if cargo tree -p dspeak-schema -e normal --prefix none | grep '^jsonrpsee' >/dev/null; then
   echo "dspeak-schema without features depends on jsonrpsee; only feature client may" >&2
   exit 1
 fi
