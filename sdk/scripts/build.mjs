@@ -16,7 +16,17 @@ import { fileURLToPath } from "node:url";
 
 const sdk = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(sdk, "dist");
-const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+const tsc = resolveTsc();
+
+function resolveTsc() {
+  try {
+    return createRequire(import.meta.url).resolve("typescript/bin/tsc");
+  } catch {
+    // E.g. `npm install path/to/sdk` from an app runs this `prepare` before `npm ci` here.
+    console.error(`@dspeak/sdk: the build tools are not installed; run \`npm ci\` in ${sdk} first`);
+    process.exit(1);
+  }
+}
 
 function compile(project) {
   const run = spawnSync(process.execPath, [tsc, "-p", join(sdk, project)], { cwd: sdk, stdio: "inherit" });
