@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: generated-file drift, Rust (unit, integration, real
 # pymediasoup clients), a smoke run of the load tool, the TypeScript SDK against live
-# servers, and the voice-room page in headless Chromium.
+# servers, the SDK's packed tarball in fresh projects, and the voice-room page in
+# headless Chromium.
 # Sets up what the tests need on first use: a Python virtualenv for the e2e clients,
 # the SDK's npm packages, and (as root) Debian's chromium.
 set -euo pipefail
@@ -43,6 +44,32 @@ step "Python client self-tests (no server)"
 step "Rust tests (unit, integration, fuzzing, soak)"
 cargo test --workspace --all-targets -- --skip pymediasoup
 
+step "Rust backend example: dspeak-schema mints tokens and calls a live server; no jsonrpsee without feature client"
+if cargo tree -p dspeak-schema -e normal --prefix none | grep '^jsonrpsee' >/dev/null; then
+  echo "dspeak-schema without features depends on jsonrpsee; only feature client may" >&2
+  exit 1
+fi
+cargo build --workspace --examples
+backend_example() {
+  local bin=${CARGO_TARGET_DIR:-target}/debug secret log pid url="" rc=0
+  secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  log=$(mktemp)
+  NO_COLOR=1 "$bin/dspeak" --listen 127.0.0.1:0 --rtc-port 0 --workers 1 --auth-secret "$secret" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 150); do
+    url=$(grep -o 'listening on ws://[^ ]*' "$log" | head -1 | cut -d' ' -f3 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  if [ -n "$url" ]; then "$bin/examples/backend" "$url" "$secret" || rc=$?; else rc=1; fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ "$rc" = 0 ] || cat "$log" >&2
+  rm -f "$log"
+  return "$rc"
+}
+backend_example
+
 step "Real WebRTC clients: pymediasoup + aiortc end to end (alone: its timing checks want the cores)"
 cargo test --workspace --all-targets -- pymediasoup --nocapture
 
@@ -52,6 +79,9 @@ cargo test --workspace --all-targets -- --ignored smoke --nocapture
 
 step "SDK: build, typecheck, tests against live servers (target/debug/dspeak)"
 (cd sdk && npm run build && npm run typecheck && npm test)
+
+step "SDK package: npm pack, installed into fresh ESM and CommonJS projects without mediasoup-client; publint, attw; API docs"
+(cd sdk && npm run test:package && npm run docs)
 
 step "Browser: the voice-room page in headless Chromium (screenshots in artifacts/browser/)"
 (cd sdk && npm run test:browser)

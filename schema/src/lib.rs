@@ -15,6 +15,10 @@
 //! - [`auth`]: the access-token claims backends mint.
 //! - [`export`]: the JSON Schema bundle and OpenRPC document built from all of the above.
 //! - `client` (feature `client`): typed calls on a jsonrpsee client.
+//!
+//! Without features the crate needs serde and schemars only: a backend that mints
+//! tokens ([`auth::TokenClaims`]) or handles the wire types pulls in no jsonrpsee.
+//! `examples/backend.rs` mints tokens and calls the API with the typed client.
 
 pub mod api;
 pub mod auth;

@@ -32,9 +32,9 @@ const result = await build({
   charset: "utf8",
   sourcemap: false,
   write: false,
-  // The page imports the SDK by its package name; build it from source.
+  // The page imports the SDK by its package names; the tsconfig's `paths` map them to
+  // the sources.
   tsconfig: join(src, "tsconfig.json"),
-  alias: { "@dspeak/sdk": join(sdk, "src", "index.ts") },
   define: { "process.env.NODE_ENV": '"production"' },
   absWorkingDir: sdk,
   logLevel: "warning",

@@ -46,6 +46,7 @@ let ts = await compile(root, ROOT, {
 
 // Drop the synthetic root interface.
 ts = ts.replace(new RegExp(`export interface ${ROOT} \\{[\\s\\S]*?\\n\\}\\n\\n?`), "");
+ts = acceptUndefined(ts, inputTypes(bundle));
 
 const header =
   "// " + bundle.$comment.replace("`cargo xtask schema`", "`cargo xtask sdk`") + "\n" +
@@ -89,4 +90,54 @@ function prepare(source) {
     }
   }
   return defs;
+}
+
+/**
+ * The types a client builds: every method's params and the token claims, with what they
+ * refer to. (What the server sends is never one of them: schemars names the deserialize
+ * side of a type that differs `FooInput`.)
+ */
+function inputTypes(bundle) {
+  const names = new Set();
+  const visit = (schema) => {
+    if (schema === null || typeof schema !== "object") return;
+    const ref = typeof schema.$ref === "string" && /^#\/\$defs\/(.+)$/.exec(schema.$ref);
+    if (ref && !names.has(ref[1])) {
+      names.add(ref[1]);
+      visit(bundle.$defs[ref[1]]);
+    }
+    Object.values(schema).forEach(visit);
+  };
+  const meta = bundle["x-dspeak"];
+  Object.values(meta.methods).forEach((method) => visit(method.params));
+  visit(meta.tokenClaims);
+  return names;
+}
+
+/**
+ * Lets every optional member of the input types also take `undefined`
+ * (`token?: string | null | undefined`), so params built from optional values type-check
+ * under `exactOptionalPropertyTypes`; JSON drops a member set to `undefined`, so the
+ * server sees it missing. What the server sends keeps exact optional members, which
+ * mediasoup-client's types (`channels?: number`) accept.
+ */
+function acceptUndefined(source, inputs) {
+  const lines = source.split("\n");
+  let current;
+  for (let i = 0; i < lines.length; i++) {
+    const declaration = /^export (?:interface|type) (\w+)/.exec(lines[i]);
+    if (declaration) current = declaration[1];
+    const member = /^(\s+)(?:readonly )?(?:[\w$]+|"[^"]*")\?: (.*)$/.exec(lines[i]);
+    if (!member || !inputs.has(current)) continue;
+    const [, indent, type] = member;
+    // The member's type ends on its own line, or on the line closing it at the same indent.
+    let end = i;
+    if (!type.endsWith(";")) {
+      while (end < lines.length && !(lines[end].startsWith(`${indent}}`) && lines[end].endsWith(";"))) end++;
+      if (end === lines.length) throw new Error(`cannot find the end of member: ${lines[i]}`);
+    }
+    if (/(?:\bunknown|\| undefined);$/.test(lines[end])) continue;
+    lines[end] = `${lines[end].slice(0, -1)} | undefined;`;
+  }
+  return lines.join("\n");
 }

@@ -61,36 +61,67 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** Automatic reconnection with exponential backoff. */
 export interface ReconnectOptions {
   /** First delay before reconnecting (default 250 ms); doubles after each failed attempt. */
-  minDelayMs?: number;
+  minDelayMs?: number | undefined;
   /** Longest delay between attempts (default 5000 ms). */
-  maxDelayMs?: number;
+  maxDelayMs?: number | undefined;
   /** Attempts before giving up and closing (default: unlimited). */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
 }
 
 /** One message on the wire, for logging or validation (`trace` option). */
 export type WireTrace =
   | { direction: "send"; message: unknown }
-  | { direction: "receive"; message: unknown; method?: string };
+  | { direction: "receive"; message: unknown; method?: string | undefined };
 
 /** Options of a `DspeakClient`. */
 export interface DspeakClientOptions {
   /** Server URL, e.g. `wss://voice.example.com` or `ws://127.0.0.1:8080`. */
   url: string;
   /** WebSocket class; default: the global `WebSocket` (browsers, Node 22+). On Node 20 pass `WebSocket` from `ws`. */
-  WebSocket?: WebSocketConstructor;
+  WebSocket?: WebSocketConstructor | undefined;
   /** Default timeout of each request (default 10 000 ms). */
-  requestTimeoutMs?: number;
+  requestTimeoutMs?: number | undefined;
   /** Timeout of opening the connection and receiving `welcome` (default 10 000 ms). */
-  connectTimeoutMs?: number;
+  connectTimeoutMs?: number | undefined;
   /**
    * Reconnect after the connection is lost (default: off). Requests are never replayed:
    * the new connection is a new session, so the app must join its room again (listen
    * for `reconnected`).
    */
-  reconnect?: boolean | ReconnectOptions;
+  reconnect?: boolean | ReconnectOptions | undefined;
   /** Called with every message sent and received. */
-  trace?: (entry: WireTrace) => void;
+  trace?: ((entry: WireTrace) => void) | undefined;
+  /**
+   * How many of the latest events the client remembers for `waitFor(type, { since })`
+   * (default 256).
+   */
+  eventHistory?: number | undefined;
+}
+
+/**
+ * A position in the session's event history, from `client.mark()`: what
+ * `waitFor(type, { since })` looks back to.
+ */
+export type EventMark = number;
+
+/** Options of `waitFor`. */
+export interface WaitForOptions<T extends EventType> {
+  /** Only an event for which this returns `true`. */
+  filter?: ((event: EventOf<T>) => boolean) | undefined;
+  /** Rejects with a `DspeakTimeoutError` after this long (default: the request timeout). */
+  timeoutMs?: number | undefined;
+  /**
+   * Also accept an event that arrived after this mark (`client.mark()`) but before the
+   * call, from the client's recent history (the last `eventHistory` events). Take the
+   * mark before the action that causes the event, then wait:
+   *
+   * ```ts
+   * const since = ann.mark();
+   * await bob.join({ room: "r1", displayName: "Bob" });
+   * const joined = await ann.waitFor("peerJoined", { since });
+   * ```
+   */
+  since?: EventMark | undefined;
 }
 
 /** The client's connection state. */
@@ -132,6 +163,10 @@ export class DspeakClient extends GeneratedMethods {
   #welcomeWaiter: ((welcome: WelcomeEvent) => void) | undefined;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #attempts = 0;
+  /** Events received so far (over every session of this client): the next event's mark. */
+  #received = 0;
+  /** The latest events, oldest first, each with its mark. */
+  readonly #history: Array<{ mark: EventMark; event: Event }> = [];
 
   /** Creates a client; call `connect()` next (or use `DspeakClient.connect(options)`). */
   constructor(options: DspeakClientOptions) {
@@ -231,14 +266,28 @@ export class DspeakClient extends GeneratedMethods {
   }
 
   /**
-   * Resolves with the next event of `type` (that passes `filter`), or rejects after
-   * `timeoutMs` (default: the request timeout) or when the client closes.
+   * The current position in the session's events: every event received from now on comes
+   * after this mark. Pass it to `waitFor(type, { since })`.
    */
-  waitFor<T extends EventType>(
-    type: T,
-    options: { filter?: (event: EventOf<T>) => boolean; timeoutMs?: number } = {},
-  ): Promise<EventOf<T>> {
+  mark(): EventMark {
+    return this.#received;
+  }
+
+  /**
+   * Resolves with the next event of `type` (that passes `filter`), or rejects after
+   * `timeoutMs` (default: the request timeout) or when the client closes. With `since`
+   * (a `mark()` taken earlier), an event that already arrived after the mark counts too,
+   * so an event that raced ahead of the call is not missed.
+   */
+  waitFor<T extends EventType>(type: T, options: WaitForOptions<T> = {}): Promise<EventOf<T>> {
     const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs ?? 10_000;
+    const matches = (event: Event): event is EventOf<T> =>
+      event.type === type && (!options.filter || options.filter(event as EventOf<T>));
+    if (options.since !== undefined) {
+      const since = options.since;
+      const seen = this.#history.find((entry) => entry.mark >= since && matches(entry.event));
+      if (seen) return Promise.resolve(seen.event as EventOf<T>);
+    }
     return new Promise((resolve, reject) => {
       const done = () => {
         clearTimeout(timer);
@@ -250,7 +299,7 @@ export class DspeakClient extends GeneratedMethods {
         reject(new DspeakTimeoutError(`waiting for ${type}`, timeoutMs));
       }, timeoutMs);
       const offEvent = this.on(type, ((event: EventOf<T>) => {
-        if (options.filter && !options.filter(event)) return;
+        if (!matches(event)) return;
         done();
         resolve(event);
       }) as unknown as (event: ClientEventMap[T]) => void);
@@ -348,7 +397,7 @@ export class DspeakClient extends GeneratedMethods {
     }
   }
 
-  #reconnectOptions(): Required<ReconnectOptions> | undefined {
+  #reconnectOptions(): { [K in keyof ReconnectOptions]-?: number } | undefined {
     const r = this.#options.reconnect;
     if (!r) return undefined;
     const o = r === true ? {} : r;
@@ -359,7 +408,7 @@ export class DspeakClient extends GeneratedMethods {
     };
   }
 
-  #scheduleReconnect(options: Required<ReconnectOptions>): void {
+  #scheduleReconnect(options: { [K in keyof ReconnectOptions]-?: number }): void {
     if (this.#attempts >= options.maxAttempts) {
       this.#shutdown(`gave up reconnecting after ${this.#attempts} attempts`);
       return;
@@ -495,6 +544,8 @@ export class DspeakClient extends GeneratedMethods {
 
   #onEvent(event: Event): void {
     if (!knownEventTypes.has(event.type)) return; // Newer server: ignore what we do not know.
+    this.#history.push({ mark: this.#received++, event });
+    if (this.#history.length > (this.#options.eventHistory ?? 256)) this.#history.shift();
     if (event.type === "welcome") this.#welcomeWaiter?.(event);
     for (const queue of this.#iterators) queue.push(event);
     this.#emit(event.type, event as never);

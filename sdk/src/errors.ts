@@ -1,4 +1,4 @@
-import { ERROR_CODE_INFO, type ErrorCodeName } from "./generated/api.js";
+import { ERROR_CODE_INFO, type ErrorCodeName, type ErrorCodeValue } from "./generated/api.js";
 import type { JsonRpcError } from "./generated/types.js";
 
 /**
@@ -11,8 +11,11 @@ import type { JsonRpcError } from "./generated/types.js";
  * ```
  */
 export class DspeakError extends Error {
-  /** The JSON-RPC error code. */
-  readonly code: number;
+  /**
+   * The JSON-RPC error code: one of `ErrorCode` (so comparisons autocomplete and typos
+   * fail to compile), or another number from a newer server.
+   */
+  readonly code: ErrorCodeValue | (number & {});
   /** The documented name of `code` (`"roomFull"`), or `undefined` for an undocumented code. */
   readonly codeName: ErrorCodeName | undefined;
   /** The method that failed (`undefined` for errors answered with `id: null`). */

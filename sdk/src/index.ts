@@ -1,16 +1,19 @@
 /**
- * `@dspeak/sdk`: a typed client for the dspeak voice SFU.
+ * `@dspeak/sdk`: a typed signaling client for the dspeak voice SFU.
  *
  * - `DspeakClient`: one typed async function per JSON-RPC method, typed events,
  *   `DspeakError` with stable codes (`ErrorCode`), timeouts, optional reconnect.
- * - `joinVoiceRoom`: the mediasoup-client flow (join, transports, produce, consume).
  * - Wire types (`JoinResult`, `Event`, …) and the method table, generated from the
  *   server's Rust contract by `cargo xtask sdk`.
+ *
+ * This entry point needs neither mediasoup-client nor DOM types: it suits Node
+ * backends and bots as well as browsers. The media side (`joinVoiceRoom`, the ORTC
+ * bridges) is in `@dspeak/sdk/mediasoup`.
  *
  * @packageDocumentation
  */
 
-export type { CallOptions } from "./call.js";
+export type { AbortSignalLike, CallOptions } from "./call.js";
 export {
   DspeakClient,
   type ClientEventMap,
@@ -18,12 +21,14 @@ export {
   type DisconnectedInfo,
   type DspeakClientOptions,
   type EventOf,
+  type EventMark,
   type EventType,
   type LifecycleEvents,
   type ReconnectOptions,
   type ReconnectedInfo,
   type WebSocketConstructor,
   type WebSocketLike,
+  type WaitForOptions,
   type WireTrace,
 } from "./client.js";
 export { DspeakConnectionError, DspeakError, DspeakTimeoutError } from "./errors.js";
@@ -40,12 +45,3 @@ export {
   type Methods,
 } from "./generated/api.js";
 export type * from "./generated/types.js";
-export {
-  fromDeviceRtpCapabilities,
-  fromDtlsParameters,
-  fromProducerRtpParameters,
-  toConsumerOptions,
-  toDeviceRtpCapabilities,
-  toTransportOptions,
-} from "./mediasoup.js";
-export { joinVoiceRoom, type JoinVoiceRoomOptions, type VoiceRoom } from "./voice.js";

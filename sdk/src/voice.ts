@@ -11,7 +11,7 @@ import {
   toConsumerOptions,
   toDeviceRtpCapabilities,
   toTransportOptions,
-} from "./mediasoup.js";
+} from "./ortc.js";
 
 /** Options of `joinVoiceRoom`. */
 export interface JoinVoiceRoomOptions {
@@ -22,20 +22,20 @@ export interface JoinVoiceRoomOptions {
   /** The name other peers see. */
   displayName: string;
   /** Access token, when the server requires one. */
-  token?: string;
+  token?: string | undefined;
   /**
    * The mediasoup-client `Device` to use (loaded here if it is not yet), or a function that
    * creates one, e.g. `() => Device.factory()` (`import { Device } from "mediasoup-client"`).
    */
   device: Device | (() => Promise<Device>);
   /** The microphone track to send; omit to only listen. */
-  track?: MediaStreamTrack;
+  track?: MediaStreamTrack | undefined;
   /** Called for each new consumer (attach `consumer.track` to an `<audio>` element). */
-  onConsumer?: (consumer: Consumer, info: { peerId: string; producerId: string }) => void;
+  onConsumer?: ((consumer: Consumer, info: { peerId: string; producerId: string }) => void) | undefined;
   /** Called after a consumer closed (its producer closed or its peer left). */
-  onConsumerClosed?: (consumer: Consumer, info: { peerId: string; producerId: string }) => void;
+  onConsumerClosed?: ((consumer: Consumer, info: { peerId: string; producerId: string }) => void) | undefined;
   /** Called when consuming a producer failed; the room stays usable. Default: `console.warn`. */
-  onError?: (error: unknown) => void;
+  onError?: ((error: unknown) => void) | undefined;
 }
 
 /** A joined voice room: what `joinVoiceRoom` resolves with. */

@@ -120,6 +120,45 @@ describe("session", () => {
     expect(a.peerId).not.toBe(c.peerId);
   });
 
+  it("waitFor with `since` finds an event that arrived before the call", async () => {
+    const ann = await connect();
+    await ann.join({ room: "since-room", displayName: "Ann" });
+    const since = ann.mark();
+    const arrived = new Promise((resolve) => ann.on("peerJoined", resolve));
+    const bob = await connect();
+    const b = await bob.join({ room: "since-room", displayName: "Bob" });
+    await arrived; // Already delivered: a plain waitFor would wait for the next one.
+    await expect(ann.waitFor("peerJoined", { timeoutMs: 300 })).rejects.toMatchObject({ name: "DspeakTimeoutError" });
+    expect(await ann.waitFor("peerJoined", { since, timeoutMs: 300 })).toEqual({
+      type: "peerJoined",
+      peerId: b.peerId,
+      displayName: "Bob",
+    });
+    // `filter` applies to remembered events too; a later mark excludes them.
+    await expect(
+      ann.waitFor("peerJoined", { since, filter: (e) => e.displayName === "Carol", timeoutMs: 300 }),
+    ).rejects.toMatchObject({ name: "DspeakTimeoutError" });
+    await expect(ann.waitFor("peerJoined", { since: ann.mark(), timeoutMs: 300 })).rejects.toMatchObject({
+      name: "DspeakTimeoutError",
+    });
+  });
+
+  it("remembers only the last `eventHistory` events", async () => {
+    const ann = await connect({ eventHistory: 1 });
+    await ann.join({ room: "history-room", displayName: "Ann" });
+    const since = ann.mark();
+    const bob = await connect();
+    await bob.join({ room: "history-room", displayName: "Bob" });
+    const heard = ann.waitFor("broadcast");
+    await bob.broadcast({ payload: "after the join" });
+    await heard;
+    // peerJoined came first and was pushed out by the broadcast.
+    expect(await ann.waitFor("broadcast", { since })).toMatchObject({ payload: "after the join" });
+    await expect(ann.waitFor("peerJoined", { since, timeoutMs: 300 })).rejects.toMatchObject({
+      name: "DspeakTimeoutError",
+    });
+  });
+
   it("iterates events in order with for-await", async () => {
     const ann = await connect();
     await ann.join({ room: "iter-room", displayName: "Ann" });

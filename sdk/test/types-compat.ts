@@ -3,19 +3,23 @@
 // here runs; a broken assignment is a type error.
 //
 // Where they do not agree, a `@ts-expect-error` line documents the difference and fails
-// the check the day it disappears. src/mediasoup.ts bridges exactly these differences.
+// the check the day it disappears. src/ortc.ts bridges exactly these differences.
 
 import type * as ms from "mediasoup-client/types";
 import { WebSocket as NodeWebSocket } from "ws";
 
 import type {
+  AbortSignalLike,
   ConnectTransportParams,
   ConsumeResult,
   CreateTransportResult,
   DtlsParameters,
   DtlsParametersInput,
+  DspeakError,
+  ErrorCodeValue,
   IceCandidate,
   IceParameters,
+  JoinParams,
   MediaKind,
   ProduceParams,
   RtpCapabilities,
@@ -118,3 +122,18 @@ check<DtlsParametersInput>({} as DtlsParameters);
 // Node 20: the `ws` package; browsers: the global WebSocket.
 check<WebSocketConstructor>(NodeWebSocket);
 check<WebSocketConstructor>(globalThis.WebSocket);
+
+// --- what apps write -----------------------------------------------------------------
+
+// The browser's and Node's AbortSignal fit the one calls take.
+check<AbortSignalLike>(new AbortController().signal);
+
+// DspeakError.code: the documented codes as literal types, and any other number.
+check<ErrorCodeValue | number>({} as DspeakError["code"]);
+check<DspeakError["code"]>(1000 as ErrorCodeValue);
+check<DspeakError["code"]>(4242);
+// @ts-expect-error a code is a number
+check<DspeakError["code"]>("1000");
+
+// Optional params take `undefined` under exactOptionalPropertyTypes (this tsconfig sets it).
+check<JoinParams>({ room: "r", displayName: "Ann", token: undefined as string | undefined });

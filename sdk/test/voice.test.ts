@@ -8,7 +8,8 @@ import { FakeHandler } from "mediasoup-client/handlers/FakeHandler";
 import { FakeMediaStreamTrack } from "fake-mediastreamtrack";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 
-import { joinVoiceRoom, type DspeakClient, type VoiceRoom } from "../src/index.js";
+import type { DspeakClient } from "../src/index.js";
+import { joinVoiceRoom, type VoiceRoom } from "../src/mediasoup.js";
 import { ContractRecorder, clientFactory, startServer, type TestServer } from "./support.js";
 
 let server: TestServer;

@@ -1,10 +1,11 @@
 // The dspeak voice-room page: join a room with a name, talk (microphone on/off), hear
 // everyone else, see who is there, who is muted and who is speaking, leave.
 //
-// Uses only the public SDK (`@dspeak/sdk`) and mediasoup-client. The page connects to the
+// Uses only the public SDK (`@dspeak/sdk`, `@dspeak/sdk/mediasoup`) and mediasoup-client. The page connects to the
 // server it was served from (`ws://<host>`), or to `?server=ws://host:port`.
 
-import { DspeakClient, DspeakError, joinVoiceRoom, type VoiceRoom, type WireTrace } from "@dspeak/sdk";
+import { DspeakClient, DspeakError, type WireTrace } from "@dspeak/sdk";
+import { joinVoiceRoom, type VoiceRoom } from "@dspeak/sdk/mediasoup";
 import { Device } from "mediasoup-client";
 import type { Consumer } from "mediasoup-client/types";
 

@@ -119,7 +119,7 @@ export interface DtlsParametersInput {
   /**
    * DTLS role.
    */
-  role?: DtlsRole;
+  role?: DtlsRole | undefined;
 }
 /**
  * A certificate fingerprint: upper-case hex bytes separated by colons.
@@ -158,11 +158,11 @@ export interface RtpCapabilitiesInput {
   /**
    * Supported codecs.
    */
-  codecs?: RtpCodecCapabilityInput[];
+  codecs?: RtpCodecCapabilityInput[] | undefined;
   /**
    * Supported RTP header extensions.
    */
-  headerExtensions?: RtpHeaderExtensionInput[];
+  headerExtensions?: RtpHeaderExtensionInput[] | undefined;
 }
 /**
  * A codec an endpoint supports.
@@ -171,7 +171,7 @@ export interface RtpCodecCapabilityInput {
   /**
    * Audio channels (missing means 1).
    */
-  channels?: number | null;
+  channels?: number | null | undefined;
   /**
    * Clock rate in Hz.
    */
@@ -189,15 +189,15 @@ export interface RtpCodecCapabilityInput {
    */
   parameters?: {
     [k: string]: ParameterValue | undefined;
-  };
+  } | undefined;
   /**
    * The payload type the endpoint would like to use.
    */
-  preferredPayloadType?: number | null;
+  preferredPayloadType?: number | null | undefined;
   /**
    * RTCP feedback mechanisms.
    */
-  rtcpFeedback?: RtcpFeedbackInput[];
+  rtcpFeedback?: RtcpFeedbackInput[] | undefined;
 }
 /**
  * One RTCP feedback mechanism of a codec.
@@ -206,7 +206,7 @@ export interface RtcpFeedbackInput {
   /**
    * e.g. `pli` for `nack pli`; empty when none.
    */
-  parameter?: string;
+  parameter?: string | undefined;
   /**
    * `nack`, `transport-cc`, `ccm`, `goog-remb`…
    */
@@ -219,7 +219,7 @@ export interface RtpHeaderExtensionInput {
   /**
    * Direction, `sendrecv` when missing.
    */
-  direction?: RtpHeaderExtensionDirection | null;
+  direction?: RtpHeaderExtensionDirection | null | undefined;
   /**
    * Media kind it applies to.
    */
@@ -227,7 +227,7 @@ export interface RtpHeaderExtensionInput {
   /**
    * Whether it should be encrypted (never, here).
    */
-  preferredEncrypt?: boolean;
+  preferredEncrypt?: boolean | undefined;
   /**
    * The id the endpoint would like to use.
    */
@@ -697,7 +697,7 @@ export interface JoinParams {
   /**
    * Access token, when the server requires one.
    */
-  token?: string | null;
+  token?: string | null | undefined;
 }
 /**
  * Result of `join`.
@@ -909,23 +909,23 @@ export interface RtpParametersInput {
   /**
    * Encodings (one for audio) with their SSRCs.
    */
-  encodings?: RtpEncodingParametersInput[];
+  encodings?: RtpEncodingParametersInput[] | undefined;
   /**
    * Header extensions with their negotiated ids.
    */
-  headerExtensions?: RtpHeaderExtensionParametersInput[];
+  headerExtensions?: RtpHeaderExtensionParametersInput[] | undefined;
   /**
    * The MID (`a=mid`) of the stream.
    */
-  mid?: string | null;
+  mid?: string | null | undefined;
   /**
    * `a=msid` value, "streamId trackId" (sent by browsers).
    */
-  msid?: string | null;
+  msid?: string | null | undefined;
   /**
    * RTCP parameters.
    */
-  rtcp?: RtcpParametersInput;
+  rtcp?: RtcpParametersInput | undefined;
 }
 /**
  * One negotiated codec.
@@ -934,7 +934,7 @@ export interface RtpCodecParametersInput {
   /**
    * Audio channels (missing means 1).
    */
-  channels?: number | null;
+  channels?: number | null | undefined;
   /**
    * Clock rate in Hz.
    */
@@ -948,7 +948,7 @@ export interface RtpCodecParametersInput {
    */
   parameters?: {
     [k: string]: ParameterValue | undefined;
-  };
+  } | undefined;
   /**
    * Payload type on the wire.
    */
@@ -956,7 +956,7 @@ export interface RtpCodecParametersInput {
   /**
    * RTCP feedback mechanisms.
    */
-  rtcpFeedback?: RtcpFeedbackInput[];
+  rtcpFeedback?: RtcpFeedbackInput[] | undefined;
 }
 /**
  * One encoding (for audio: the single stream and its SSRC).
@@ -965,27 +965,27 @@ export interface RtpEncodingParametersInput {
   /**
    * Payload type of the codec this encoding uses.
    */
-  codecPayloadType?: number | null;
+  codecPayloadType?: number | null | undefined;
   /**
    * Discontinuous transmission.
    */
-  dtx?: boolean | null;
+  dtx?: boolean | null | undefined;
   /**
    * Maximum bitrate in bps.
    */
-  maxBitrate?: number | null;
+  maxBitrate?: number | null | undefined;
   /**
    * RID (simulcast), unused for audio.
    */
-  rid?: string | null;
+  rid?: string | null | undefined;
   /**
    * RTX stream, if any.
    */
-  rtx?: RtxParametersInput | null;
+  rtx?: RtxParametersInput | null | undefined;
   /**
    * SSRC of the stream.
    */
-  ssrc?: number | null;
+  ssrc?: number | null | undefined;
 }
 /**
  * An RTX stream of an encoding.
@@ -1003,7 +1003,7 @@ export interface RtpHeaderExtensionParametersInput {
   /**
    * Whether it is encrypted.
    */
-  encrypt?: boolean;
+  encrypt?: boolean | undefined;
   /**
    * Extension id (1–14 for one-byte headers).
    */
@@ -1013,7 +1013,7 @@ export interface RtpHeaderExtensionParametersInput {
    */
   parameters?: {
     [k: string]: ParameterValue | undefined;
-  };
+  } | undefined;
   /**
    * Extension URI.
    */
@@ -1026,15 +1026,15 @@ export interface RtcpParametersInput {
   /**
    * The CNAME of the stream's sender.
    */
-  cname?: string | null;
+  cname?: string | null | undefined;
   /**
    * RTCP multiplexed with RTP (always, with WebRTC).
    */
-  mux?: boolean | null;
+  mux?: boolean | null | undefined;
   /**
    * Reduced-size RTCP (RFC 5506).
    */
-  reducedSize?: boolean;
+  reducedSize?: boolean | undefined;
 }
 /**
  * Result of `produce`.
@@ -1151,15 +1151,15 @@ export interface TokenClaims {
   /**
    * May `broadcast` (default `true`).
    */
-  canBroadcast?: boolean;
+  canBroadcast?: boolean | undefined;
   /**
    * May produce audio (default `true`).
    */
-  canPublish?: boolean;
+  canPublish?: boolean | undefined;
   /**
    * May consume others' audio (default `true`).
    */
-  canSubscribe?: boolean;
+  canSubscribe?: boolean | undefined;
   /**
    * Expiry, seconds since the Unix epoch.
    */
@@ -1167,15 +1167,15 @@ export interface TokenClaims {
   /**
    * Issued at, seconds since the Unix epoch.
    */
-  iat?: number | null;
+  iat?: number | null | undefined;
   /**
    * Display name; when present it is used instead of `join`'s `displayName`.
    */
-  name?: string | null;
+  name?: string | null | undefined;
   /**
    * Not valid before, seconds since the Unix epoch.
    */
-  nbf?: number | null;
+  nbf?: number | null | undefined;
   /**
    * The room the token admits to.
    */
