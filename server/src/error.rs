@@ -95,3 +95,31 @@ impl Error {
         })
     }
 }
+
+/// Why a room refused a member.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The server has its maximum number of rooms.
+    #[error("the server has its maximum of {limit} rooms")]
+    TooManyRooms {
+        /// The room limit.
+        limit: usize,
+    },
+    /// The room has its maximum number of peers.
+    #[error("room '{room}' is full ({limit} peers)")]
+    Full {
+        /// Room name.
+        room: String,
+        /// Its peer limit.
+        limit: usize,
+    },
+}
+
+impl From<RoomError> for Error {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::TooManyRooms { .. } => Error::LimitExceeded(e.to_string()),
+            RoomError::Full { room, limit } => Error::RoomFull { room, limit },
+        }
+    }
+}

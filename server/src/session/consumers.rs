@@ -25,7 +25,8 @@ impl Session {
                 p.transport_id
             )));
         }
-        let producer = j.room.producer(&p.producer_id).ok_or_else(|| Error::not_found("producer", &p.producer_id))?;
+        let producer = self.shared.rooms().producer(&j.room, &p.producer_id).cloned();
+        let producer = producer.ok_or_else(|| Error::not_found("producer", &p.producer_id))?;
         if producer.peer_id == j.peer_id {
             return Err(Error::Forbidden("a peer cannot consume its own producer".into()));
         }
@@ -38,7 +39,7 @@ impl Session {
         let (consumer_id, transport, owner, producer_id) =
             (id.clone(), p.transport_id.clone(), j.peer_id.clone(), p.producer_id.clone());
         let (stream, mid, producer_paused) =
-            j.room.worker().call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
+            j.worker.call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
         let rtp_parameters = router::consumer_parameters(&stream, &p.rtp_capabilities, mid, ssrc);
         self.joined_mut()?.consumers.insert(id.clone(), p.producer_id.clone());
         Ok(ConsumeResult { id, producer_id: p.producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
@@ -48,7 +49,7 @@ impl Session {
     pub(crate) async fn set_consumer_paused(&mut self, p: ConsumerParams, paused: bool) -> Result<Empty, Error> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
+        j.worker.call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
         Ok(Empty {})
     }
 
@@ -56,7 +57,7 @@ impl Session {
     pub(crate) async fn close_consumer(&mut self, p: ConsumerParams) -> Result<Empty, Error> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id.clone(), j.peer_id.clone());
-        j.room.worker().call(move |w| w.close_consumer(&id, &owner)).await?;
+        j.worker.call(move |w| w.close_consumer(&id, &owner)).await?;
         self.joined_mut()?.consumers.remove(&p.consumer_id);
         Ok(Empty {})
     }
@@ -65,11 +66,11 @@ impl Session {
     pub(crate) async fn get_stats(&mut self, p: GetStatsParams) -> Result<Stats, Error> {
         let j = self.joined()?;
         let owner = j.peer_id.clone();
-        j.room.worker().call(move |w| w.stats(&p.id, &owner)).await
+        j.worker.call(move |w| w.stats(&p.id, &owner)).await
     }
 
     /// The engine closed one of this session's consumers (its producer closed).
-    pub(crate) async fn consumer_closed(&mut self, consumer_id: ConsumerId, producer_id: ProducerId) {
+    pub(super) fn consumer_closed(&mut self, consumer_id: ConsumerId, producer_id: ProducerId) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };

@@ -29,9 +29,10 @@ use tracing::Instrument;
 use crate::Shared;
 use crate::auth::Grants;
 use crate::error::Error;
-use crate::events::{self, EventReceiver, EventSender};
+use crate::events::{self, EventReceiver, EventSender, Pushed, RawEvent};
 use crate::limits::TokenBucket;
-use crate::room::Room;
+use crate::media::WorkerHandle;
+use crate::room::{Effect, Mailbox, MemberNotice, Rooms};
 
 /// A unit of work run on a session's actor with exclusive access to it.
 type Job = Box<dyn for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, ()> + Send>;
@@ -47,9 +48,57 @@ pub(crate) struct Session {
     joined: Option<Joined>,
 }
 
+/// The room registry of the server, with the sessions' mailboxes and the workers.
+pub(crate) type ServerRooms = Rooms<SessionMailbox, WorkerHandle>;
+
+/// What the room registry asks of sessions and workers.
+type ServerEffect = Effect<SessionMailbox, WorkerHandle>;
+
+/// A session as its room reaches it: its event queue, and a weak handle to act on
+/// notices.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionMailbox {
+    events: EventSender,
+    session: WeakSessionHandle,
+}
+
+impl Mailbox for SessionMailbox {
+    fn push(&self, event: &RawEvent) -> Pushed {
+        self.events.push(event.clone())
+    }
+}
+
+/// Runs `change` on the room registry, then carries out its effects.
+fn change_rooms<R>(shared: &Shared, change: impl FnOnce(&mut ServerRooms) -> (R, Vec<ServerEffect>)) -> R {
+    let (result, effects) = change(&mut shared.rooms());
+    carry_out(effects);
+    result
+}
+
+/// Carries out what a room change asks for. Called right after the change, with the
+/// registry unlocked.
+fn carry_out(effects: Vec<ServerEffect>) {
+    for effect in effects {
+        match effect {
+            Effect::Notice(member, notice) => member.session.post(move |s| Box::pin(s.on_notice(notice))),
+            Effect::RoomOpened(worker) => {
+                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(worker = worker.index, "room opened");
+            }
+            Effect::RoomClosed(worker) => {
+                worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(worker = worker.index, "room closed");
+            }
+        }
+    }
+}
+
 /// What a session has while it is in a room: everything it owns there.
 struct Joined {
-    room: Arc<Room>,
+    /// The room's name.
+    room: String,
+    /// The worker the room is pinned to.
+    worker: WorkerHandle,
     peer_id: PeerId,
     grants: Grants,
     broadcasts: TokenBucket,
@@ -61,9 +110,10 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(room: Arc<Room>, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
+    fn new(room: String, worker: WorkerHandle, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
         Joined {
             room,
+            worker,
             peer_id,
             grants,
             broadcasts: TokenBucket::per_second(broadcast_rate),
@@ -199,6 +249,20 @@ impl Session {
     /// A weak handle to this session.
     pub(crate) fn handle(&self) -> WeakSessionHandle {
         self.me.clone()
+    }
+
+    /// How the room registry reaches this session.
+    fn mailbox(&self) -> SessionMailbox {
+        SessionMailbox { events: self.events.clone(), session: self.me.clone() }
+    }
+
+    /// Acts on what the room registry asked of this session.
+    async fn on_notice(&mut self, notice: MemberNotice) {
+        match notice {
+            MemberNotice::Evict => self.evict_slow().await,
+            MemberNotice::Replaced => self.replaced().await,
+            MemberNotice::ConsumerClosed { consumer, producer } => self.consumer_closed(consumer, producer),
+        }
     }
 }
 

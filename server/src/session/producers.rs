@@ -4,7 +4,7 @@ use dspeak_schema::ProducerId;
 use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerParams};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
-use super::{Session, check_json_size};
+use super::{Session, change_rooms, check_json_size};
 use crate::error::Error;
 use crate::media::router;
 
@@ -31,15 +31,12 @@ impl Session {
         let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
         let (producer_id, transport, owner) = (id.clone(), p.transport_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
+        j.worker.call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
-        j.room.add_producer(ProducerInfo {
-            peer_id: j.peer_id.clone(),
-            producer_id: id.clone(),
-            kind: p.kind,
-            paused: false,
-        });
+        let info = ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false };
+        let room = j.room.clone();
+        change_rooms(&self.shared, |r| ((), r.add_producer(&room, info)));
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
@@ -48,8 +45,8 @@ impl Session {
     pub(crate) async fn set_producer_paused(&mut self, p: ProducerParams, paused: bool) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        j.room.worker().call(move |w| w.set_producer_paused(&id, paused)).await?;
-        j.room.set_producer_paused(&p.producer_id, paused);
+        j.worker.call(move |w| w.set_producer_paused(&id, paused)).await?;
+        change_rooms(&self.shared, |r| ((), r.set_producer_paused(&j.room, &p.producer_id, paused)));
         Ok(Empty {})
     }
 
@@ -57,9 +54,9 @@ impl Session {
     pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, Error> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        let closed = j.room.worker().call(move |w| Ok(w.close_producer(&id))).await?;
-        j.room.remove_producer(&p.producer_id);
-        j.room.notify_closed_consumers(closed);
+        let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
+        change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, &p.producer_id)));
+        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
         self.joined_mut()?.producers.remove(&p.producer_id);
         Ok(Empty {})
     }
@@ -69,7 +66,7 @@ impl Session {
         let j = self.joined()?;
         if j.producers.contains_key(id) {
             Ok(j)
-        } else if j.room.producer(id).is_some() {
+        } else if self.shared.rooms().producer(&j.room, id).is_some() {
             Err(Error::Forbidden(format!("producer '{id}' belongs to another peer")))
         } else {
             Err(Error::not_found("producer", id))

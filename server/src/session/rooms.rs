@@ -3,7 +3,7 @@
 use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult};
 use dspeak_schema::{Event, PeerId};
 
-use super::{Joined, Session, check_json_size};
+use super::{Joined, Session, change_rooms, check_json_size};
 use crate::auth;
 use crate::error::Error;
 use crate::media::router;
@@ -27,7 +27,7 @@ impl Session {
     /// `join`: enters a room (created on first join).
     pub(crate) async fn join(&mut self, p: JoinParams) -> Result<JoinResult, Error> {
         if let Some(j) = &self.joined {
-            return Err(Error::AlreadyJoined(j.room.name().to_owned()));
+            return Err(Error::AlreadyJoined(j.room.clone()));
         }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
@@ -41,13 +41,17 @@ impl Session {
             peer_id: peer_id.clone(),
             identity: grants.identity.clone(),
             display_name,
-            events: self.events.clone(),
-            session: self.me.clone(),
+            mailbox: self.mailbox(),
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
-        let joined = self.shared.rooms.join(&p.room, member, limits, &self.shared.engine)?;
+        let engine = &self.shared.engine;
+        let joined = change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, || engine.pick_worker()) {
+            Ok((joined, effects)) => (Ok(joined), effects),
+            Err(e) => (Err(e), Vec::new()),
+        })?;
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
-        self.joined = Some(Joined::new(joined.room, peer_id.clone(), grants, config.limits.broadcast_rate));
+        let rate = config.limits.broadcast_rate;
+        self.joined = Some(Joined::new(p.room, joined.worker, peer_id.clone(), grants, rate));
         Ok(JoinResult {
             peer_id,
             session_id: self.id.clone(),
@@ -69,18 +73,17 @@ impl Session {
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
         for producer in j.producers.keys() {
-            j.room.remove_producer(producer);
+            change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, producer)));
         }
         let transports: Vec<_> = j.transports.keys().cloned().collect();
         let closed = j
-            .room
-            .worker()
+            .worker
             .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
             .await
             .unwrap_or_default();
-        j.room.notify_closed_consumers(closed);
-        self.shared.rooms.leave(&j.room, &j.peer_id);
-        tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
+        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
+        change_rooms(&self.shared, |r| ((), r.leave(&j.room, &j.peer_id)));
+        tracing::info!(room = %j.room, peer = %j.peer_id, "left");
     }
 
     /// `broadcast`: queues the payload for every other member of the room.
@@ -96,7 +99,8 @@ impl Session {
         }
         check_json_size("payload", &p.payload, limit)?;
         let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
-        let delivered = j.room.fan_out(Some(&j.peer_id), &event);
+        let (room, from) = (&j.room, &j.peer_id);
+        let delivered = change_rooms(&self.shared, |r| r.fan_out(room, Some(from), &event));
         Ok(BroadcastResult { delivered })
     }
 

@@ -26,7 +26,7 @@ impl Session {
             return Err(Error::LimitExceeded(format!("a session may hold at most {max} transports")));
         }
         let id = TransportId::new(uuid::Uuid::new_v4().to_string());
-        let (worker, owner, direction) = (j.room.worker().clone(), j.peer_id.clone(), p.direction);
+        let (worker, owner, direction) = (j.worker.clone(), j.peer_id.clone(), p.direction);
         let ice_id = id.clone();
         let ice = worker.call(move |w| w.create_transport(ice_id, owner, direction)).await?;
         self.joined_mut()?.transports.insert(id.clone(), p.direction);
@@ -45,7 +45,7 @@ impl Session {
         self.own_transport(&p.transport_id)?;
         let expected = expected_fingerprint(&p.dtls_parameters.fingerprints)?;
         let (id, owner, role) = (p.transport_id, j.peer_id.clone(), p.dtls_parameters.role);
-        j.room.worker().call(move |w| w.connect_transport(&id, &owner, expected, role)).await?;
+        j.worker.call(move |w| w.connect_transport(&id, &owner, expected, role)).await?;
         Ok(Empty {})
     }
 
@@ -54,7 +54,7 @@ impl Session {
         let j = self.joined()?;
         self.own_transport(&p.transport_id)?;
         let (id, owner) = (p.transport_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.restart_ice(&id, &owner)).await
+        j.worker.call(move |w| w.restart_ice(&id, &owner)).await
     }
 
     /// The direction of one of this session's transports.
