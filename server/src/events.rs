@@ -13,7 +13,7 @@ use dspeak_schema::Event;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
-use crate::error::Error;
+use crate::error::StreamEnd;
 
 /// A serialized event, shared by every recipient of one fan-out.
 pub(crate) type RawEvent = Arc<RawValue>;
@@ -58,7 +58,7 @@ struct Shared {
     /// A subscription is streaming the queue to the client.
     subscribed: AtomicBool,
     /// Why the stream must end, once its queued events are out.
-    end: Mutex<Option<Error>>,
+    end: Mutex<Option<StreamEnd>>,
     ended: Notify,
 }
 
@@ -91,7 +91,7 @@ impl EventSender {
     }
 
     /// Ends the current stream with `reason` after the events already queued.
-    pub(crate) fn end_stream(&self, reason: Error) {
+    pub(crate) fn end_stream(&self, reason: StreamEnd) {
         *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         self.shared.ended.notify_one();
     }
@@ -100,7 +100,7 @@ impl EventSender {
 impl EventReceiver {
     /// The next event; `Err` with the reason once the stream must end (after the
     /// queued events); `Ok(None)` if every sender is gone.
-    pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, Error> {
+    pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, StreamEnd> {
         tokio::select! {
             biased;
             event = self.rx.recv() => Ok(event),

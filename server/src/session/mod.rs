@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::auth::Grants;
-use crate::error::Error;
+use crate::error::{CallError, NotJoined, SubscribeError, TooLarge};
 use crate::events::{self, EventReceiver, EventSender, Pushed, RawEvent};
 use crate::limits::TokenBucket;
 use crate::media::WorkerHandle;
@@ -163,14 +163,15 @@ impl SessionHandle {
         &self.events
     }
 
-    /// Runs `f` on the session's actor and returns its result.
+    /// Runs `f` on the session's actor and returns its result, or [`CallError::Closed`]
+    /// if the actor is gone.
     ///
     /// The job is queued when `call` is called, not when the future is first polled:
     /// callers rely on this to keep the arrival order of requests.
-    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, CallError>> + Send + use<R, F>
     where
         R: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, Result<R, Error>> + Send + 'static,
+        F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |s| {
@@ -181,9 +182,9 @@ impl SessionHandle {
         let queued = self.jobs.send(job).is_ok();
         async move {
             if !queued {
-                return Err(Error::Unavailable);
+                return Err(CallError::Closed);
             }
-            rx.await.unwrap_or(Err(Error::Unavailable))
+            rx.await.map_err(|_| CallError::Closed)
         }
     }
 
@@ -220,21 +221,17 @@ impl Session {
         tracing::debug!("session closed");
     }
 
-    fn joined(&self) -> Result<&Joined, Error> {
-        self.joined.as_ref().ok_or(Error::NotJoined)
+    fn joined(&self) -> Result<&Joined, NotJoined> {
+        self.joined.as_ref().ok_or(NotJoined)
     }
 
-    fn joined_mut(&mut self) -> Result<&mut Joined, Error> {
-        self.joined.as_mut().ok_or(Error::NotJoined)
+    fn joined_mut(&mut self) -> Result<&mut Joined, NotJoined> {
+        self.joined.as_mut().ok_or(NotJoined)
     }
 
     /// Takes the event stream (once per session).
-    pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), Error> {
-        let rx = self
-            .events_rx
-            .take()
-            .ok_or_else(|| Error::InvalidState("this session is already subscribed to its events".into()))?;
-        let mut rx = rx;
+    pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), SubscribeError> {
+        let mut rx = self.events_rx.take().ok_or(SubscribeError::AlreadySubscribed)?;
         rx.set_subscribed(true);
         Ok((self.id.clone(), rx))
     }
@@ -267,9 +264,9 @@ impl Session {
 }
 
 /// Fails with `payloadTooLarge` when `value` serializes to more than `limit` bytes.
-fn check_json_size(what: &'static str, value: &serde_json::Value, limit: usize) -> Result<(), Error> {
+fn check_json_size(what: &'static str, value: &serde_json::Value, limit: usize) -> Result<(), TooLarge> {
     let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(usize::MAX);
-    if size > limit { Err(Error::TooLarge { what, size, limit }) } else { Ok(()) }
+    if size > limit { Err(TooLarge { what, size, limit }) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -284,8 +281,9 @@ mod tests {
         let (events, _events_rx) = events::channel(1);
         let handle = SessionHandle { jobs, events };
         drop(jobs_rx);
-        let result = handle.call(|_| Box::pin(async { Ok(()) })).await;
-        assert!(matches!(result, Err(Error::Unavailable)));
-        assert_eq!(Error::Unavailable.code(), Some(dspeak_schema::ErrorCode::Unavailable));
+        let result = handle.call(|_| Box::pin(async {})).await;
+        assert!(matches!(result, Err(CallError::Closed)));
+        let code = crate::error::AreaError::code(&CallError::Closed);
+        assert_eq!(code, crate::error::Code::App(dspeak_schema::ErrorCode::Unavailable));
     }
 }

@@ -5,25 +5,22 @@ use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerPara
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
 use super::{Session, change_rooms, check_json_size};
-use crate::error::Error;
+use crate::error::{NotFound, ProduceError, ProducerError};
 use crate::media::router;
 
 impl Session {
     /// `produce`: starts receiving an Opus track and announces it to the room.
-    pub(crate) async fn produce(&mut self, p: ProduceParams) -> Result<ProduceResult, Error> {
+    pub(crate) async fn produce(&mut self, p: ProduceParams) -> Result<ProduceResult, ProduceError> {
         let j = self.joined()?;
         let limits = &self.shared.config.limits;
         if !j.grants.publish {
-            return Err(Error::Forbidden("the access token does not grant canPublish".into()));
+            return Err(ProduceError::NotGranted);
         }
         if self.own_transport(&p.transport_id)? != Direction::Send {
-            return Err(Error::InvalidState(format!(
-                "transport '{}' is a recv transport; produce needs a send transport",
-                p.transport_id
-            )));
+            return Err(ProduceError::NotSendTransport(p.transport_id.to_string()));
         }
         if j.producers.len() >= limits.max_producers {
-            return Err(Error::LimitExceeded(format!("a session may hold at most {} producers", limits.max_producers)));
+            return Err(ProduceError::TooMany { max: limits.max_producers });
         }
         if let Some(app_data) = &p.app_data {
             check_json_size("appData", app_data, limits.max_app_data_bytes)?;
@@ -42,7 +39,11 @@ impl Session {
     }
 
     /// `pauseProducer` / `resumeProducer`.
-    pub(crate) async fn set_producer_paused(&mut self, p: ProducerParams, paused: bool) -> Result<Empty, Error> {
+    pub(crate) async fn set_producer_paused(
+        &mut self,
+        p: ProducerParams,
+        paused: bool,
+    ) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
         j.worker.call(move |w| w.set_producer_paused(&id, paused)).await?;
@@ -51,7 +52,7 @@ impl Session {
     }
 
     /// `closeProducer`: closes it and every consumer of it.
-    pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, Error> {
+    pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
         let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
@@ -62,14 +63,14 @@ impl Session {
     }
 
     /// This session's producer `id`: another peer's is forbidden, others not found.
-    fn own_producer(&self, id: &ProducerId) -> Result<&super::Joined, Error> {
+    fn own_producer(&self, id: &ProducerId) -> Result<&super::Joined, ProducerError> {
         let j = self.joined()?;
         if j.producers.contains_key(id) {
             Ok(j)
         } else if self.shared.rooms().producer(&j.room, id).is_some() {
-            Err(Error::Forbidden(format!("producer '{id}' belongs to another peer")))
+            Err(ProducerError::NotOwner(id.to_string()))
         } else {
-            Err(Error::not_found("producer", id))
+            Err(NotFound::new("producer", id).into())
         }
     }
 }
