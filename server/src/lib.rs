@@ -14,7 +14,7 @@
 //! - `web`: the embedded voice-room demo page, served at `/`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
-//! - [`error`]: domain errors.
+//! - [`error`]: errors per area and their wire codes.
 
 pub mod auth;
 pub mod config;
