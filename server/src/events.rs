@@ -128,3 +128,46 @@ impl EventReceiver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn event(n: i64) -> RawEvent {
+        serialize(&Event::Pong { timestamp: n })
+    }
+
+    fn timestamp(e: &RawEvent) -> i64 {
+        serde_json::from_str::<serde_json::Value>(e.get()).ok().and_then(|v| v["timestamp"].as_i64()).unwrap_or(-1)
+    }
+
+    #[test]
+    fn a_full_queue_overflows_once_per_subscription() {
+        let (tx, mut rx) = channel(2);
+        assert_eq!([tx.push(event(1)), tx.push(event(2))], [Pushed::Queued; 2]);
+        assert_eq!(tx.push(event(3)), Pushed::Overflowed, "the first push that does not fit evicts");
+        assert_eq!(tx.push(event(4)), Pushed::Dropped, "later ones are dropped: eviction is under way");
+        rx.set_subscribed(true);
+        assert!(tx.is_subscribed());
+        assert_eq!(tx.push(event(5)), Pushed::Overflowed, "a new subscription starts afresh");
+        drop(rx);
+        assert_eq!(tx.push(event(6)), Pushed::Dropped, "nobody reads any more");
+    }
+
+    #[test]
+    fn a_stream_ends_with_its_reason_after_the_queued_events() {
+        // No runtime: every step is ready, so one poll each is enough.
+        let (tx, mut rx) = channel(4);
+        tx.push(event(1));
+        tx.push(event(2));
+        tx.end_stream(StreamEnd::Replaced);
+        let mut next = || rx.next().now_or_never().expect("ready without waiting");
+        assert_eq!(next().ok().flatten().map(|e| timestamp(&e)), Some(1));
+        assert_eq!(next().ok().flatten().map(|e| timestamp(&e)), Some(2));
+        assert!(matches!(next(), Err(StreamEnd::Replaced)));
+        drop(tx);
+        assert!(matches!(next(), Ok(None)), "with every sender gone the stream just ends");
+    }
+}
