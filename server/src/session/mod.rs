@@ -68,15 +68,45 @@ impl Mailbox for SessionMailbox {
     }
 }
 
-/// Runs `change` on the room registry, then carries out its effects.
-fn change_rooms<R>(shared: &Shared, change: impl FnOnce(&mut ServerRooms) -> (R, Vec<ServerEffect>)) -> R {
-    let (result, effects) = change(&mut shared.rooms());
-    carry_out(effects);
-    result
+/// What a change of the room registry returns: its effects, maybe with a value.
+trait Changed {
+    type Value;
+    fn split(self) -> (Self::Value, Vec<ServerEffect>);
 }
 
-/// Carries out what a room change asks for. Called right after the change, with the
-/// registry unlocked.
+impl Changed for Vec<ServerEffect> {
+    type Value = ();
+    fn split(self) -> ((), Vec<ServerEffect>) {
+        ((), self)
+    }
+}
+
+impl<R> Changed for (R, Vec<ServerEffect>) {
+    type Value = R;
+    fn split(self) -> (R, Vec<ServerEffect>) {
+        self
+    }
+}
+
+impl<R, E> Changed for Result<(R, Vec<ServerEffect>), E> {
+    type Value = Result<R, E>;
+    fn split(self) -> (Result<R, E>, Vec<ServerEffect>) {
+        match self {
+            Ok((value, effects)) => (Ok(value), effects),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    }
+}
+
+/// Runs `change` on the room registry, then carries out its effects with the registry
+/// unlocked; returns the change's value.
+fn change_rooms<C: Changed>(shared: &Shared, change: impl FnOnce(&mut ServerRooms) -> C) -> C::Value {
+    let (value, effects) = change(&mut shared.rooms()).split();
+    carry_out(effects);
+    value
+}
+
+/// Carries out what a room change asks for.
 fn carry_out(effects: Vec<ServerEffect>) {
     for effect in effects {
         match effect {

@@ -33,7 +33,7 @@ impl Session {
         j.producers.insert(id.clone(), p.kind);
         let info = ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false };
         let room = j.room.clone();
-        change_rooms(&self.shared, |r| ((), r.add_producer(&room, info)));
+        change_rooms(&self.shared, |r| r.add_producer(&room, info));
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
@@ -47,7 +47,7 @@ impl Session {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
         j.worker.call(move |w| w.set_producer_paused(&id, paused)).await?;
-        change_rooms(&self.shared, |r| ((), r.set_producer_paused(&j.room, &p.producer_id, paused)));
+        change_rooms(&self.shared, |r| r.set_producer_paused(&j.room, &p.producer_id, paused));
         Ok(Empty {})
     }
 
@@ -56,8 +56,8 @@ impl Session {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
         let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
-        change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, &p.producer_id)));
-        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
+        change_rooms(&self.shared, |r| r.remove_producer(&j.room, &p.producer_id));
+        change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
         self.joined_mut()?.producers.remove(&p.producer_id);
         Ok(Empty {})
     }

@@ -45,10 +45,7 @@ impl Session {
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
         let engine = &self.shared.engine;
-        let joined = change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, || engine.pick_worker()) {
-            Ok((joined, effects)) => (Ok(joined), effects),
-            Err(e) => (Err(e), Vec::new()),
-        })?;
+        let joined = change_rooms(&self.shared, |r| r.join(&p.room, member, limits, || engine.pick_worker()))?;
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
         let rate = config.limits.broadcast_rate;
         self.joined = Some(Joined::new(p.room, joined.worker, peer_id.clone(), grants, rate));
@@ -73,7 +70,7 @@ impl Session {
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
         for producer in j.producers.keys() {
-            change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, producer)));
+            change_rooms(&self.shared, |r| r.remove_producer(&j.room, producer));
         }
         let transports: Vec<_> = j.transports.keys().cloned().collect();
         let closed = j
@@ -81,8 +78,8 @@ impl Session {
             .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
             .await
             .unwrap_or_default();
-        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
-        change_rooms(&self.shared, |r| ((), r.leave(&j.room, &j.peer_id)));
+        change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
+        change_rooms(&self.shared, |r| r.leave(&j.room, &j.peer_id));
         tracing::info!(room = %j.room, peer = %j.peer_id, "left");
     }
 
