@@ -7,7 +7,10 @@
 //! every strong [`SessionHandle`] is dropped, the job channel ends, and the actor
 //! closes everything the session owned before it stops.
 //!
-//! The methods themselves live in one file per API area.
+//! The methods themselves live in one file per API area. This module also holds the
+//! room registry's lock: `change_rooms` applies one change of the `room` state machine
+//! and then carries out the effects it returns (evict, replaced, consumer closed) by
+//! posting them to the sessions concerned.
 
 mod consumers;
 mod producers;
