@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::StartError;
+use crate::drain::DrainWatch;
 use crate::error::Error;
 use crate::events::{self, EventReceiver, Pushed};
 use crate::limits::TokenBucket;
@@ -43,6 +44,7 @@ const OUTGOING_BUFFER: u32 = 128;
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
@@ -71,10 +73,14 @@ pub(crate) fn serve(
         let layer_shared = shared.clone();
         Server::builder()
             .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer_fn(crate::web::Page::new))
+            .set_http_middleware(tower::ServiceBuilder::new().layer_fn({
+                let shared = shared.clone();
+                move |inner| crate::web::Page::new(inner, shared.clone())
+            }))
             .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
                 inner,
                 session: SessionHandle::spawn(layer_shared.clone()),
+                shared: layer_shared.clone(),
                 requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
             }))
             .build_from_tcp(listener)?
@@ -82,6 +88,7 @@ pub(crate) fn serve(
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
         runtime.block_on(async move {
+            let monitor = metrics_listener.map(|l| tokio::spawn(crate::monitor::serve(l, shared.clone())));
             let handle = server.start(module);
             tokio::select! {
                 () = shutdown => tracing::info!("shutting down"),
@@ -98,6 +105,9 @@ pub(crate) fn serve(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             shared.engine.stop();
+            if let Some(monitor) = monitor {
+                monitor.abort();
+            }
             tracing::info!("stopped");
         });
         let _ = done_tx.send(());
@@ -112,6 +122,7 @@ pub(crate) fn serve(
 struct SessionLayer<S> {
     inner: S,
     session: SessionHandle,
+    shared: Arc<Shared>,
     requests: Arc<Mutex<TokenBucket>>,
 }
 
@@ -131,16 +142,28 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let started = std::time::Instant::now();
+        let shared = self.shared.clone();
+        let method = request.method.clone();
         let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-        if !allowed {
+        let call = if allowed {
+            request.extensions_mut().insert(self.session.clone());
+            if request.method == EVENTS.subscribe {
+                request.extensions_mut().insert(self.shared.drain.watch());
+            }
+            Either::Right(self.inner.call(request))
+        } else {
             let error = to_rpc_error(
                 &request.method,
                 Error::LimitExceeded("too many requests on this connection; slow down".into()),
             );
-            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+            Either::Left(std::future::ready(MethodResponse::error(request.id, error)))
+        };
+        async move {
+            let response = call.await;
+            shared.metrics.rpc(&method, response.as_error_code(), started.elapsed());
+            response
         }
-        request.extensions_mut().insert(self.session.clone());
-        Either::Right(self.inner.call(request))
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
@@ -252,13 +275,14 @@ fn register_events(module: &mut RpcModule<()>) {
                         return Ok(());
                     }
                 };
+                let drain = ext.get::<DrainWatch>().cloned();
                 let sink = pending.accept().await?;
                 let welcome = Event::Welcome {
                     session_id,
                     server: SERVER_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 };
-                stream_events(sink, events::serialize(&welcome), rx, owner).await
+                stream_events(sink, events::serialize(&welcome), rx, owner, drain).await
             },
         )
         .expect("subscription names are unique");
@@ -266,17 +290,32 @@ fn register_events(module: &mut RpcModule<()>) {
 
 /// Forwards queued events to the client until it unsubscribes or disconnects, or the
 /// session ends the stream (eviction); then hands the queue back to the session.
+/// `serverDraining` is sent once the server drains (right after `welcome` if it
+/// already does).
 async fn stream_events(
     sink: SubscriptionSink,
     welcome: events::RawEvent,
     mut rx: EventReceiver,
     owner: WeakSessionHandle,
+    drain: Option<DrainWatch>,
 ) -> SubscriptionResult {
     let result = async {
         send_event(&sink, &welcome).await?;
+        let mut drain = drain;
         loop {
+            let draining = async {
+                match &mut drain {
+                    Some(w) => w.wait_for(Option::is_some).await.map(|d| d.unwrap_or_default()),
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 next = rx.next() => next,
+                Ok(deadline_ms) = draining => {
+                    drain = None;
+                    send_event(&sink, &events::serialize(&Event::ServerDraining { deadline_ms })).await?;
+                    continue;
+                }
                 () = sink.closed() => return Ok(()),
             };
             match next {

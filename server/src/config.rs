@@ -91,6 +91,16 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<Secret>,
 
+    /// Address for the monitoring listener: `GET /metrics` (Prometheus), `/healthz`,
+    /// `/readyz`, e.g. `127.0.0.1:9090`. Off when unset.
+    #[arg(long, env = "DSPEAK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// On SIGTERM or SIGINT, how long calls in progress may go on before the server
+    /// closes them: seconds, or a number with s, m or h. A second signal stops at once.
+    #[arg(long, env = "DSPEAK_DRAIN_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Per-server and per-session limits.
     #[command(flatten)]
     pub limits: Limits,
@@ -201,7 +211,23 @@ impl Config {
             event_queue: 1024,
             ws_ping_secs: 20,
             auth_secret: None,
+            metrics_listen: None,
+            drain_timeout: Duration::from_secs(600),
             limits: Limits::default(),
         }
     }
+}
+
+/// Parses a duration: seconds (`90`), or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 90, 30m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in '{s}': use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
 }

@@ -65,6 +65,9 @@ pub enum Error {
     /// The server is shutting down, or a worker is gone.
     #[error("the server is shutting down or unavailable")]
     Unavailable,
+    /// The server is draining before a restart and takes no new calls.
+    #[error("the server is draining for a restart and accepts no new joins; connect to another server or retry later")]
+    Draining,
     /// A bug or an unexpected failure; the text is logged only.
     #[error("internal error")]
     Internal(String),
@@ -88,7 +91,7 @@ impl Error {
             Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Error::InvalidState(_) => ErrorCode::InvalidState,
             Error::Unsupported(_) => ErrorCode::Unsupported,
-            Error::Unavailable => ErrorCode::Unavailable,
+            Error::Unavailable | Error::Draining => ErrorCode::Unavailable,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::TokenExpired(_) => ErrorCode::TokenExpired,
             Error::InvalidParams(_) | Error::Internal(_) => return None,

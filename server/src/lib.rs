@@ -11,7 +11,9 @@
 //! - `room`: the room registry and event fan-out.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
-//! - `web`: the embedded voice-room demo page, served at `/`.
+//! - `web`: the embedded voice-room demo page, served at `/`, and the probes.
+//! - `health`: `/healthz` and `/readyz`. `drain`: the graceful drain state.
+//! - `metrics`: Prometheus metrics; `monitor`: the `--metrics-listen` listener.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
 //! - [`error`]: domain errors.
@@ -21,9 +23,13 @@ pub mod config;
 pub mod error;
 
 mod api;
+mod drain;
 mod events;
+mod health;
 mod limits;
 mod media;
+mod metrics;
+mod monitor;
 mod room;
 mod session;
 mod web;
@@ -31,6 +37,7 @@ mod web;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
@@ -43,6 +50,23 @@ struct Shared {
     rooms: room::Rooms,
     engine: media::Engine,
     counts: Counters,
+    metrics: metrics::Metrics,
+    drain: drain::Drain,
+}
+
+impl Shared {
+    /// Current live counts.
+    fn counts(&self) -> Counts {
+        let media = self.engine.counts();
+        Counts {
+            sessions: self.counts.sessions.load(Ordering::Relaxed),
+            rooms: self.rooms.len(),
+            peers: self.rooms.peers(),
+            transports: media.transports,
+            producers: media.producers,
+            consumers: media.consumers,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +114,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stopped: oneshot::Receiver<()>,
 }
@@ -105,16 +130,45 @@ impl ServerHandle {
         format!("ws://{}", self.local_addr)
     }
 
+    /// The address of the metrics listener (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Current live counts.
     pub fn counts(&self) -> Counts {
-        let media = self.shared.engine.counts();
-        Counts {
-            sessions: self.shared.counts.sessions.load(Ordering::Relaxed),
-            rooms: self.shared.rooms.len(),
-            peers: self.shared.rooms.peers(),
-            transports: media.transports,
-            producers: media.producers,
-            consumers: media.consumers,
+        self.shared.counts()
+    }
+
+    /// Starts a graceful drain: the server stops being ready, refuses new `join`s with
+    /// `unavailable`, and tells every session `serverDraining` with the deadline
+    /// `timeout` from now; calls in progress go on. The future completes when the
+    /// last room is empty or at the deadline, whichever comes first; the caller then
+    /// stops the server (which closes what is left). Calling it again keeps the first
+    /// deadline.
+    pub fn drain(&self, timeout: Duration) -> impl Future<Output = Drained> + Send + 'static {
+        let deadline = SystemTime::now() + timeout;
+        let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        if self.shared.drain.start(deadline_ms) {
+            tracing::info!(rooms = self.shared.rooms.len(), deadline_ms, "draining: new joins are refused");
+        }
+        let shared = self.shared.clone();
+        async move {
+            let until = tokio::time::Instant::now() + timeout;
+            let mut tick = tokio::time::interval(DRAIN_POLL);
+            loop {
+                if shared.rooms.len() == 0 {
+                    tracing::info!("drained: the last room is empty");
+                    return Drained::Empty;
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tokio::time::sleep_until(until) => {
+                        tracing::info!(rooms = shared.rooms.len(), "drain timeout: closing the rooms left");
+                        return Drained::TimedOut;
+                    }
+                }
+            }
         }
     }
 
@@ -129,6 +183,18 @@ impl ServerHandle {
     }
 }
 
+/// How often a drain checks for the last room to close.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// How a drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every room closed.
+    Empty,
+    /// The drain timeout passed with rooms still open.
+    TimedOut,
+}
+
 /// Starts the server. It runs until `shutdown` completes, then stops accepting
 /// connections, closes every session and finishes [`ServerHandle::stopped`].
 pub async fn run(
@@ -139,6 +205,8 @@ pub async fn run(
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
+    let metrics_listener = config.metrics_listen.map(monitor::bind).transpose()?;
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     match (&config.auth_secret, config.environment()) {
         (None, config::Environment::Production) => {
             return Err(StartError::Config(
@@ -151,7 +219,14 @@ pub async fn run(
         (Some(_), _) => {}
     }
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
-    let stopped = api::serve(listener, shared.clone(), shutdown)?;
-    Ok(ServerHandle { local_addr, shared, stopped })
+    let shared = Arc::new(Shared {
+        config,
+        rooms: room::Rooms::default(),
+        engine,
+        counts: Counters::default(),
+        metrics: metrics::Metrics::default(),
+        drain: drain::Drain::default(),
+    });
+    let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
+    Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })
 }

@@ -1,7 +1,10 @@
-//! The `dspeak` binary: parses flags, sets up logging, runs the server until
-//! ctrl-c or SIGTERM; `dspeak token` mints access tokens.
+//! The `dspeak` binary: parses flags, sets up logging, runs the server; on SIGTERM
+//! or ctrl-c it drains (a second signal stops at once). `dspeak token` mints access
+//! tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -40,7 +43,7 @@ struct TokenArgs {
     #[arg(long)]
     name: Option<String>,
     /// Lifetime: seconds, or a number with s, m, h or d.
-    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    #[arg(long, default_value = "1h", value_parser = dspeak_server::config::parse_duration)]
     ttl: Duration,
     /// Deny producing audio.
     #[arg(long)]
@@ -61,8 +64,24 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_tracing(cli.config.log_format);
-    let handle = dspeak_server::run(cli.config, shutdown_signal()).await?;
+    let drain_timeout = cli.config.drain_timeout;
+    let mut signals = Signals::new()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = dspeak_server::run(cli.config, async {
+        let _ = stopped.await;
+    })
+    .await?;
     tracing::info!("listening on {}", handle.ws_url());
+    if let Some(addr) = handle.metrics_addr() {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    signals.next().await;
+    tracing::info!(timeout_secs = drain_timeout.as_secs(), "signal: draining (a second signal stops at once)");
+    tokio::select! {
+        _ = handle.drain(drain_timeout) => {}
+        () = signals.next() => tracing::warn!("second signal: stopping now"),
+    }
+    let _ = stop.send(());
     handle.stopped().await;
     Ok(())
 }
@@ -83,19 +102,6 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     dspeak_server::auth::mint(args.auth_secret.expose(), &claims).context("signing the token")
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 90, 30m, 12h or 7d"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("unknown unit in '{s}': use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(seconds))
-}
-
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -105,24 +111,39 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (ctrl-c), as one stream.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers now, so a signal during start is not lost.
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Completes on the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

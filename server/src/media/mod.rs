@@ -11,9 +11,11 @@
 //! - `worker`: the worker actor: demultiplexing, forwarding, the commands.
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
 //! - `udp`: batched datagram output (`sendmmsg`).
+//! - `traffic`: per-worker packet counters, published for scrapes.
 
 mod dtls;
 pub(crate) mod router;
+mod traffic;
 mod transport;
 mod udp;
 mod worker;
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use dspeak_schema::ortc::{DtlsFingerprint, IceCandidate, IceCandidateType, Protocol};
 
 pub(crate) use dtls::expected_fingerprint;
+pub(crate) use traffic::{DropReason, TrafficSnapshot};
 pub(crate) use worker::{ClosedConsumer, WorkerHandle};
 
 use crate::StartError;
@@ -107,6 +110,11 @@ impl Engine {
     /// The server certificate's fingerprints, sha-1 to sha-512.
     pub(crate) fn fingerprints(&self) -> Vec<DtlsFingerprint> {
         self.identity.fingerprints.clone()
+    }
+
+    /// The workers, in index order (for monitoring).
+    pub(crate) fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
     }
 
     /// UDP ports of the workers, in order.

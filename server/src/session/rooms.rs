@@ -29,6 +29,9 @@ impl Session {
         if let Some(j) = &self.joined {
             return Err(Error::AlreadyJoined(j.room.name().to_owned()));
         }
+        if self.shared.drain.is_draining() {
+            return Err(Error::Draining);
+        }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
         let config = &self.shared.config;
@@ -104,6 +107,7 @@ impl Session {
     /// wait on it, and its stream ends with `limitExceeded` once drained.
     pub(crate) async fn evict_slow(&mut self) {
         tracing::warn!("evicted: event queue overflow");
+        self.shared.metrics.evicted();
         self.evict(Error::LimitExceeded(
             "event queue overflow: events were not read fast enough; the session left its room".into(),
         ))
