@@ -319,6 +319,12 @@ function listen(conn: Connection): void {
       m().producers.delete(e.producerId);
       render();
     }),
+    client.on("serverDraining", (e) => {
+      // The call goes on; the server takes no new joins and closes at the deadline.
+      const until = new Date(e.deadlineMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      document.body.dataset.draining = "true";
+      setStatus(`The server is restarting: this call can go on until ${until}. Join again after that.`);
+    }),
     client.on("producerPaused", (e) => setPaused(m(), e.producerId, e.peerId, true)),
     client.on("producerResumed", (e) => setPaused(m(), e.producerId, e.peerId, false)),
     client.on("disconnected", (e) => {

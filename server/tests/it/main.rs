@@ -7,6 +7,7 @@
 mod errors;
 mod hostile;
 mod media;
+mod ops;
 mod pymediasoup;
 mod rooms;
 mod security;
