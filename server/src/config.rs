@@ -1,9 +1,11 @@
 //! Server configuration: command-line flags, each also an environment variable.
 //!
-//! [`Config`] is what `run` takes; `main` parses it with clap. Every default is usable
-//! on a developer machine without any other service.
+//! [`Config`] is what `run` takes; `main` parses it with clap, and every flag is also a
+//! key of the `--config` file (`config_file`). Every default is usable on a developer
+//! machine without any other service.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -29,6 +31,11 @@ pub enum LogFormat {
 /// Everything the server needs to run.
 #[derive(Clone, Debug, Args)]
 pub struct Config {
+    /// TOML file with any of these flags as keys, in snake_case (`rtc_port = 40000`).
+    /// Flags and environment variables override it.
+    #[arg(long, env = "DSPEAK_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// WebSocket (JSON-RPC) listen address.
     #[arg(long, env = "DSPEAK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -197,6 +204,7 @@ impl Config {
     /// A configuration for tests: loopback, free ports, one worker, production-sane limits.
     pub fn for_tests() -> Self {
         Self {
+            config: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             environment: Some(Environment::Development),
             log_format: LogFormat::Text,

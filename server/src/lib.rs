@@ -4,7 +4,8 @@
 //! flags, sets up logging and waits for a signal.
 //!
 //! Layout:
-//! - [`config`]: flags and environment variables.
+//! - [`config`]: flags and environment variables; [`config_file`]: `--config` files
+//!   and the effective configuration; [`check`] validates a configuration.
 //! - `api`: the JSON-RPC layer (jsonrpsee): registers the `dspeak-schema` method table,
 //!   creates a session per connection, maps errors to codes. Knows no str0m.
 //! - `session`: one actor per connection owning its state; one file per API area.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod error;
 
 mod api;
@@ -183,6 +185,45 @@ impl ServerHandle {
     }
 }
 
+/// Production needs an auth secret; development without one gets a warning.
+fn check_auth(config: &Config) -> Result<Option<&'static str>, StartError> {
+    match (&config.auth_secret, config.environment()) {
+        (None, config::Environment::Production) => {
+            Err(StartError::Config("production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into()))
+        }
+        (None, config::Environment::Development) => {
+            Ok(Some("no --auth-secret: anyone may join any room (development only)"))
+        }
+        (Some(_), _) => Ok(None),
+    }
+}
+
+/// Validates a configuration without starting the server (`dspeak check`): the
+/// production requirements, the announced address (resolved now), and that every
+/// listen address and media port can be bound. Returns what was checked, or the
+/// first problem.
+pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
+    let mut report = Vec::new();
+    if let Some(warning) = check_auth(config)? {
+        report.push(format!("warning: {warning}"));
+    } else {
+        report.push("auth secret set".into());
+    }
+    let announced = media::announced_ip(config)?;
+    report.push(format!("announced address {announced}"));
+    let listen = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    report.push(format!("WebSocket listen address {} is free", config.listen));
+    if let Some(addr) = config.metrics_listen {
+        monitor::bind(addr)?;
+        report.push(format!("metrics listen address {addr} is free"));
+    }
+    drop(listen);
+    let ports = media::check_ports(config)?;
+    report.push(format!("media UDP ports {ports} are free"));
+    Ok(report)
+}
+
 /// How often a drain checks for the last room to close.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -207,16 +248,8 @@ pub async fn run(
     let local_addr = listener.local_addr()?;
     let metrics_listener = config.metrics_listen.map(monitor::bind).transpose()?;
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    match (&config.auth_secret, config.environment()) {
-        (None, config::Environment::Production) => {
-            return Err(StartError::Config(
-                "production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into(),
-            ));
-        }
-        (None, config::Environment::Development) => {
-            tracing::warn!("no --auth-secret: anyone may join any room (development only)");
-        }
-        (Some(_), _) => {}
+    if let Some(warning) = check_auth(&config)? {
+        tracing::warn!("{warning}");
     }
     let engine = media::Engine::start(&config)?;
     let shared = Arc::new(Shared {

@@ -1,6 +1,7 @@
-//! The `dspeak` binary: parses flags, sets up logging, runs the server; on SIGTERM
-//! or ctrl-c it drains (a second signal stops at once). `dspeak token` mints access
-//! tokens.
+//! The `dspeak` binary: parses flags (and the `--config` file), sets up logging, runs
+//! the server; on SIGTERM or ctrl-c it drains (a second signal stops at once).
+//! `dspeak token` mints access tokens, `dspeak config` prints the effective
+//! configuration and `dspeak check` validates it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dspeak_schema::auth::TokenClaims;
 use dspeak_server::config::{Config, LogFormat, Secret};
+use dspeak_server::config_file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
 /// dspeak: a WebRTC audio SFU with a typed JSON-RPC API over WebSocket.
@@ -26,6 +28,19 @@ struct Cli {
 enum Command {
     /// Mint an access token (HS256 JWT) for `join`, for testing and for backends.
     Token(TokenArgs),
+    /// Print the effective configuration as TOML (flags > environment > file >
+    /// defaults), secrets redacted; `--config` reads it back.
+    Config(ServerArgs),
+    /// Validate the configuration: production requirements, the announced address
+    /// (resolved now), free listen addresses and media ports. Exits 1 with the reason.
+    Check(ServerArgs),
+}
+
+/// The server's flags, for `config` and `check`.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    config: Config,
 }
 
 #[derive(Debug, Args)]
@@ -58,11 +73,38 @@ struct TokenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Some(Command::Token(args)) = cli.command {
-        println!("{}", mint(&args)?);
-        return Ok(());
-    }
+    let loaded = match config_file::parse::<Cli>(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let config = match loaded.parsed.command {
+        Some(Command::Token(ref args)) => {
+            println!("{}", mint(args)?);
+            return Ok(());
+        }
+        Some(Command::Config(_)) => {
+            print!("{}", loaded.effective());
+            return Ok(());
+        }
+        Some(Command::Check(ServerArgs { ref config })) => match dspeak_server::check(config) {
+            Ok(report) => {
+                for line in report {
+                    println!("ok: {line}");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
+        None => loaded.parsed.config,
+    };
+    let cli = Cli { command: None, config };
     init_tracing(cli.config.log_format);
     let drain_timeout = cli.config.drain_timeout;
     let mut signals = Signals::new()?;
