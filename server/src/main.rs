@@ -34,6 +34,9 @@ enum Command {
     /// Validate the configuration: production requirements, the announced address
     /// (resolved now), free listen addresses and media ports. Exits 1 with the reason.
     Check(ServerArgs),
+    /// Probe a running server's `GET /healthz` on its `listen` address (for container
+    /// health checks; no curl needed). Exits 1 unless it answers 200.
+    Health(ServerArgs),
 }
 
 /// The server's flags, for `config` and `check`.
@@ -102,6 +105,13 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Some(Command::Health(ServerArgs { ref config })) => match probe_health(config.listen) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                std::process::exit(1);
+            }
+        },
         None => loaded.parsed.config,
     };
     let cli = Cli { command: None, config };
@@ -142,6 +152,28 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
         iat: Some(now),
     };
     dspeak_server::auth::mint(args.auth_secret.expose(), &claims).context("signing the token")
+}
+
+/// `GET /healthz` on the listen address (loopback when it listens on every address).
+fn probe_health(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut tcp =
+        std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).context("reading the answer")?;
+    let status = response.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.split(' ').nth(1) == Some("200"), "GET /healthz on {addr}: {status}");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
