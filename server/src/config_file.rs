@@ -187,10 +187,10 @@ impl<P> Loaded<P> {
 /// A raw flag value as TOML: booleans for switches, integers where they are integers,
 /// strings otherwise.
 fn toml_value(arg: &clap::Arg, raw: &str) -> toml::Value {
-    if !arg.get_action().takes_values() {
-        if let Ok(b) = raw.parse::<bool>() {
-            return toml::Value::Boolean(b);
-        }
+    if !arg.get_action().takes_values()
+        && let Ok(b) = raw.parse::<bool>()
+    {
+        return toml::Value::Boolean(b);
     }
     match raw.parse::<i64>() {
         Ok(i) if i.to_string() == raw => toml::Value::Integer(i),

@@ -209,7 +209,9 @@ fn dspeak_check_fails_on_a_bad_configuration_with_the_reason() {
     };
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = busy.local_addr().unwrap().to_string();
-    let cases: Vec<(String, Vec<(&str, &str)>, i32, String)> = vec![
+    /// A file, extra environment, the exit code and what stderr must say.
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, i32, String);
+    let cases: Vec<Case> = vec![
         (file("typo.toml", "listen_addr = \"0.0.0.0:8080\"\n"), vec![], 2, "unknown key `listen_addr`".into()),
         (file("type.toml", "workers = \"four\"\n"), vec![], 2, "invalid value 'four' for '--workers".into()),
         (
