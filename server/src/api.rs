@@ -360,13 +360,16 @@ fn session(ext: &Extensions) -> Result<SessionHandle, Error> {
 /// The one place where domain errors become JSON-RPC error objects.
 pub(crate) fn to_rpc_error(method: &str, e: Error) -> ErrorObjectOwned {
     match e.code() {
-        Some(code) => ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>),
+        Some(code) => {
+            tracing::debug!(method, code = code.code(), error = %e, "refused");
+            ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>)
+        }
         None => match e {
-            Error::InvalidParams(msg) => ErrorObjectOwned::owned(
-                jsonrpsee::types::error::INVALID_PARAMS_CODE,
-                format!("{method}: {msg}"),
-                None::<()>,
-            ),
+            Error::InvalidParams(msg) => {
+                let code = jsonrpsee::types::error::INVALID_PARAMS_CODE;
+                tracing::debug!(method, code, error = %msg, "refused");
+                ErrorObjectOwned::owned(code, format!("{method}: {msg}"), None::<()>)
+            }
             other => {
                 tracing::error!(method, error = ?other, "internal error");
                 ErrorObjectOwned::owned(

@@ -49,6 +49,7 @@ impl Session {
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
         let joined = self.shared.rooms.join(&p.room, member, limits, &self.shared.engine)?;
+        tracing::Span::current().record("room", p.room.as_str()).record("peer", peer_id.to_string());
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
         self.joined = Some(Joined::new(joined.room, peer_id.clone(), grants, config.limits.broadcast_rate));
         Ok(JoinResult {
@@ -84,6 +85,7 @@ impl Session {
         j.room.notify_closed_consumers(closed);
         self.shared.rooms.leave(&j.room, &j.peer_id);
         tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
+        tracing::Span::current().record("room", "").record("peer", "");
     }
 
     /// `broadcast`: queues the payload for every other member of the room.
