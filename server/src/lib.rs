@@ -198,6 +198,9 @@ fn check_auth(config: &Config) -> Result<Option<&'static str>, StartError> {
     }
 }
 
+/// Secrets shorter than this are accepted (16 is the minimum) but `check` warns.
+const RECOMMENDED_SECRET_CHARS: usize = 32;
+
 /// Validates a configuration without starting the server (`dspeak check`): the
 /// production requirements, the announced address (resolved now), and that every
 /// listen address and media port can be bound. Returns what was checked, or the
@@ -206,8 +209,16 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
     let mut report = Vec::new();
     if let Some(warning) = check_auth(config)? {
         report.push(format!("warning: {warning}"));
-    } else {
-        report.push("auth secret set".into());
+    }
+    if let Some(secret) = &config.auth_secret {
+        let chars = secret.expose().chars().count();
+        report.push(match chars {
+            ..RECOMMENDED_SECRET_CHARS => format!(
+                "warning: the auth secret has {chars} characters; use {RECOMMENDED_SECRET_CHARS} or more random ones \
+                 (openssl rand -hex 32)"
+            ),
+            _ => format!("auth secret set ({chars} characters)"),
+        });
     }
     let announced = media::announced_ip(config)?;
     report.push(format!("announced address {announced}"));

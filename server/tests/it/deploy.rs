@@ -180,6 +180,12 @@ fn dspeak_check_passes_on_the_example_configuration() {
     assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
     let out = text(&check.stdout);
     assert!(out.contains("ok: announced address 203.0.113.10"), "{out}");
+    assert!(out.contains("ok: auth secret set (34 characters)"), "{out}");
+    let mut short = FREE_PORTS.to_vec();
+    short.push(("DSPEAK_AUTH_SECRET", "only-20-characters--"));
+    let check = dspeak(&["check", "--config", &example], &short);
+    assert!(check.status.success(), "a short secret is a warning, not an error");
+    assert!(text(&check.stdout).contains("use 32 or more random ones"), "{}", text(&check.stdout));
 
     let config = dspeak(&["config", "--config", &example, "--workers", "2"], &env);
     assert!(config.status.success(), "{}", text(&config.stderr));
