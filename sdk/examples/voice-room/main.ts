@@ -505,6 +505,8 @@ async function teardown(conn: Connection): Promise<void> {
 function setState(next: PageState): void {
   state = next;
   document.body.dataset.state = next;
+  // A new join goes to a server that is not draining (or hears so again).
+  if (next === "joining") delete document.body.dataset.draining;
   const inRoom = next === "joined" || next === "reconnecting" || next === "leaving";
   ui.form.hidden = inRoom;
   ui.roomView.hidden = !inRoom;
