@@ -144,7 +144,7 @@ where
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let started = std::time::Instant::now();
         let shared = self.shared.clone();
-        let method = request.method.clone();
+        let method = crate::metrics::known_method(&request.method);
         let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
         let call = if allowed {
             request.extensions_mut().insert(self.session.clone());
@@ -161,7 +161,7 @@ where
         };
         async move {
             let response = call.await;
-            shared.metrics.rpc(&method, response.as_error_code(), started.elapsed());
+            shared.metrics.rpc(method, response.as_error_code(), started.elapsed());
             response
         }
     }

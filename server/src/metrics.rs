@@ -65,11 +65,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one answered request. `code` is the JSON-RPC error code, `None` for a
-    /// result. Unknown method names are counted as `other`, so clients cannot grow the
-    /// label set.
-    pub(crate) fn rpc(&self, method: &str, code: Option<i32>, elapsed: Duration) {
-        let method = known_method(method);
+    /// Counts one answered request. `method` comes from [`known_method`]; `code` is the
+    /// JSON-RPC error code, `None` for a result.
+    pub(crate) fn rpc(&self, method: &'static str, code: Option<i32>, elapsed: Duration) {
         let code = match code {
             None => Cow::Borrowed("ok"),
             Some(c) => Cow::Owned(c.to_string()),
@@ -154,8 +152,9 @@ impl Metrics {
     }
 }
 
-/// The wire name of a method, or `other`.
-fn known_method(name: &str) -> &'static str {
+/// The method label of a request: its wire name, or `other` for names the API does not
+/// have, so clients cannot grow the label set.
+pub(crate) fn known_method(name: &str) -> &'static str {
     let extra = [EVENTS.subscribe, EVENTS.unsubscribe, "rpc.discover"];
     METHODS.iter().map(|m| m.name).chain(extra).find(|m| *m == name).unwrap_or("other")
 }
