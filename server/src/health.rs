@@ -35,3 +35,35 @@ fn not_ready(shared: &Shared) -> Option<String> {
         shared.engine.workers().iter().filter(|w| !w.is_running()).map(|w| w.index.to_string()).collect();
     (!down.is_empty()).then(|| format!("media worker {} is down", down.join(", ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn readiness_follows_the_workers_and_the_drain() {
+        let config = Config::for_tests();
+        let engine = crate::media::Engine::start(&config).expect("engine starts");
+        let shared = Shared {
+            config,
+            rooms: Default::default(),
+            engine,
+            counts: Default::default(),
+            metrics: Default::default(),
+            drain: Default::default(),
+        };
+        let ready = probe("/readyz", &shared).unwrap();
+        assert_eq!((ready.status, ready.body.as_str()), (http::StatusCode::OK, "ready\n"));
+        assert!(probe("/elsewhere", &shared).is_none());
+
+        shared.engine.stop(); // waits for the worker threads to end
+        let down = probe("/readyz", &shared).unwrap();
+        assert_eq!(down.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.body, "not ready: media worker 0 is down\n");
+        assert_eq!(probe("/healthz", &shared).unwrap().status, http::StatusCode::OK);
+
+        shared.drain.start(0);
+        assert!(probe("/readyz", &shared).unwrap().body.contains("draining"));
+    }
+}
