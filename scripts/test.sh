@@ -70,8 +70,8 @@ backend_example() {
 }
 backend_example
 
-step "Real WebRTC clients: pymediasoup + aiortc end to end (alone: its timing checks want the cores)"
-cargo test --workspace --all-targets -- pymediasoup --nocapture
+step "Real WebRTC clients: pymediasoup + aiortc end to end, then metrics and drain with them (one at a time: their timing checks want the cores)"
+cargo test --workspace --all-targets -- pymediasoup --nocapture --test-threads 1
 
 step "Load tool smoke run (correctness at small N; BENCHMARKS.md has the real runs)"
 (cd bench/node-baseline && npm ci --no-audit --no-fund --loglevel=error)

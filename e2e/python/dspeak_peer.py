@@ -16,6 +16,9 @@ CLI (same scenarios as test_e2e.py, plus two manual helpers):
     python dspeak_peer.py --url ws://127.0.0.1:8080 scenario three-peers
     python dspeak_peer.py --url ws://127.0.0.1:8080 tone   --room r1 --freq 440 --duration 30
     python dspeak_peer.py --url ws://127.0.0.1:8080 listen --room r1 --duration 30
+    python dspeak_peer.py --url ws://127.0.0.1:8080 talk   --room r1 --freq 440 --duration 30
+
+(`talk` produces a tone and consumes everyone else in the room, like a person in a call.)
 
 Every network wait has a timeout; a broken server raises a clear exception instead of
 hanging.
@@ -990,24 +993,43 @@ async def _cli_tone(url: str, room: str, freq: float, duration: float) -> None:
         await p.close()
 
 
+async def _consume_everyone(p: Peer, joined: dict, seen: int, duration: float) -> None:
+    """Consumes the room's producers, and those added since event `seen`, for `duration`
+    seconds."""
+    for pr in joined["producers"]:
+        await p.consume(pr["producerId"])
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        try:
+            ev = await p.wait_event("producerAdded", timeout=min(1.0, end - time.monotonic()),
+                                    since=seen)
+            seen = p.events.index(ev) + 1
+            await p.consume(ev["producerId"])
+        except TimeoutError:
+            pass
+
+
 async def _cli_listen(url: str, room: str, duration: float) -> None:
     p = Peer("listen")
     try:
         await p.connect(url)
-        res = await p.join(room, "listener")
-        for pr in res["producers"]:
-            await p.consume(pr["producerId"])
-        end = time.monotonic() + duration
         seen = p.mark()
-        while time.monotonic() < end:
-            try:
-                ev = await p.wait_event("producerAdded", timeout=min(1.0, end - time.monotonic()),
-                                        since=seen)
-                seen = p.events.index(ev) + 1
-                await p.consume(ev["producerId"])
-            except TimeoutError:
-                pass
+        res = await p.join(room, "listener")
+        await _consume_everyone(p, res, seen, duration)
         print(json.dumps(p.counters(), default=str, indent=1))
+    finally:
+        await p.close()
+
+
+async def _cli_talk(url: str, room: str, freq: float, duration: float) -> None:
+    p = Peer("talk")
+    try:
+        await p.connect(url)
+        seen = p.mark()
+        res = await p.join(room, f"talk-{freq:.0f}Hz")
+        await p.produce_tone(freq)
+        await _consume_everyone(p, res, seen, duration)
+        print(json.dumps(p.counters(), default=str))
     finally:
         await p.close()
 
@@ -1027,6 +1049,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     li = sub.add_parser("listen")
     li.add_argument("--room", required=True)
     li.add_argument("--duration", type=float, default=30.0)
+    tk = sub.add_parser("talk")
+    tk.add_argument("--room", required=True)
+    tk.add_argument("--freq", type=float, default=440.0)
+    tk.add_argument("--duration", type=float, default=30.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -1035,6 +1061,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(figures, default=str))
     elif args.cmd == "tone":
         asyncio.run(_cli_tone(args.url, args.room, args.freq, args.duration))
+    elif args.cmd == "talk":
+        asyncio.run(_cli_talk(args.url, args.room, args.freq, args.duration))
     else:
         asyncio.run(_cli_listen(args.url, args.room, args.duration))
     return 0

@@ -85,6 +85,13 @@ pub enum Event {
         /// The producer it consumed.
         producer_id: ProducerId,
     },
+    /// The server is draining before a restart: calls in progress go on until the
+    /// deadline, new `join`s are refused with `unavailable`. Clients should finish
+    /// or move to another server before the deadline.
+    ServerDraining {
+        /// When the server closes what is left, in milliseconds since the Unix epoch.
+        deadline_ms: UnixMillis,
+    },
 }
 
 impl Event {
@@ -101,6 +108,7 @@ impl Event {
             Event::ProducerPaused { .. } => "producerPaused",
             Event::ProducerResumed { .. } => "producerResumed",
             Event::ConsumerClosed { .. } => "consumerClosed",
+            Event::ServerDraining { .. } => "serverDraining",
         }
     }
 }

@@ -235,6 +235,25 @@ describe("connection loss", () => {
     expect((await disconnected).willReconnect).toBe(false);
     expect(c.state).toBe("closed");
   });
+
+  it("surfaces a draining server as a typed serverDraining event", async () => {
+    const real = await startServer(["--drain-timeout", "30s"]);
+    const c = await DspeakClient.connect({ url: real.url, WebSocket });
+    const late = await DspeakClient.connect({ url: real.url, WebSocket });
+    cleanup.push(() => c.close(), () => late.close());
+    await c.join({ room: "draining", displayName: "Ann" });
+    const draining = c.waitFor("serverDraining");
+    const exited = real.stop(); // SIGTERM: the server drains until the room is empty
+    const { deadlineMs } = await draining;
+    expect(deadlineMs).toBeGreaterThan(Date.now() + 20_000);
+    expect(deadlineMs).toBeLessThan(Date.now() + 40_000);
+    const refused = await late.join({ room: "draining", displayName: "Bob" }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(DspeakError);
+    expect((refused as DspeakError).code).toBe(ErrorCode.unavailable);
+    expect((refused as DspeakError).message).toMatch(/draining/);
+    await c.leave();
+    await exited; // the last room closed: the server exits without waiting for the deadline
+  });
 });
 
 describe("environment", () => {

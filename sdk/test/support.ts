@@ -38,11 +38,16 @@ function serverBinary(): string {
   return bin;
 }
 
-/** Starts `dspeak` on a free port (plus `args`) and resolves once it listens. */
+/**
+ * Starts `dspeak` on a free port (plus `args`) and resolves once it listens. Unless
+ * `args` set `--drain-timeout`, SIGTERM (`stop()`) closes calls at once instead of
+ * draining them.
+ */
 export function startServer(args: string[] = []): Promise<TestServer> {
+  const drain = args.includes("--drain-timeout") ? [] : ["--drain-timeout", "0s"];
   const child = spawn(
     serverBinary(),
-    ["--listen", "127.0.0.1:0", "--rtc-port", "0", "--workers", "1", "--log-format", "text", ...args],
+    ["--listen", "127.0.0.1:0", "--rtc-port", "0", "--workers", "1", "--log-format", "text", ...drain, ...args],
     { env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "info" }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let log = "";

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::StartError;
+use crate::drain::DrainWatch;
 use crate::error::{
     AreaError, BroadcastError, CallError, Code, ConsumeError, ConsumerError, CreateTransportError, JoinError,
     NotJoined, ProduceError, ProducerError, TransportError,
@@ -47,6 +48,7 @@ const OUTGOING_BUFFER: u32 = 128;
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
@@ -75,10 +77,14 @@ pub(crate) fn serve(
         let layer_shared = shared.clone();
         Server::builder()
             .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer_fn(crate::web::Page::new))
+            .set_http_middleware(tower::ServiceBuilder::new().layer_fn({
+                let shared = shared.clone();
+                move |inner| crate::web::Page::new(inner, shared.clone())
+            }))
             .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
                 inner,
                 session: SessionHandle::spawn(layer_shared.clone()),
+                shared: layer_shared.clone(),
                 requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
             }))
             .build_from_tcp(listener)?
@@ -86,6 +92,7 @@ pub(crate) fn serve(
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
         runtime.block_on(async move {
+            let monitor = metrics_listener.map(|l| tokio::spawn(crate::monitor::serve(l, shared.clone())));
             let handle = server.start(module);
             tokio::select! {
                 () = shutdown => tracing::info!("shutting down"),
@@ -102,6 +109,9 @@ pub(crate) fn serve(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             shared.engine.stop();
+            if let Some(monitor) = monitor {
+                monitor.abort();
+            }
             tracing::info!("stopped");
         });
         let _ = done_tx.send(());
@@ -116,6 +126,7 @@ pub(crate) fn serve(
 struct SessionLayer<S> {
     inner: S,
     session: SessionHandle,
+    shared: Arc<Shared>,
     requests: Arc<Mutex<TokenBucket>>,
 }
 
@@ -135,13 +146,25 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let started = std::time::Instant::now();
+        let shared = self.shared.clone();
+        let method = crate::metrics::known_method(&request.method);
         let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-        if !allowed {
+        let call = if allowed {
+            request.extensions_mut().insert(self.session.clone());
+            if request.method == EVENTS.subscribe {
+                request.extensions_mut().insert(self.shared.drain.watch());
+            }
+            Either::Right(self.inner.call(request))
+        } else {
             let error = to_rpc_error(&request.method, &CallError::RateLimited);
-            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+            Either::Left(std::future::ready(MethodResponse::error(request.id, error)))
+        };
+        async move {
+            let response = call.await;
+            shared.metrics.rpc(method, response.as_error_code(), started.elapsed());
+            response
         }
-        request.extensions_mut().insert(self.session.clone());
-        Either::Right(self.inner.call(request))
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
@@ -270,13 +293,14 @@ fn register_events(module: &mut RpcModule<()>) {
                         return Ok(());
                     }
                 };
+                let drain = ext.get::<DrainWatch>().cloned();
                 let sink = pending.accept().await?;
                 let welcome = Event::Welcome {
                     session_id,
                     server: SERVER_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 };
-                stream_events(sink, events::serialize(&welcome), rx, owner).await
+                stream_events(sink, events::serialize(&welcome), rx, owner, drain).await
             },
         )
         .expect("subscription names are unique");
@@ -284,17 +308,32 @@ fn register_events(module: &mut RpcModule<()>) {
 
 /// Forwards queued events to the client until it unsubscribes or disconnects, or the
 /// session ends the stream (eviction); then hands the queue back to the session.
+/// `serverDraining` is sent once the server drains (right after `welcome` if it
+/// already does).
 async fn stream_events(
     sink: SubscriptionSink,
     welcome: events::RawEvent,
     mut rx: EventReceiver,
     owner: WeakSessionHandle,
+    drain: Option<DrainWatch>,
 ) -> SubscriptionResult {
     let result = async {
         send_event(&sink, &welcome).await?;
+        let mut drain = drain;
         loop {
+            let draining = async {
+                match &mut drain {
+                    Some(w) => w.wait_for(Option::is_some).await.map(|d| d.unwrap_or_default()),
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 next = rx.next() => next,
+                Ok(deadline_ms) = draining => {
+                    drain = None;
+                    send_event(&sink, &events::serialize(&Event::ServerDraining { deadline_ms })).await?;
+                    continue;
+                }
                 () = sink.closed() => return Ok(()),
             };
             match next {
@@ -341,9 +380,14 @@ fn session(ext: &Extensions) -> Result<SessionHandle, CallError> {
 /// internal errors a fixed message while the details go to the log.
 pub(crate) fn to_rpc_error<E: AreaError + ?Sized>(method: &str, e: &E) -> ErrorObjectOwned {
     match e.code() {
-        Code::App(code) => ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>),
+        Code::App(code) => {
+            tracing::debug!(method, code = code.code(), error = %e, "refused");
+            ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>)
+        }
         Code::InvalidParams => {
-            ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_PARAMS_CODE, format!("{method}: {e}"), None::<()>)
+            let code = jsonrpsee::types::error::INVALID_PARAMS_CODE;
+            tracing::debug!(method, code, error = %e, "refused");
+            ErrorObjectOwned::owned(code, format!("{method}: {e}"), None::<()>)
         }
         Code::Internal => {
             tracing::error!(method, error = ?e, "internal error");

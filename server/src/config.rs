@@ -1,9 +1,11 @@
 //! Server configuration: command-line flags, each also an environment variable.
 //!
-//! [`Config`] is what `run` takes; `main` parses it with clap. Every default is usable
-//! on a developer machine without any other service.
+//! [`Config`] is what `run` takes; `main` parses it with clap, and every flag is also a
+//! key of the `--config` file (`config_file`). Every default is usable on a developer
+//! machine without any other service.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -29,6 +31,11 @@ pub enum LogFormat {
 /// Everything the server needs to run.
 #[derive(Clone, Debug, Args)]
 pub struct Config {
+    /// TOML file with any of these flags as keys, in snake_case (`rtc_port = 40000`).
+    /// Flags and environment variables override it.
+    #[arg(long, env = "DSPEAK_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// WebSocket (JSON-RPC) listen address.
     #[arg(long, env = "DSPEAK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -90,6 +97,16 @@ pub struct Config {
     /// (development only) anyone may join any room.
     #[arg(long, env = "DSPEAK_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<Secret>,
+
+    /// Address for the monitoring listener: `GET /metrics` (Prometheus), `/healthz`,
+    /// `/readyz`, e.g. `127.0.0.1:9090`. Off when unset.
+    #[arg(long, env = "DSPEAK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// On SIGTERM or SIGINT, how long calls in progress may go on before the server
+    /// closes them: seconds, or a number with s, m or h. A second signal stops at once.
+    #[arg(long, env = "DSPEAK_DRAIN_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 
     /// Per-server and per-session limits.
     #[command(flatten)]
@@ -187,6 +204,7 @@ impl Config {
     /// A configuration for tests: loopback, free ports, one worker, production-sane limits.
     pub fn for_tests() -> Self {
         Self {
+            config: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             environment: Some(Environment::Development),
             log_format: LogFormat::Text,
@@ -201,7 +219,23 @@ impl Config {
             event_queue: 1024,
             ws_ping_secs: 20,
             auth_secret: None,
+            metrics_listen: None,
+            drain_timeout: Duration::from_secs(600),
             limits: Limits::default(),
         }
     }
+}
+
+/// Parses a duration: seconds (`90`), or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 90, 30m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in '{s}': use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
 }

@@ -237,10 +237,14 @@ pub enum JoinError {
     /// The room (or the server) is full.
     #[error(transparent)]
     Room(#[from] RoomError),
+    /// The server is draining before a restart and takes no new joins.
+    #[error("the server is draining for a restart and accepts no new joins; connect to another server or retry later")]
+    Draining,
 }
 codes!(JoinError {
     AlreadyJoined => AlreadyJoined,
-    EmptyName => InvalidParams;
+    EmptyName => InvalidParams,
+    Draining => Unavailable;
     TooLarge(TooLarge),
     Auth(AuthError),
     Room(RoomError),

@@ -4,26 +4,34 @@
 //! flags, sets up logging and waits for a signal.
 //!
 //! Layout:
-//! - [`config`]: flags and environment variables.
+//! - [`config`]: flags and environment variables; [`config_file`]: `--config` files
+//!   and the effective configuration; [`check`] validates a configuration.
 //! - `api`: the JSON-RPC layer (jsonrpsee): registers the `dspeak-schema` method table,
 //!   creates a session per connection, maps errors to codes. Knows no str0m.
 //! - `session`: one actor per connection owning its state; one file per API area.
 //! - `room`: rooms as a state machine (members, producers, fan-out) returning effects.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
-//! - `web`: the embedded voice-room demo page, served at `/`.
+//! - `web`: the embedded voice-room demo page, served at `/`, and the probes.
+//! - `health`: `/healthz` and `/readyz`. `drain`: the graceful drain state.
+//! - `metrics`: Prometheus metrics; `monitor`: the `--metrics-listen` listener.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
 //! - [`error`]: errors per area and their wire codes.
 
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod error;
 
 mod api;
+mod drain;
 mod events;
+mod health;
 mod limits;
 mod media;
+mod metrics;
+mod monitor;
 mod room;
 mod session;
 mod web;
@@ -31,6 +39,7 @@ mod web;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
@@ -43,6 +52,27 @@ struct Shared {
     rooms: Mutex<session::ServerRooms>,
     engine: media::Engine,
     counts: Counters,
+    metrics: metrics::Metrics,
+    drain: drain::Drain,
+}
+
+impl Shared {
+    /// Current live counts.
+    fn counts(&self) -> Counts {
+        let media = self.engine.counts();
+        let (rooms, peers) = {
+            let registry = self.rooms();
+            (registry.len(), registry.peers())
+        };
+        Counts {
+            sessions: self.counts.sessions.load(Ordering::Relaxed),
+            rooms,
+            peers,
+            transports: media.transports,
+            producers: media.producers,
+            consumers: media.consumers,
+        }
+    }
 }
 
 impl Shared {
@@ -99,6 +129,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stopped: oneshot::Receiver<()>,
 }
@@ -114,20 +145,45 @@ impl ServerHandle {
         format!("ws://{}", self.local_addr)
     }
 
+    /// The address of the metrics listener (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Current live counts.
     pub fn counts(&self) -> Counts {
-        let media = self.shared.engine.counts();
-        let (rooms, peers) = {
-            let registry = self.shared.rooms();
-            (registry.len(), registry.peers())
-        };
-        Counts {
-            sessions: self.shared.counts.sessions.load(Ordering::Relaxed),
-            rooms,
-            peers,
-            transports: media.transports,
-            producers: media.producers,
-            consumers: media.consumers,
+        self.shared.counts()
+    }
+
+    /// Starts a graceful drain: the server stops being ready, refuses new `join`s with
+    /// `unavailable`, and tells every session `serverDraining` with the deadline
+    /// `timeout` from now; calls in progress go on. The future completes when the
+    /// last room is empty or at the deadline, whichever comes first; the caller then
+    /// stops the server (which closes what is left). Calling it again keeps the first
+    /// deadline.
+    pub fn drain(&self, timeout: Duration) -> impl Future<Output = Drained> + Send + 'static {
+        let deadline = SystemTime::now() + timeout;
+        let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        if self.shared.drain.start(deadline_ms) {
+            tracing::info!(rooms = self.shared.rooms().len(), deadline_ms, "draining: new joins are refused");
+        }
+        let shared = self.shared.clone();
+        async move {
+            let until = tokio::time::Instant::now() + timeout;
+            let mut tick = tokio::time::interval(DRAIN_POLL);
+            loop {
+                if shared.rooms().len() == 0 {
+                    tracing::info!("drained: the last room is empty");
+                    return Drained::Empty;
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tokio::time::sleep_until(until) => {
+                        tracing::info!(rooms = shared.rooms().len(), "drain timeout: closing the rooms left");
+                        return Drained::TimedOut;
+                    }
+                }
+            }
         }
     }
 
@@ -142,6 +198,68 @@ impl ServerHandle {
     }
 }
 
+/// Production needs an auth secret; development without one gets a warning.
+fn check_auth(config: &Config) -> Result<Option<&'static str>, StartError> {
+    match (&config.auth_secret, config.environment()) {
+        (None, config::Environment::Production) => {
+            Err(StartError::Config("production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into()))
+        }
+        (None, config::Environment::Development) => {
+            Ok(Some("no --auth-secret: anyone may join any room (development only)"))
+        }
+        (Some(_), _) => Ok(None),
+    }
+}
+
+/// Secrets shorter than this are accepted (16 is the minimum) but `check` warns.
+const RECOMMENDED_SECRET_CHARS: usize = 32;
+
+/// Validates a configuration without starting the server (`dspeak check`): the
+/// production requirements, the announced address (resolved now), and that every
+/// listen address and media port can be bound. Returns what was checked, or the
+/// first problem.
+pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
+    let mut report = Vec::new();
+    if let Some(warning) = check_auth(config)? {
+        report.push(format!("warning: {warning}"));
+    }
+    if let Some(secret) = &config.auth_secret {
+        let chars = secret.expose().chars().count();
+        report.push(match chars {
+            ..RECOMMENDED_SECRET_CHARS => format!(
+                "warning: the auth secret has {chars} characters; use {RECOMMENDED_SECRET_CHARS} or more random ones \
+                 (openssl rand -hex 32)"
+            ),
+            _ => format!("auth secret set ({chars} characters)"),
+        });
+    }
+    let announced = media::announced_ip(config)?;
+    report.push(format!("announced address {announced}"));
+    let listen = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    report.push(format!("WebSocket listen address {} is free", config.listen));
+    if let Some(addr) = config.metrics_listen {
+        monitor::bind(addr)?;
+        report.push(format!("metrics listen address {addr} is free"));
+    }
+    drop(listen);
+    let ports = media::check_ports(config)?;
+    report.push(format!("media UDP ports {ports} are free"));
+    Ok(report)
+}
+
+/// How often a drain checks for the last room to close.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// How a drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every room closed.
+    Empty,
+    /// The drain timeout passed with rooms still open.
+    TimedOut,
+}
+
 /// Starts the server. It runs until `shutdown` completes, then stops accepting
 /// connections, closes every session and finishes [`ServerHandle::stopped`].
 pub async fn run(
@@ -152,19 +270,20 @@ pub async fn run(
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
-    match (&config.auth_secret, config.environment()) {
-        (None, config::Environment::Production) => {
-            return Err(StartError::Config(
-                "production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into(),
-            ));
-        }
-        (None, config::Environment::Development) => {
-            tracing::warn!("no --auth-secret: anyone may join any room (development only)");
-        }
-        (Some(_), _) => {}
+    let metrics_listener = config.metrics_listen.map(monitor::bind).transpose()?;
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let Some(warning) = check_auth(&config)? {
+        tracing::warn!("{warning}");
     }
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared { config, rooms: Mutex::default(), engine, counts: Counters::default() });
-    let stopped = api::serve(listener, shared.clone(), shutdown)?;
-    Ok(ServerHandle { local_addr, shared, stopped })
+    let shared = Arc::new(Shared {
+        config,
+        rooms: Mutex::default(),
+        engine,
+        counts: Counters::default(),
+        metrics: metrics::Metrics::default(),
+        drain: drain::Drain::default(),
+    });
+    let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
+    Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })
 }

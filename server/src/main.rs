@@ -1,12 +1,17 @@
-//! The `dspeak` binary: parses flags, sets up logging, runs the server until
-//! ctrl-c or SIGTERM; `dspeak token` mints access tokens.
+//! The `dspeak` binary: parses flags (and the `--config` file), sets up logging, runs
+//! the server; on SIGTERM or ctrl-c it drains (a second signal stops at once).
+//! `dspeak token` mints access tokens, `dspeak config` prints the effective
+//! configuration and `dspeak check` validates it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dspeak_schema::auth::TokenClaims;
 use dspeak_server::config::{Config, LogFormat, Secret};
+use dspeak_server::config_file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
 /// dspeak: a WebRTC audio SFU with a typed JSON-RPC API over WebSocket.
@@ -23,6 +28,22 @@ struct Cli {
 enum Command {
     /// Mint an access token (HS256 JWT) for `join`, for testing and for backends.
     Token(TokenArgs),
+    /// Print the effective configuration as TOML (flags > environment > file >
+    /// defaults), secrets redacted; `--config` reads it back.
+    Config(ServerArgs),
+    /// Validate the configuration: production requirements, the announced address
+    /// (resolved now), free listen addresses and media ports. Exits 1 with the reason.
+    Check(ServerArgs),
+    /// Probe a running server's `GET /healthz` on its `listen` address (for container
+    /// health checks; no curl needed). Exits 1 unless it answers 200.
+    Health(ServerArgs),
+}
+
+/// The server's flags, for `config` and `check`.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    config: Config,
 }
 
 #[derive(Debug, Args)]
@@ -40,7 +61,7 @@ struct TokenArgs {
     #[arg(long)]
     name: Option<String>,
     /// Lifetime: seconds, or a number with s, m, h or d.
-    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    #[arg(long, default_value = "1h", value_parser = dspeak_server::config::parse_duration)]
     ttl: Duration,
     /// Deny producing audio.
     #[arg(long)]
@@ -55,14 +76,64 @@ struct TokenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Some(Command::Token(args)) = cli.command {
-        println!("{}", mint(&args)?);
-        return Ok(());
-    }
+    let loaded = match config_file::parse::<Cli>(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let config = match loaded.parsed.command {
+        Some(Command::Token(ref args)) => {
+            println!("{}", mint(args)?);
+            return Ok(());
+        }
+        Some(Command::Config(_)) => {
+            print!("{}", loaded.effective());
+            return Ok(());
+        }
+        Some(Command::Check(ServerArgs { ref config })) => match dspeak_server::check(config) {
+            Ok(report) => {
+                for line in report {
+                    println!("ok: {line}");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
+        Some(Command::Health(ServerArgs { ref config })) => match probe_health(config.listen) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                std::process::exit(1);
+            }
+        },
+        None => loaded.parsed.config,
+    };
+    let cli = Cli { command: None, config };
     init_tracing(cli.config.log_format);
-    let handle = dspeak_server::run(cli.config, shutdown_signal()).await?;
+    let drain_timeout = cli.config.drain_timeout;
+    let mut signals = Signals::new()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = dspeak_server::run(cli.config, async {
+        let _ = stopped.await;
+    })
+    .await?;
     tracing::info!("listening on {}", handle.ws_url());
+    if let Some(addr) = handle.metrics_addr() {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    signals.next().await;
+    tracing::info!(timeout_secs = drain_timeout.as_secs(), "signal: draining (a second signal stops at once)");
+    tokio::select! {
+        _ = handle.drain(drain_timeout) => {}
+        () = signals.next() => tracing::warn!("second signal: stopping now"),
+    }
+    let _ = stop.send(());
     handle.stopped().await;
     Ok(())
 }
@@ -83,17 +154,26 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     dspeak_server::auth::mint(args.auth_secret.expose(), &claims).context("signing the token")
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 90, 30m, 12h or 7d"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("unknown unit in '{s}': use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(seconds))
+/// `GET /healthz` on the listen address (loopback when it listens on every address).
+fn probe_health(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut tcp =
+        std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).context("reading the answer")?;
+    let status = response.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.split(' ').nth(1) == Some("200"), "GET /healthz on {addr}: {status}");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -105,24 +185,39 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (ctrl-c), as one stream.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers now, so a signal during start is not lost.
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Completes on the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -2,14 +2,18 @@
 //!
 //! The page (built from `sdk/examples/voice-room`, committed under its `dist/`) is
 //! embedded in the binary, so `cargo run -p dspeak-server` and a browser are the whole
-//! demo. An HTTP middleware answers `GET` for the page's files; everything else,
-//! WebSocket upgrades included, goes on to the JSON-RPC server.
+//! demo. An HTTP middleware answers `GET` for the page's files and the health probes
+//! (`health`); everything else, WebSocket upgrades included, goes on to the JSON-RPC
+//! server.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+
+use crate::Shared;
 
 /// The page's files: path, content type, content.
 const FILES: &[(&str, &str, &str)] = &[
@@ -19,15 +23,16 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/style.css", "text/css; charset=utf-8", include_str!("../../sdk/examples/voice-room/dist/style.css")),
 ];
 
-/// Tower middleware serving [`FILES`] in front of the JSON-RPC service.
+/// Tower middleware serving [`FILES`] and the probes in front of the JSON-RPC service.
 #[derive(Clone, Debug)]
 pub(crate) struct Page<S> {
     inner: S,
+    shared: Arc<Shared>,
 }
 
 impl<S> Page<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        Page { inner }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Page { inner, shared }
     }
 }
 
@@ -46,13 +51,19 @@ where
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
         if request.method() == http::Method::GET && !upgrade {
-            let file = FILES.iter().find(|(path, _, _)| *path == request.uri().path());
-            let response = match file {
-                Some((_, content_type, body)) => http::Response::builder()
+            let path = request.uri().path();
+            let file = FILES.iter().find(|(p, _, _)| *p == path);
+            let response = match (file, crate::health::probe(path, &self.shared)) {
+                (_, Some(probe)) => http::Response::builder()
+                    .status(probe.status)
+                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .header(http::header::CACHE_CONTROL, "no-store")
+                    .body(HttpBody::from(probe.body)),
+                (Some((_, content_type, body)), None) => http::Response::builder()
                     .header(http::header::CONTENT_TYPE, *content_type)
                     .header(http::header::CACHE_CONTROL, "no-cache")
                     .body(HttpBody::from(*body)),
-                None => http::Response::builder()
+                (None, None) => http::Response::builder()
                     .status(http::StatusCode::NOT_FOUND)
                     .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
                     .body(HttpBody::from("not found; the voice-room page is at /, JSON-RPC is a WebSocket here\n")),

@@ -320,6 +320,12 @@ function listen(conn: Connection): void {
       m().producers.delete(e.producerId);
       render();
     }),
+    client.on("serverDraining", (e) => {
+      // The call goes on; the server takes no new joins and closes at the deadline.
+      const until = new Date(e.deadlineMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      document.body.dataset.draining = "true";
+      setStatus(`The server is restarting: this call can go on until ${until}. Join again after that.`);
+    }),
     client.on("producerPaused", (e) => setPaused(m(), e.producerId, e.peerId, true)),
     client.on("producerResumed", (e) => setPaused(m(), e.producerId, e.peerId, false)),
     client.on("disconnected", (e) => {
@@ -500,6 +506,8 @@ async function teardown(conn: Connection): Promise<void> {
 function setState(next: PageState): void {
   state = next;
   document.body.dataset.state = next;
+  // A new join goes to a server that is not draining (or hears so again).
+  if (next === "joining") delete document.body.dataset.draining;
   const inRoom = next === "joined" || next === "reconnecting" || next === "leaving";
   ui.form.hidden = inRoom;
   ui.roomView.hidden = !inRoom;

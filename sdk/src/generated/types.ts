@@ -59,7 +59,8 @@ export type Event =
   | ProducerClosedEvent
   | ProducerPausedEvent
   | ProducerResumedEvent
-  | ConsumerClosedEvent;
+  | ConsumerClosedEvent
+  | ServerDrainingEvent;
 /**
  * One WebSocket connection (a session).
  */
@@ -672,6 +673,18 @@ export interface ConsumerClosedEvent {
    */
   producerId: ProducerId;
   type: "consumerClosed";
+}
+/**
+ * The server is draining before a restart: calls in progress go on until the
+ * deadline, new `join`s are refused with `unavailable`. Clients should finish
+ * or move to another server before the deadline.
+ */
+export interface ServerDrainingEvent {
+  /**
+   * When the server closes what is left, in milliseconds since the Unix epoch.
+   */
+  deadlineMs: number;
+  type: "serverDraining";
 }
 /**
  * Params of `getStats`.

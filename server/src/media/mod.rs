@@ -11,9 +11,11 @@
 //! - `worker`: the worker actor: demultiplexing, forwarding, the commands.
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
 //! - `udp`: batched datagram output (`sendmmsg`).
+//! - `traffic`: per-worker packet counters, published for scrapes.
 
 mod dtls;
 pub(crate) mod router;
+mod traffic;
 mod transport;
 mod udp;
 mod worker;
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use dspeak_schema::ortc::{DtlsFingerprint, IceCandidate, IceCandidateType, Protocol};
 
 pub(crate) use dtls::expected_fingerprint;
+pub(crate) use traffic::{DropReason, TrafficSnapshot};
 pub(crate) use worker::{ClosedConsumer, WorkerHandle};
 
 use crate::StartError;
@@ -56,20 +59,11 @@ impl Engine {
         let announced_ip = announced_ip(config)?;
         let identity =
             Arc::new(dtls::Identity::generate().map_err(|e| StartError::Config(format!("DTLS certificate: {e:?}")))?);
-        let count = match config.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            n => n,
-        };
+        let count = worker_count(config);
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let port = match config.rtc_port {
-                0 => 0,
-                base => base
-                    .checked_add(index as u16)
-                    .ok_or_else(|| StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535")))?,
-            };
-            let addr = SocketAddr::new(config.rtc_listen_ip, port);
+            let addr = SocketAddr::new(config.rtc_listen_ip, worker_port(config, index)?);
             let socket = std::net::UdpSocket::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
             let local = SocketAddr::new(announced_ip, socket.local_addr()?.port());
             let (handle, thread) = worker::spawn(index, socket, local, identity.clone())?;
@@ -109,6 +103,11 @@ impl Engine {
         self.identity.fingerprints.clone()
     }
 
+    /// The workers, in index order (for monitoring).
+    pub(crate) fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
     /// UDP ports of the workers, in order.
     pub(crate) fn ports(&self) -> Vec<u16> {
         self.workers.iter().map(|w| w.port).collect()
@@ -137,9 +136,40 @@ impl Engine {
     }
 }
 
+/// Binds and releases every worker's UDP port (`dspeak check`); returns them as text.
+pub(crate) fn check_ports(config: &Config) -> Result<String, StartError> {
+    let count = worker_count(config);
+    let mut sockets = Vec::with_capacity(count);
+    for index in 0..count {
+        let addr = SocketAddr::new(config.rtc_listen_ip, worker_port(config, index)?);
+        sockets.push(std::net::UdpSocket::bind(addr).map_err(|source| StartError::Bind { addr, source })?);
+    }
+    Ok(match config.rtc_port {
+        0 => format!("({count}, picked by the system)"),
+        base => format!("{base}-{} on {}", base as usize + count - 1, config.rtc_listen_ip),
+    })
+}
+
+fn worker_count(config: &Config) -> usize {
+    match config.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    }
+}
+
+/// Worker `index`'s UDP port: `--rtc-port` + index, or 0 (any).
+fn worker_port(config: &Config, index: usize) -> Result<u16, StartError> {
+    match config.rtc_port {
+        0 => Ok(0),
+        base => base
+            .checked_add(index as u16)
+            .ok_or_else(|| StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535"))),
+    }
+}
+
 /// The IP clients send media to: `--announced-address` (an IP, or a hostname resolved
 /// now), else in development the listen IP or loopback.
-fn announced_ip(config: &Config) -> Result<IpAddr, StartError> {
+pub(crate) fn announced_ip(config: &Config) -> Result<IpAddr, StartError> {
     match &config.announced_address {
         Some(address) => {
             if let Ok(ip) = address.parse::<IpAddr>() {

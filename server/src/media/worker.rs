@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::dtls::{Expected, Identity};
 use super::router::ProducerStream;
+use super::traffic::{DropReason, LocalTraffic, Traffic};
 use super::transport::{Sink, Transport};
 use super::udp::{self, Outgoing};
 use crate::error::MediaError as Error;
@@ -48,6 +49,8 @@ pub(crate) struct WorkerCounts {
     pub(crate) consumers: AtomicUsize,
     /// Rooms pinned to this worker (maintained by the room registry).
     pub(crate) rooms: AtomicUsize,
+    /// Packet and byte totals, for monitoring.
+    pub(crate) traffic: Traffic,
 }
 
 /// A handle to send work to a worker.
@@ -71,6 +74,11 @@ impl WorkerHandle {
         });
         self.commands.send(command).map_err(|_| Error::Unavailable)?;
         rx.await.unwrap_or(Err(Error::Unavailable))
+    }
+
+    /// Whether the worker's thread is still running.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.commands.is_closed()
     }
 
     /// Asks the worker to close everything and stop.
@@ -163,6 +171,7 @@ pub(crate) struct Worker {
     producers: FxHashMap<ProducerId, Producer>,
     consumers: FxHashMap<ConsumerId, Consumer>,
     counts: Arc<WorkerCounts>,
+    traffic: LocalTraffic,
     /// Received RTP waiting to be forwarded, with the transport it came on (reused).
     rtp: Vec<(TransportKey, RtpPacket)>,
     /// Scratch for one transport's drain (reused).
@@ -191,6 +200,7 @@ pub(crate) fn spawn(
     let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
+        counts.traffic.set_current_thread();
         runtime.block_on(async move {
             let socket = match UdpSocket::from_std(socket) {
                 Ok(s) => Arc::new(s),
@@ -210,6 +220,7 @@ pub(crate) fn spawn(
                 producers: FxHashMap::default(),
                 consumers: FxHashMap::default(),
                 counts,
+                traffic: LocalTraffic::default(),
                 rtp: Vec::new(),
                 drained: Vec::new(),
                 written: Vec::new(),
@@ -268,6 +279,7 @@ impl Worker {
         self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
         self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
         self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
+        self.traffic.publish(&self.counts.traffic);
     }
 
     /// The earliest transport deadline (at most a second away).
@@ -291,7 +303,7 @@ impl Worker {
             Some(&key) if !is_stun(data) => key,
             _ => match self.route_stun(source, data) {
                 Some(key) => key,
-                None => return,
+                None => return self.traffic.drop(DropReason::Unroutable),
             },
         };
         let Some(transport) = self.transports.get_mut(key) else {
@@ -376,23 +388,31 @@ impl Worker {
         };
         producer.packets += 1;
         producer.bytes += packet.payload.len() as u64;
-        if producer.paused || *packet.header.payload_type != producer.stream.payload_type {
-            return;
+        self.traffic.packets_received += 1;
+        self.traffic.bytes_received += packet.payload.len() as u64;
+        if producer.paused {
+            return self.traffic.drop(DropReason::ProducerPaused);
+        }
+        if *packet.header.payload_type != producer.stream.payload_type {
+            return self.traffic.drop(DropReason::PayloadType);
         }
         for consumer_id in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(consumer_id) else {
                 continue;
             };
             if consumer.paused {
+                self.traffic.drop(DropReason::ConsumerPaused);
                 continue;
             }
             let Some(target) = self.transports.get_mut(consumer.transport) else {
                 continue;
             };
             if !target.is_connected() {
+                self.traffic.drop(DropReason::NotConnected);
                 continue;
             }
             let Some(seq) = consumer.seq.rewrite(*packet.seq_no) else {
+                self.traffic.drop(DropReason::Stale);
                 continue;
             };
             let timestamp = packet.header.timestamp.wrapping_add(consumer.timestamp_offset);
@@ -400,6 +420,8 @@ impl Worker {
             if target.write_rtp(now, consumer.ssrc, seq, timestamp, packet.header.marker, packet.payload.clone()) {
                 consumer.packets += 1;
                 consumer.bytes += packet.payload.len() as u64;
+                self.traffic.packets_sent += 1;
+                self.traffic.bytes_sent += packet.payload.len() as u64;
                 if first {
                     self.written.push(consumer.transport);
                 }

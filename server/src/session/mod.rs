@@ -186,7 +186,8 @@ impl SessionHandle {
             joined: None,
         };
         shared.counts.sessions.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("session", id = %id);
+        // `room` and `peer` are recorded on join, so every line of a joined session has them.
+        let span = tracing::info_span!("session", id = %id, room = tracing::field::Empty, peer = tracing::field::Empty);
         tokio::spawn(session.run(jobs_rx).instrument(span));
         handle
     }

@@ -29,6 +29,9 @@ impl Session {
         if let Some(j) = &self.joined {
             return Err(JoinError::AlreadyJoined(j.room.clone()));
         }
+        if self.shared.drain.is_draining() {
+            return Err(JoinError::Draining);
+        }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
         let config = &self.shared.config;
@@ -46,6 +49,7 @@ impl Session {
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
         let engine = &self.shared.engine;
         let joined = change_rooms(&self.shared, |r| r.join(&p.room, member, limits, || engine.pick_worker()))?;
+        tracing::Span::current().record("room", p.room.as_str()).record("peer", peer_id.to_string());
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
         let rate = config.limits.broadcast_rate;
         self.joined = Some(Joined::new(p.room, joined.worker, peer_id.clone(), grants, rate));
@@ -81,6 +85,7 @@ impl Session {
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
         change_rooms(&self.shared, |r| r.leave(&j.room, &j.peer_id));
         tracing::info!(room = %j.room, peer = %j.peer_id, "left");
+        tracing::Span::current().record("room", "").record("peer", "");
     }
 
     /// `broadcast`: queues the payload for every other member of the room.
@@ -105,6 +110,7 @@ impl Session {
     /// wait on it, and its stream ends with `limitExceeded` once drained.
     pub(crate) async fn evict_slow(&mut self) {
         tracing::warn!("evicted: event queue overflow");
+        self.shared.metrics.evicted();
         self.evict(StreamEnd::Evicted).await;
     }
 

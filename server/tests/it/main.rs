@@ -4,9 +4,11 @@
 // Helpers are `pub` for the sibling modules of this one test binary.
 #![allow(unreachable_pub)]
 
+mod deploy;
 mod errors;
 mod hostile;
 mod media;
+mod ops;
 mod pymediasoup;
 mod rooms;
 mod security;

@@ -11,7 +11,7 @@ use dspeak_server::Counts;
 
 use crate::support::*;
 
-fn python() -> Option<String> {
+pub fn python() -> Option<String> {
     match std::env::var("DSPEAK_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
         _ if std::env::var_os("CI").is_some() => {

@@ -140,21 +140,12 @@ impl TestServer {
 
     /// A typed client whose answers are validated against the exported schema.
     pub async fn client(&self) -> Client {
-        WsClientBuilder::default()
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(Validated))
-            .build(self.url())
-            .await
-            .expect("client connects")
+        client_at(&self.url()).await
     }
 
     /// A typed client subscribed to its events, with `welcome` already read.
     pub async fn subscribed(&self) -> Peer {
-        let client = self.client().await;
-        let mut events =
-            client.subscribe(EVENTS.subscribe, rpc_params![], EVENTS.unsubscribe).await.expect("subscribe");
-        let welcome = next_event(&mut events).await;
-        assert!(matches!(welcome, Event::Welcome { .. }), "first event must be welcome, got {welcome:?}");
-        Peer { client, events, joined: None }
+        subscribed_at(&self.url()).await
     }
 
     /// A subscribed client joined to `room` as `name`.
@@ -182,6 +173,25 @@ impl TestServer {
         let _ = self.stop.take().expect("running").send(());
         tokio::time::timeout(Duration::from_secs(10), self.handle.stopped()).await.expect("server stops");
     }
+}
+
+/// A typed client of the server at `url` whose answers are validated against the
+/// exported schema.
+pub async fn client_at(url: &str) -> Client {
+    WsClientBuilder::default()
+        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(Validated))
+        .build(url)
+        .await
+        .expect("client connects")
+}
+
+/// A typed client of the server at `url` subscribed to its events, `welcome` read.
+pub async fn subscribed_at(url: &str) -> Peer {
+    let client = client_at(url).await;
+    let mut events = client.subscribe(EVENTS.subscribe, rpc_params![], EVENTS.unsubscribe).await.expect("subscribe");
+    let welcome = next_event(&mut events).await;
+    assert!(matches!(welcome, Event::Welcome { .. }), "first event must be welcome, got {welcome:?}");
+    Peer { client, events, joined: None }
 }
 
 /// A typed client with its event stream.
@@ -323,4 +333,73 @@ impl RawWs {
 /// The error code of a raw response.
 pub fn raw_code(v: &Value) -> i64 {
     v["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error response, got {v}"))
+}
+
+/// `GET path` over plain HTTP/1.1: the response head and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+/// The HTTP status of `GET path`.
+pub async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    let (head, _) = http_get(addr, path).await;
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"))
+}
+
+/// One scrape of `/metrics`, read with a Prometheus text-format parser.
+pub struct Metrics(prometheus_parse::Scrape);
+
+impl Metrics {
+    pub async fn scrape(addr: std::net::SocketAddr) -> Metrics {
+        let (head, body) = http_get(addr, "/metrics").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        Metrics(prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format"))
+    }
+
+    /// Sum of the samples of `name` whose labels include every one of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let samples: Vec<_> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .collect();
+        samples
+            .iter()
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                other => panic!("{name} is not a number: {other:?}"),
+            })
+            .sum()
+    }
+
+    /// Whether any sample of `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.samples.iter().any(|s| s.metric == name)
+    }
+
+    /// Observations of histogram `name` for `method` (its `+Inf` bucket).
+    pub fn histogram_count(&self, name: &str, method: &str) -> u64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && s.labels.get("method") == Some(method))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0, |b| b.count as u64),
+                other => panic!("{name} is not a histogram: {other:?}"),
+            })
+            .sum()
+    }
 }

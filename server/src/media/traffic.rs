@@ -1,0 +1,148 @@
+//! Per-worker traffic counters for monitoring, read on scrape.
+//!
+//! The worker counts into plain integers of its own ([`LocalTraffic`]) on the
+//! per-packet path: no lock, no atomic read-modify-write, no allocation. Once per
+//! wake-up it publishes them with relaxed stores into the [`Traffic`] its handle
+//! shares, which a scrape reads without asking the worker.
+
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// Why a worker dropped an RTP packet (or, for `Unroutable`, a datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// The producer is paused: its packets go to no consumer.
+    ProducerPaused,
+    /// Not forwarded to one consumer because that consumer is paused.
+    ConsumerPaused,
+    /// Not forwarded to one consumer whose transport has not connected yet.
+    NotConnected,
+    /// The payload type is not the producer's.
+    PayloadType,
+    /// Older than what a consumer already sent (from before a pause).
+    Stale,
+    /// A datagram that belongs to no transport (unknown source, unsigned ICE check).
+    Unroutable,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [DropReason; 6] = [
+        DropReason::ProducerPaused,
+        DropReason::ConsumerPaused,
+        DropReason::NotConnected,
+        DropReason::PayloadType,
+        DropReason::Stale,
+        DropReason::Unroutable,
+    ];
+
+    /// The `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            DropReason::ProducerPaused => "producer_paused",
+            DropReason::ConsumerPaused => "consumer_paused",
+            DropReason::NotConnected => "not_connected",
+            DropReason::PayloadType => "payload_type",
+            DropReason::Stale => "stale",
+            DropReason::Unroutable => "unroutable",
+        }
+    }
+}
+
+/// The worker's own running totals.
+#[derive(Debug, Default)]
+pub(crate) struct LocalTraffic {
+    pub(crate) packets_received: u64,
+    /// RTP payload bytes received from producers.
+    pub(crate) bytes_received: u64,
+    pub(crate) packets_sent: u64,
+    /// RTP payload bytes sent to consumers.
+    pub(crate) bytes_sent: u64,
+    dropped: [u64; DropReason::ALL.len()],
+}
+
+impl LocalTraffic {
+    /// Counts one dropped packet.
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+
+    /// Makes the totals visible to scrapes.
+    pub(crate) fn publish(&self, to: &Traffic) {
+        to.packets_received.store(self.packets_received, Ordering::Relaxed);
+        to.bytes_received.store(self.bytes_received, Ordering::Relaxed);
+        to.packets_sent.store(self.packets_sent, Ordering::Relaxed);
+        to.bytes_sent.store(self.bytes_sent, Ordering::Relaxed);
+        for (shared, local) in to.dropped.iter().zip(self.dropped) {
+            shared.store(local, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The published totals of one worker, and its thread id (for its CPU time).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    packets_received: AtomicU64,
+    bytes_received: AtomicU64,
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    /// The worker thread's kernel thread id, 0 until it runs (Linux only).
+    tid: AtomicI32,
+}
+
+/// A copy of one worker's totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TrafficSnapshot {
+    pub(crate) packets_received: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) packets_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Traffic {
+    /// Reads the published totals.
+    pub(crate) fn snapshot(&self) -> TrafficSnapshot {
+        TrafficSnapshot {
+            packets_received: self.packets_received.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            packets_sent: self.packets_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            dropped: std::array::from_fn(|i| self.dropped[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Records the calling thread as the worker's thread.
+    pub(crate) fn set_current_thread(&self) {
+        #[cfg(target_os = "linux")]
+        self.tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+    }
+
+    /// The worker thread's kernel id, once it runs.
+    pub(crate) fn thread_id(&self) -> Option<i32> {
+        Some(self.tid.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_makes_local_totals_visible() {
+        let mut local = LocalTraffic::default();
+        local.packets_received += 3;
+        local.bytes_sent += 120;
+        local.drop(DropReason::Stale);
+        local.drop(DropReason::Stale);
+        local.drop(DropReason::Unroutable);
+        let shared = Traffic::default();
+        assert_eq!(shared.snapshot(), TrafficSnapshot::default());
+        local.publish(&shared);
+        let s = shared.snapshot();
+        assert_eq!((s.packets_received, s.bytes_sent), (3, 120));
+        assert_eq!(s.dropped[DropReason::Stale as usize], 2);
+        assert_eq!(s.dropped[DropReason::Unroutable as usize], 1);
+        assert_eq!(s.dropped.iter().sum::<u64>(), 3);
+    }
+}
