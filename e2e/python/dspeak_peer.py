@@ -19,11 +19,6 @@ CLI (same scenarios as test_e2e.py, plus two manual helpers):
 
 Every network wait has a timeout; a broken server raises a clear exception instead of
 hanging.
-
-Environment knobs:
-    DSPEAK_ICE_LOOPBACK  "1" (default): also offer 127.0.0.1 as a local ICE host
-                         candidate (aioice normally skips loopback, which breaks ICE on a
-                         machine whose only interface is `lo`). "0": leave aioice alone.
 """
 from __future__ import annotations
 
@@ -61,31 +56,6 @@ SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)  # 960
 # The tone is generated at amplitude 0.3 (RMS ~0.21); Opus silence decodes to ~0.
 NONSILENT_RMS = 0.01
 DEFAULT_REQUEST_TIMEOUT = 10.0
-
-
-# --------------------------------------------------------------------------------------
-# aioice: allow a loopback host candidate
-# --------------------------------------------------------------------------------------
-def _install_loopback_ice_candidate() -> None:
-    if os.environ.get("DSPEAK_ICE_LOOPBACK", "1") == "0":
-        return
-    import aioice.ice as aioice_ice
-
-    original = aioice_ice.get_host_addresses
-    if getattr(original, "_dspeak_patched", False):
-        return
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> List[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    get_host_addresses._dspeak_patched = True  # type: ignore[attr-defined]
-    aioice_ice.get_host_addresses = get_host_addresses
-
-
-_install_loopback_ice_candidate()
 
 
 # --------------------------------------------------------------------------------------

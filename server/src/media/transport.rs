@@ -6,7 +6,7 @@
 //! before any RTP is let through.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,14 +66,22 @@ pub(crate) struct Sink<'a> {
     pub(crate) rtp: &'a mut Vec<RtpPacket>,
 }
 
+/// A client address that sent a valid ICE check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) addr: SocketAddr,
+    /// The local address its check arrived on: everything sent to it leaves from there.
+    pub(crate) local: Option<IpAddr>,
+}
+
 /// One WebRTC transport.
 pub(crate) struct Transport {
     pub(crate) id: TransportId,
     pub(crate) owner: PeerId,
     pub(crate) direction: Direction,
     rtc: Rtc,
-    /// Our host candidate's address: the destination of everything we receive.
-    local: SocketAddr,
+    /// Our host candidates' addresses (announced address and port).
+    locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
     local_password: String,
     /// HMAC-SHA1 for checking ICE messages' integrity.
@@ -91,8 +99,8 @@ pub(crate) struct Transport {
     pub(crate) scheduled: Option<Instant>,
     /// RTP was written since the last timeout: str0m sends it on the next input.
     pub(crate) written: bool,
-    /// Client addresses seen in ICE checks (the worker routes them here).
-    pub(crate) remote_addrs: Vec<SocketAddr>,
+    /// Client addresses seen in valid ICE checks (the worker routes them here).
+    pub(crate) remotes: Vec<Remote>,
     /// MIDs declared on this transport.
     pub(crate) mids: Vec<String>,
     /// Producers on this transport, by SSRC.
@@ -107,7 +115,7 @@ impl Transport {
         owner: PeerId,
         direction: Direction,
         identity: &Identity,
-        local: SocketAddr,
+        locals: &Arc<[SocketAddr]>,
         now: Instant,
     ) -> Result<Transport, Error> {
         let creds = IceCreds::new();
@@ -141,15 +149,17 @@ impl Transport {
         }
         let peer_cert = PeerCertSlot::default();
         let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        for &local in locals.iter() {
+            let candidate =
+                Candidate::host(local, "udp").map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         Ok(Transport {
             id,
             owner,
             direction,
             rtc,
-            local,
+            locals: locals.clone(),
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
             hmac: identity.provider.sha1_hmac_provider,
@@ -162,7 +172,7 @@ impl Transport {
             next_timeout: now,
             scheduled: None,
             written: false,
-            remote_addrs: Vec::new(),
+            remotes: Vec::new(),
             mids: Vec::new(),
             producers: HashMap::new(),
             counters: TransportCounters::default(),
@@ -233,14 +243,48 @@ impl Transport {
         }
     }
 
-    /// Feeds one datagram from `source`.
-    pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
+    /// Remembers a client address that sent a valid check, and the local address it
+    /// reached (a later check may move it). Returns whether the address is new.
+    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, local: Option<IpAddr>) -> bool {
+        match self.remotes.iter_mut().find(|r| r.addr == addr) {
+            Some(known) => {
+                known.local = local;
+                false
+            }
+            None => {
+                self.remotes.push(Remote { addr, local });
+                true
+            }
+        }
+    }
+
+    /// The host candidate a datagram from `source` to the local address `local` was
+    /// meant for: the announced address equal to `local`, else the first of the
+    /// client's address family (an announced address behind NAT), else the first.
+    fn candidate_for(&self, source: SocketAddr, local: Option<IpAddr>) -> Option<SocketAddr> {
+        let exact = local.and_then(|ip| self.locals.iter().find(|c| c.ip() == ip));
+        let same_family = || self.locals.iter().find(|c| c.is_ipv4() == source.is_ipv4());
+        exact.or_else(same_family).or(self.locals.first()).copied()
+    }
+
+    /// Feeds one datagram from `source`, received on the local address `local`.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        local: Option<IpAddr>,
+        data: &[u8],
+        sink: &mut Sink<'_>,
+    ) {
         if self.poisoned {
             return;
         }
         self.counters.packets_received += 1;
         self.counters.bytes_received += data.len() as u64;
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
+        let Some(destination) = self.candidate_for(source, local) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             return;
         };
         if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
@@ -326,7 +370,8 @@ impl Transport {
                 Ok(Output::Transmit(t)) => {
                     self.counters.packets_sent += 1;
                     self.counters.bytes_sent += t.contents.len() as u64;
-                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination });
+                    let from = self.remotes.iter().find(|r| r.addr == t.destination).and_then(|r| r.local);
+                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination, from });
                 }
                 Ok(Output::Event(event)) => self.on_event(event, sink),
                 Err(e) => {

@@ -17,7 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,13 +29,12 @@ use rustc_hash::FxHashMap;
 use slab::Slab;
 use str0m::ice::StunMessage;
 use str0m::rtp::RtpPacket;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dtls::{Expected, Identity};
 use super::router::ProducerStream;
 use super::transport::{Sink, Transport};
-use super::udp::{self, Outgoing};
+use super::udp::{MediaSocket, Outgoing};
 use crate::error::Error;
 
 type Command = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -152,8 +151,9 @@ impl SeqRewriter {
 
 /// The state of one worker thread.
 pub(crate) struct Worker {
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
+    socket: Arc<MediaSocket>,
+    /// Host candidate addresses (the announced addresses with this worker's port).
+    locals: Arc<[SocketAddr]>,
     identity: Arc<Identity>,
     transports: Slab<Transport>,
     transport_keys: HashMap<TransportId, TransportKey>,
@@ -177,22 +177,22 @@ pub(crate) struct Worker {
     stopping: bool,
 }
 
-/// Spawns a worker thread on a bound socket. `local` is the host candidate address.
+/// Spawns a worker thread on a bound socket. `locals` are the host candidate addresses.
 pub(crate) fn spawn(
     index: usize,
     socket: std::net::UdpSocket,
-    local: SocketAddr,
+    locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
-    socket.set_nonblocking(true)?;
+    let locals: Arc<[SocketAddr]> = locals.into();
     let (commands, rx) = mpsc::unbounded_channel();
     let counts = Arc::new(WorkerCounts::default());
     let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let socket = match UdpSocket::from_std(socket) {
+            let socket = match MediaSocket::new(socket) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "cannot use the media socket");
@@ -201,7 +201,7 @@ pub(crate) fn spawn(
             };
             let worker = Worker {
                 socket,
-                local,
+                locals,
                 identity,
                 transports: Slab::new(),
                 transport_keys: HashMap::new(),
@@ -239,13 +239,13 @@ impl Worker {
                     Some(command) => command(&mut self),
                     None => break,
                 },
-                received = socket.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = received {
+                received = socket.recv(&mut buf) => {
+                    if let Ok(first) = received {
                         let now = Instant::now();
-                        self.on_datagram(now, source, &buf[..n]);
+                        self.on_datagram(now, first.source, first.local, &buf[..first.len]);
                         for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => self.on_datagram(now, source, &buf[..n]),
+                            match socket.try_recv(&mut buf) {
+                                Ok(r) => self.on_datagram(now, r.source, r.local, &buf[..r.len]),
                                 Err(_) => break,
                             }
                         }
@@ -254,7 +254,7 @@ impl Worker {
                 }
                 () = tokio::time::sleep_until(wakeup) => self.on_timers(),
             }
-            udp::send_all(&self.socket, &mut self.out);
+            self.socket.send_all(&mut self.out);
             self.update_counts();
         }
         self.transports.clear();
@@ -285,11 +285,11 @@ impl Worker {
     }
 
     /// Feeds one datagram to its transport; received RTP waits in `self.rtp` for
-    /// [`Worker::forward_all`].
-    fn on_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// [`Worker::forward_all`]. `local` is the address it arrived on (wildcard sockets).
+    fn on_datagram(&mut self, now: Instant, source: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
         let key = match self.by_addr.get(&source) {
             Some(&key) if !is_stun(data) => key,
-            _ => match self.route_stun(source, data) {
+            _ => match self.route_stun(source, local, data) {
                 Some(key) => key,
                 None => return,
             },
@@ -300,13 +300,13 @@ impl Worker {
         // A datagram is peer input: should str0m panic on one, only its transport fails,
         // not the worker and every room on it.
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            transport.receive(now, source, data, &mut Sink { out: &mut self.out, rtp: &mut self.drained })
+            transport.receive(now, source, local, data, &mut Sink { out: &mut self.out, rtp: &mut self.drained })
         }));
         if received.is_err() {
             tracing::error!(transport = %transport.id, %source, "str0m panicked on a datagram; the transport is failed");
             transport.poison();
-            for addr in transport.remote_addrs.drain(..) {
-                self.by_addr.remove(&addr);
+            for remote in transport.remotes.drain(..) {
+                self.by_addr.remove(&remote.addr);
             }
             self.drained.clear();
             return;
@@ -316,8 +316,8 @@ impl Worker {
     }
 
     /// Routes an ICE check by the server ufrag in its USERNAME and learns the client's
-    /// ufrag and address.
-    fn route_stun(&mut self, source: SocketAddr, data: &[u8]) -> Option<TransportKey> {
+    /// ufrag, its address and the local address it reached.
+    fn route_stun(&mut self, source: SocketAddr, local: Option<IpAddr>, data: &[u8]) -> Option<TransportKey> {
         if !is_stun(data) {
             return None;
         }
@@ -325,17 +325,16 @@ impl Worker {
         if !message.is_binding_request() {
             return self.by_addr.get(&source).copied();
         }
-        let (local, remote) = message.split_username()?;
-        let key = *self.by_ufrag.get(local)?;
+        let (server_ufrag, client_ufrag) = message.split_username()?;
+        let key = *self.by_ufrag.get(server_ufrag)?;
         let transport = self.transports.get_mut(key)?;
         // Only a check signed with this transport's password may teach it the client's
         // ufrag and address; anything else is dropped here.
         if !transport.verify_stun(&message) {
             return None;
         }
-        transport.learn_remote_ufrag(remote);
-        if !transport.remote_addrs.contains(&source) {
-            transport.remote_addrs.push(source);
+        transport.learn_remote_ufrag(client_ufrag);
+        if transport.learn_remote(source, local) {
             self.by_addr.insert(source, key);
         }
         Some(key)
@@ -356,7 +355,7 @@ impl Worker {
             }
             // Send as we go, so the first consumers do not wait for the last ones.
             if self.out.len() >= SEND_BATCH {
-                udp::send_all(&self.socket, &mut self.out);
+                self.socket.send_all(&mut self.out);
             }
         }
         // Consumer transports never yield RTP; drop anything unexpected.
@@ -451,7 +450,7 @@ impl Worker {
         direction: Direction,
     ) -> Result<IceParameters, Error> {
         let now = Instant::now();
-        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, self.local, now)?;
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, now)?;
         transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
         let ice = transport.ice_parameters();
         let ufrag = transport.local_ufrag.clone();
@@ -642,8 +641,8 @@ impl Worker {
             return Vec::new();
         };
         self.by_ufrag.remove(&transport.local_ufrag);
-        for addr in &transport.remote_addrs {
-            self.by_addr.remove(addr);
+        for remote in &transport.remotes {
+            self.by_addr.remove(&remote.addr);
         }
         let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
         let mut closed = Vec::new();
