@@ -57,6 +57,15 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_RTC_LISTEN_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub rtc_listen_ip: IpAddr,
 
+    /// Offer ICE over TCP (RFC 6544, passive) on the media ports too, for clients whose
+    /// network blocks UDP. On by default.
+    #[arg(long = "rtc-tcp", overrides_with = "no_rtc_tcp")]
+    pub rtc_tcp: bool,
+
+    /// Do not offer ICE over TCP: UDP only.
+    #[arg(long = "no-rtc-tcp", env = "DSPEAK_NO_RTC_TCP", overrides_with = "rtc_tcp")]
+    pub no_rtc_tcp: bool,
+
     /// Address clients send media to (IP or hostname, resolved at start to all its
     /// addresses), e.g. `api.darelisme.my.id`. May be given more than once (the env var
     /// takes a comma-separated list); each address becomes an ICE candidate, the first
@@ -198,6 +207,8 @@ impl Config {
             workers: 1,
             rtc_port: 0,
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rtc_tcp: false,
+            no_rtc_tcp: false,
             announced_address: Vec::new(),
             max_connections: 10_000,
             max_message_bytes: 64 * 1024,

@@ -14,15 +14,21 @@
 
 mod dtls;
 pub(crate) mod router;
+mod tcp;
 mod transport;
 mod udp;
 mod worker;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use dspeak_schema::ortc::{DtlsFingerprint, IceCandidate, IceCandidateType, Protocol};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, listen, setsockopt, socket, sockopt,
+};
+
+use dspeak_schema::ortc::{DtlsFingerprint, IceCandidate, IceCandidateType, Protocol, TcpType};
 
 pub(crate) use dtls::expected_fingerprint;
 pub(crate) use worker::{ClosedConsumer, WorkerHandle};
@@ -45,6 +51,8 @@ pub(crate) struct Engine {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The addresses clients send media to, in the order they are announced.
     announced: Vec<IpAddr>,
+    /// ICE-TCP is offered on the same ports.
+    tcp: bool,
     identity: Arc<dtls::Identity>,
 }
 
@@ -54,6 +62,7 @@ pub(crate) struct MediaCounts {
     pub(crate) transports: usize,
     pub(crate) producers: usize,
     pub(crate) consumers: usize,
+    pub(crate) tcp_connections: usize,
 }
 
 impl Engine {
@@ -85,16 +94,15 @@ impl Engine {
                     .checked_add(index as u16)
                     .ok_or_else(|| StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535")))?,
             };
-            let addr = SocketAddr::new(listen_ip, port);
-            let socket = bind_udp(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let (socket, listener) = bind_sockets(SocketAddr::new(listen_ip, port), !config.no_rtc_tcp)?;
             let port = socket.local_addr()?.port();
             let locals = announced.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
-            let (handle, thread) = worker::spawn(index, socket, locals, identity.clone())?;
+            let (handle, thread) = worker::spawn(index, socket, listener, locals, identity.clone())?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);
             threads.push(thread);
         }
-        Ok(Engine { workers, threads: Mutex::new(threads), announced, identity })
+        Ok(Engine { workers, threads: Mutex::new(threads), announced, tcp: !config.no_rtc_tcp, identity })
     }
 
     /// The worker for a new room: the one with the fewest rooms.
@@ -109,21 +117,28 @@ impl Engine {
     }
 
     /// The host candidates clients send a worker's media to, as mediasoup announces
-    /// them: one per announced address, in order, with decreasing priority.
+    /// them: UDP on every announced address, then TCP (passive) on each, with
+    /// decreasing priority.
     pub(crate) fn candidates(&self, worker: &WorkerHandle) -> Vec<IceCandidate> {
-        self.announced
-            .iter()
+        let udp = self.announced.iter().map(|ip| (Protocol::Udp, ip));
+        let tcp = self.announced.iter().filter(|_| self.tcp).map(|ip| (Protocol::Tcp, ip));
+        udp.chain(tcp)
             .enumerate()
-            .map(|(i, ip)| {
-                let local_preference = LOCAL_PREFERENCE - LOCAL_PREFERENCE_STEP * i as u32 + UDP_EXTRA_PREFERENCE;
+            .map(|(i, (protocol, ip))| {
+                let (foundation, extra, tcp_type) = match protocol {
+                    Protocol::Udp => ("udpcandidate", UDP_EXTRA_PREFERENCE, None),
+                    Protocol::Tcp => ("tcpcandidate", 0, Some(TcpType::Passive)),
+                };
+                let local_preference = LOCAL_PREFERENCE - LOCAL_PREFERENCE_STEP * i as u32 + extra;
                 IceCandidate {
-                    foundation: "udpcandidate".into(),
+                    foundation: foundation.into(),
                     priority: (HOST_TYPE_PREFERENCE << 24) + (local_preference << 8) + 255,
                     ip: ip.to_string(),
                     address: ip.to_string(),
-                    protocol: Protocol::Udp,
+                    protocol,
                     port: worker.port,
                     kind: IceCandidateType::Host,
+                    tcp_type,
                 }
             })
             .collect()
@@ -146,6 +161,7 @@ impl Engine {
             c.transports += w.counts.transports.load(Ordering::Relaxed);
             c.producers += w.counts.producers.load(Ordering::Relaxed);
             c.consumers += w.counts.consumers.load(Ordering::Relaxed);
+            c.tcp_connections += w.counts.tcp_connections.load(Ordering::Relaxed);
         }
         c
     }
@@ -219,14 +235,41 @@ fn reachable(listen: IpAddr, announced: IpAddr) -> bool {
     }
 }
 
-/// Binds a media UDP socket; an IPv6 wildcard also receives IPv4 (dual-stack).
-fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt};
+/// Binds a worker's UDP socket and, with ICE-TCP, a listening TCP socket on the same
+/// port. With port 0 the TCP port must be free too: a few free UDP ports are tried.
+fn bind_sockets(
+    addr: SocketAddr,
+    tcp: bool,
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), StartError> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = bind(addr, SockType::Datagram).map_err(|source| StartError::Bind { addr, source })?;
+        if !tcp {
+            return Ok((udp.into(), None));
+        }
+        let at = SocketAddr::new(addr.ip(), std::net::UdpSocket::from(udp.try_clone()?).local_addr()?.port());
+        match bind(at, SockType::Stream).and_then(|fd| {
+            listen(&fd, Backlog::new(1024).map_err(std::io::Error::from)?)?;
+            Ok(fd)
+        }) {
+            Ok(listener) => return Ok((udp.into(), Some(listener.into()))),
+            Err(source) => last = Some(StartError::Bind { addr: at, source }),
+        }
+    }
+    Err(last.unwrap_or(StartError::Config(format!("no port for UDP and TCP at {addr}"))))
+}
+
+/// Binds a socket; an IPv6 wildcard also serves IPv4 (dual-stack).
+fn bind(addr: SocketAddr, kind: SockType) -> std::io::Result<std::os::fd::OwnedFd> {
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
     }
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
-    Ok(std::net::UdpSocket::from(fd))
+    if kind == SockType::Stream {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(fd)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::dtls::{self, Expected, Identity, PeerCertSlot};
 use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
-use super::udp::Outgoing;
+use super::udp::{Outgoing, Route};
 use crate::error::Error;
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
@@ -22,7 +22,7 @@ use str0m::crypto::Sha1HmacProvider;
 use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
@@ -66,12 +66,21 @@ pub(crate) struct Sink<'a> {
     pub(crate) rtp: &'a mut Vec<RtpPacket>,
 }
 
-/// A client address that sent a valid ICE check.
+/// A client address that sent a valid ICE check, and how to reach it: over UDP from
+/// the local address its check arrived on, or on the TCP connection it came on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Remote {
     pub(crate) addr: SocketAddr,
-    /// The local address its check arrived on: everything sent to it leaves from there.
-    pub(crate) local: Option<IpAddr>,
+    pub(crate) route: Route,
+}
+
+impl Remote {
+    fn protocol(&self) -> Protocol {
+        match self.route {
+            Route::Udp(_) => Protocol::Udp,
+            Route::Tcp(_) => Protocol::Tcp,
+        }
+    }
 }
 
 /// One WebRTC transport.
@@ -116,6 +125,7 @@ impl Transport {
         direction: Direction,
         identity: &Identity,
         locals: &Arc<[SocketAddr]>,
+        tcp: bool,
         now: Instant,
     ) -> Result<Transport, Error> {
         let creds = IceCreds::new();
@@ -150,9 +160,12 @@ impl Transport {
         let peer_cert = PeerCertSlot::default();
         let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
         for &local in locals.iter() {
-            let candidate =
-                Candidate::host(local, "udp").map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
-            rtc.add_local_candidate(candidate);
+            let bad = |e| Error::Internal(format!("host candidate {local}: {e}"));
+            rtc.add_local_candidate(Candidate::host(local, "udp").map_err(bad)?);
+            if tcp {
+                let passive = Candidate::builder().tcp().host(local).tcptype(TcpType::Passive).build().map_err(bad)?;
+                rtc.add_local_candidate(passive);
+            }
         }
         Ok(Transport {
             id,
@@ -243,19 +256,26 @@ impl Transport {
         }
     }
 
-    /// Remembers a client address that sent a valid check, and the local address it
-    /// reached (a later check may move it). Returns whether the address is new.
-    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, local: Option<IpAddr>) -> bool {
-        match self.remotes.iter_mut().find(|r| r.addr == addr) {
+    /// Remembers a client address that sent a valid check and how to reach it (a
+    /// later UDP check may arrive on another local address). Returns whether the
+    /// address is new.
+    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, route: Route) -> bool {
+        let learnt = Remote { addr, route };
+        match self.remotes.iter_mut().find(|r| r.addr == addr && r.protocol() == learnt.protocol()) {
             Some(known) => {
-                known.local = local;
+                known.route = route;
                 false
             }
             None => {
-                self.remotes.push(Remote { addr, local });
+                self.remotes.push(learnt);
                 true
             }
         }
+    }
+
+    /// Forgets a closed TCP connection.
+    pub(crate) fn forget_connection(&mut self, conn: super::tcp::ConnId) {
+        self.remotes.retain(|r| r.route != Route::Tcp(conn));
     }
 
     /// The host candidate a datagram from `source` to the local address `local` was
@@ -267,10 +287,12 @@ impl Transport {
         exact.or_else(same_family).or(self.locals.first()).copied()
     }
 
-    /// Feeds one datagram from `source`, received on the local address `local`.
+    /// Feeds one datagram (or TCP frame) from `source`, received on the local address
+    /// `local`.
     pub(crate) fn receive(
         &mut self,
         now: Instant,
+        protocol: Protocol,
         source: SocketAddr,
         local: Option<IpAddr>,
         data: &[u8],
@@ -284,7 +306,7 @@ impl Transport {
         let Some(destination) = self.candidate_for(source, local) else {
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(receive) = Receive::new(protocol, source, destination, data) else {
             return;
         };
         if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
@@ -368,10 +390,16 @@ impl Transport {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    let known = self.remotes.iter().find(|r| r.addr == t.destination && r.protocol() == t.proto);
+                    let route = match known {
+                        Some(remote) => remote.route,
+                        // TCP needs a connection; UDP may leave with the kernel's pick.
+                        None if t.proto == Protocol::Udp => Route::Udp(None),
+                        None => continue,
+                    };
                     self.counters.packets_sent += 1;
                     self.counters.bytes_sent += t.contents.len() as u64;
-                    let from = self.remotes.iter().find(|r| r.addr == t.destination).and_then(|r| r.local);
-                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination, from });
+                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination, route });
                 }
                 Ok(Output::Event(event)) => self.on_event(event, sink),
                 Err(e) => {

@@ -21,15 +21,33 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// One datagram to send.
+/// One packet to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) data: Vec<u8>,
     pub(crate) to: SocketAddr,
-    /// The local address to send from: where the client's datagrams arrived.
+    pub(crate) route: Route,
+}
+
+/// How a packet reaches its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A datagram from the given local address: where the client's datagrams arrived.
     /// `None`: the kernel picks (the socket is bound to one address, or nothing was
-    /// received from `to` yet).
-    pub(crate) from: Option<IpAddr>,
+    /// received from the client yet).
+    Udp(Option<IpAddr>),
+    /// A frame on an ICE-TCP connection (`tcp`).
+    Tcp(super::tcp::ConnId),
+}
+
+impl Route {
+    /// The local address a datagram leaves from (`None` for TCP or the kernel's pick).
+    fn source(self) -> Option<IpAddr> {
+        match self {
+            Route::Udp(from) => from,
+            Route::Tcp(_) => None,
+        }
+    }
 }
 
 /// A datagram received into the caller's buffer.
@@ -88,8 +106,9 @@ impl MediaSocket {
         Ok(received)
     }
 
-    /// Sends and clears `out`. UDP: a datagram the kernel refuses (full buffer) is
-    /// dropped, as the network would drop it.
+    /// Sends and clears `out` (datagrams only: TCP frames go to their connection
+    /// first). A datagram the kernel refuses (full buffer) is dropped, as the network
+    /// would drop it.
     pub(crate) fn send_all(&self, out: &mut Vec<Outgoing>) {
         if out.is_empty() {
             return;
@@ -215,8 +234,9 @@ mod sys {
         let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(n);
         let mut rest = out;
         while let Some(first) = rest.first() {
-            let from = if wildcard { first.from } else { None };
-            let run = rest.iter().take(BATCH).take_while(|o| (if wildcard { o.from } else { None }) == from).count();
+            let source = |o: &Outgoing| if wildcard { o.route.source() } else { None };
+            let from = source(first);
+            let run = rest.iter().take(BATCH).take_while(|o| source(o) == from).count();
             let chunk = &rest[..run];
             slices.clear();
             addrs.clear();
@@ -277,7 +297,8 @@ mod tests {
         let tx = socket("127.0.0.1:0").await;
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
-        let mut out: Vec<Outgoing> = (0..150u8).map(|i| Outgoing { data: vec![i; 10], to, from: None }).collect();
+        let mut out: Vec<Outgoing> =
+            (0..150u8).map(|i| Outgoing { data: vec![i; 10], to, route: Route::Udp(None) }).collect();
         tx.send_all(&mut out);
         assert!(out.is_empty());
         let mut buf = [0u8; 64];
@@ -307,7 +328,7 @@ mod tests {
             assert_eq!(&buf[..got.len], b"check");
             assert_eq!(got.source, client.local_addr().unwrap(), "{wildcard}: source unmapped");
             assert_eq!(got.local, Some(local), "{wildcard}: the address the client reached");
-            let mut out = vec![Outgoing { data: b"answer".to_vec(), to: got.source, from: got.local }];
+            let mut out = vec![Outgoing { data: b"answer".to_vec(), to: got.source, route: Route::Udp(got.local) }];
             server.send_all(&mut out);
             let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"answer");
