@@ -62,10 +62,12 @@ async fn check_is_answered(tcp: &mut TcpStream, transport: &CreateTransportResul
     assert_eq!(message.mapped_address(), Some(tcp.local_addr().unwrap()), "XOR-MAPPED-ADDRESS is our address");
 }
 
-/// The server's TCP candidate.
-fn tcp_address(transport: &CreateTransportResult) -> SocketAddr {
+/// A joined peer's send transport, and the address of its TCP candidate.
+async fn send_transport(peer: &Peer) -> (CreateTransportResult, SocketAddr) {
+    let transport = peer.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
     let c = transport.ice_candidates.iter().find(|c| c.protocol == Protocol::Tcp).expect("a TCP candidate");
-    SocketAddr::new(c.ip.parse().unwrap(), c.port)
+    let addr = SocketAddr::new(c.ip.parse().unwrap(), c.port);
+    (transport, addr)
 }
 
 /// Waits until the server closes `tcp` (end of stream).
@@ -108,8 +110,7 @@ async fn candidates_are_udp_then_passive_tcp_as_mediasoup_announces_them() {
 async fn a_signed_check_attaches_a_connection_and_silent_ones_are_closed_when_idle() {
     let server = spawn_server().await;
     let peer = server.joined("tcp", "A").await;
-    let transport = peer.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
-    let addr = tcp_address(&transport);
+    let (transport, addr) = send_transport(&peer).await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut client = TcpStream::connect(addr).await.unwrap();
     let opened = tokio::time::Instant::now();
@@ -147,8 +148,7 @@ async fn a_signed_check_attaches_a_connection_and_silent_ones_are_closed_when_id
 async fn hostile_tcp_connections_are_closed_or_capped_and_a_real_client_is_still_served() {
     let server = spawn_server().await;
     let peer = server.joined("tcp-hostile", "A").await;
-    let transport = peer.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
-    let addr = tcp_address(&transport);
+    let (transport, addr) = send_transport(&peer).await;
 
     // Garbage, framed and not: closed.
     let mut garbage = TcpStream::connect(addr).await.unwrap();
