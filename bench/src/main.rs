@@ -93,6 +93,14 @@ enum Command {
     },
     /// Media fan-out: speakers → N listeners on one worker, N rising.
     Fanout(FanoutArgs),
+    /// The fan-out over UDP and over ICE-TCP, alternating: forwarding cost side by side.
+    TransportCost {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Runs per transport (fresh server each).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Peers join at once and consume one speaker: join → first audio.
     JoinStorm {
         /// Peers joining at once.
@@ -189,22 +197,12 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
             signaling::idle(&targets, conns, room_size, runs).await?.print(&command_line);
         }
         Command::Fanout(a) => {
-            let listeners = a.listeners.unwrap_or_else(|| {
-                if a.speakers == 1 { vec![100, 200, 300, 400, 500, 600] } else { vec![20, 40, 60, 80, 100, 120] }
-            });
-            let opts = media::FanoutOptions {
-                speakers: a.speakers,
-                listeners,
-                windows: a.windows,
-                secs: a.secs,
-                probe_every: a.probe_every,
-                keep_going: a.keep_going,
-                url: cli.url.clone(),
-                server_pid: a.server_pid,
-                tcp: a.tcp,
-                ipv6: a.ipv6,
-            };
+            let opts = fanout_options(&a, &cli.url);
             media::fanout(&cpus, &opts).await?.print(&command_line);
+        }
+        Command::TransportCost { fanout, rounds } => {
+            let opts = fanout_options(&fanout, &cli.url);
+            media::transport_cost(&cpus, &opts, rounds).await?.print(&command_line);
         }
         Command::JoinStorm { peers, runs } => {
             media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
@@ -213,6 +211,25 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(())
+}
+
+/// The fan-out options from the command line.
+fn fanout_options(a: &FanoutArgs, url: &Option<String>) -> media::FanoutOptions {
+    let listeners = a.listeners.clone().unwrap_or_else(|| {
+        if a.speakers == 1 { vec![100, 200, 300, 400, 500, 600] } else { vec![20, 40, 60, 80, 100, 120] }
+    });
+    media::FanoutOptions {
+        speakers: a.speakers,
+        listeners,
+        windows: a.windows,
+        secs: a.secs,
+        probe_every: a.probe_every,
+        keep_going: a.keep_going,
+        url: url.clone(),
+        server_pid: a.server_pid,
+        tcp: a.tcp,
+        ipv6: a.ipv6,
+    }
 }
 
 /// Every scenario at small N; each one fails on a lost or wrong message or packet.

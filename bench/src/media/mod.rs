@@ -403,6 +403,74 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     Ok(report)
 }
 
+/// The same fan-out over UDP and over ICE-TCP, alternating, `rounds` times each (a
+/// fresh server every run): the worker's CPU per forwarded packet, side by side.
+pub(crate) async fn transport_cost(cpus: &Cpus, opts: &FanoutOptions, rounds: usize) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "media forwarding cost: UDP vs ICE-TCP, one worker",
+        &[
+            "transport",
+            "listeners",
+            "consumers",
+            "forwarded pkt/s",
+            "worker ns/forwarded pkt",
+            "× one sendto",
+            "× UDP",
+            "loss %",
+            "delay p99 ms",
+        ],
+    );
+    // (tcp, listeners) → one value per run, each the median over that run's windows.
+    let mut runs: std::collections::BTreeMap<(bool, u64), Vec<serde_json::Value>> = Default::default();
+    for _ in 0..rounds.max(1) {
+        for tcp in [false, true] {
+            let run = fanout(cpus, &FanoutOptions { tcp, keep_going: true, ..opts.clone() }).await?;
+            for row in run.json {
+                let listeners = row["listeners"].as_u64().unwrap_or(0);
+                runs.entry((tcp, listeners)).or_default().push(row);
+            }
+        }
+    }
+    let median = |rows: &[serde_json::Value], key: &str| {
+        Spread::of(&rows.iter().filter_map(|r| r[key]["median"].as_f64().or(r[key].as_f64())).collect::<Vec<_>>())
+    };
+    for ((tcp, listeners), rows) in &runs {
+        let ns = median(rows, "worker_ns_per_packet");
+        let send_ns = median(rows, "udp_sendto_ns");
+        let udp_ns = runs.get(&(false, *listeners)).map(|udp| median(udp, "worker_ns_per_packet").median);
+        let (loss, p99, rate) =
+            (median(rows, "loss_pct"), median(rows, "delay_p99_ms"), median(rows, "forwarded_per_s"));
+        let transport = if *tcp { "ICE-TCP" } else { "UDP" };
+        report.row(
+            vec![
+                transport.into(),
+                listeners.to_string(),
+                rows[0]["consumers"].to_string(),
+                rate.show(0),
+                ns.show(0),
+                format!("{:.1}", ns.median / send_ns.median),
+                udp_ns.map_or("–".into(), |u| format!("{:.2}", ns.median / u)),
+                loss.show(3),
+                p99.show(2),
+            ],
+            json!({
+                "transport": transport, "listeners": listeners, "consumers": rows[0]["consumers"],
+                "worker_ns_per_packet": ns.json(), "udp_sendto_ns": send_ns.json(), "loss_pct": loss.json(),
+                "delay_p99_ms": p99.json(), "forwarded_per_s": rate.json(), "runs": rows.len(),
+            }),
+        );
+    }
+    report.note(format!(
+        "{} runs per transport, alternating UDP and ICE-TCP, a fresh in-process server each; per run the median over {} windows of {} s, then median (min–max) over the runs. {} speakers; every listener consumes each. ICE-TCP: each client transport has one TCP connection to the worker's passive candidate (RFC 4571 frames); the worker hands frames to a per-connection writer task on its own thread instead of `sendmmsg`. \"× one sendto\": per forwarded packet, in units of one 150-byte loopback `sendto` measured in the same run. {}.",
+        rounds.max(1),
+        opts.windows,
+        opts.secs,
+        opts.speakers,
+        cpus.describe()
+    ));
+    Ok(report)
+}
+
 /// One reported step: JSON key, label, and how to read it from [`Stages`].
 type Step = (&'static str, &'static str, fn(&Stages) -> f64);
 
