@@ -2,7 +2,8 @@
 //! mediasoup announces them, a connection attached by a signed check and answered on
 //! the same connection, idle connections closed, and hostile connections (garbage, a
 //! 65535-byte length with nothing after it, forged checks, 10,000 silent connections)
-//! closed or capped while a legitimate client is still served.
+//! closed or capped while a legitimate client is still served; several announced
+//! addresses, IPv4 and IPv6 on one dual-stack socket.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -193,4 +194,41 @@ async fn hostile_tcp_connections_are_closed_or_capped_and_a_real_client_is_still
     drop(client);
     drop(peer);
     server.wait_counts("nothing left over", |c| *c == Counts::default()).await;
+}
+
+#[tokio::test]
+async fn every_announced_address_is_a_candidate_and_both_families_are_served() {
+    let config = dspeak_server::Config {
+        rtc_listen_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        announced_address: vec!["127.0.0.1".into(), "::1".into()],
+        ..dspeak_server::Config::for_tests()
+    };
+    let server = spawn_server_with(config).await;
+    let peer = server.joined("dual-stack", "A").await;
+    let (transport, _) = send_transport(&peer).await;
+    let listed: Vec<(Protocol, &str, u32)> =
+        transport.ice_candidates.iter().map(|c| (c.protocol, c.ip.as_str(), c.priority)).collect();
+    // mediasoup's priorities: local preference 10000 − 100 per candidate, +1000 for UDP.
+    let priority = |local_preference: u32| (64 << 24) + (local_preference << 8) + 255;
+    assert_eq!(
+        listed,
+        [
+            (Protocol::Udp, "127.0.0.1", priority(11_000)),
+            (Protocol::Udp, "::1", priority(10_900)),
+            (Protocol::Tcp, "127.0.0.1", priority(9_800)),
+            (Protocol::Tcp, "::1", priority(9_700)),
+        ]
+    );
+    let port = transport.ice_candidates[0].port;
+    // The media sockets bind the dual-stack `::`: both families reach the transport.
+    for ip in ["127.0.0.1", "::1"] {
+        let mut tcp = TcpStream::connect(SocketAddr::new(ip.parse().unwrap(), port)).await.unwrap();
+        check_is_answered(&mut tcp, &transport).await;
+        let udp = tokio::net::UdpSocket::bind(SocketAddr::new(ip.parse().unwrap(), 0)).await.unwrap();
+        udp.send_to(&signed_check(&transport, &transport.ice_parameters.password), (ip, port)).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = tokio::time::timeout(TIMEOUT, udp.recv_from(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(from, SocketAddr::new(ip.parse().unwrap(), port), "the UDP answer comes from where the check went");
+        assert!(StunMessage::parse(&buf[..n]).unwrap().is_successful_binding_response());
+    }
 }
