@@ -52,7 +52,7 @@ async def _cli_listen(url: str, room: str, duration: float) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description="dspeak e2e peer (pymediasoup + aiortc)")
+    ap = argparse.ArgumentParser(prog="python -m dspeak_peer", description="dspeak e2e peer (pymediasoup + aiortc)")
     ap.add_argument("--url", default=os.environ.get("DSPEAK_URL", DEFAULT_URL))
     ap.add_argument("-v", "--verbose", action="count", default=0)
     sub = ap.add_subparsers(dest="cmd", required=True)
