@@ -11,14 +11,16 @@ root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Chromium for the browser test"
-if [ ! -x "${DSPEAK_CHROMIUM:-/usr/bin/chromium}" ]; then
+step "Chromium for the browser test, nftables for its UDP-blocked part"
+if [ ! -x "${DSPEAK_CHROMIUM:-/usr/bin/chromium}" ] || ! command -v nft >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nftables >/dev/null
+  elif [ ! -x "${DSPEAK_CHROMIUM:-/usr/bin/chromium}" ]; then
     echo "Chromium is missing: run 'apt-get install -y chromium' as root, or set DSPEAK_CHROMIUM" >&2
     exit 1
+  else
+    echo "nft is missing: the browser test's ICE-TCP part (UDP dropped) needs root and nftables; it is skipped" >&2
   fi
 fi
 
@@ -83,5 +85,5 @@ step "SDK: build, typecheck, tests against live servers (target/debug/dspeak)"
 step "SDK package: npm pack, installed into fresh ESM and CommonJS projects without mediasoup-client; publint, attw; API docs"
 (cd sdk && npm run test:package && npm run docs)
 
-step "Browser: the voice-room page in headless Chromium (screenshots in artifacts/browser/)"
+step "Browser: the voice-room page in headless Chromium, then over ICE-TCP with UDP dropped (screenshots in artifacts/browser/)"
 (cd sdk && npm run test:browser)

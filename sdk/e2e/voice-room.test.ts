@@ -4,11 +4,14 @@
 // Alice and Bob join one room; Bob hears Alice (inbound-rtp packets grow, audio energy
 // > 0) and sees her speaking; Alice mutes (Bob's packets stop, his page shows her muted)
 // and unmutes (audio again); Carol joins late and hears both; Alice closes her tab (the
-// others' pages drop her); Bob leaves with the Leave button. Every page gets a
-// screenshot per phase in artifacts/browser/, and the figures are printed at the end.
+// others' pages drop her); Bob leaves with the Leave button. Then, on a second server
+// whose media port an nftables rule closes to UDP, Dan and Erin hear each other over
+// ICE-TCP. Every page gets a screenshot per phase in artifacts/browser/, and the
+// figures are printed at the end.
 //
-//   cargo build -p dspeak-server && npm run test:browser
+//   cargo build -p dspeak-server && npm run test:browser    (as root, for nft)
 
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -16,7 +19,7 @@ import { join, resolve } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
-import type { InboundSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "../examples/voice-room/hooks.js";
+import type { InboundSnapshot, PathSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "../examples/voice-room/hooks.js";
 import { repoRoot, startServer, type TestServer } from "../test/support.js";
 
 declare global {
@@ -116,6 +119,7 @@ const hooks = {
   selfId: (p: Peer) => p.page.evaluate(() => window.dspeak.selfId()),
   state: (p: Peer) => p.page.evaluate(() => window.dspeak.state()),
   errors: (p: Peer) => p.page.evaluate(() => window.dspeak.errors()),
+  paths: (p: Peer) => p.page.evaluate(() => window.dspeak.paths()),
 };
 
 /** `who`'s inbound stats of the audio of `from`. */
@@ -154,7 +158,7 @@ function note(line: string): void {
 }
 
 /** Opens a page for `name`, fills the form and clicks Join; resolves once joined. */
-async function joinAs(name: string): Promise<Peer> {
+async function joinAs(name: string, url = pageUrl, room = ROOM): Promise<Peer> {
   if (!browser) throw new Error("no browser");
   const context = await browser.newContext({ viewport: { width: 520, height: 560 } });
   const page = await context.newPage();
@@ -162,9 +166,9 @@ async function joinAs(name: string): Promise<Peer> {
   page.on("pageerror", (e) => pageErrors.push(`[${name}] ${e.message}`));
   const p: Peer = { name, context, page };
   peers.set(name, p);
-  await page.goto(pageUrl);
+  await page.goto(url);
   await page.fill("#name", name);
-  await page.fill("#room", ROOM);
+  await page.fill("#room", room);
   await page.click("#join");
   await eventually(`${name} to join`, async () => {
     const state = await hooks.state(p);
@@ -281,6 +285,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  unblockUdp();
   writeFileSync(join(ARTIFACTS, "figures.json"), `${JSON.stringify(figures, null, 2)}\n`);
   writeFileSync(join(ARTIFACTS, "browser-console.txt"), `${browserLog.join("\n")}\n`);
   const summary = ["", "voice-room browser test — figures", ...report.map((l) => `  ${l}`), `  screenshots: ${ARTIFACTS}`, ""];
@@ -419,4 +424,104 @@ phase("Bob leaves with the Leave button; Carol stays and the page shows her alon
   for (const p of peers.values()) expect(await hooks.errors(p), `${p.name}'s page shows no error`).toEqual([]);
   expect(pageErrors, "no uncaught errors in any page").toEqual([]);
   expect(browserLog.filter((l) => / error: /.test(l)), "no errors in the browser consoles").toEqual([]);
+});
+
+// --- UDP blocked: ICE-TCP ----------------------------------------------------------
+
+/** The nftables table of the UDP block, while it exists. */
+let blockTable: string | undefined;
+
+/**
+ * Drops UDP to exactly `port` (the second server's media port), on input, so only that
+ * server's media is affected: other tests on this machine keep their UDP. Needs root.
+ */
+function blockUdp(port: number): string {
+  const table = `dspeak_e2e_udp_${port}`;
+  const chain = `{ type filter hook input priority -10 ; policy accept ; }`;
+  execFileSync("nft", ["-f", "-"], {
+    input: `add table inet ${table}\nadd chain inet ${table} input ${chain}\nadd rule inet ${table} input udp dport ${port} counter drop\n`,
+  });
+  blockTable = table;
+  process.once("exit", unblockUdp);
+  return table;
+}
+
+/** Removes the UDP block (idempotent; also runs at process exit). */
+function unblockUdp(): void {
+  if (!blockTable) return;
+  try {
+    execFileSync("nft", ["delete", "table", "inet", blockTable]);
+  } catch (error) {
+    console.error(`could not remove nftables table ${blockTable}: ${String(error)}`);
+  }
+  blockTable = undefined;
+}
+
+/** UDP datagrams the block dropped so far. */
+function droppedByBlock(table: string): number {
+  const listing = execFileSync("nft", ["list", "table", "inet", table]).toString();
+  return Number(/counter packets (\d+)/.exec(listing)?.[1] ?? NaN);
+}
+
+/** Whether this process may add nftables rules (root, and `nft` installed). */
+function canUseNft(): boolean {
+  try {
+    execFileSync("nft", ["--version"]);
+    return process.getuid?.() === 0;
+  } catch {
+    return false;
+  }
+}
+
+it("UDP to the media port is dropped: Dan and Erin hear each other over ICE-TCP", async (ctx) => {
+  if (!canUseNft()) {
+    if (process.env.CI) throw new Error("the ICE-TCP browser test needs root and nft (nftables) to drop UDP");
+    console.warn("skipping the ICE-TCP browser test: needs root and nft (nftables)");
+    ctx.skip();
+  }
+  const tcpServer = await startServer();
+  const names = ["Dan", "Erin"];
+  try {
+    const port = Number(/media worker started.*?port=(\d+)/.exec(tcpServer.log().replace(/\x1b\[[0-9;]*m/g, ""))?.[1]);
+    expect(port, "the second server's media port").toBeGreaterThan(0);
+    const table = blockUdp(port);
+    const url = `${tcpServer.url.replace(/^ws/, "http")}/`;
+    const room = `${ROOM}-tcp`;
+    const dan = await joinAs("Dan", url, room);
+    const erin = await joinAs("Erin", url, room);
+    const [erinHearsDan, danHearsErin] = await Promise.all([measure(erin, "Dan"), measure(dan, "Erin")]);
+    const paths: Record<string, PathSnapshot[]> = { Dan: await hooks.paths(dan), Erin: await hooks.paths(erin) };
+    const dropped = droppedByBlock(table);
+    figures.iceTcp = { erinFromDan: erinHearsDan.packets, danFromErin: danHearsErin.packets, paths, udpDropped: dropped };
+    note(
+      `UDP blocked (${dropped} datagrams to port ${port} dropped): Erin received ${erinHearsDan.packets} packets from Dan ` +
+        `and Dan ${danHearsErin.packets} from Erin in ${WINDOW_MS} ms over ` +
+        Object.entries(paths)
+          .map(([who, ps]) => `${who} ${ps.map((p) => `${p.direction} ${p.localProtocol}/${p.localTcpType ?? "-"} → ${p.remoteProtocol} ${p.remoteAddress}:${p.remotePort}`).join(", ")}`)
+          .join("; "),
+    );
+    await screenshot("ice-tcp", ...names);
+    for (const [who, w] of [["Erin", erinHearsDan], ["Dan", danHearsErin]] as const) {
+      expect(w.packets, `${who}'s inbound-rtp packets grow over TCP`).toBeGreaterThanOrEqual(MIN_PACKETS);
+      expect(w.after.totalAudioEnergy, `${who} decodes the audio (totalAudioEnergy > 0)`).toBeGreaterThan(0);
+    }
+    for (const [who, ps] of Object.entries(paths)) {
+      expect(ps.map((p) => p.direction).sort(), `${who} has both transports`).toEqual(["recv", "send"]);
+      for (const p of ps) {
+        expect(p.localProtocol, `${who}'s ${p.direction} transport: the selected pair's local candidate`).toBe("tcp");
+        expect([p.remoteProtocol, p.remotePort], `${who}'s ${p.direction} transport reaches the server's TCP candidate`).toEqual(["tcp", port]);
+      }
+    }
+    expect(dropped, "the browsers tried UDP first, and the rule dropped it").toBeGreaterThan(0);
+    for (const name of names) expect(await hooks.errors(peer(name)), `${name}'s page shows no error`).toEqual([]);
+  } finally {
+    unblockUdp();
+    for (const name of names) {
+      const p = peers.get(name);
+      await p?.context.close().catch(() => undefined);
+      peers.delete(name);
+    }
+    if (ctx.task.result?.state === "fail") console.log(`ICE-TCP server log:\n${tcpServer.log()}`);
+    await tcpServer.stop();
+  }
 });

@@ -71,6 +71,7 @@ impl Shared {
             transports: media.transports,
             producers: media.producers,
             consumers: media.consumers,
+            tcp_connections: media.tcp_connections,
         }
     }
 }
@@ -104,6 +105,8 @@ pub struct Counts {
     pub producers: usize,
     /// Consumers.
     pub consumers: usize,
+    /// Open ICE-TCP connections (attached to a transport or not yet).
+    pub tcp_connections: usize,
 }
 
 /// Why the server could not start.
@@ -233,8 +236,9 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             _ => format!("auth secret set ({chars} characters)"),
         });
     }
-    let announced = media::announced_ip(config)?;
-    report.push(format!("announced address {announced}"));
+    let (_, announced) = media::media_addresses(config)?;
+    let announced: Vec<String> = announced.iter().map(ToString::to_string).collect();
+    report.push(format!("announced addresses {}", announced.join(", ")));
     let listen = std::net::TcpListener::bind(config.listen)
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     report.push(format!("WebSocket listen address {} is free", config.listen));
@@ -244,7 +248,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
     }
     drop(listen);
     let ports = media::check_ports(config)?;
-    report.push(format!("media UDP ports {ports} are free"));
+    report.push(format!("media ports {ports} are free"));
     Ok(report)
 }
 

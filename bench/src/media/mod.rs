@@ -2,6 +2,7 @@
 //! speakers to N listeners on one worker, and a join storm.
 
 mod dtls;
+mod link;
 pub(crate) mod peer;
 
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub(crate) struct FanoutOptions {
     pub(crate) url: Option<String>,
     /// The process of that server, to read its worker thread's CPU time.
     pub(crate) server_pid: Option<u32>,
+    /// Clients reach the server over ICE-TCP instead of UDP.
+    pub(crate) tcp: bool,
+    /// The in-process server listens on and announces `::1`; clients use `::1`.
+    pub(crate) ipv6: bool,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -56,8 +61,8 @@ struct Load {
 }
 
 impl Load {
-    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize) -> anyhow::Result<Load> {
-        let shared = Shared::new()?;
+    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize, tcp: bool) -> anyhow::Result<Load> {
+        let shared = Shared::new(tcp)?;
         let mut load = Load {
             shared,
             url: url.to_owned(),
@@ -281,14 +286,21 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     );
     let server = match &opts.url {
         Some(url) => target::external(url),
-        None => target::dspeak_in_process(target::bench_config(20_000), cpus).await?,
+        None => {
+            let mut config = target::bench_config(20_000);
+            if opts.ipv6 {
+                config.rtc_listen_ip = std::net::Ipv6Addr::LOCALHOST.into();
+                config.announced_address = vec!["::1".into()];
+            }
+            target::dspeak_in_process(config, cpus).await?
+        }
     };
     let worker: WorkerThreads = match opts.server_pid {
         Some(pid) => (pid, sys::named_threads(pid, "dspeak-media-0")),
         None => (std::process::id(), sys::own_threads("dspeak-media-0")),
     };
     ensure!(opts.url.is_some() || !worker.1.is_empty(), "no dspeak-media-0 thread");
-    let load = Load::new(&server.url, "fanout", s, opts.probe_every).await;
+    let load = Load::new(&server.url, "fanout", s, opts.probe_every, opts.tcp).await;
     let mut load = match load {
         Ok(l) => l,
         Err(e) => {
@@ -336,6 +348,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 if ok { "✓".into() } else { "✗".into() },
             ],
             json!({
+                "transport": if opts.tcp { "tcp" } else { "udp" }, "ipv6": opts.ipv6,
                 "speakers": s, "listeners": n, "consumers": consumers,
                 "forwarded_per_s": rate.json(), "loss_pct": loss.json(),
                 "delay_p50_ms": p50.json(), "delay_p99_ms": p99.json(),
@@ -376,10 +389,83 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         report.note(format!("First failing step: {n} listeners."));
     }
     report.note(format!(
+        "Clients reach the server over {} on {}.",
+        if opts.tcp { "ICE-TCP (RFC 4571 frames on one TCP connection per transport)" } else { "UDP" },
+        if opts.ipv6 { "`::1`" } else { "`127.0.0.1`" }
+    ));
+    report.note(format!(
         "Each step: {} windows of {} s after all listeners receive; median (min–max) over the windows. Loss from RTP sequence numbers of every consumer stream; delay (send → decrypted at the listener, so it includes both clients' str0m) from every {}th listener plus the last one, which decrypt through str0m; the others count packets from the cleartext SRTP header. Worker CPU from /proc/self/task/<tid>/schedstat of `dspeak-media-0`, per packet the server should have forwarded. {}. Synthetic clients run in the load-client thread(s).",
         opts.windows,
         opts.secs,
         opts.probe_every,
+        cpus.describe()
+    ));
+    Ok(report)
+}
+
+/// The same fan-out over UDP and over ICE-TCP, alternating, `rounds` times each (a
+/// fresh server every run): the worker's CPU per forwarded packet, side by side.
+pub(crate) async fn transport_cost(cpus: &Cpus, opts: &FanoutOptions, rounds: usize) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "media forwarding cost: UDP vs ICE-TCP, one worker",
+        &[
+            "transport",
+            "listeners",
+            "consumers",
+            "forwarded pkt/s",
+            "worker ns/forwarded pkt",
+            "× one sendto",
+            "× UDP",
+            "loss %",
+            "delay p99 ms",
+        ],
+    );
+    // (tcp, listeners) → one value per run, each the median over that run's windows.
+    let mut runs: std::collections::BTreeMap<(bool, u64), Vec<serde_json::Value>> = Default::default();
+    for _ in 0..rounds.max(1) {
+        for tcp in [false, true] {
+            let run = fanout(cpus, &FanoutOptions { tcp, keep_going: true, ..opts.clone() }).await?;
+            for row in run.json {
+                let listeners = row["listeners"].as_u64().unwrap_or(0);
+                runs.entry((tcp, listeners)).or_default().push(row);
+            }
+        }
+    }
+    let median = |rows: &[serde_json::Value], key: &str| {
+        Spread::of(&rows.iter().filter_map(|r| r[key]["median"].as_f64().or(r[key].as_f64())).collect::<Vec<_>>())
+    };
+    for ((tcp, listeners), rows) in &runs {
+        let ns = median(rows, "worker_ns_per_packet");
+        let send_ns = median(rows, "udp_sendto_ns");
+        let udp_ns = runs.get(&(false, *listeners)).map(|udp| median(udp, "worker_ns_per_packet").median);
+        let (loss, p99, rate) =
+            (median(rows, "loss_pct"), median(rows, "delay_p99_ms"), median(rows, "forwarded_per_s"));
+        let transport = if *tcp { "ICE-TCP" } else { "UDP" };
+        report.row(
+            vec![
+                transport.into(),
+                listeners.to_string(),
+                rows[0]["consumers"].to_string(),
+                rate.show(0),
+                ns.show(0),
+                format!("{:.1}", ns.median / send_ns.median),
+                udp_ns.map_or("–".into(), |u| format!("{:.2}", ns.median / u)),
+                loss.show(3),
+                p99.show(2),
+            ],
+            json!({
+                "transport": transport, "listeners": listeners, "consumers": rows[0]["consumers"],
+                "worker_ns_per_packet": ns.json(), "udp_sendto_ns": send_ns.json(), "loss_pct": loss.json(),
+                "delay_p99_ms": p99.json(), "forwarded_per_s": rate.json(), "runs": rows.len(),
+            }),
+        );
+    }
+    report.note(format!(
+        "{} runs per transport, alternating UDP and ICE-TCP, a fresh in-process server each; per run the median over {} windows of {} s, then median (min–max) over the runs. {} speakers; every listener consumes each. ICE-TCP: each client transport has one TCP connection to the worker's passive candidate (RFC 4571 frames); the worker hands frames to a per-connection writer task on its own thread instead of `sendmmsg`. \"× one sendto\": per forwarded packet, in units of one 150-byte loopback `sendto` measured in the same run. {}.",
+        rounds.max(1),
+        opts.windows,
+        opts.secs,
+        opts.speakers,
         cpus.describe()
     ));
     Ok(report)
@@ -447,7 +533,7 @@ pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize, url: Opti
 
 async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<Stages>> {
     let room = format!("storm{run}");
-    let load = Load::new(&server.url, &room, 1, 1).await?;
+    let load = Load::new(&server.url, &room, 1, 1, false).await?;
     let producers = load.producers.clone();
     let mut clients = Vec::with_capacity(peers);
     for _ in 0..peers {

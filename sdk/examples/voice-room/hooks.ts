@@ -55,6 +55,18 @@ export interface TimingSnapshot {
   }>;
 }
 
+/** The candidate pair an `RTCPeerConnection` selected for one transport. */
+export interface PathSnapshot {
+  direction: "send" | "recv";
+  /** `udp` or `tcp`, of the local candidate of the selected pair. */
+  localProtocol: string;
+  /** `active`, `passive` or `so` for TCP candidates. */
+  localTcpType: string | undefined;
+  remoteProtocol: string;
+  remoteAddress: string;
+  remotePort: number;
+}
+
 /** `window.dspeak`. */
 export interface VoiceRoomHooks {
   /** The WebSocket URL the page connects to. */
@@ -66,6 +78,8 @@ export interface VoiceRoomHooks {
   peers(): PeerSnapshot[];
   /** Fresh receive stats of every consumer, from the recv transport's `RTCPeerConnection`. */
   inboundStats(): Promise<InboundSnapshot[]>;
+  /** The selected candidate pair of each transport (how media reaches the server). */
+  paths(): Promise<PathSnapshot[]>;
   timings(): TimingSnapshot;
   /** Errors shown to the user so far. */
   errors(): string[];

@@ -9,7 +9,7 @@ import { joinVoiceRoom, type VoiceRoom } from "@dspeak/sdk/mediasoup";
 import { Device } from "mediasoup-client";
 import type { Consumer } from "mediasoup-client/types";
 
-import type { InboundSnapshot, PageState, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "./hooks.js";
+import type { InboundSnapshot, PageState, PathSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "./hooks.js";
 
 /** RMS level (0..1) above which a peer counts as speaking (about −34 dBFS). */
 const SPEAKING_LEVEL = 0.02;
@@ -691,12 +691,38 @@ async function inboundStats(): Promise<InboundSnapshot[]> {
   return out;
 }
 
+async function paths(): Promise<PathSnapshot[]> {
+  const room = connection?.membership?.room;
+  if (!room) return [];
+  const out: PathSnapshot[] = [];
+  for (const [direction, transport] of [["send", room.sendTransport], ["recv", room.recvTransport]] as const) {
+    if (!transport) continue;
+    const report = await transport.getStats();
+    const stats = [...report.values()];
+    const pairId = stats.find((s) => s.type === "transport")?.selectedCandidatePairId;
+    const pair = pairId ? report.get(pairId) : stats.find((s) => s.type === "candidate-pair" && s.nominated);
+    const local = pair ? report.get(pair.localCandidateId) : undefined;
+    const remote = pair ? report.get(pair.remoteCandidateId) : undefined;
+    if (!local || !remote) continue;
+    out.push({
+      direction,
+      localProtocol: local.protocol,
+      localTcpType: local.tcpType,
+      remoteProtocol: remote.protocol,
+      remoteAddress: remote.address ?? remote.ip,
+      remotePort: remote.port,
+    });
+  }
+  return out;
+}
+
 const hooks: VoiceRoomHooks = {
   serverUrl,
   state: () => state,
   selfId: () => connection?.membership.selfId,
   peers: snapshot,
   inboundStats,
+  paths,
   timings: () => {
     const m = connection?.membership;
     return {

@@ -97,6 +97,7 @@ fn the_dockerfile_builds_in_rust_and_runs_slim_as_a_non_root_user() {
     let exposed: Vec<&str> = get("EXPOSE").iter().flat_map(|e| e.split_whitespace()).collect();
     assert!(exposed.contains(&"8080/tcp"), "the WebSocket port: {exposed:?}");
     assert!(exposed.iter().any(|p| p.starts_with("40000") && p.ends_with("/udp")), "the media ports: {exposed:?}");
+    assert!(exposed.iter().any(|p| p.starts_with("40000") && p.ends_with("/tcp")), "ICE-TCP ports: {exposed:?}");
 
     let health = get("HEALTHCHECK");
     assert_eq!(health.len(), 1);
@@ -179,7 +180,7 @@ fn dspeak_check_passes_on_the_example_configuration() {
     let check = dspeak(&["check", "--config", &example], &env);
     assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
     let out = text(&check.stdout);
-    assert!(out.contains("ok: announced address 203.0.113.10"), "{out}");
+    assert!(out.contains("ok: announced addresses 203.0.113.10"), "{out}");
     assert!(out.contains("ok: auth secret set (34 characters)"), "{out}");
     let mut short = FREE_PORTS.to_vec();
     short.push(("DSPEAK_AUTH_SECRET", "only-20-characters--"));
@@ -192,7 +193,7 @@ fn dspeak_check_passes_on_the_example_configuration() {
     let out = text(&config.stdout);
     for line in [
         "env = \"production\"  # file",
-        "announced_address = \"203.0.113.10\"  # file",
+        "announced_address = [\"203.0.113.10\"]  # file",
         "drain_timeout = \"10m\"  # file",
         "listen = \"127.0.0.1:0\"  # environment",
         "workers = 2  # flag",

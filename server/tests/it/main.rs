@@ -7,6 +7,7 @@
 mod deploy;
 mod errors;
 mod hostile;
+mod ice_tcp;
 mod media;
 mod ops;
 mod pymediasoup;

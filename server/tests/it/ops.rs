@@ -1,8 +1,8 @@
 //! Operations: Prometheus metrics that follow real calls, health and readiness
 //! probes, and the graceful drain of the real `dspeak` binary on SIGTERM.
 //!
-//! Tests with `pymediasoup` in their name drive real WebRTC peers (`dspeak_peer.py
-//! talk`) and need the e2e virtualenv (`DSPEAK_PYTHON`, see `pymediasoup.rs`).
+//! Tests with `pymediasoup` in their name drive real WebRTC peers (`python -m
+//! dspeak_peer talk`) and need the e2e virtualenv (`DSPEAK_PYTHON`, see `pymediasoup.rs`).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -21,12 +21,12 @@ use crate::support::*;
 /// Longest wait for real WebRTC peers to connect on a loaded machine.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// A `dspeak_peer.py talk` peer: produces a tone and consumes everyone else in `room`
+/// A `python -m dspeak_peer talk` peer: produces a tone and consumes everyone else in `room`
 /// for `seconds`, then leaves.
 fn talker(python: &str, url: &str, room: &str, freq: u32, seconds: u32) -> Child {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/python");
     Command::new(python)
-        .args(["dspeak_peer.py", "--url", url, "talk", "--room", room])
+        .args(["-m", "dspeak_peer", "--url", url, "talk", "--room", room])
         .args(["--freq", &freq.to_string(), "--duration", &seconds.to_string()])
         .current_dir(dir)
         .stdout(Stdio::null())
