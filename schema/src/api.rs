@@ -6,11 +6,16 @@
 //! schema export and the SDK generator), and a typed call on
 //! [`DspeakClient`](crate::client::DspeakClient).
 //!
+//! The last column lists the application errors ([`ErrorCode`]s) a method can answer
+//! with besides [`EVERY_METHOD_ERRORS`]; the OpenRPC export reads it, and the server
+//! checks it against the error types of its handlers.
+//!
 //! On the wire `params` is always the params struct itself, as a JSON object.
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::error::ErrorCode;
 use crate::events::Event;
 #[allow(unused_imports)]
 use crate::{media::*, ortc::*, rooms::*};
@@ -21,6 +26,8 @@ pub trait Method {
     const NAME: &'static str;
     /// The API area it belongs to.
     const AREA: Area;
+    /// The application errors it can answer with, besides [`EVERY_METHOD_ERRORS`].
+    const ERRORS: &'static [ErrorCode];
     /// Its params object.
     type Params: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
     /// Its result.
@@ -51,6 +58,8 @@ pub struct MethodInfo {
     pub summary: &'static str,
     /// Whether the method takes no params (missing, `{}` or `[]`).
     pub no_params: bool,
+    /// The application errors it can answer with, besides [`EVERY_METHOD_ERRORS`].
+    pub errors: &'static [ErrorCode],
     /// JSON Schema of the params (use a deserialize-contract generator).
     pub params_schema: fn(&mut SchemaGenerator) -> Schema,
     /// JSON Schema of the result (use a serialize-contract generator).
@@ -68,9 +77,16 @@ pub struct SubscriptionInfo {
     pub notification: &'static str,
     /// One-line summary.
     pub summary: &'static str,
+    /// The application errors `subscribe` can answer with, or the stream can end with,
+    /// besides [`EVERY_METHOD_ERRORS`].
+    pub errors: &'static [ErrorCode],
     /// JSON Schema of one item.
     pub item_schema: fn(&mut SchemaGenerator) -> Schema,
 }
+
+/// Application errors every method (and `subscribeEvents`) can answer with:
+/// `limitExceeded` when the connection exceeds its request rate.
+pub const EVERY_METHOD_ERRORS: &[ErrorCode] = &[ErrorCode::LimitExceeded];
 
 /// The one subscription: the session's event stream.
 pub const EVENTS: SubscriptionInfo = SubscriptionInfo {
@@ -78,6 +94,10 @@ pub const EVENTS: SubscriptionInfo = SubscriptionInfo {
     unsubscribe: "unsubscribeEvents",
     notification: "event",
     summary: "Opens the session's event stream; the first event is always `welcome`.",
+    // invalidState: a second subscription; unavailable: the session is closed. The stream
+    // ends with limitExceeded when the session was evicted as too slow, and with
+    // forbidden when a newer session of the same identity replaced it.
+    errors: &[ErrorCode::Forbidden, ErrorCode::LimitExceeded, ErrorCode::InvalidState, ErrorCode::Unavailable],
     item_schema: |g| g.subscription_schema::<Event>(),
 };
 
@@ -94,7 +114,8 @@ impl SchemaFor for SchemaGenerator {
 macro_rules! api {
     ($(
         $(#[doc = $doc:literal])*
-        $fn_name:ident: $marker:ident = $name:literal, $area:ident, ($($params:ty)?) -> $result:ty;
+        $fn_name:ident: $marker:ident = $name:literal, $area:ident, ($($params:ty)?) -> $result:ty,
+            [$($error:ident),*];
     )*) => {
         /// Marker types, one per method (see [`Method`]).
         pub mod methods {
@@ -106,6 +127,7 @@ macro_rules! api {
                 impl Method for $marker {
                     const NAME: &'static str = $name;
                     const AREA: Area = Area::$area;
+                    const ERRORS: &'static [ErrorCode] = &[$(ErrorCode::$error),*];
                     type Params = api!(@params $($params)?);
                     type Result = $result;
                 }
@@ -119,6 +141,7 @@ macro_rules! api {
                 area: Area::$area,
                 summary: concat!($($doc, )*),
                 no_params: api!(@no_params $($params)?),
+                errors: &[$(ErrorCode::$error),*],
                 params_schema: |g| g.subschema_for::<<methods::$marker as Method>::Params>(),
                 result_schema: |g| g.subschema_for::<<methods::$marker as Method>::Result>(),
             },
@@ -149,39 +172,56 @@ macro_rules! api {
 
 api! {
     /// Liveness check; also pushes a `pong` event to a subscribed session.
-    ping: Ping = "ping", Rooms, () -> PingResult;
+    ping: Ping = "ping", Rooms, () -> PingResult,
+        [];
     /// Joins (and creates on first join) a room.
-    join: Join = "join", Rooms, (JoinParams) -> JoinResult;
+    join: Join = "join", Rooms, (JoinParams) -> JoinResult,
+        [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable];
     /// Leaves the room, closing the session's transports, producers and consumers.
-    leave: Leave = "leave", Rooms, () -> Empty;
+    leave: Leave = "leave", Rooms, () -> Empty,
+        [NotJoined, Unavailable];
     /// Sends a JSON payload to every other peer of the room.
-    broadcast: Broadcast = "broadcast", Rooms, (BroadcastParams) -> BroadcastResult;
+    broadcast: Broadcast = "broadcast", Rooms, (BroadcastParams) -> BroadcastResult,
+        [NotJoined, PayloadTooLarge, Forbidden, Unavailable];
     /// The room router's RTP capabilities, for `device.load()`.
-    get_router_rtp_capabilities: GetRouterRtpCapabilities = "getRouterRtpCapabilities", Transports, () -> RtpCapabilities;
+    get_router_rtp_capabilities: GetRouterRtpCapabilities = "getRouterRtpCapabilities", Transports, () -> RtpCapabilities,
+        [Unavailable];
     /// Creates a WebRTC transport on the room's media worker.
-    create_transport: CreateTransport = "createTransport", Transports, (CreateTransportParams) -> CreateTransportResult;
+    create_transport: CreateTransport = "createTransport", Transports, (CreateTransportParams) -> CreateTransportResult,
+        [NotJoined, Unavailable];
     /// Gives a transport the client's DTLS parameters; ICE and DTLS then complete.
-    connect_transport: ConnectTransport = "connectTransport", Transports, (ConnectTransportParams) -> Empty;
+    connect_transport: ConnectTransport = "connectTransport", Transports, (ConnectTransportParams) -> Empty,
+        [NotJoined, NotFound, InvalidState, Unavailable];
     /// New server ICE credentials for a transport (ICE restart).
-    restart_ice: RestartIce = "restartIce", Transports, (TransportParams) -> IceParameters;
+    restart_ice: RestartIce = "restartIce", Transports, (TransportParams) -> IceParameters,
+        [NotJoined, NotFound, InvalidState, Unavailable];
     /// Starts receiving an audio track on a send transport.
-    produce: Produce = "produce", Producers, (ProduceParams) -> ProduceResult;
+    produce: Produce = "produce", Producers, (ProduceParams) -> ProduceResult,
+        [NotJoined, PayloadTooLarge, Forbidden, NotFound, InvalidState, Unsupported, Unavailable];
     /// Closes a producer and the consumers of it.
-    close_producer: CloseProducer = "closeProducer", Producers, (ProducerParams) -> Empty;
+    close_producer: CloseProducer = "closeProducer", Producers, (ProducerParams) -> Empty,
+        [NotJoined, Forbidden, NotFound, Unavailable];
     /// Pauses (mutes) a producer; the room gets `producerPaused`.
-    pause_producer: PauseProducer = "pauseProducer", Producers, (ProducerParams) -> Empty;
+    pause_producer: PauseProducer = "pauseProducer", Producers, (ProducerParams) -> Empty,
+        [NotJoined, Forbidden, NotFound, Unavailable];
     /// Resumes (unmutes) a producer; the room gets `producerResumed`.
-    resume_producer: ResumeProducer = "resumeProducer", Producers, (ProducerParams) -> Empty;
+    resume_producer: ResumeProducer = "resumeProducer", Producers, (ProducerParams) -> Empty,
+        [NotJoined, Forbidden, NotFound, Unavailable];
     /// Starts sending another peer's producer on a recv transport; the consumer starts paused.
-    consume: Consume = "consume", Consumers, (ConsumeParams) -> ConsumeResult;
+    consume: Consume = "consume", Consumers, (ConsumeParams) -> ConsumeResult,
+        [NotJoined, Forbidden, NotFound, InvalidState, Unsupported, Unavailable];
     /// Resumes a consumer once the client's receiver is ready.
-    resume_consumer: ResumeConsumer = "resumeConsumer", Consumers, (ConsumerParams) -> Empty;
+    resume_consumer: ResumeConsumer = "resumeConsumer", Consumers, (ConsumerParams) -> Empty,
+        [NotJoined, NotFound, Unavailable];
     /// Pauses a consumer.
-    pause_consumer: PauseConsumer = "pauseConsumer", Consumers, (ConsumerParams) -> Empty;
+    pause_consumer: PauseConsumer = "pauseConsumer", Consumers, (ConsumerParams) -> Empty,
+        [NotJoined, NotFound, Unavailable];
     /// Closes a consumer.
-    close_consumer: CloseConsumer = "closeConsumer", Consumers, (ConsumerParams) -> Empty;
+    close_consumer: CloseConsumer = "closeConsumer", Consumers, (ConsumerParams) -> Empty,
+        [NotJoined, NotFound, Unavailable];
     /// Statistics of one of the session's transports, producers or consumers.
-    get_stats: GetStats = "getStats", Consumers, (GetStatsParams) -> Stats;
+    get_stats: GetStats = "getStats", Consumers, (GetStatsParams) -> Stats,
+        [NotJoined, NotFound, Unavailable];
 }
 
 #[cfg(test)]
@@ -196,6 +236,11 @@ mod tests {
             assert!(m.name.chars().next().unwrap().is_ascii_lowercase());
             assert!(m.name.chars().all(|c| c.is_ascii_alphanumeric()));
             assert!(!m.summary.is_empty(), "{} has no summary", m.name);
+            assert!(
+                !m.errors.iter().any(|e| EVERY_METHOD_ERRORS.contains(e)),
+                "{} repeats an error of every method",
+                m.name
+            );
         }
         assert!(!seen.contains(EVENTS.subscribe) && !seen.contains(EVENTS.unsubscribe));
     }

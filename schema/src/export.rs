@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use crate::api::{Area, EVENTS, METHODS, MethodInfo};
+use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
 
@@ -45,53 +45,19 @@ pub const ERROR_OBJECT_DEF: &str = "JsonRpcError";
 /// result schemas and describes the event subscription.
 pub const BUNDLE_METHODS_KEYWORD: &str = "x-dspeak";
 
-/// The application errors each method can answer with, besides [`EVERY_METHOD_ERRORS`]
-/// and the standard JSON-RPC ones (`-32602` for methods with params, `-32603` for all).
-/// Checked against [`METHODS`] by a unit test, so a new method cannot be forgotten here;
-/// read it through [`method_errors`].
-pub const METHOD_ERRORS: &[(&str, &[ErrorCode])] = {
-    use ErrorCode::*;
-    &[
-        ("ping", &[]),
-        ("join", &[AlreadyJoined, RoomFull, PayloadTooLarge, Unauthorized, TokenExpired, Forbidden, Unavailable]),
-        ("leave", &[NotJoined]),
-        // Forbidden: the token does not grant `canBroadcast`; limitExceeded: broadcast rate.
-        ("broadcast", &[NotJoined, PayloadTooLarge, Forbidden]),
-        ("getRouterRtpCapabilities", &[]),
-        ("createTransport", &[NotJoined, Unavailable]),
-        ("connectTransport", &[NotJoined, NotFound, InvalidState, Unavailable]),
-        ("restartIce", &[NotJoined, NotFound, InvalidState, Unavailable]),
-        // Forbidden: the token does not grant `canPublish`.
-        ("produce", &[NotJoined, NotFound, Forbidden, InvalidState, PayloadTooLarge, Unsupported, Unavailable]),
-        ("closeProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
-        ("pauseProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
-        ("resumeProducer", &[NotJoined, NotFound, Forbidden, Unavailable]),
-        // Forbidden: own producer, or the token does not grant `canSubscribe`.
-        ("consume", &[NotJoined, NotFound, Forbidden, InvalidState, Unsupported, Unavailable]),
-        ("resumeConsumer", &[NotJoined, NotFound, Unavailable]),
-        ("pauseConsumer", &[NotJoined, NotFound, Unavailable]),
-        ("closeConsumer", &[NotJoined, NotFound, Unavailable]),
-        ("getStats", &[NotJoined, NotFound, Unavailable]),
-    ]
-};
-
-/// Application errors any method can answer with: `limitExceeded` when the connection
-/// exceeds its request rate (and the per-method limits: rooms, transports, producers,
-/// consumers, broadcasts per second).
-pub const EVERY_METHOD_ERRORS: &[ErrorCode] = &[ErrorCode::LimitExceeded];
-
-/// The application errors `method` can answer with, in numeric order.
+/// The application errors `method` can answer with, in numeric order: its column of
+/// the method table and [`EVERY_METHOD_ERRORS`].
 pub fn method_errors(method: &str) -> Vec<ErrorCode> {
-    let listed = METHOD_ERRORS.iter().find(|(n, _)| *n == method).map(|(_, c)| *c).unwrap_or(&[]);
+    let listed = METHODS.iter().find(|m| m.name == method).map(|m| m.errors).unwrap_or(&[]);
+    with_every_method_errors(listed)
+}
+
+fn with_every_method_errors(listed: &[ErrorCode]) -> Vec<ErrorCode> {
     let mut codes: Vec<ErrorCode> = listed.iter().chain(EVERY_METHOD_ERRORS).copied().collect();
     codes.sort_by_key(|c| c.code());
     codes.dedup();
     codes
 }
-
-/// Errors of `subscribeEvents`: a second subscription on one session is refused; a
-/// stream whose queue overflowed ends with `limitExceeded`.
-const SUBSCRIBE_ERRORS: &[ErrorCode] = &[ErrorCode::InvalidState, ErrorCode::LimitExceeded, ErrorCode::Unavailable];
 
 /// JSON-RPC `invalidParams`.
 const INVALID_PARAMS: i32 = -32602;
@@ -440,8 +406,10 @@ fn openrpc_method(m: &MethodRefs, defs: &Map<String, Value>) -> Value {
             .collect()
     };
     let result_name = ref_name(&m.result).expect("results are named");
-    let codes = method_errors(m.info.name);
-    let standard: &[i32] = if m.info.no_params { &[INTERNAL_ERROR] } else { &[INVALID_PARAMS, INTERNAL_ERROR] };
+    let codes = with_every_method_errors(m.info.errors);
+    // Params that are not an object (or not the method's params type) are refused with
+    // invalid params, also by methods that take none.
+    let standard: &[i32] = &[INVALID_PARAMS, INTERNAL_ERROR];
     json!({
         "name": m.info.name,
         "summary": m.info.summary.trim(),
@@ -473,7 +441,7 @@ fn openrpc_subscription(event: &Value) -> [Value; 2] {
         "paramStructure": "by-name",
         "params": [],
         "result": { "name": "subscriptionId", "schema": subscription_id },
-        "errors": error_refs(SUBSCRIBE_ERRORS, &[INTERNAL_ERROR]),
+        "errors": error_refs(&with_every_method_errors(EVENTS.errors), &[INTERNAL_ERROR]),
         "x-notification": {
             "method": EVENTS.notification,
             "unsubscribe": EVENTS.unsubscribe,
@@ -494,7 +462,7 @@ fn openrpc_subscription(event: &Value) -> [Value; 2] {
         "paramStructure": "by-position",
         "params": [{ "name": "subscription", "required": true, "schema": subscription_id }],
         "result": { "name": "unsubscribed", "schema": { "type": "boolean" } },
-        "errors": error_refs(&[], &[INVALID_PARAMS, INTERNAL_ERROR]),
+        "errors": error_refs(EVERY_METHOD_ERRORS, &[INVALID_PARAMS, INTERNAL_ERROR]),
     });
     [subscribe, unsubscribe]
 }
@@ -536,10 +504,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_method_has_an_error_list() {
-        let listed: Vec<&str> = METHOD_ERRORS.iter().map(|(n, _)| *n).collect();
-        let methods: Vec<&str> = METHODS.iter().map(|m| m.name).collect();
-        assert_eq!(listed, methods);
+    fn method_errors_come_from_the_table_in_numeric_order() {
+        use ErrorCode::*;
+        assert_eq!(method_errors("leave"), [NotJoined, LimitExceeded, Unavailable]);
+        assert_eq!(method_errors("ping"), [LimitExceeded]);
+        let doc = openrpc_document();
+        let join = doc["methods"].as_array().into_iter().flatten().find(|m| m["name"] == "join").expect("join");
+        let refs: Vec<&str> =
+            join["errors"].as_array().into_iter().flatten().filter_map(|e| e["$ref"].as_str()).collect();
+        assert_eq!(refs.len(), method_errors("join").len() + 2, "{refs:?}");
+        assert!(refs.contains(&"#/components/errors/tokenExpired"));
     }
 
     #[test]

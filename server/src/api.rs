@@ -11,6 +11,7 @@
 //! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
 //! in wire order, and the actor applies them one at a time.
 
+use std::convert::Infallible;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,7 +32,10 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::StartError;
-use crate::error::Error;
+use crate::error::{
+    AreaError, BroadcastError, CallError, Code, ConsumeError, ConsumerError, CreateTransportError, JoinError,
+    NotJoined, ProduceError, ProducerError, TransportError,
+};
 use crate::events::{self, EventReceiver, Pushed};
 use crate::limits::TokenBucket;
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
@@ -133,10 +137,7 @@ where
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
         if !allowed {
-            let error = to_rpc_error(
-                &request.method,
-                Error::LimitExceeded("too many requests on this connection; slow down".into()),
-            );
+            let error = to_rpc_error(&request.method, &CallError::RateLimited);
             return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
         }
         request.extensions_mut().insert(self.session.clone());
@@ -157,25 +158,62 @@ where
 fn module() -> RpcModule<()> {
     let mut m = RpcModule::new(());
     register_ping(&mut m);
-    route::<methods::Join>(&mut m, |s, p| Box::pin(s.join(p)));
-    route::<methods::Leave>(&mut m, |s, _| Box::pin(s.leave()));
-    route::<methods::Broadcast>(&mut m, |s, p| Box::pin(s.broadcast(p)));
-    route::<methods::GetRouterRtpCapabilities>(&mut m, |s, _| Box::pin(s.router_rtp_capabilities()));
-    route::<methods::CreateTransport>(&mut m, |s, p| Box::pin(s.create_transport(p)));
-    route::<methods::ConnectTransport>(&mut m, |s, p| Box::pin(s.connect_transport(p)));
-    route::<methods::RestartIce>(&mut m, |s, p| Box::pin(s.restart_ice(p)));
-    route::<methods::Produce>(&mut m, |s, p| Box::pin(s.produce(p)));
-    route::<methods::PauseProducer>(&mut m, |s, p| Box::pin(s.set_producer_paused(p, true)));
-    route::<methods::ResumeProducer>(&mut m, |s, p| Box::pin(s.set_producer_paused(p, false)));
-    route::<methods::CloseProducer>(&mut m, |s, p| Box::pin(s.close_producer(p)));
-    route::<methods::Consume>(&mut m, |s, p| Box::pin(s.consume(p)));
-    route::<methods::PauseConsumer>(&mut m, |s, p| Box::pin(s.set_consumer_paused(p, true)));
-    route::<methods::ResumeConsumer>(&mut m, |s, p| Box::pin(s.set_consumer_paused(p, false)));
-    route::<methods::CloseConsumer>(&mut m, |s, p| Box::pin(s.close_consumer(p)));
-    route::<methods::GetStats>(&mut m, |s, p| Box::pin(s.get_stats(p)));
+    routes(&mut m);
     register_events(&mut m);
     register_discover(&mut m);
     m
+}
+
+/// A handler: runs on the caller's session actor.
+trait Handler<M: Method, E>:
+    for<'a> Fn(&'a mut Session, M::Params) -> BoxFuture<'a, Result<M::Result, E>> + Copy + Send + Sync + 'static
+{
+}
+
+impl<M: Method, E, F> Handler<M, E> for F where
+    F: for<'a> Fn(&'a mut Session, M::Params) -> BoxFuture<'a, Result<M::Result, E>> + Copy + Send + Sync + 'static
+{
+}
+
+/// Where methods are routed to: the jsonrpsee module, or (in tests) a list of the
+/// errors each method's handler can return.
+trait Routes {
+    /// Routes method `M` to `handler`, whose errors are of type `E`.
+    fn route<M: Method, E: AreaError>(&mut self, handler: impl Handler<M, E>);
+}
+
+/// Every method but `ping` and the event stream, with its handler and error type.
+fn routes(r: &mut impl Routes) {
+    r.route::<methods::Join, JoinError>(|s, p| Box::pin(s.join(p)));
+    r.route::<methods::Leave, NotJoined>(|s, _| Box::pin(s.leave()));
+    r.route::<methods::Broadcast, BroadcastError>(|s, p| Box::pin(s.broadcast(p)));
+    r.route::<methods::GetRouterRtpCapabilities, Infallible>(|s, _| Box::pin(s.router_rtp_capabilities()));
+    r.route::<methods::CreateTransport, CreateTransportError>(|s, p| Box::pin(s.create_transport(p)));
+    r.route::<methods::ConnectTransport, TransportError>(|s, p| Box::pin(s.connect_transport(p)));
+    r.route::<methods::RestartIce, TransportError>(|s, p| Box::pin(s.restart_ice(p)));
+    r.route::<methods::Produce, ProduceError>(|s, p| Box::pin(s.produce(p)));
+    r.route::<methods::PauseProducer, ProducerError>(|s, p| Box::pin(s.set_producer_paused(p, true)));
+    r.route::<methods::ResumeProducer, ProducerError>(|s, p| Box::pin(s.set_producer_paused(p, false)));
+    r.route::<methods::CloseProducer, ProducerError>(|s, p| Box::pin(s.close_producer(p)));
+    r.route::<methods::Consume, ConsumeError>(|s, p| Box::pin(s.consume(p)));
+    r.route::<methods::PauseConsumer, ConsumerError>(|s, p| Box::pin(s.set_consumer_paused(p, true)));
+    r.route::<methods::ResumeConsumer, ConsumerError>(|s, p| Box::pin(s.set_consumer_paused(p, false)));
+    r.route::<methods::CloseConsumer, ConsumerError>(|s, p| Box::pin(s.close_consumer(p)));
+    r.route::<methods::GetStats, ConsumerError>(|s, p| Box::pin(s.get_stats(p)));
+}
+
+impl Routes for RpcModule<()> {
+    fn route<M: Method, E: AreaError>(&mut self, handler: impl Handler<M, E>) {
+        self.register_async_method(M::NAME, move |params, _, ext| {
+            // Parse and queue now, in the first poll: this keeps the wire order.
+            let call = parse::<M::Params>(&params).and_then(|p| Ok(session(&ext)?.call(move |s| handler(s, p))));
+            async move {
+                let answer = call.map_err(|e| to_rpc_error(M::NAME, &e))?.await;
+                answer.map_err(|e| to_rpc_error(M::NAME, &e))?.map_err(|e| to_rpc_error(M::NAME, &e))
+            }
+        })
+        .expect("method names in the schema table are unique");
+    }
 }
 
 /// `rpc.discover`: the OpenRPC document of the API, built once from the schema crate.
@@ -192,36 +230,13 @@ fn register_discover(module: &mut RpcModule<()>) {
         .expect("rpc.discover is registered once");
 }
 
-/// Registers method `M`, run on the caller's session actor by `handler`.
-fn route<M: Method>(
-    module: &mut RpcModule<()>,
-    handler: impl for<'a> Fn(&'a mut Session, M::Params) -> BoxFuture<'a, Result<M::Result, Error>>
-    + Copy
-    + Send
-    + Sync
-    + 'static,
-) {
-    module
-        .register_async_method(M::NAME, move |params, _, ext| {
-            // Parse and queue now, in the first poll: this keeps the wire order.
-            let call = parse::<M::Params>(&params).and_then(|p| Ok(session(&ext)?.call(move |s| handler(s, p))));
-            async move {
-                match call {
-                    Ok(result) => result.await.map_err(|e| to_rpc_error(M::NAME, e)),
-                    Err(e) => Err(to_rpc_error(M::NAME, e)),
-                }
-            }
-        })
-        .expect("method names in the schema table are unique");
-}
-
 /// `ping` answers directly, without queueing behind the session's other requests.
 fn register_ping(module: &mut RpcModule<()>) {
     module
         .register_method(methods::Ping::NAME, |params, _, ext| {
             let name = methods::Ping::NAME;
-            parse::<<methods::Ping as Method>::Params>(&params).map_err(|e| to_rpc_error(name, e))?;
-            let session = session(ext).map_err(|e| to_rpc_error(name, e))?;
+            parse::<<methods::Ping as Method>::Params>(&params).map_err(|e| to_rpc_error(name, &e))?;
+            let session = session(ext).map_err(|e| to_rpc_error(name, &e))?;
             let timestamp = unix_millis();
             if session.events().is_subscribed()
                 && session.events().push(events::serialize(&Event::Pong { timestamp })) == Pushed::Overflowed
@@ -241,14 +256,17 @@ fn register_events(module: &mut RpcModule<()>) {
             EVENTS.notification,
             EVENTS.unsubscribe,
             |_params, pending: PendingSubscriptionSink, _, ext| async move {
+                let name = EVENTS.subscribe;
                 let taken = match session(&ext) {
                     Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
                     Err(e) => Err(e),
                 };
+                let taken =
+                    taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
                 let ((session_id, rx), owner) = match taken {
                     Ok(t) => t,
                     Err(e) => {
-                        pending.reject(to_rpc_error(EVENTS.subscribe, e)).await;
+                        pending.reject(e).await;
                         return Ok(());
                     }
                 };
@@ -283,7 +301,7 @@ async fn stream_events(
                 Ok(Some(event)) => send_event(&sink, &event).await?,
                 Ok(None) => return Ok(()),
                 Err(reason) => {
-                    let error = to_rpc_error(EVENTS.subscribe, reason);
+                    let error = to_rpc_error(EVENTS.subscribe, &reason);
                     let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
                     return Err(SubscriptionError::from_json(json));
                 }
@@ -301,45 +319,122 @@ async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> Subscr
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.
-fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
+fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, CallError> {
     let text = params.as_str().map(str::trim).unwrap_or("{}");
     let text = match text {
         "[]" => "{}",
         t if t.starts_with('[') => {
-            return Err(Error::InvalidParams("params must be an object with named members, not an array".into()));
+            return Err(CallError::InvalidParams("params must be an object with named members, not an array".into()));
         }
         t => t,
     };
-    serde_json::from_str(text).map_err(|e| Error::InvalidParams(format!("invalid params: {e}")))
+    serde_json::from_str(text).map_err(|e| CallError::InvalidParams(format!("invalid params: {e}")))
 }
 
-fn session(ext: &Extensions) -> Result<SessionHandle, Error> {
+fn session(ext: &Extensions) -> Result<SessionHandle, CallError> {
     // The middleware inserts the session into every call; missing means a bug.
-    ext.get::<SessionHandle>().cloned().ok_or_else(|| Error::Internal("no session for this call".into()))
+    ext.get::<SessionHandle>().cloned().ok_or(CallError::NoSession)
 }
 
-/// The one place where domain errors become JSON-RPC error objects.
-pub(crate) fn to_rpc_error(method: &str, e: Error) -> ErrorObjectOwned {
+/// The one place where errors become JSON-RPC error objects: the code of the error's
+/// [`Code`], its message (prefixed with the method for invalid params), and for
+/// internal errors a fixed message while the details go to the log.
+pub(crate) fn to_rpc_error<E: AreaError + ?Sized>(method: &str, e: &E) -> ErrorObjectOwned {
     match e.code() {
-        Some(code) => ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>),
-        None => match e {
-            Error::InvalidParams(msg) => ErrorObjectOwned::owned(
-                jsonrpsee::types::error::INVALID_PARAMS_CODE,
-                format!("{method}: {msg}"),
+        Code::App(code) => ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>),
+        Code::InvalidParams => {
+            ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_PARAMS_CODE, format!("{method}: {e}"), None::<()>)
+        }
+        Code::Internal => {
+            tracing::error!(method, error = ?e, "internal error");
+            ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+                "internal error; it has been logged",
                 None::<()>,
-            ),
-            other => {
-                tracing::error!(method, error = ?other, "internal error");
-                ErrorObjectOwned::owned(
-                    jsonrpsee::types::error::INTERNAL_ERROR_CODE,
-                    "internal error; it has been logged",
-                    None::<()>,
-                )
-            }
-        },
+            )
+        }
     }
 }
 
 fn unix_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use dspeak_schema::ErrorCode;
+    use dspeak_schema::api::{EVERY_METHOD_ERRORS, METHODS};
+
+    use super::*;
+    use crate::error::{StreamEnd, SubscribeError};
+
+    /// Per routed method: its name, its column of the method table, and every code its
+    /// handler's error type can have.
+    #[derive(Default)]
+    struct Possible(Vec<(&'static str, &'static [ErrorCode], Vec<Code>)>);
+
+    impl Routes for Possible {
+        fn route<M: Method, E: AreaError>(&mut self, _: impl Handler<M, E>) {
+            self.0.push((M::NAME, M::ERRORS, E::codes()));
+        }
+    }
+
+    /// The application codes among `codes`.
+    fn app(codes: impl IntoIterator<Item = Code>) -> BTreeSet<i32> {
+        codes
+            .into_iter()
+            .filter_map(|c| match c {
+                Code::App(code) => Some(code.code()),
+                Code::InvalidParams | Code::Internal => None,
+            })
+            .collect()
+    }
+
+    /// A method's column plus what every method can answer.
+    fn listed(column: &[ErrorCode]) -> BTreeSet<i32> {
+        column.iter().chain(EVERY_METHOD_ERRORS).map(|c| c.code()).collect()
+    }
+
+    #[test]
+    fn every_error_a_handler_can_return_is_listed_for_its_method_and_nothing_else() {
+        let mut possible = Possible::default();
+        routes(&mut possible);
+        for (name, column, codes) in &possible.0 {
+            // A routed call can also fail before its handler runs (params, rate, a closed
+            // session).
+            let codes = app(codes.iter().copied().chain(CallError::codes()));
+            assert_eq!(codes, listed(column), "{name}: the errors its handler can return vs its column in `api!`");
+        }
+        // `ping` answers without queueing on the session, so only a closed session's
+        // `unavailable` cannot happen.
+        let ping = CallError::codes().into_iter().filter(|c| *c != CallError::Closed.code());
+        assert_eq!(app(ping), listed(methods::Ping::ERRORS), "ping");
+
+        let routed: Vec<&str> = possible.0.iter().map(|(name, ..)| *name).chain([methods::Ping::NAME]).collect();
+        let mut table: Vec<&str> = METHODS.iter().map(|m| m.name).collect();
+        let mut routed_sorted = routed.clone();
+        routed_sorted.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(routed_sorted, table, "every method of the table is routed exactly once");
+    }
+
+    #[test]
+    fn the_event_stream_lists_every_error_it_can_answer_or_end_with() {
+        let codes = app(SubscribeError::codes().into_iter().chain(StreamEnd::codes()).chain(CallError::codes()));
+        assert_eq!(codes, listed(EVENTS.errors));
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let e = to_rpc_error("createTransport", &CreateTransportError::Internal("str0m said no".into()));
+        assert_eq!(e.code(), jsonrpsee::types::error::INTERNAL_ERROR_CODE);
+        assert!(!e.message().contains("str0m"), "{}", e.message());
+        let e = to_rpc_error("join", &JoinError::EmptyName("room"));
+        assert_eq!(
+            (e.code(), e.message()),
+            (jsonrpsee::types::error::INVALID_PARAMS_CODE, "join: room must not be empty")
+        );
+    }
 }

@@ -8,7 +8,7 @@ use dspeak_schema::auth::TokenClaims;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::error::Error;
+use crate::error::AuthError;
 
 /// What a joined session may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,22 +29,21 @@ impl Grants {
 }
 
 /// Checks the token presented to join `room`.
-pub(crate) fn admit(secret: Option<&str>, token: Option<&str>, room: &str) -> Result<Grants, Error> {
+pub(crate) fn admit(secret: Option<&str>, token: Option<&str>, room: &str) -> Result<Grants, AuthError> {
     let Some(secret) = secret else { return Ok(Grants::anonymous()) };
-    let token =
-        token.ok_or_else(|| Error::Unauthorized("this server requires an access token in join.token".into()))?;
+    let token = token.ok_or(AuthError::Missing)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
     validation.validate_nbf = true;
     let claims = jsonwebtoken::decode::<TokenClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
         .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => Error::TokenExpired("the access token has expired".into()),
-            ErrorKind::ImmatureSignature => Error::TokenExpired("the access token is not valid yet (nbf)".into()),
-            _ => Error::Unauthorized(format!("invalid access token: {e}")),
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            _ => AuthError::Invalid(e.to_string()),
         })?
         .claims;
     if claims.room != room {
-        return Err(Error::Forbidden(format!("the access token admits to room '{}', not '{room}'", claims.room)));
+        return Err(AuthError::WrongRoom { granted: claims.room, asked: room.to_owned() });
     }
     Ok(Grants {
         identity: Some(claims.sub),
@@ -85,12 +84,12 @@ mod tests {
         let grants = admit(Some("s3cret"), Some(&token), "r").unwrap();
         assert_eq!(grants.identity.as_deref(), Some("ann"));
         assert!(!grants.publish && grants.subscribe);
-        assert!(matches!(admit(Some("other"), Some(&token), "r"), Err(Error::Unauthorized(_))));
-        assert!(matches!(admit(Some("s3cret"), Some(&token), "x"), Err(Error::Forbidden(_))));
-        assert!(matches!(admit(Some("s3cret"), None, "r"), Err(Error::Unauthorized(_))));
-        assert!(matches!(admit(Some("s3cret"), Some("not.a.jwt"), "r"), Err(Error::Unauthorized(_))));
+        assert!(matches!(admit(Some("other"), Some(&token), "r"), Err(AuthError::Invalid(_))));
+        assert!(matches!(admit(Some("s3cret"), Some(&token), "x"), Err(AuthError::WrongRoom { .. })));
+        assert!(matches!(admit(Some("s3cret"), None, "r"), Err(AuthError::Missing)));
+        assert!(matches!(admit(Some("s3cret"), Some("not.a.jwt"), "r"), Err(AuthError::Invalid(_))));
         let old = mint("s3cret", &claims("r", -3600)).unwrap();
-        assert!(matches!(admit(Some("s3cret"), Some(&old), "r"), Err(Error::TokenExpired(_))));
+        assert!(matches!(admit(Some("s3cret"), Some(&old), "r"), Err(AuthError::Expired)));
         assert_eq!(admit(None, None, "r").unwrap(), Grants::anonymous());
     }
 }

@@ -1,97 +1,571 @@
-//! Domain errors of the server core, one enum for every area.
+//! Errors per area, and the one table of which wire code each of them is.
 //!
-//! These carry what went wrong in words a client can act on. The API layer maps each
-//! variant to a stable JSON-RPC error code in one place (`api::to_rpc_error`);
-//! [`Error::Internal`] details are logged and never sent.
+//! Each area has its own `thiserror` enum, whose messages tell a client what to change.
+//! [`AreaError::code`] gives every variant its wire [`Code`] — the stable application
+//! [`ErrorCode`], or JSON-RPC's invalid params / internal error — and
+//! [`AreaError::codes`] lists every code a type can have; both are generated from one
+//! list per type by `codes!`, so they cannot disagree. `api::to_rpc_error` turns them
+//! into JSON-RPC error objects (the only place); an internal error's details are logged,
+//! never sent. The method table of `dspeak-schema` lists each method's codes, and a test
+//! in `api` checks them against the error type of the method's handler.
+
+use std::convert::Infallible;
 
 use dspeak_schema::ErrorCode;
 
-/// What can go wrong serving a request.
+/// Where an error lands on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// An application error code (1000–1099) with the error's message.
+    App(ErrorCode),
+    /// JSON-RPC invalid params (−32602) with the error's message.
+    InvalidParams,
+    /// JSON-RPC internal error (−32603): the details are logged, never sent.
+    Internal,
+}
+
+/// An error a request can end with.
+pub trait AreaError: std::error::Error + Send + 'static {
+    /// The wire code of this error.
+    fn code(&self) -> Code;
+    /// Every code a value of this type can have.
+    fn codes() -> Vec<Code>;
+}
+
+/// Implements [`AreaError`] for an error type from one list: `Variant => Code` for a
+/// variant with its own code (an `ErrorCode` name, `InvalidParams` or `Internal`), then
+/// after a `;` `Variant(Inner)` for a variant that wraps another area error and keeps
+/// its code.
+/// Structs use `Self => Code`.
+macro_rules! codes {
+    ($ty:ty { Self => $code:ident }) => {
+        impl AreaError for $ty {
+            fn code(&self) -> Code {
+                codes!(@code $code)
+            }
+            fn codes() -> Vec<Code> {
+                vec![codes!(@code $code)]
+            }
+        }
+    };
+    ($ty:ty { $($variant:ident => $code:ident),* $(,)? $(; $($nested:ident($inner:ty)),* $(,)?)? }) => {
+        impl AreaError for $ty {
+            fn code(&self) -> Code {
+                match self {
+                    $(Self::$variant { .. } => codes!(@code $code),)*
+                    $($(Self::$nested(e) => e.code(),)*)?
+                }
+            }
+            fn codes() -> Vec<Code> {
+                #[allow(unused_mut)]
+                let mut codes = vec![$(codes!(@code $code)),*];
+                $($(codes.extend(<$inner as AreaError>::codes());)*)?
+                codes
+            }
+        }
+    };
+    (@code InvalidParams) => { Code::InvalidParams };
+    (@code Internal) => { Code::Internal };
+    (@code $code:ident) => { Code::App(ErrorCode::$code) };
+}
+
+impl AreaError for Infallible {
+    fn code(&self) -> Code {
+        match *self {}
+    }
+    fn codes() -> Vec<Code> {
+        Vec::new()
+    }
+}
+
+// ---- shared by several areas ----
+
+/// The method needs a joined room.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The method needs a joined room.
-    #[error("join a room before calling this method")]
-    NotJoined,
-    /// `join` while already in a room.
-    #[error("already in room '{0}'; call leave first")]
-    AlreadyJoined(String),
-    /// The room's peer limit is reached.
+#[error("join a room before calling this method")]
+pub struct NotJoined;
+codes!(NotJoined { Self => NotJoined });
+
+/// No such transport, producer or consumer for this caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} '{id}' not found")]
+pub struct NotFound {
+    /// Entity kind, e.g. `transport`.
+    pub kind: &'static str,
+    /// The id asked for.
+    pub id: String,
+}
+codes!(NotFound { Self => NotFound });
+
+impl NotFound {
+    /// A `kind` with this `id` does not exist for the caller.
+    pub(crate) fn new(kind: &'static str, id: impl ToString) -> Self {
+        NotFound { kind, id: id.to_string() }
+    }
+}
+
+/// A name or payload is over its size limit.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is {size} bytes; the limit is {limit}")]
+pub struct TooLarge {
+    /// What was too large.
+    pub what: &'static str,
+    /// Its size.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+codes!(TooLarge { Self => PayloadTooLarge });
+
+// ---- every call ----
+
+/// Errors of the call itself, before a method's handler runs.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The params are not an object of the method's params type.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// The connection sends requests faster than its rate allows.
+    #[error("too many requests on this connection; slow down")]
+    RateLimited,
+    /// The session is closed: its connection closed, or the server is stopping.
+    #[error("the server is shutting down or unavailable")]
+    Closed,
+    /// The call reached no session: a bug.
+    #[error("no session for this call")]
+    NoSession,
+}
+codes!(CallError {
+    InvalidParams => InvalidParams,
+    RateLimited => LimitExceeded,
+    Closed => Unavailable,
+    NoSession => Internal,
+});
+
+// ---- events ----
+
+/// Why `subscribeEvents` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The session already streams its events.
+    #[error("this session is already subscribed to its events")]
+    AlreadySubscribed,
+}
+codes!(SubscribeError { AlreadySubscribed => InvalidState });
+
+/// Why a session's event stream ended (after the events queued before).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    /// The session did not read its events fast enough and left its room.
+    #[error("event queue overflow: events were not read fast enough; the session left its room")]
+    Evicted,
+    /// A newer session of the same identity joined the room.
+    #[error("replaced: the same identity joined the room from another session")]
+    Replaced,
+}
+codes!(StreamEnd { Evicted => LimitExceeded, Replaced => Forbidden });
+
+// ---- rooms: join, leave, broadcast ----
+
+/// Why an access token does not admit to a room.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The server needs a token and `join` carried none.
+    #[error("this server requires an access token in join.token")]
+    Missing,
+    /// The token is malformed or its signature does not match.
+    #[error("invalid access token: {0}")]
+    Invalid(String),
+    /// The token's `exp` has passed.
+    #[error("the access token has expired")]
+    Expired,
+    /// The token's `nbf` has not come yet.
+    #[error("the access token is not valid yet (nbf)")]
+    NotYetValid,
+    /// The token admits to another room.
+    #[error("the access token admits to room '{granted}', not '{asked}'")]
+    WrongRoom {
+        /// The token's room.
+        granted: String,
+        /// The room asked for.
+        asked: String,
+    },
+}
+codes!(AuthError {
+    Missing => Unauthorized,
+    Invalid => Unauthorized,
+    Expired => TokenExpired,
+    NotYetValid => TokenExpired,
+    WrongRoom => Forbidden,
+});
+
+/// Why a room refused a member.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The server has its maximum number of rooms.
+    #[error("the server has its maximum of {limit} rooms")]
+    TooManyRooms {
+        /// The room limit.
+        limit: usize,
+    },
+    /// The room has its maximum number of peers.
     #[error("room '{room}' is full ({limit} peers)")]
-    RoomFull {
+    Full {
         /// Room name.
         room: String,
         /// Its peer limit.
         limit: usize,
     },
-    /// A field or payload is over its size limit.
-    #[error("{what} is {size} bytes; the limit is {limit}")]
-    TooLarge {
-        /// What was too large.
-        what: &'static str,
-        /// Its size.
-        size: usize,
-        /// The limit.
-        limit: usize,
+}
+codes!(RoomError { TooManyRooms => LimitExceeded, Full => RoomFull });
+
+/// Errors of `join`.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The session is already in a room.
+    #[error("already in room '{0}'; call leave first")]
+    AlreadyJoined(String),
+    /// The room or display name is empty.
+    #[error("{0} must not be empty")]
+    EmptyName(&'static str),
+    /// The room or display name is too long.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The token does not admit to the room.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The room (or the server) is full.
+    #[error(transparent)]
+    Room(#[from] RoomError),
+}
+codes!(JoinError {
+    AlreadyJoined => AlreadyJoined,
+    EmptyName => InvalidParams;
+    TooLarge(TooLarge),
+    Auth(AuthError),
+    Room(RoomError),
+});
+
+/// Errors of `broadcast`.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// The token does not grant `canBroadcast`.
+    #[error("the access token does not grant canBroadcast")]
+    NotGranted,
+    /// Over the session's broadcast rate.
+    #[error("at most {rate} broadcasts per second")]
+    RateLimited {
+        /// Broadcasts per second.
+        rate: u32,
     },
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such entity for this caller.
-    #[error("{kind} '{id}' not found")]
-    NotFound {
-        /// Entity kind, e.g. `transport`.
-        kind: &'static str,
-        /// The id asked for.
-        id: String,
-    },
-    /// A configured limit was exceeded.
-    #[error("{0}")]
-    LimitExceeded(String),
-    /// Not valid in the entity's current state.
-    #[error("{0}")]
-    InvalidState(String),
-    /// Well-formed params with an invalid value.
-    #[error("{0}")]
-    InvalidParams(String),
-    /// Media parameters the server cannot handle.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The access token is missing or invalid.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// The access token has expired or is not valid yet.
-    #[error("{0}")]
-    TokenExpired(String),
-    /// The server is shutting down, or a worker is gone.
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// The payload is over its size limit.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+}
+codes!(BroadcastError {
+    NotGranted => Forbidden,
+    RateLimited => LimitExceeded;
+    NotJoined(NotJoined),
+    TooLarge(TooLarge),
+});
+
+// ---- media engine ----
+
+/// Errors of the media workers' commands and transports.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The worker is gone (the server is stopping).
     #[error("the server is shutting down or unavailable")]
     Unavailable,
-    /// A bug or an unexpected failure; the text is logged only.
-    #[error("internal error")]
+    /// No such transport, producer or consumer of the caller on the worker.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Not valid in the entity's current state (transport already connected, MID
+    /// reused, wrong direction…).
+    #[error("{0}")]
+    InvalidState(String),
+    /// str0m refused something it should not have; logged only.
+    #[error("media engine: {0}")]
     Internal(String),
 }
+codes!(MediaError {
+    Unavailable => Unavailable,
+    InvalidState => InvalidState,
+    Internal => Internal;
+    NotFound(NotFound),
+});
 
-impl Error {
-    /// Shorthand for [`Error::NotFound`].
+impl MediaError {
+    /// Shorthand for [`MediaError::NotFound`].
     pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
-        Error::NotFound { kind, id: id.to_string() }
+        MediaError::NotFound(NotFound::new(kind, id))
+    }
+}
+
+/// Errors of the DTLS parameters a client sends.
+#[derive(Debug, thiserror::Error)]
+pub enum DtlsError {
+    /// A fingerprint is missing or malformed.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// The certificate could not be made, or a bug; logged only.
+    #[error("dtls: {0}")]
+    Internal(String),
+}
+codes!(DtlsError { InvalidParams => InvalidParams, Internal => Internal });
+
+/// Errors of ORTC negotiation: RTP parameters and capabilities.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A required field is missing or inconsistent.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// Well-formed, but a kind, codec or capability the router does not handle.
+    #[error("{0}")]
+    Unsupported(String),
+}
+codes!(RouterError { InvalidParams => InvalidParams, Unsupported => Unsupported });
+
+// ---- transports ----
+
+/// Errors of `createTransport`.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTransportError {
+    /// The session holds its maximum number of transports.
+    #[error("a session may hold at most {max} transports")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The worker is gone (the server is stopping).
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// The engine could not build the transport; logged only.
+    #[error("{0}")]
+    Internal(String),
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+}
+codes!(CreateTransportError {
+    TooMany => LimitExceeded,
+    Unavailable => Unavailable,
+    Internal => Internal;
+    NotJoined(NotJoined),
+});
+
+impl From<MediaError> for CreateTransportError {
+    /// A transport being created cannot be missing or in a wrong state: the engine
+    /// saying so is a bug, answered as an internal error.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => CreateTransportError::Unavailable,
+            other => CreateTransportError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Errors of `connectTransport` and `restartIce`.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// Not one of the session's transports.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// The DTLS parameters are invalid.
+    #[error(transparent)]
+    Dtls(#[from] DtlsError),
+    /// The engine refused.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+codes!(TransportError { ; NotJoined(NotJoined), NotFound(NotFound), Dtls(DtlsError), Media(MediaError) });
+
+// ---- producers ----
+
+/// Errors of `produce`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// The token does not grant `canPublish`.
+    #[error("the access token does not grant canPublish")]
+    NotGranted,
+    /// `produce` on a recv transport.
+    #[error("transport '{0}' is a recv transport; produce needs a send transport")]
+    NotSendTransport(String),
+    /// The session holds its maximum number of producers.
+    #[error("a session may hold at most {max} producers")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// Not one of the session's transports.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// `appData` is over its size limit.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The RTP parameters are invalid or unsupported.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The engine refused.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+codes!(ProduceError {
+    NotGranted => Forbidden,
+    NotSendTransport => InvalidState,
+    TooMany => LimitExceeded;
+    NotJoined(NotJoined),
+    NotFound(NotFound),
+    TooLarge(TooLarge),
+    Router(RouterError),
+    Media(MediaError),
+});
+
+/// Errors of `pauseProducer`, `resumeProducer` and `closeProducer`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The producer belongs to another peer.
+    #[error("producer '{0}' belongs to another peer")]
+    NotOwner(String),
+    /// The worker is gone (the server is stopping).
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// The engine answered what these commands never do; logged only.
+    #[error("{0}")]
+    Internal(String),
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// No such producer in the room.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+}
+codes!(ProducerError {
+    NotOwner => Forbidden,
+    Unavailable => Unavailable,
+    Internal => Internal;
+    NotJoined(NotJoined),
+    NotFound(NotFound),
+});
+
+impl From<MediaError> for ProducerError {
+    /// Pausing, resuming or closing a producer checks no state: an engine saying so is
+    /// a bug, answered as an internal error.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => ProducerError::Unavailable,
+            MediaError::NotFound(e) => ProducerError::NotFound(e),
+            other => ProducerError::Internal(other.to_string()),
+        }
+    }
+}
+
+// ---- consumers ----
+
+/// Errors of `consume`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The token does not grant `canSubscribe`.
+    #[error("the access token does not grant canSubscribe")]
+    NotGranted,
+    /// `consume` on a send transport.
+    #[error("transport '{0}' is a send transport; consume needs a recv transport")]
+    NotRecvTransport(String),
+    /// The producer is the caller's own.
+    #[error("a peer cannot consume its own producer")]
+    OwnProducer,
+    /// The session holds its maximum number of consumers.
+    #[error("a session may hold at most {max} consumers")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// No such transport of the session, or producer in the room.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// The capabilities cannot receive the router's codec.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The engine refused.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+codes!(ConsumeError {
+    NotGranted => Forbidden,
+    NotRecvTransport => InvalidState,
+    OwnProducer => Forbidden,
+    TooMany => LimitExceeded;
+    NotJoined(NotJoined),
+    NotFound(NotFound),
+    Router(RouterError),
+    Media(MediaError),
+});
+
+/// Errors of `pauseConsumer`, `resumeConsumer`, `closeConsumer` and `getStats`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The worker is gone (the server is stopping).
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// The engine answered what these commands never do; logged only.
+    #[error("{0}")]
+    Internal(String),
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+    /// Not one of the session's consumers (or transports, producers for `getStats`).
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+}
+codes!(ConsumerError { Unavailable => Unavailable, Internal => Internal; NotJoined(NotJoined), NotFound(NotFound) });
+
+impl From<MediaError> for ConsumerError {
+    /// These commands check no state: an engine saying so is a bug, answered as an
+    /// internal error.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => ConsumerError::Unavailable,
+            MediaError::NotFound(e) => ConsumerError::NotFound(e),
+            other => ConsumerError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_error_keeps_its_code_and_codes_include_the_wrapped_ones() {
+        let e = JoinError::Auth(AuthError::Expired);
+        assert_eq!(e.code(), Code::App(ErrorCode::TokenExpired));
+        assert_eq!(JoinError::EmptyName("room").code(), Code::InvalidParams);
+        let codes = JoinError::codes();
+        for c in [ErrorCode::AlreadyJoined, ErrorCode::Unauthorized, ErrorCode::RoomFull, ErrorCode::PayloadTooLarge] {
+            assert!(codes.contains(&Code::App(c)), "{c:?} in {codes:?}");
+        }
+        assert!(!codes.contains(&Code::App(ErrorCode::NotJoined)));
     }
 
-    /// The application error code, or `None` for standard JSON-RPC codes.
-    pub(crate) fn code(&self) -> Option<ErrorCode> {
-        Some(match self {
-            Error::NotJoined => ErrorCode::NotJoined,
-            Error::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
-            Error::RoomFull { .. } => ErrorCode::RoomFull,
-            Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            Error::Forbidden(_) => ErrorCode::Forbidden,
-            Error::NotFound { .. } => ErrorCode::NotFound,
-            Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
-            Error::InvalidState(_) => ErrorCode::InvalidState,
-            Error::Unsupported(_) => ErrorCode::Unsupported,
-            Error::Unavailable => ErrorCode::Unavailable,
-            Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::TokenExpired(_) => ErrorCode::TokenExpired,
-            Error::InvalidParams(_) | Error::Internal(_) => return None,
-        })
+    #[test]
+    fn narrowed_media_errors_keep_unavailable_and_not_found() {
+        assert!(matches!(ConsumerError::from(MediaError::Unavailable), ConsumerError::Unavailable));
+        let e = ProducerError::from(MediaError::not_found("producer", "p"));
+        assert_eq!(e.code(), Code::App(ErrorCode::NotFound));
+        assert_eq!(e.to_string(), "producer 'p' not found");
+        let e = CreateTransportError::from(MediaError::InvalidState("x".into()));
+        assert_eq!(e.code(), Code::Internal);
     }
 }

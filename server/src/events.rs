@@ -13,7 +13,7 @@ use dspeak_schema::Event;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
-use crate::error::Error;
+use crate::error::StreamEnd;
 
 /// A serialized event, shared by every recipient of one fan-out.
 pub(crate) type RawEvent = Arc<RawValue>;
@@ -58,7 +58,7 @@ struct Shared {
     /// A subscription is streaming the queue to the client.
     subscribed: AtomicBool,
     /// Why the stream must end, once its queued events are out.
-    end: Mutex<Option<Error>>,
+    end: Mutex<Option<StreamEnd>>,
     ended: Notify,
 }
 
@@ -91,7 +91,7 @@ impl EventSender {
     }
 
     /// Ends the current stream with `reason` after the events already queued.
-    pub(crate) fn end_stream(&self, reason: Error) {
+    pub(crate) fn end_stream(&self, reason: StreamEnd) {
         *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         self.shared.ended.notify_one();
     }
@@ -100,7 +100,7 @@ impl EventSender {
 impl EventReceiver {
     /// The next event; `Err` with the reason once the stream must end (after the
     /// queued events); `Ok(None)` if every sender is gone.
-    pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, Error> {
+    pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, StreamEnd> {
         tokio::select! {
             biased;
             event = self.rx.recv() => Ok(event),
@@ -126,5 +126,48 @@ impl EventReceiver {
         if subscribed {
             self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn event(n: i64) -> RawEvent {
+        serialize(&Event::Pong { timestamp: n })
+    }
+
+    fn timestamp(e: &RawEvent) -> i64 {
+        serde_json::from_str::<serde_json::Value>(e.get()).ok().and_then(|v| v["timestamp"].as_i64()).unwrap_or(-1)
+    }
+
+    #[test]
+    fn a_full_queue_overflows_once_per_subscription() {
+        let (tx, mut rx) = channel(2);
+        assert_eq!([tx.push(event(1)), tx.push(event(2))], [Pushed::Queued; 2]);
+        assert_eq!(tx.push(event(3)), Pushed::Overflowed, "the first push that does not fit evicts");
+        assert_eq!(tx.push(event(4)), Pushed::Dropped, "later ones are dropped: eviction is under way");
+        rx.set_subscribed(true);
+        assert!(tx.is_subscribed());
+        assert_eq!(tx.push(event(5)), Pushed::Overflowed, "a new subscription starts afresh");
+        drop(rx);
+        assert_eq!(tx.push(event(6)), Pushed::Dropped, "nobody reads any more");
+    }
+
+    #[test]
+    fn a_stream_ends_with_its_reason_after_the_queued_events() {
+        // No runtime: every step is ready, so one poll each is enough.
+        let (tx, mut rx) = channel(4);
+        tx.push(event(1));
+        tx.push(event(2));
+        tx.end_stream(StreamEnd::Replaced);
+        let mut next = || rx.next().now_or_never().expect("ready without waiting");
+        assert_eq!(next().ok().flatten().map(|e| timestamp(&e)), Some(1));
+        assert_eq!(next().ok().flatten().map(|e| timestamp(&e)), Some(2));
+        assert!(matches!(next(), Err(StreamEnd::Replaced)));
+        drop(tx);
+        assert!(matches!(next(), Ok(None)), "with every sender gone the stream just ends");
     }
 }

@@ -8,13 +8,13 @@
 //! - `api`: the JSON-RPC layer (jsonrpsee): registers the `dspeak-schema` method table,
 //!   creates a session per connection, maps errors to codes. Knows no str0m.
 //! - `session`: one actor per connection owning its state; one file per API area.
-//! - `room`: the room registry and event fan-out.
+//! - `room`: rooms as a state machine (members, producers, fan-out) returning effects.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
 //! - `web`: the embedded voice-room demo page, served at `/`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
-//! - [`error`]: domain errors.
+//! - [`error`]: errors per area and their wire codes.
 
 pub mod auth;
 pub mod config;
@@ -29,8 +29,8 @@ mod session;
 mod web;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -40,9 +40,18 @@ pub use config::Config;
 #[derive(Debug)]
 struct Shared {
     config: Config,
-    rooms: room::Rooms,
+    rooms: Mutex<session::ServerRooms>,
     engine: media::Engine,
     counts: Counters,
+}
+
+impl Shared {
+    /// The room registry, locked. Never held across `.await`; recovers from poisoning
+    /// (the registry has no invariant a panic could break half-way: every change is
+    /// made by one synchronous method).
+    fn rooms(&self) -> MutexGuard<'_, session::ServerRooms> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,10 +117,14 @@ impl ServerHandle {
     /// Current live counts.
     pub fn counts(&self) -> Counts {
         let media = self.shared.engine.counts();
+        let (rooms, peers) = {
+            let registry = self.shared.rooms();
+            (registry.len(), registry.peers())
+        };
         Counts {
             sessions: self.shared.counts.sessions.load(Ordering::Relaxed),
-            rooms: self.shared.rooms.len(),
-            peers: self.shared.rooms.peers(),
+            rooms,
+            peers,
             transports: media.transports,
             producers: media.producers,
             consumers: media.consumers,
@@ -151,7 +164,7 @@ pub async fn run(
         (Some(_), _) => {}
     }
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
+    let shared = Arc::new(Shared { config, rooms: Mutex::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, shared, stopped })
 }

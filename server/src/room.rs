@@ -1,68 +1,65 @@
-//! Rooms: their members, their producers and event fan-out.
+//! Rooms as a state machine: members, producers and what each change means for others.
 //!
-//! [`Rooms`] is the registry. A room exists while it has members: created by the first
-//! `join`, removed by the last `leave`. Locks here are short std mutexes, never held
-//! across `.await`; lock order is registry, then room.
+//! [`Rooms`] is the registry: a room exists while it has members, created by the first
+//! `join` and removed by the last `leave`. It does no I/O and knows nothing of sessions:
+//! each method takes plain inputs, pushes the events it causes into the members'
+//! [`Mailbox`]es (a non-blocking push, never a wait) and returns the [`Effect`]s the
+//! caller must carry out — a member to evict, a member replaced by a newer session, a
+//! consumer closed under a member, a room opened or closed on a worker. The session
+//! layer owns the lock around it and carries the effects out; the unit tests below drive
+//! it with plain mailboxes, without sockets or a runtime.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use dspeak_schema::rooms::{PeerInfo, ProducerInfo};
-use dspeak_schema::{Event, PeerId, ProducerId};
+use dspeak_schema::{ConsumerId, Event, PeerId, ProducerId};
 
-use crate::error::Error;
-use crate::events::{self, EventSender, Pushed, RawEvent};
-use crate::media::{ClosedConsumer, Engine, WorkerHandle};
-use crate::session::WeakSessionHandle;
+use crate::error::RoomError;
+use crate::events::{self, Pushed, RawEvent};
+use crate::media::ClosedConsumer;
 
-/// All rooms of the server.
-#[derive(Debug, Default)]
-pub(crate) struct Rooms {
-    rooms: Mutex<HashMap<String, Arc<Room>>>,
+/// Where a member's events go: a bounded queue that never waits.
+pub(crate) trait Mailbox: Clone {
+    /// Queues one serialized event.
+    fn push(&self, event: &RawEvent) -> Pushed;
 }
 
-/// One room.
+/// Something only the caller can carry out.
 #[derive(Debug)]
-pub(crate) struct Room {
-    name: String,
-    /// The media worker every transport of this room lives on.
-    worker: WorkerHandle,
-    state: Mutex<RoomState>,
+pub(crate) enum Effect<M, W> {
+    /// The member behind this mailbox must act on `notice`.
+    Notice(M, MemberNotice),
+    /// A room was created on this worker.
+    RoomOpened(W),
+    /// A room was removed from this worker (its last member left).
+    RoomClosed(W),
 }
 
-#[derive(Debug, Default)]
-struct RoomState {
-    /// Members in join order.
-    members: Vec<Member>,
-    /// Producers in creation order.
-    producers: Vec<ProducerInfo>,
+/// What a member's session is told to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MemberNotice {
+    /// Its event queue overflowed: it must leave the room.
+    Evict,
+    /// A newer session with the same identity joined: it must leave the room.
+    Replaced,
+    /// The engine closed one of its consumers because the producer closed.
+    ConsumerClosed {
+        /// The consumer closed.
+        consumer: ConsumerId,
+        /// The producer it consumed.
+        producer: ProducerId,
+    },
 }
 
-/// A joined session as its room sees it.
+/// A joining or joined session as its room sees it.
 #[derive(Debug)]
-pub(crate) struct Member {
+pub(crate) struct Member<M> {
     pub(crate) peer_id: PeerId,
     /// The access token's identity, if any: unique within a room.
     pub(crate) identity: Option<String>,
     pub(crate) display_name: String,
-    pub(crate) events: EventSender,
-    pub(crate) session: WeakSessionHandle,
-}
-
-impl Member {
-    /// Queues an event; a full queue evicts the member's session.
-    fn deliver(&self, event: &RawEvent) -> bool {
-        match self.events.push(event.clone()) {
-            Pushed::Queued => true,
-            Pushed::Overflowed => {
-                self.session.post(|s| Box::pin(s.evict_slow()));
-                false
-            }
-            Pushed::Dropped => false,
-        }
-    }
+    pub(crate) mailbox: M,
 }
 
 /// Limits checked on join.
@@ -73,151 +70,139 @@ pub(crate) struct RoomLimits {
 }
 
 /// What a new member learns on joining.
-pub(crate) struct Joined {
-    pub(crate) room: Arc<Room>,
+#[derive(Debug)]
+pub(crate) struct Joined<W> {
+    /// The worker the room is pinned to.
+    pub(crate) worker: W,
+    /// The other members, in join order.
     pub(crate) peers: Vec<PeerInfo>,
+    /// The room's producers, in creation order.
     pub(crate) producers: Vec<ProducerInfo>,
 }
 
-impl Rooms {
-    /// Adds a member to a room, creating the room if needed, and tells the others.
+/// All rooms of the server, by name; `W` is the worker a room is pinned to.
+#[derive(Debug)]
+pub(crate) struct Rooms<M, W> {
+    rooms: HashMap<String, Room<M, W>>,
+}
+
+/// One room.
+#[derive(Debug)]
+struct Room<M, W> {
+    worker: W,
+    /// Members in join order.
+    members: Vec<Member<M>>,
+    /// Producers in creation order.
+    producers: Vec<ProducerInfo>,
+}
+
+/// Effects of one change.
+type Effects<M, W> = Vec<Effect<M, W>>;
+
+impl<M, W> Default for Rooms<M, W> {
+    fn default() -> Self {
+        Rooms { rooms: HashMap::new() }
+    }
+}
+
+impl<M: Mailbox, W: Clone> Rooms<M, W> {
+    /// Adds a member to room `name`, creating the room on a worker from `place` if
+    /// needed; the others get `peerJoined`, and older members with the same identity
+    /// are replaced.
     pub(crate) fn join(
-        &self,
+        &mut self,
         name: &str,
-        member: Member,
+        member: Member<M>,
         limits: RoomLimits,
-        engine: &Engine,
-    ) -> Result<Joined, Error> {
-        let mut rooms = lock(&self.rooms);
-        let rooms_count = rooms.len();
-        let room = match rooms.entry(name.to_owned()) {
-            Entry::Occupied(e) => e.get().clone(),
-            Entry::Vacant(_) if rooms_count >= limits.max_rooms => {
-                return Err(Error::LimitExceeded(format!("the server has its maximum of {} rooms", limits.max_rooms)));
+        place: impl FnOnce() -> W,
+    ) -> Result<(Joined<W>, Effects<M, W>), RoomError> {
+        let mut fx = Vec::new();
+        let count = self.rooms.len();
+        let room = match self.rooms.entry(name.to_owned()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if count >= limits.max_rooms => {
+                return Err(RoomError::TooManyRooms { limit: limits.max_rooms });
+            }
+            Entry::Vacant(_) if limits.max_peers == 0 => {
+                return Err(RoomError::Full { room: name.to_owned(), limit: 0 });
             }
             Entry::Vacant(e) => {
-                let worker = engine.pick_worker();
-                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(room = name, worker = worker.index, "room created");
-                e.insert(Arc::new(Room { name: name.to_owned(), worker, state: Mutex::default() })).clone()
+                let worker = place();
+                fx.push(Effect::RoomOpened(worker.clone()));
+                e.insert(Room { worker, members: Vec::new(), producers: Vec::new() })
             }
         };
-        let mut state = lock(&room.state);
-        if state.members.len() >= limits.max_peers {
-            let empty = state.members.is_empty();
-            drop(state);
-            if empty {
-                Self::remove_room(&mut rooms, &room);
-            }
-            return Err(Error::RoomFull { room: name.to_owned(), limit: limits.max_peers });
+        if room.members.len() >= limits.max_peers {
+            return Err(RoomError::Full { room: name.to_owned(), limit: limits.max_peers });
         }
         if let Some(identity) = &member.identity {
-            for old in state.members.iter().filter(|m| m.identity.as_ref() == Some(identity)) {
-                old.session.post(|s| Box::pin(s.replaced()));
+            for old in room.members.iter().filter(|m| m.identity.as_ref() == Some(identity)) {
+                fx.push(Effect::Notice(old.mailbox.clone(), MemberNotice::Replaced));
             }
         }
-        let peers = state
+        let peers = room
             .members
             .iter()
             .map(|m| PeerInfo { peer_id: m.peer_id.clone(), display_name: m.display_name.clone() })
             .collect();
-        let producers = state.producers.clone();
-        let event = events::serialize(&Event::PeerJoined {
-            peer_id: member.peer_id.clone(),
-            display_name: member.display_name.clone(),
-        });
-        for m in &state.members {
-            m.deliver(&event);
+        let event = Event::PeerJoined { peer_id: member.peer_id.clone(), display_name: member.display_name.clone() };
+        room.fan_out(None, &event, &mut fx);
+        room.members.push(member);
+        let joined = Joined { worker: room.worker.clone(), peers, producers: room.producers.clone() };
+        Ok((joined, fx))
+    }
+
+    /// Removes a member and its producers from room `name`; the others get `peerLeft`.
+    /// The room is removed once empty.
+    pub(crate) fn leave(&mut self, name: &str, peer_id: &PeerId) -> Effects<M, W> {
+        let mut fx = Vec::new();
+        let Some(room) = self.rooms.get_mut(name) else { return fx };
+        room.members.retain(|m| &m.peer_id != peer_id);
+        room.producers.retain(|p| &p.peer_id != peer_id);
+        if room.members.is_empty() {
+            if let Some(room) = self.rooms.remove(name) {
+                fx.push(Effect::RoomClosed(room.worker));
+            }
+        } else {
+            room.fan_out(Some(peer_id), &Event::PeerLeft { peer_id: peer_id.clone() }, &mut fx);
         }
-        state.members.push(member);
-        drop(state);
-        Ok(Joined { room, peers, producers })
+        fx
     }
 
-    /// Removes a member, tells the others, and removes the room once empty.
-    pub(crate) fn leave(&self, room: &Arc<Room>, peer_id: &PeerId) {
-        let mut rooms = lock(&self.rooms);
-        let mut state = lock(&room.state);
-        state.members.retain(|m| &m.peer_id != peer_id);
-        state.producers.retain(|p| &p.peer_id != peer_id);
-        let empty = state.members.is_empty();
-        room.fan_out_locked(&state, Some(peer_id), &Event::PeerLeft { peer_id: peer_id.clone() });
-        drop(state);
-        if empty {
-            Self::remove_room(&mut rooms, room);
-        }
+    /// Sends `event` to every member of room `name` but `except`; returns how many got
+    /// it queued.
+    pub(crate) fn fan_out(&mut self, name: &str, except: Option<&PeerId>, event: &Event) -> (u32, Effects<M, W>) {
+        let mut fx = Vec::new();
+        let delivered = self.rooms.get(name).map_or(0, |room| room.fan_out(except, event, &mut fx));
+        (delivered, fx)
     }
 
-    fn remove_room(rooms: &mut HashMap<String, Arc<Room>>, room: &Arc<Room>) {
-        if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
-            rooms.remove(&room.name);
-            room.worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(room = %room.name, "room closed");
-        }
-    }
-
-    /// Number of rooms.
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.rooms).len()
-    }
-
-    /// Number of joined peers over all rooms.
-    pub(crate) fn peers(&self) -> usize {
-        let rooms: Vec<_> = lock(&self.rooms).values().cloned().collect();
-        rooms.iter().map(|r| lock(&r.state).members.len()).sum()
-    }
-}
-
-impl Room {
-    /// The room's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The media worker of the room.
-    pub(crate) fn worker(&self) -> &WorkerHandle {
-        &self.worker
-    }
-
-    /// Sends an event to every member but `except`; returns how many got it queued.
-    pub(crate) fn fan_out(&self, except: Option<&PeerId>, event: &Event) -> u32 {
-        self.fan_out_locked(&lock(&self.state), except, event)
-    }
-
-    fn fan_out_locked(&self, state: &RoomState, except: Option<&PeerId>, event: &Event) -> u32 {
-        let event = events::serialize(event);
-        let mut delivered = 0;
-        for m in state.members.iter().filter(|m| Some(&m.peer_id) != except) {
-            delivered += u32::from(m.deliver(&event));
-        }
-        delivered
-    }
-
-    /// Records a new producer and announces it to the others.
-    pub(crate) fn add_producer(&self, info: ProducerInfo) {
-        let mut state = lock(&self.state);
+    /// Records a new producer and announces it to the other members.
+    pub(crate) fn add_producer(&mut self, name: &str, info: ProducerInfo) -> Effects<M, W> {
+        let mut fx = Vec::new();
+        let Some(room) = self.rooms.get_mut(name) else { return fx };
         let event = Event::ProducerAdded {
             peer_id: info.peer_id.clone(),
             producer_id: info.producer_id.clone(),
             kind: info.kind,
         };
-        state.producers.push(info.clone());
-        self.fan_out_locked(&state, Some(&info.peer_id), &event);
+        room.fan_out(Some(&info.peer_id), &event, &mut fx);
+        room.producers.push(info);
+        fx
     }
 
-    /// Looks up a producer of this room.
-    pub(crate) fn producer(&self, id: &ProducerId) -> Option<ProducerInfo> {
-        lock(&self.state).producers.iter().find(|p| &p.producer_id == id).cloned()
+    /// Looks up a producer of room `name`.
+    pub(crate) fn producer(&self, name: &str, id: &ProducerId) -> Option<&ProducerInfo> {
+        self.rooms.get(name)?.producers.iter().find(|p| &p.producer_id == id)
     }
 
-    /// Sets a producer's paused flag and announces the change to the others.
-    pub(crate) fn set_producer_paused(&self, id: &ProducerId, paused: bool) {
-        let mut state = lock(&self.state);
-        let Some(p) = state.producers.iter_mut().find(|p| &p.producer_id == id) else {
-            return;
-        };
+    /// Sets a producer's paused flag and announces a change to the other members.
+    pub(crate) fn set_producer_paused(&mut self, name: &str, id: &ProducerId, paused: bool) -> Effects<M, W> {
+        let mut fx = Vec::new();
+        let Some(room) = self.rooms.get_mut(name) else { return fx };
+        let Some(p) = room.producers.iter_mut().find(|p| &p.producer_id == id) else { return fx };
         if p.paused == paused {
-            return;
+            return fx;
         }
         p.paused = paused;
         let (peer_id, producer_id) = (p.peer_id.clone(), p.producer_id.clone());
@@ -226,33 +211,259 @@ impl Room {
         } else {
             Event::ProducerResumed { peer_id: peer_id.clone(), producer_id }
         };
-        self.fan_out_locked(&state, Some(&peer_id), &event);
+        room.fan_out(Some(&peer_id), &event, &mut fx);
+        fx
     }
 
-    /// Removes a producer and announces it to the others.
-    pub(crate) fn remove_producer(&self, id: &ProducerId) {
-        let mut state = lock(&self.state);
-        let Some(pos) = state.producers.iter().position(|p| &p.producer_id == id) else {
-            return;
-        };
-        let p = state.producers.remove(pos);
+    /// Removes a producer and announces it to the other members.
+    pub(crate) fn remove_producer(&mut self, name: &str, id: &ProducerId) -> Effects<M, W> {
+        let mut fx = Vec::new();
+        let Some(room) = self.rooms.get_mut(name) else { return fx };
+        let Some(pos) = room.producers.iter().position(|p| &p.producer_id == id) else { return fx };
+        let p = room.producers.remove(pos);
         let event = Event::ProducerClosed { peer_id: p.peer_id.clone(), producer_id: p.producer_id };
-        self.fan_out_locked(&state, Some(&p.peer_id), &event);
+        room.fan_out(Some(&p.peer_id), &event, &mut fx);
+        fx
     }
 
     /// Tells the owners of consumers the engine closed (their producer closed).
-    pub(crate) fn notify_closed_consumers(&self, closed: Vec<ClosedConsumer>) {
-        let state = lock(&self.state);
-        for c in closed {
-            if let Some(m) = state.members.iter().find(|m| m.peer_id == c.owner) {
-                m.session.post(move |s| Box::pin(s.consumer_closed(c.consumer, c.producer)));
-            }
-        }
+    pub(crate) fn consumers_closed(&self, name: &str, closed: Vec<ClosedConsumer>) -> Effects<M, W> {
+        let Some(room) = self.rooms.get(name) else { return Vec::new() };
+        closed
+            .into_iter()
+            .filter_map(|c| {
+                let owner = room.members.iter().find(|m| m.peer_id == c.owner)?;
+                let notice = MemberNotice::ConsumerClosed { consumer: c.consumer, producer: c.producer };
+                Some(Effect::Notice(owner.mailbox.clone(), notice))
+            })
+            .collect()
+    }
+
+    /// Number of rooms.
+    pub(crate) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Number of members over all rooms.
+    pub(crate) fn peers(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
     }
 }
 
-/// Locks a mutex, recovering the data if a panic poisoned it (state stays consistent:
-/// no code panics between related updates).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl<M: Mailbox, W> Room<M, W> {
+    /// Serializes `event` once and pushes it to every member but `except`; a member
+    /// whose queue overflows is to be evicted. Returns how many got it queued.
+    fn fan_out(&self, except: Option<&PeerId>, event: &Event, fx: &mut Effects<M, W>) -> u32 {
+        let event = events::serialize(event);
+        let mut delivered = 0;
+        for m in self.members.iter().filter(|m| Some(&m.peer_id) != except) {
+            match m.mailbox.push(&event) {
+                Pushed::Queued => delivered += 1,
+                Pushed::Overflowed => fx.push(Effect::Notice(m.mailbox.clone(), MemberNotice::Evict)),
+                Pushed::Dropped => {}
+            }
+        }
+        delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use dspeak_schema::ortc::MediaKind;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A mailbox that records events as JSON, holding at most `capacity`.
+    #[derive(Clone, Debug)]
+    struct Inbox {
+        name: &'static str,
+        capacity: usize,
+        events: Rc<RefCell<Vec<Value>>>,
+        overflowed: Rc<RefCell<bool>>,
+    }
+
+    impl Inbox {
+        fn new(name: &'static str, capacity: usize) -> Self {
+            Inbox { name, capacity, events: Rc::default(), overflowed: Rc::default() }
+        }
+
+        /// The `type`s of the events received so far, emptying the inbox.
+        fn take_types(&self) -> Vec<String> {
+            self.events.borrow_mut().drain(..).map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+        }
+    }
+
+    impl Mailbox for Inbox {
+        fn push(&self, event: &RawEvent) -> Pushed {
+            let mut events = self.events.borrow_mut();
+            if events.len() < self.capacity {
+                events.push(serde_json::from_str(event.get()).unwrap_or_default());
+                Pushed::Queued
+            } else if std::mem::replace(&mut *self.overflowed.borrow_mut(), true) {
+                Pushed::Dropped
+            } else {
+                Pushed::Overflowed
+            }
+        }
+    }
+
+    type TestRooms = Rooms<Inbox, &'static str>;
+    type TestEffect = Effect<Inbox, &'static str>;
+
+    const LIMITS: RoomLimits = RoomLimits { max_rooms: 2, max_peers: 3 };
+
+    fn member(inbox: &Inbox, identity: Option<&str>) -> Member<Inbox> {
+        Member {
+            peer_id: PeerId::from(inbox.name),
+            identity: identity.map(str::to_owned),
+            display_name: inbox.name.to_uppercase(),
+            mailbox: inbox.clone(),
+        }
+    }
+
+    fn join(rooms: &mut TestRooms, room: &str, inbox: &Inbox) -> (Joined<&'static str>, Vec<TestEffect>) {
+        rooms.join(room, member(inbox, None), LIMITS, || "w0").expect("join")
+    }
+
+    /// Effects as short strings, for comparing.
+    fn describe(fx: &[TestEffect]) -> Vec<String> {
+        fx.iter()
+            .map(|e| match e {
+                Effect::Notice(m, notice) => format!("{}: {notice:?}", m.name),
+                Effect::RoomOpened(w) => format!("opened on {w}"),
+                Effect::RoomClosed(w) => format!("closed on {w}"),
+            })
+            .collect()
+    }
+
+    fn producer(peer: &str, id: &str) -> ProducerInfo {
+        ProducerInfo {
+            peer_id: PeerId::from(peer),
+            producer_id: ProducerId::from(id),
+            kind: MediaKind::Audio,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn join_creates_the_room_announces_and_lists_the_others() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        let (joined, fx) = join(&mut rooms, "r", &ann);
+        assert_eq!(describe(&fx), ["opened on w0"]);
+        assert!(joined.peers.is_empty() && joined.producers.is_empty());
+        assert!(rooms.add_producer("r", producer("ann", "p1")).is_empty());
+
+        let (joined, fx) = rooms.join("r", member(&bob, None), LIMITS, || unreachable!("the room exists")).unwrap();
+        assert!(fx.is_empty());
+        assert_eq!(joined.worker, "w0");
+        assert_eq!(joined.peers, [PeerInfo { peer_id: PeerId::from("ann"), display_name: "ANN".into() }]);
+        assert_eq!(joined.producers, [producer("ann", "p1")]);
+        assert_eq!(ann.take_types(), ["peerJoined"]);
+        assert!(bob.take_types().is_empty(), "a member is not told about itself");
+        assert_eq!((rooms.len(), rooms.peers()), (1, 2));
+    }
+
+    #[test]
+    fn leave_announces_drops_the_producers_and_closes_the_empty_room() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        join(&mut rooms, "r", &ann);
+        join(&mut rooms, "r", &bob);
+        rooms.add_producer("r", producer("bob", "p1"));
+        ann.take_types();
+
+        assert!(rooms.leave("r", &PeerId::from("bob")).is_empty());
+        assert_eq!(ann.take_types(), ["peerLeft"]);
+        assert!(rooms.producer("r", &ProducerId::from("p1")).is_none());
+        assert_eq!(describe(&rooms.leave("r", &PeerId::from("ann"))), ["closed on w0"]);
+        assert_eq!((rooms.len(), rooms.peers()), (0, 0));
+        assert!(rooms.leave("r", &PeerId::from("ann")).is_empty(), "leaving twice is harmless");
+    }
+
+    #[test]
+    fn limits_refuse_without_changing_anything() {
+        let mut rooms = TestRooms::default();
+        let inboxes: Vec<Inbox> = ["a", "b", "c", "d", "e"].into_iter().map(|n| Inbox::new(n, 8)).collect();
+        for i in &inboxes[..3] {
+            join(&mut rooms, "r1", i);
+        }
+        let full = rooms.join("r1", member(&inboxes[3], None), LIMITS, || "w0");
+        assert!(matches!(full, Err(RoomError::Full { limit: 3, .. })), "{full:?}");
+        join(&mut rooms, "r2", &inboxes[3]);
+        let third = rooms.join("r3", member(&inboxes[4], None), LIMITS, || unreachable!("no room is created"));
+        assert!(matches!(third, Err(RoomError::TooManyRooms { limit: 2 })), "{third:?}");
+        let no_peers = RoomLimits { max_rooms: 9, max_peers: 0 };
+        assert!(rooms.join("r4", member(&inboxes[4], None), no_peers, || unreachable!()).is_err());
+        assert_eq!((rooms.len(), rooms.peers()), (2, 4));
+    }
+
+    #[test]
+    fn the_same_identity_replaces_the_older_member() {
+        let mut rooms = TestRooms::default();
+        let (old, new, other) = (Inbox::new("old", 8), Inbox::new("new", 8), Inbox::new("other", 8));
+        rooms.join("r", member(&old, Some("user-1")), LIMITS, || "w0").unwrap();
+        rooms.join("r", member(&other, Some("user-2")), LIMITS, || "w0").unwrap();
+        let (_, fx) = rooms.join("r", member(&new, Some("user-1")), LIMITS, || "w0").unwrap();
+        assert_eq!(describe(&fx), ["old: Replaced"]);
+        // The old member stays until its session leaves; it still hears the join.
+        assert_eq!(old.take_types(), ["peerJoined", "peerJoined"]);
+    }
+
+    #[test]
+    fn a_full_mailbox_evicts_its_member_once_and_others_still_get_the_event() {
+        let mut rooms = TestRooms::default();
+        let (ann, slow) = (Inbox::new("ann", 8), Inbox::new("slow", 1));
+        join(&mut rooms, "r", &slow);
+        join(&mut rooms, "r", &ann); // slow's one slot: peerJoined
+        let event = Event::Broadcast { from: PeerId::from("ann"), payload: Value::from(1) };
+        let (delivered, fx) = rooms.fan_out("r", Some(&PeerId::from("ann")), &event);
+        assert_eq!((delivered, describe(&fx)), (0, vec!["slow: Evict".to_owned()]));
+        let (_, fx) = rooms.fan_out("r", None, &event);
+        assert_eq!(describe(&fx), Vec::<String>::new(), "an overflowed mailbox is evicted once");
+        assert_eq!(ann.take_types(), ["broadcast"]);
+    }
+
+    #[test]
+    fn producer_lifecycle_is_announced_to_the_others_only() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        join(&mut rooms, "r", &ann);
+        join(&mut rooms, "r", &bob);
+        ann.take_types();
+        let id = ProducerId::from("p1");
+        rooms.add_producer("r", producer("ann", "p1"));
+        rooms.set_producer_paused("r", &id, true);
+        rooms.set_producer_paused("r", &id, true); // no change, no event
+        assert!(rooms.producer("r", &id).is_some_and(|p| p.paused));
+        rooms.set_producer_paused("r", &id, false);
+        rooms.remove_producer("r", &id);
+        rooms.remove_producer("r", &id); // gone already
+        assert_eq!(bob.take_types(), ["producerAdded", "producerPaused", "producerResumed", "producerClosed"]);
+        assert!(ann.take_types().is_empty());
+        assert!(rooms.producer("r", &id).is_none());
+    }
+
+    #[test]
+    fn closed_consumers_reach_their_owners_if_still_members() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        join(&mut rooms, "r", &ann);
+        join(&mut rooms, "r", &bob);
+        let closed = |owner: &str, consumer: &str| ClosedConsumer {
+            consumer: ConsumerId::from(consumer),
+            producer: ProducerId::from("p1"),
+            owner: PeerId::from(owner),
+        };
+        let fx = rooms.consumers_closed("r", vec![closed("bob", "c1"), closed("gone", "c2")]);
+        assert_eq!(
+            describe(&fx),
+            [r#"bob: ConsumerClosed { consumer: ConsumerId("c1"), producer: ProducerId("p1") }"#]
+        );
+        assert!(rooms.consumers_closed("nowhere", vec![closed("bob", "c3")]).is_empty());
+    }
 }

@@ -83,9 +83,9 @@ export interface MethodInfo {
 export const METHODS = [
   { name: "ping", area: "rooms", noParams: true, errors: ["limitExceeded"] },
   { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
-  { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded"] },
-  { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded"] },
-  { name: "getRouterRtpCapabilities", area: "transports", noParams: true, errors: ["limitExceeded"] },
+  { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
+  { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
+  { name: "getRouterRtpCapabilities", area: "transports", noParams: true, errors: ["limitExceeded", "unavailable"] },
   { name: "createTransport", area: "transports", noParams: false, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "connectTransport", area: "transports", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "invalidState", "unavailable"] },
   { name: "restartIce", area: "transports", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "invalidState", "unavailable"] },

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::dtls::{self, Expected, Identity, PeerCertSlot};
 use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
 use super::udp::Outgoing;
-use crate::error::Error;
+use crate::error::MediaError as Error;
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};

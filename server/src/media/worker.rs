@@ -36,7 +36,7 @@ use super::dtls::{Expected, Identity};
 use super::router::ProducerStream;
 use super::transport::{Sink, Transport};
 use super::udp::{self, Outgoing};
-use crate::error::Error;
+use crate::error::MediaError as Error;
 
 type Command = Box<dyn FnOnce(&mut Worker) + Send>;
 

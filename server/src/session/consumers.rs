@@ -7,30 +7,28 @@ use dspeak_schema::rooms::Empty;
 use dspeak_schema::{ConsumerId, Event, ProducerId};
 
 use super::Session;
-use crate::error::Error;
+use crate::error::{ConsumeError, ConsumerError, NotFound};
 use crate::events;
 use crate::media::router;
 
 impl Session {
     /// `consume`: a paused consumer of another peer's producer in the same room.
-    pub(crate) async fn consume(&mut self, p: ConsumeParams) -> Result<ConsumeResult, Error> {
+    pub(crate) async fn consume(&mut self, p: ConsumeParams) -> Result<ConsumeResult, ConsumeError> {
         let j = self.joined()?;
         let max = self.shared.config.limits.max_consumers;
         if !j.grants.subscribe {
-            return Err(Error::Forbidden("the access token does not grant canSubscribe".into()));
+            return Err(ConsumeError::NotGranted);
         }
         if self.own_transport(&p.transport_id)? != Direction::Recv {
-            return Err(Error::InvalidState(format!(
-                "transport '{}' is a send transport; consume needs a recv transport",
-                p.transport_id
-            )));
+            return Err(ConsumeError::NotRecvTransport(p.transport_id.to_string()));
         }
-        let producer = j.room.producer(&p.producer_id).ok_or_else(|| Error::not_found("producer", &p.producer_id))?;
-        if producer.peer_id == j.peer_id {
-            return Err(Error::Forbidden("a peer cannot consume its own producer".into()));
+        let owner = self.shared.rooms().producer(&j.room, &p.producer_id).map(|p| p.peer_id.clone());
+        let owner = owner.ok_or_else(|| NotFound::new("producer", &p.producer_id))?;
+        if owner == j.peer_id {
+            return Err(ConsumeError::OwnProducer);
         }
         if j.consumers.len() >= max {
-            return Err(Error::LimitExceeded(format!("a session may hold at most {max} consumers")));
+            return Err(ConsumeError::TooMany { max });
         }
         router::check_can_consume(&p.rtp_capabilities)?;
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
@@ -38,38 +36,42 @@ impl Session {
         let (consumer_id, transport, owner, producer_id) =
             (id.clone(), p.transport_id.clone(), j.peer_id.clone(), p.producer_id.clone());
         let (stream, mid, producer_paused) =
-            j.room.worker().call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
+            j.worker.call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
         let rtp_parameters = router::consumer_parameters(&stream, &p.rtp_capabilities, mid, ssrc);
         self.joined_mut()?.consumers.insert(id.clone(), p.producer_id.clone());
         Ok(ConsumeResult { id, producer_id: p.producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
     }
 
     /// `pauseConsumer` / `resumeConsumer`.
-    pub(crate) async fn set_consumer_paused(&mut self, p: ConsumerParams, paused: bool) -> Result<Empty, Error> {
+    pub(crate) async fn set_consumer_paused(
+        &mut self,
+        p: ConsumerParams,
+        paused: bool,
+    ) -> Result<Empty, ConsumerError> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
+        j.worker.call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
         Ok(Empty {})
     }
 
     /// `closeConsumer`.
-    pub(crate) async fn close_consumer(&mut self, p: ConsumerParams) -> Result<Empty, Error> {
+    pub(crate) async fn close_consumer(&mut self, p: ConsumerParams) -> Result<Empty, ConsumerError> {
         let j = self.own_consumer(&p.consumer_id)?;
         let (id, owner) = (p.consumer_id.clone(), j.peer_id.clone());
-        j.room.worker().call(move |w| w.close_consumer(&id, &owner)).await?;
+        j.worker.call(move |w| w.close_consumer(&id, &owner)).await?;
         self.joined_mut()?.consumers.remove(&p.consumer_id);
         Ok(Empty {})
     }
 
     /// `getStats`.
-    pub(crate) async fn get_stats(&mut self, p: GetStatsParams) -> Result<Stats, Error> {
+    pub(crate) async fn get_stats(&mut self, p: GetStatsParams) -> Result<Stats, ConsumerError> {
         let j = self.joined()?;
         let owner = j.peer_id.clone();
-        j.room.worker().call(move |w| w.stats(&p.id, &owner)).await
+        Ok(j.worker.call(move |w| w.stats(&p.id, &owner)).await?)
     }
 
     /// The engine closed one of this session's consumers (its producer closed).
-    pub(crate) async fn consumer_closed(&mut self, consumer_id: ConsumerId, producer_id: ProducerId) {
+    pub(super) fn consumer_closed(&mut self, consumer_id: ConsumerId, producer_id: ProducerId) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
@@ -78,8 +80,8 @@ impl Session {
         }
     }
 
-    fn own_consumer(&self, id: &ConsumerId) -> Result<&super::Joined, Error> {
+    fn own_consumer(&self, id: &ConsumerId) -> Result<&super::Joined, ConsumerError> {
         let j = self.joined()?;
-        if j.consumers.contains_key(id) { Ok(j) } else { Err(Error::not_found("consumer", id)) }
+        if j.consumers.contains_key(id) { Ok(j) } else { Err(NotFound::new("consumer", id).into()) }
     }
 }

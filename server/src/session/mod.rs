@@ -28,10 +28,11 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::auth::Grants;
-use crate::error::Error;
-use crate::events::{self, EventReceiver, EventSender};
+use crate::error::{CallError, NotJoined, SubscribeError, TooLarge};
+use crate::events::{self, EventReceiver, EventSender, Pushed, RawEvent};
 use crate::limits::TokenBucket;
-use crate::room::Room;
+use crate::media::WorkerHandle;
+use crate::room::{Effect, Mailbox, MemberNotice, Rooms};
 
 /// A unit of work run on a session's actor with exclusive access to it.
 type Job = Box<dyn for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, ()> + Send>;
@@ -47,9 +48,57 @@ pub(crate) struct Session {
     joined: Option<Joined>,
 }
 
+/// The room registry of the server, with the sessions' mailboxes and the workers.
+pub(crate) type ServerRooms = Rooms<SessionMailbox, WorkerHandle>;
+
+/// What the room registry asks of sessions and workers.
+type ServerEffect = Effect<SessionMailbox, WorkerHandle>;
+
+/// A session as its room reaches it: its event queue, and a weak handle to act on
+/// notices.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionMailbox {
+    events: EventSender,
+    session: WeakSessionHandle,
+}
+
+impl Mailbox for SessionMailbox {
+    fn push(&self, event: &RawEvent) -> Pushed {
+        self.events.push(event.clone())
+    }
+}
+
+/// Runs `change` on the room registry, then carries out its effects.
+fn change_rooms<R>(shared: &Shared, change: impl FnOnce(&mut ServerRooms) -> (R, Vec<ServerEffect>)) -> R {
+    let (result, effects) = change(&mut shared.rooms());
+    carry_out(effects);
+    result
+}
+
+/// Carries out what a room change asks for. Called right after the change, with the
+/// registry unlocked.
+fn carry_out(effects: Vec<ServerEffect>) {
+    for effect in effects {
+        match effect {
+            Effect::Notice(member, notice) => member.session.post(move |s| Box::pin(s.on_notice(notice))),
+            Effect::RoomOpened(worker) => {
+                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(worker = worker.index, "room opened");
+            }
+            Effect::RoomClosed(worker) => {
+                worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(worker = worker.index, "room closed");
+            }
+        }
+    }
+}
+
 /// What a session has while it is in a room: everything it owns there.
 struct Joined {
-    room: Arc<Room>,
+    /// The room's name.
+    room: String,
+    /// The worker the room is pinned to.
+    worker: WorkerHandle,
     peer_id: PeerId,
     grants: Grants,
     broadcasts: TokenBucket,
@@ -61,9 +110,10 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(room: Arc<Room>, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
+    fn new(room: String, worker: WorkerHandle, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
         Joined {
             room,
+            worker,
             peer_id,
             grants,
             broadcasts: TokenBucket::per_second(broadcast_rate),
@@ -113,14 +163,15 @@ impl SessionHandle {
         &self.events
     }
 
-    /// Runs `f` on the session's actor and returns its result.
+    /// Runs `f` on the session's actor and returns its result, or [`CallError::Closed`]
+    /// if the actor is gone.
     ///
     /// The job is queued when `call` is called, not when the future is first polled:
     /// callers rely on this to keep the arrival order of requests.
-    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, Error>> + Send + use<R, F>
+    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, CallError>> + Send + use<R, F>
     where
         R: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, Result<R, Error>> + Send + 'static,
+        F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |s| {
@@ -131,9 +182,9 @@ impl SessionHandle {
         let queued = self.jobs.send(job).is_ok();
         async move {
             if !queued {
-                return Err(Error::Unavailable);
+                return Err(CallError::Closed);
             }
-            rx.await.unwrap_or(Err(Error::Unavailable))
+            rx.await.map_err(|_| CallError::Closed)
         }
     }
 
@@ -170,21 +221,17 @@ impl Session {
         tracing::debug!("session closed");
     }
 
-    fn joined(&self) -> Result<&Joined, Error> {
-        self.joined.as_ref().ok_or(Error::NotJoined)
+    fn joined(&self) -> Result<&Joined, NotJoined> {
+        self.joined.as_ref().ok_or(NotJoined)
     }
 
-    fn joined_mut(&mut self) -> Result<&mut Joined, Error> {
-        self.joined.as_mut().ok_or(Error::NotJoined)
+    fn joined_mut(&mut self) -> Result<&mut Joined, NotJoined> {
+        self.joined.as_mut().ok_or(NotJoined)
     }
 
     /// Takes the event stream (once per session).
-    pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), Error> {
-        let rx = self
-            .events_rx
-            .take()
-            .ok_or_else(|| Error::InvalidState("this session is already subscribed to its events".into()))?;
-        let mut rx = rx;
+    pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), SubscribeError> {
+        let mut rx = self.events_rx.take().ok_or(SubscribeError::AlreadySubscribed)?;
         rx.set_subscribed(true);
         Ok((self.id.clone(), rx))
     }
@@ -200,12 +247,26 @@ impl Session {
     pub(crate) fn handle(&self) -> WeakSessionHandle {
         self.me.clone()
     }
+
+    /// How the room registry reaches this session.
+    fn mailbox(&self) -> SessionMailbox {
+        SessionMailbox { events: self.events.clone(), session: self.me.clone() }
+    }
+
+    /// Acts on what the room registry asked of this session.
+    async fn on_notice(&mut self, notice: MemberNotice) {
+        match notice {
+            MemberNotice::Evict => self.evict_slow().await,
+            MemberNotice::Replaced => self.replaced().await,
+            MemberNotice::ConsumerClosed { consumer, producer } => self.consumer_closed(consumer, producer),
+        }
+    }
 }
 
 /// Fails with `payloadTooLarge` when `value` serializes to more than `limit` bytes.
-fn check_json_size(what: &'static str, value: &serde_json::Value, limit: usize) -> Result<(), Error> {
+fn check_json_size(what: &'static str, value: &serde_json::Value, limit: usize) -> Result<(), TooLarge> {
     let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(usize::MAX);
-    if size > limit { Err(Error::TooLarge { what, size, limit }) } else { Ok(()) }
+    if size > limit { Err(TooLarge { what, size, limit }) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -220,8 +281,9 @@ mod tests {
         let (events, _events_rx) = events::channel(1);
         let handle = SessionHandle { jobs, events };
         drop(jobs_rx);
-        let result = handle.call(|_| Box::pin(async { Ok(()) })).await;
-        assert!(matches!(result, Err(Error::Unavailable)));
-        assert_eq!(Error::Unavailable.code(), Some(dspeak_schema::ErrorCode::Unavailable));
+        let result = handle.call(|_| Box::pin(async {})).await;
+        assert!(matches!(result, Err(CallError::Closed)));
+        let code = crate::error::AreaError::code(&CallError::Closed);
+        assert_eq!(code, crate::error::Code::App(dspeak_schema::ErrorCode::Unavailable));
     }
 }

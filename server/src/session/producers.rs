@@ -4,26 +4,23 @@ use dspeak_schema::ProducerId;
 use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerParams};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
-use super::{Session, check_json_size};
-use crate::error::Error;
+use super::{Session, change_rooms, check_json_size};
+use crate::error::{NotFound, ProduceError, ProducerError};
 use crate::media::router;
 
 impl Session {
     /// `produce`: starts receiving an Opus track and announces it to the room.
-    pub(crate) async fn produce(&mut self, p: ProduceParams) -> Result<ProduceResult, Error> {
+    pub(crate) async fn produce(&mut self, p: ProduceParams) -> Result<ProduceResult, ProduceError> {
         let j = self.joined()?;
         let limits = &self.shared.config.limits;
         if !j.grants.publish {
-            return Err(Error::Forbidden("the access token does not grant canPublish".into()));
+            return Err(ProduceError::NotGranted);
         }
         if self.own_transport(&p.transport_id)? != Direction::Send {
-            return Err(Error::InvalidState(format!(
-                "transport '{}' is a recv transport; produce needs a send transport",
-                p.transport_id
-            )));
+            return Err(ProduceError::NotSendTransport(p.transport_id.to_string()));
         }
         if j.producers.len() >= limits.max_producers {
-            return Err(Error::LimitExceeded(format!("a session may hold at most {} producers", limits.max_producers)));
+            return Err(ProduceError::TooMany { max: limits.max_producers });
         }
         if let Some(app_data) = &p.app_data {
             check_json_size("appData", app_data, limits.max_app_data_bytes)?;
@@ -31,48 +28,49 @@ impl Session {
         let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
         let (producer_id, transport, owner) = (id.clone(), p.transport_id, j.peer_id.clone());
-        j.room.worker().call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
+        j.worker.call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
-        j.room.add_producer(ProducerInfo {
-            peer_id: j.peer_id.clone(),
-            producer_id: id.clone(),
-            kind: p.kind,
-            paused: false,
-        });
+        let info = ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false };
+        let room = j.room.clone();
+        change_rooms(&self.shared, |r| ((), r.add_producer(&room, info)));
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
 
     /// `pauseProducer` / `resumeProducer`.
-    pub(crate) async fn set_producer_paused(&mut self, p: ProducerParams, paused: bool) -> Result<Empty, Error> {
+    pub(crate) async fn set_producer_paused(
+        &mut self,
+        p: ProducerParams,
+        paused: bool,
+    ) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        j.room.worker().call(move |w| w.set_producer_paused(&id, paused)).await?;
-        j.room.set_producer_paused(&p.producer_id, paused);
+        j.worker.call(move |w| w.set_producer_paused(&id, paused)).await?;
+        change_rooms(&self.shared, |r| ((), r.set_producer_paused(&j.room, &p.producer_id, paused)));
         Ok(Empty {})
     }
 
     /// `closeProducer`: closes it and every consumer of it.
-    pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, Error> {
+    pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
         let id = p.producer_id.clone();
-        let closed = j.room.worker().call(move |w| Ok(w.close_producer(&id))).await?;
-        j.room.remove_producer(&p.producer_id);
-        j.room.notify_closed_consumers(closed);
+        let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
+        change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, &p.producer_id)));
+        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
         self.joined_mut()?.producers.remove(&p.producer_id);
         Ok(Empty {})
     }
 
     /// This session's producer `id`: another peer's is forbidden, others not found.
-    fn own_producer(&self, id: &ProducerId) -> Result<&super::Joined, Error> {
+    fn own_producer(&self, id: &ProducerId) -> Result<&super::Joined, ProducerError> {
         let j = self.joined()?;
         if j.producers.contains_key(id) {
             Ok(j)
-        } else if j.room.producer(id).is_some() {
-            Err(Error::Forbidden(format!("producer '{id}' belongs to another peer")))
+        } else if self.shared.rooms().producer(&j.room, id).is_some() {
+            Err(ProducerError::NotOwner(id.to_string()))
         } else {
-            Err(Error::not_found("producer", id))
+            Err(NotFound::new("producer", id).into())
         }
     }
 }

@@ -3,31 +3,31 @@
 use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult};
 use dspeak_schema::{Event, PeerId};
 
-use super::{Joined, Session, check_json_size};
+use super::{Joined, Session, change_rooms, check_json_size};
 use crate::auth;
-use crate::error::Error;
+use crate::error::{BroadcastError, JoinError, NotJoined, StreamEnd, TooLarge};
 use crate::media::router;
 use crate::room::{Member, RoomLimits};
 
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
-fn check_name(what: &'static str, value: &str) -> Result<(), Error> {
+fn check_name(what: &'static str, value: &str) -> Result<(), JoinError> {
     if value.trim().is_empty() {
-        return Err(Error::InvalidParams(format!("{what} must not be empty")));
+        return Err(JoinError::EmptyName(what));
     }
     let chars = value.chars().count();
     if chars > MAX_NAME_CHARS {
-        return Err(Error::TooLarge { what, size: chars, limit: MAX_NAME_CHARS });
+        return Err(TooLarge { what, size: chars, limit: MAX_NAME_CHARS }.into());
     }
     Ok(())
 }
 
 impl Session {
     /// `join`: enters a room (created on first join).
-    pub(crate) async fn join(&mut self, p: JoinParams) -> Result<JoinResult, Error> {
+    pub(crate) async fn join(&mut self, p: JoinParams) -> Result<JoinResult, JoinError> {
         if let Some(j) = &self.joined {
-            return Err(Error::AlreadyJoined(j.room.name().to_owned()));
+            return Err(JoinError::AlreadyJoined(j.room.clone()));
         }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
@@ -41,13 +41,17 @@ impl Session {
             peer_id: peer_id.clone(),
             identity: grants.identity.clone(),
             display_name,
-            events: self.events.clone(),
-            session: self.me.clone(),
+            mailbox: self.mailbox(),
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
-        let joined = self.shared.rooms.join(&p.room, member, limits, &self.shared.engine)?;
+        let engine = &self.shared.engine;
+        let joined = change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, || engine.pick_worker()) {
+            Ok((joined, effects)) => (Ok(joined), effects),
+            Err(e) => (Err(e), Vec::new()),
+        })?;
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
-        self.joined = Some(Joined::new(joined.room, peer_id.clone(), grants, config.limits.broadcast_rate));
+        let rate = config.limits.broadcast_rate;
+        self.joined = Some(Joined::new(p.room, joined.worker, peer_id.clone(), grants, rate));
         Ok(JoinResult {
             peer_id,
             session_id: self.id.clone(),
@@ -58,7 +62,7 @@ impl Session {
     }
 
     /// `leave`: leaves the room, closing everything the session had in it.
-    pub(crate) async fn leave(&mut self) -> Result<Empty, Error> {
+    pub(crate) async fn leave(&mut self) -> Result<Empty, NotJoined> {
         self.joined()?;
         self.leave_room().await;
         Ok(Empty {})
@@ -69,34 +73,34 @@ impl Session {
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
         for producer in j.producers.keys() {
-            j.room.remove_producer(producer);
+            change_rooms(&self.shared, |r| ((), r.remove_producer(&j.room, producer)));
         }
         let transports: Vec<_> = j.transports.keys().cloned().collect();
         let closed = j
-            .room
-            .worker()
+            .worker
             .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
             .await
             .unwrap_or_default();
-        j.room.notify_closed_consumers(closed);
-        self.shared.rooms.leave(&j.room, &j.peer_id);
-        tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
+        change_rooms(&self.shared, |r| ((), r.consumers_closed(&j.room, closed)));
+        change_rooms(&self.shared, |r| ((), r.leave(&j.room, &j.peer_id)));
+        tracing::info!(room = %j.room, peer = %j.peer_id, "left");
     }
 
     /// `broadcast`: queues the payload for every other member of the room.
-    pub(crate) async fn broadcast(&mut self, p: BroadcastParams) -> Result<BroadcastResult, Error> {
+    pub(crate) async fn broadcast(&mut self, p: BroadcastParams) -> Result<BroadcastResult, BroadcastError> {
         let limit = self.shared.config.max_broadcast_bytes;
         let rate = self.shared.config.limits.broadcast_rate;
-        let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
+        let j = self.joined.as_mut().ok_or(NotJoined)?;
         if !j.grants.broadcast {
-            return Err(Error::Forbidden("the access token does not grant canBroadcast".into()));
+            return Err(BroadcastError::NotGranted);
         }
         if !j.broadcasts.try_take() {
-            return Err(Error::LimitExceeded(format!("at most {rate} broadcasts per second")));
+            return Err(BroadcastError::RateLimited { rate });
         }
         check_json_size("payload", &p.payload, limit)?;
         let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
-        let delivered = j.room.fan_out(Some(&j.peer_id), &event);
+        let (room, from) = (&j.room, &j.peer_id);
+        let delivered = change_rooms(&self.shared, |r| r.fan_out(room, Some(from), &event));
         Ok(BroadcastResult { delivered })
     }
 
@@ -104,20 +108,17 @@ impl Session {
     /// wait on it, and its stream ends with `limitExceeded` once drained.
     pub(crate) async fn evict_slow(&mut self) {
         tracing::warn!("evicted: event queue overflow");
-        self.evict(Error::LimitExceeded(
-            "event queue overflow: events were not read fast enough; the session left its room".into(),
-        ))
-        .await;
+        self.evict(StreamEnd::Evicted).await;
     }
 
     /// A newer session joined the room with the same identity: this one leaves, and
     /// its stream ends with `forbidden` saying why.
     pub(crate) async fn replaced(&mut self) {
         tracing::info!("replaced by a newer session of the same identity");
-        self.evict(Error::Forbidden("replaced: the same identity joined the room from another session".into())).await;
+        self.evict(StreamEnd::Replaced).await;
     }
 
-    async fn evict(&mut self, reason: Error) {
+    async fn evict(&mut self, reason: StreamEnd) {
         self.leave_room().await;
         self.events.end_stream(reason);
     }

@@ -76,6 +76,11 @@ async fn methods_without_params_accept_missing_empty_object_or_empty_array() {
     assert_eq!(ws.recv().await["result"]["type"], "pong");
     assert_eq!(ws.request(2, "ping", json!({})).await["result"]["type"], "pong");
     assert_eq!(ws.request(3, "ping", json!([])).await["result"]["type"], "pong");
+    // Positional params are refused by these methods too (listed in the OpenRPC export).
+    let v = ws.request(4, "ping", json!([1])).await;
+    assert_eq!(raw_code(&v), -32602, "{v}");
+    let v = ws.request(5, "leave", json!(["now"])).await;
+    assert_eq!(raw_code(&v), -32602, "{v}");
 }
 
 #[test]
