@@ -29,6 +29,8 @@ fn mint(secret: &str, identity: &str, room: &str) -> anyhow::Result<String> {
         sub: identity.into(),
         room: room.into(),
         name: None,
+        metadata: None,
+        admin: false,
         can_publish: false, // a bot: signaling only
         can_subscribe: false,
         can_broadcast: true,
@@ -76,8 +78,8 @@ async fn main() -> anyhow::Result<()> {
     loop {
         match events.next().await.context("event stream ended")?? {
             Event::Broadcast { from, payload } => {
-                ensure!(from == announcer_joined.peer_id, "broadcast from {from}");
-                println!("listener got a broadcast from {from}: {payload}");
+                ensure!(from.as_ref() == Some(&announcer_joined.peer_id), "broadcast from {from:?}");
+                println!("listener got a broadcast from {}: {payload}", announcer_joined.peer_id);
                 break;
             }
             other => println!("listener event: {other:?}"),

@@ -14,6 +14,7 @@
 //! - `web`: the embedded voice-room demo page, served at `/`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
+//! - `webhooks`: signed room and peer events POSTed to the application's backend.
 //! - [`error`]: errors per area and their wire codes.
 
 pub mod auth;
@@ -27,6 +28,7 @@ mod media;
 mod room;
 mod session;
 mod web;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +45,7 @@ struct Shared {
     rooms: Mutex<session::ServerRooms>,
     engine: media::Engine,
     counts: Counters,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Shared {
@@ -52,6 +55,11 @@ impl Shared {
     fn rooms(&self) -> MutexGuard<'_, session::ServerRooms> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +82,8 @@ pub struct Counts {
     pub producers: usize,
     /// Consumers.
     pub consumers: usize,
+    /// Webhook events dropped because their queue was full.
+    pub webhooks_dropped: usize,
 }
 
 /// Why the server could not start.
@@ -128,6 +138,7 @@ impl ServerHandle {
             transports: media.transports,
             producers: media.producers,
             consumers: media.consumers,
+            webhooks_dropped: self.shared.webhooks.dropped(),
         }
     }
 
@@ -163,8 +174,9 @@ pub async fn run(
         }
         (Some(_), _) => {}
     }
+    let webhooks = webhooks::Webhooks::start(&config)?;
     let engine = media::Engine::start(&config)?;
-    let shared = Arc::new(Shared { config, rooms: Mutex::default(), engine, counts: Counters::default() });
+    let shared = Arc::new(Shared { config, rooms: Mutex::default(), engine, counts: Counters::default(), webhooks });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, shared, stopped })
 }

@@ -25,6 +25,8 @@ fn claims(identity: &str, room: &str) -> TokenClaims {
         sub: identity.into(),
         room: room.into(),
         name: None,
+        metadata: None,
+        admin: false,
         can_publish: true,
         can_subscribe: true,
         can_broadcast: true,
