@@ -14,3 +14,4 @@ mod security;
 mod soak;
 mod support;
 mod web;
+mod webhooks;
