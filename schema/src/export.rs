@@ -26,6 +26,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::admin::WebhookEvent;
+use crate::events::SessionEnded;
 use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
@@ -69,7 +70,8 @@ const INTERNAL_ERROR: i32 = -32603;
 /// ([`ERROR_OBJECT_DEF`]), the access-token claims (`TokenClaims`, what backends sign),
 /// and under [`BUNDLE_METHODS_KEYWORD`] the params/result reference of each method, the
 /// event item reference, the token claims reference and the webhook body reference
-/// (`WebhookEvent`, what webhook receivers get).
+/// (`WebhookEvent`, what webhook receivers get), and the `data` of the error that ends
+/// an event stream (`SessionEnded`).
 ///
 /// To validate a value, resolve a reference such as `#/$defs/JoinResult` against this
 /// document (e.g. ajv: `addSchema(bundle, "dspeak")`, then `getSchema("dspeak#/$defs/JoinResult")`).
@@ -96,6 +98,7 @@ pub fn json_schema_bundle() -> Value {
             },
             "tokenClaims": c.token_claims,
             "webhookEvent": c.webhook_event,
+            "sessionEnded": c.session_ended,
         },
         "$defs": c.defs,
     })
@@ -151,6 +154,7 @@ struct Contract {
     event: Value,
     token_claims: Value,
     webhook_event: Value,
+    session_ended: Value,
 }
 
 impl Contract {
@@ -162,6 +166,8 @@ impl Contract {
         let event = (EVENTS.item_schema)(&mut write).to_value();
         // Not part of the API: the body of the requests the server sends to webhooks.
         let webhook_event = write.subschema_for::<WebhookEvent>().to_value();
+        // The `data` of the error an event stream ends with.
+        let session_ended = write.subschema_for::<SessionEnded>().to_value();
         // Not a method's params, but read by the server all the same (inside `join.token`).
         let token_claims = read.subschema_for::<TokenClaims>().to_value();
         let read_defs = read.take_definitions(true);
@@ -198,7 +204,8 @@ impl Contract {
         let event = named_ref(&mut defs, event, "Event");
         let token_claims = named_ref(&mut defs, rename(token_claims), "TokenClaims");
         let webhook_event = named_ref(&mut defs, close_objects(webhook_event), "WebhookEvent");
-        Contract { defs, methods, event, token_claims, webhook_event }
+        let session_ended = named_ref(&mut defs, close_objects(session_ended), "SessionEnded");
+        Contract { defs, methods, event, token_claims, webhook_event, session_ended }
     }
 }
 

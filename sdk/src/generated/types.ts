@@ -74,6 +74,12 @@ export type SessionId = string;
  */
 export type PongType = "pong";
 /**
+ * Why the server ended a session's event stream: the `data.reason` of the error the
+ * stream ends with. The session left its room; its connection stays open and it may
+ * subscribe and join again.
+ */
+export type SessionEndReason = "replaced" | "removed" | "evicted" | "roomClosed";
+/**
  * Statistics of one transport, producer or consumer.
  */
 export type Stats = TransportStats | ProducerStats | ConsumerStats;
@@ -1245,6 +1251,15 @@ export interface ProducerParams {
    * Producer id.
    */
   producerId: ProducerId;
+}
+/**
+ * The `data` of the error that ends an event stream.
+ */
+export interface SessionEnded {
+  /**
+   * Why the stream ended.
+   */
+  reason: SessionEndReason;
 }
 /**
  * A WebRTC transport.
