@@ -26,10 +26,10 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::admin::WebhookEvent;
-use crate::events::SessionEnded;
 use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
+use crate::events::SessionEnded;
 
 /// The JSON Schema dialect of the bundle.
 pub const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
