@@ -12,13 +12,13 @@ use crate::support::*;
 
 /// Where admin calls go: a WebSocket, or one HTTP POST per call.
 enum Endpoint {
-    Ws(RawWs, u64),
+    Ws(Box<RawWs>, u64),
     Http(reqwest::Client, String),
 }
 
 impl Endpoint {
     async fn ws(server: &TestServer) -> Self {
-        Endpoint::Ws(RawWs::connect(&server.url()).await, 0)
+        Endpoint::Ws(Box::new(RawWs::connect(&server.url()).await), 0)
     }
 
     fn http(server: &TestServer) -> Self {
