@@ -464,14 +464,20 @@ mod tests {
         assert_eq!((rooms.len(), rooms.peers()), (1, 2));
     }
 
-    #[test]
-    fn leave_announces_drops_the_producers_and_closes_the_empty_room() {
+    /// Room `r` with ann and bob, bob producing `p1`; ann's inbox emptied.
+    fn ann_and_bob_producing() -> (TestRooms, Inbox, Inbox) {
         let mut rooms = TestRooms::default();
         let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
         join(&mut rooms, "r", &ann);
         join(&mut rooms, "r", &bob);
         rooms.add_producer("r", producer("bob", "p1"));
         ann.take_types();
+        (rooms, ann, bob)
+    }
+
+    #[test]
+    fn leave_announces_drops_the_producers_and_closes_the_empty_room() {
+        let (mut rooms, ann, _bob) = ann_and_bob_producing();
 
         assert!(rooms.leave("r", &PeerId::from("bob")).is_empty());
         assert_eq!(ann.take_types(), ["peerLeft"]);
@@ -542,6 +548,39 @@ mod tests {
         assert_eq!(bob.take_types(), ["producerAdded", "producerPaused", "producerResumed", "producerClosed"]);
         assert!(ann.take_types().is_empty());
         assert!(rooms.producer("r", &id).is_none());
+    }
+
+    #[test]
+    fn server_mute_is_announced_to_everyone_once_and_listed() {
+        let (mut rooms, ann, bob) = ann_and_bob_producing();
+        let bob_id = PeerId::from("bob");
+        assert!(rooms.set_server_muted("r", &bob_id, true).is_some_and(|fx| fx.is_empty()));
+        assert!(rooms.is_server_muted("r", &bob_id));
+        assert_eq!(ann.take_types(), ["peerUpdated"]);
+        assert_eq!(bob.take_types(), ["peerUpdated"], "the muted peer is told too");
+        rooms.set_server_muted("r", &bob_id, true);
+        assert!(ann.take_types().is_empty(), "no change, no event");
+        let peers = rooms.admin_peers("r").expect("the room exists");
+        assert_eq!(
+            peers.iter().map(|p| (p.peer_id.as_str(), p.server_muted, p.producers.len())).collect::<Vec<_>>(),
+            [("ann", false, 0), ("bob", true, 1)]
+        );
+        assert!(rooms.set_server_muted("r", &PeerId::from("nobody"), true).is_none());
+        assert!(rooms.admin_peers("nowhere").is_none());
+    }
+
+    #[test]
+    fn summaries_list_rooms_by_name_with_counts_and_creation_time() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        join(&mut rooms, "b", &ann);
+        join(&mut rooms, "a", &bob);
+        rooms.add_producer("a", producer("bob", "p1"));
+        let summary =
+            |room: &str, peers, producers| RoomSummary { room: room.into(), peers, producers, created_at_ms: 7 };
+        assert_eq!(rooms.summaries(None), [summary("a", 1, 1), summary("b", 1, 0)]);
+        assert_eq!(rooms.summaries(Some("b")), [summary("b", 1, 0)]);
+        assert!(rooms.summaries(Some("c")).is_empty());
     }
 
     #[test]
