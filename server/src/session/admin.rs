@@ -6,12 +6,17 @@
 //! member happens on that member's own session actor, through the same paths as its
 //! own requests (leaving, pausing producers), and the admin call waits for it.
 
+use std::time::Duration;
+
 use dspeak_schema::admin::{
     AdminBroadcastParams, AdminMuteParams, AdminParams, AdminPeerParams, AdminPeers, AdminRoomParams, AdminRooms,
 };
 use dspeak_schema::rooms::{BroadcastResult, Empty};
 use dspeak_schema::{Event, PeerId};
 use futures_util::future::BoxFuture;
+
+/// How long an admin call waits for a member's session to act.
+const MEMBER_WAIT: Duration = Duration::from_secs(5);
 
 use super::{Session, SessionMailbox, change_rooms, check_json_size};
 use crate::auth::{self, EVERY_ROOM};
@@ -129,18 +134,19 @@ impl Session {
         if is(self, room, peer) {
             return f(self).await;
         }
-        let (room, peer) = (room.to_owned(), peer.clone());
-        let done = mailbox
-            .session
-            .call(move |s| {
-                Box::pin(async move {
-                    if is(s, &room, &peer) {
-                        f(s).await;
-                    }
-                })
+        let (in_room, member) = (room.to_owned(), peer.clone());
+        let done = mailbox.session.call(move |s| {
+            Box::pin(async move {
+                if is(s, &in_room, &member) {
+                    f(s).await;
+                }
             })
-            .await;
-        // A closed session has left the room already.
-        drop(done);
+        });
+        // A closed session has left the room already. The wait is bounded: two joined
+        // sessions acting on each other with admin tokens would otherwise wait on each
+        // other forever; after the timeout the job still runs, only later.
+        if tokio::time::timeout(MEMBER_WAIT, done).await.is_err() {
+            tracing::warn!(room, peer = %peer, "admin action on a busy session continues in the background");
+        }
     }
 }
