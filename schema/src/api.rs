@@ -18,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::ErrorCode;
 use crate::events::Event;
 #[allow(unused_imports)]
-use crate::{media::*, ortc::*, rooms::*};
+use crate::{admin::*, media::*, ortc::*, rooms::*};
 
 /// One JSON-RPC method of the API.
 pub trait Method {
@@ -45,6 +45,8 @@ pub enum Area {
     Producers,
     /// Consumers (receiving audio) and stats.
     Consumers,
+    /// The admin API for an application's backend (admin token).
+    Admin,
 }
 
 /// Machine-readable description of one method.
@@ -96,7 +98,8 @@ pub const EVENTS: SubscriptionInfo = SubscriptionInfo {
     summary: "Opens the session's event stream; the first event is always `welcome`.",
     // invalidState: a second subscription; unavailable: the session is closed. The stream
     // ends with limitExceeded when the session was evicted as too slow, and with
-    // forbidden when a newer session of the same identity replaced it.
+    // forbidden when a newer session of the same identity replaced it, or the admin API
+    // removed it or closed its room (the error's `data.reason` says which).
     errors: &[ErrorCode::Forbidden, ErrorCode::LimitExceeded, ErrorCode::InvalidState, ErrorCode::Unavailable],
     item_schema: |g| g.subscription_schema::<Event>(),
 };
@@ -222,6 +225,24 @@ api! {
     /// Statistics of one of the session's transports, producers or consumers.
     get_stats: GetStats = "getStats", Consumers, (GetStatsParams) -> Stats,
         [NotJoined, NotFound, Unavailable];
+    /// Admin: every room the token may see, with its peer and producer counts.
+    admin_list_rooms: AdminListRooms = "adminListRooms", Admin, (AdminParams) -> AdminRooms,
+        [Unauthorized, TokenExpired, Unavailable];
+    /// Admin: the peers of a room with their identity, producers and server-mute state.
+    admin_list_peers: AdminListPeers = "adminListPeers", Admin, (AdminRoomParams) -> AdminPeers,
+        [Unauthorized, TokenExpired, Forbidden, NotFound, Unavailable];
+    /// Admin: removes a peer from its room; its event stream ends with a `removed:` error.
+    admin_remove_peer: AdminRemovePeer = "adminRemovePeer", Admin, (AdminPeerParams) -> Empty,
+        [Unauthorized, TokenExpired, Forbidden, NotFound, Unavailable];
+    /// Admin: server-mutes (pauses every producer, forbids resuming) or unmutes a peer.
+    admin_mute_peer: AdminMutePeer = "adminMutePeer", Admin, (AdminMuteParams) -> Empty,
+        [Unauthorized, TokenExpired, Forbidden, NotFound, Unavailable];
+    /// Admin: removes every peer of a room; the room is gone.
+    admin_close_room: AdminCloseRoom = "adminCloseRoom", Admin, (AdminRoomParams) -> Empty,
+        [Unauthorized, TokenExpired, Forbidden, NotFound, Unavailable];
+    /// Admin: sends a `broadcast` event with `from: null` to every peer of a room.
+    admin_broadcast: AdminBroadcast = "adminBroadcast", Admin, (AdminBroadcastParams) -> BroadcastResult,
+        [Unauthorized, TokenExpired, Forbidden, NotFound, PayloadTooLarge, Unavailable];
 }
 
 #[cfg(test)]

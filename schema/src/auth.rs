@@ -13,11 +13,19 @@ pub struct TokenClaims {
     /// The user's identity. One identity is in a room at most once: a newer session
     /// with the same identity replaces the older one.
     pub sub: String,
-    /// The room the token admits to.
+    /// The room the token admits to. An admin token may say `*`: every room.
     pub room: String,
     /// Display name; when present it is used instead of `join`'s `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Free-form data about the user that every peer of the room sees (`PeerInfo.metadata`),
+    /// at most 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    /// An admin token: it authorizes the `admin…` methods (for its `room`, or every room
+    /// with `*`) and cannot `join`. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
     /// May produce audio (default `true`).
     #[serde(default = "allowed")]
     pub can_publish: bool,

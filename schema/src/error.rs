@@ -55,7 +55,7 @@ error_codes! {
     /// The caller may not do this (other session's resource, missing grant, wrong room).
     Forbidden = 1004, "forbidden", "The caller is not allowed to perform this operation.";
     /// No entity with the given id exists (for this caller).
-    NotFound = 1005, "notFound", "No transport, producer or consumer with this id exists.";
+    NotFound = 1005, "notFound", "No transport, producer, consumer, room or peer with this id exists.";
     /// A configured limit or rate was exceeded.
     LimitExceeded = 1006, "limitExceeded", "A server limit or rate limit was exceeded; retry later or use fewer resources.";
     /// The request conflicts with the entity's current state.

@@ -29,10 +29,10 @@ pub enum Event {
         /// Server time in milliseconds since the Unix epoch.
         timestamp: UnixMillis,
     },
-    /// A message another peer of the room broadcast.
+    /// A message another peer of the room (or the server's admin API) broadcast.
     Broadcast {
-        /// The sending peer.
-        from: PeerId,
+        /// The sending peer; `null` when the server sent it (`adminBroadcast`).
+        from: Option<PeerId>,
         /// The payload as sent.
         payload: serde_json::Value,
     },
@@ -42,6 +42,19 @@ pub enum Event {
         peer_id: PeerId,
         /// Its display name.
         display_name: String,
+        /// Its identity (the access token's `sub`); `null` when anonymous.
+        identity: Option<String>,
+        /// Its access token's `metadata`, if any.
+        metadata: Option<String>,
+    },
+    /// A peer's state changed: the server muted or unmuted it (`adminMutePeer`). The
+    /// peer itself gets it too.
+    PeerUpdated {
+        /// The peer.
+        peer_id: PeerId,
+        /// Whether the server muted it: its producers are paused and it cannot resume
+        /// them until unmuted.
+        server_muted: bool,
     },
     /// A peer left the room (or its connection closed).
     PeerLeft {
@@ -103,6 +116,7 @@ impl Event {
             Event::Broadcast { .. } => "broadcast",
             Event::PeerJoined { .. } => "peerJoined",
             Event::PeerLeft { .. } => "peerLeft",
+            Event::PeerUpdated { .. } => "peerUpdated",
             Event::ProducerAdded { .. } => "producerAdded",
             Event::ProducerClosed { .. } => "producerClosed",
             Event::ProducerPaused { .. } => "producerPaused",
@@ -111,4 +125,27 @@ impl Event {
             Event::ServerDraining { .. } => "serverDraining",
         }
     }
+}
+
+/// Why the server ended a session's event stream: the `data.reason` of the error the
+/// stream ends with. The session left its room; its connection stays open and it may
+/// subscribe and join again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionEndReason {
+    /// A newer session of the same identity joined the room (`forbidden`).
+    Replaced,
+    /// The admin API removed the peer (`forbidden`, message `removed: …`).
+    Removed,
+    /// The session did not read its events fast enough (`limitExceeded`).
+    Evicted,
+    /// The admin API closed the room (`forbidden`, message `removed: …`).
+    RoomClosed,
+}
+
+/// The `data` of the error that ends an event stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionEnded {
+    /// Why the stream ended.
+    pub reason: SessionEndReason,
 }

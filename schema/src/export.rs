@@ -25,9 +25,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
+use crate::admin::WebhookEvent;
 use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
+use crate::events::SessionEnded;
 
 /// The JSON Schema dialect of the bundle.
 pub const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -67,7 +69,9 @@ const INTERNAL_ERROR: i32 = -32603;
 /// The JSON Schema bundle: every wire type under `$defs`, the JSON-RPC error object
 /// ([`ERROR_OBJECT_DEF`]), the access-token claims (`TokenClaims`, what backends sign),
 /// and under [`BUNDLE_METHODS_KEYWORD`] the params/result reference of each method, the
-/// event item reference and the token claims reference.
+/// event item reference, the token claims reference and the webhook body reference
+/// (`WebhookEvent`, what webhook receivers get), and the `data` of the error that ends
+/// an event stream (`SessionEnded`).
 ///
 /// To validate a value, resolve a reference such as `#/$defs/JoinResult` against this
 /// document (e.g. ajv: `addSchema(bundle, "dspeak")`, then `getSchema("dspeak#/$defs/JoinResult")`).
@@ -93,6 +97,8 @@ pub fn json_schema_bundle() -> Value {
                 "item": c.event,
             },
             "tokenClaims": c.token_claims,
+            "webhookEvent": c.webhook_event,
+            "sessionEnded": c.session_ended,
         },
         "$defs": c.defs,
     })
@@ -147,6 +153,8 @@ struct Contract {
     methods: Vec<MethodRefs>,
     event: Value,
     token_claims: Value,
+    webhook_event: Value,
+    session_ended: Value,
 }
 
 impl Contract {
@@ -156,6 +164,10 @@ impl Contract {
         let params: Vec<Value> = METHODS.iter().map(|m| (m.params_schema)(&mut read).to_value()).collect();
         let results: Vec<Value> = METHODS.iter().map(|m| (m.result_schema)(&mut write).to_value()).collect();
         let event = (EVENTS.item_schema)(&mut write).to_value();
+        // Not part of the API: the body of the requests the server sends to webhooks.
+        let webhook_event = write.subschema_for::<WebhookEvent>().to_value();
+        // The `data` of the error an event stream ends with.
+        let session_ended = write.subschema_for::<SessionEnded>().to_value();
         // Not a method's params, but read by the server all the same (inside `join.token`).
         let token_claims = read.subschema_for::<TokenClaims>().to_value();
         let read_defs = read.take_definitions(true);
@@ -191,7 +203,9 @@ impl Contract {
             .collect();
         let event = named_ref(&mut defs, event, "Event");
         let token_claims = named_ref(&mut defs, rename(token_claims), "TokenClaims");
-        Contract { defs, methods, event, token_claims }
+        let webhook_event = named_ref(&mut defs, close_objects(webhook_event), "WebhookEvent");
+        let session_ended = named_ref(&mut defs, close_objects(session_ended), "SessionEnded");
+        Contract { defs, methods, event, token_claims, webhook_event, session_ended }
     }
 }
 
@@ -366,6 +380,7 @@ fn area_tag(area: Area) -> &'static str {
         Area::Transports => "transports",
         Area::Producers => "producers",
         Area::Consumers => "consumers",
+        Area::Admin => "admin",
     }
 }
 

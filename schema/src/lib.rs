@@ -8,6 +8,7 @@
 //! - [`api`]: the method table ([`METHODS`], [`EVENTS`]) and the [`Method`] trait.
 //! - [`rooms`]: params/results of the session and room area.
 //! - [`media`]: params/results of transports, producers and consumers.
+//! - [`admin`]: params/results of the admin methods, and the webhook events.
 //! - [`ortc`]: mediasoup-shaped RTP, ICE and DTLS types.
 //! - [`events`]: the [`Event`] stream.
 //! - [`error`]: the stable application [`ErrorCode`]s.
@@ -20,6 +21,7 @@
 //! tokens ([`auth::TokenClaims`]) or handles the wire types pulls in no jsonrpsee.
 //! `examples/backend.rs` mints tokens and calls the API with the typed client.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 #[cfg(feature = "client")]

@@ -57,6 +57,10 @@ pub struct PeerInfo {
     pub peer_id: PeerId,
     /// The peer's display name.
     pub display_name: String,
+    /// Its access token's identity (`sub`); `null` for an anonymous peer.
+    pub identity: Option<String>,
+    /// Its access token's `metadata` claim, if any.
+    pub metadata: Option<String>,
 }
 
 /// A producer that exists in the room.
@@ -81,6 +85,10 @@ pub struct JoinResult {
     pub peer_id: PeerId,
     /// The session id (also sent in `welcome`).
     pub session_id: SessionId,
+    /// This session's identity (the access token's `sub`); `null` when anonymous.
+    pub identity: Option<String>,
+    /// This session's `metadata` (from the access token), if any.
+    pub metadata: Option<String>,
     /// The other peers already in the room.
     pub peers: Vec<PeerInfo>,
     /// The producers already in the room.

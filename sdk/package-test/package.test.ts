@@ -165,6 +165,7 @@ describe.each(formats)("a fresh %s project", (format) => {
       bobSawAnn: ["Ann"],
       peerJoined: { peerId: seen.bobPeerId, displayName: "Bob" },
       delivered: 1,
+      adminRefused: "unauthorized",
       broadcast: { from: seen.annPeerId, payload: { text: "hello from Ann" } },
     });
     expect(seen.annPeerId).not.toBe(seen.bobPeerId);

@@ -1,7 +1,7 @@
 import type { CallOptions } from "./call.js";
 import { DspeakConnectionError, DspeakError, DspeakTimeoutError } from "./errors.js";
 import { EVENT_TYPES, GeneratedMethods, SUBSCRIPTION, type MethodName, type Methods } from "./generated/api.js";
-import type { Event, WelcomeEvent } from "./generated/types.js";
+import type { Event, JoinResult, SessionEndReason, WelcomeEvent } from "./generated/types.js";
 
 /** The `type` of an event. */
 export type EventType = Event["type"];
@@ -26,8 +26,26 @@ export interface ReconnectedInfo {
   welcome: WelcomeEvent;
 }
 
+/**
+ * What `on("sessionEnded")` receives: the server ended this session's event stream and
+ * took it out of its room. The connection stays open; the client subscribes again by
+ * itself (a new `welcome` follows) and may join again.
+ */
+export interface SessionEndedInfo {
+  /**
+   * Why: `replaced` (the same identity joined from elsewhere), `removed` (the app's
+   * backend removed the peer), `roomClosed` (the backend closed the room), `evicted`
+   * (events were not read fast enough).
+   */
+  reason: SessionEndReason;
+  /** The error the stream ended with (its message is for humans). */
+  error: DspeakError;
+}
+
 /** Connection lifecycle notifications, next to the server's events. */
 export interface LifecycleEvents {
+  /** The server ended the session's membership and event stream (see `SessionEndedInfo`). */
+  sessionEnded: SessionEndedInfo;
   /** The connection was lost. Pending calls have been rejected with `DspeakConnectionError`. */
   disconnected: DisconnectedInfo;
   /** A new connection and session are up (with `reconnect`). Join the room again. */
@@ -167,6 +185,8 @@ export class DspeakClient extends GeneratedMethods {
   #received = 0;
   /** The latest events, oldest first, each with its mark. */
   readonly #history: Array<{ mark: EventMark; event: Event }> = [];
+  /** The room this session is in, as far as the client knows. */
+  #joined: JoinResult | undefined;
 
   /** Creates a client; call `connect()` next (or use `DspeakClient.connect(options)`). */
   constructor(options: DspeakClientOptions) {
@@ -200,6 +220,15 @@ export class DspeakClient extends GeneratedMethods {
   /** The current session's id, once connected. */
   get sessionId(): string | undefined {
     return this.#welcome?.sessionId;
+  }
+
+  /**
+   * The `join` result of the room this session is in; `undefined` before joining, after
+   * `leave()`, when the connection was lost and when the server ended the session
+   * (`sessionEnded`).
+   */
+  get joined(): JoinResult | undefined {
+    return this.#joined;
   }
 
   /**
@@ -245,7 +274,20 @@ export class DspeakClient extends GeneratedMethods {
     params: Methods[M]["params"],
     options?: CallOptions,
   ): Promise<Methods[M]["result"]> {
-    return this.#request(method, params, options) as Promise<Methods[M]["result"]>;
+    const answer = this.#request(method, params, options) as Promise<Methods[M]["result"]>;
+    if (method === "join") {
+      return answer.then((result) => {
+        this.#joined = result as JoinResult;
+        return result;
+      });
+    }
+    if (method === "leave") {
+      return answer.then((result) => {
+        this.#joined = undefined;
+        return result;
+      });
+    }
+    return answer;
   }
 
   /**
@@ -386,6 +428,7 @@ export class DspeakClient extends GeneratedMethods {
     const reason = event.reason ?? "";
     this.#rejectPending(`connection lost (${code}${reason ? `: ${reason}` : ""})`);
     this.#welcome = undefined;
+    this.#joined = undefined;
     const reconnect = this.#reconnectOptions();
     this.#emit("disconnected", { code, reason, willReconnect: reconnect !== undefined });
     if (reconnect) {
@@ -522,8 +565,9 @@ export class DspeakClient extends GeneratedMethods {
     if (typeof message.method === "string") {
       this.#options.trace?.({ direction: "receive", message });
       if (message.method === SUBSCRIPTION.notification) {
-        const event = (message.params as { result?: Event } | undefined)?.result;
-        if (event) this.#onEvent(event);
+        const params = message.params as { result?: Event; error?: DspeakError } | undefined;
+        if (params?.result) this.#onEvent(params.result);
+        else if (params?.error) this.#onStreamEnd(new DspeakError(params.error));
       }
       return;
     }
@@ -540,6 +584,19 @@ export class DspeakClient extends GeneratedMethods {
     pending.cleanup();
     if (message.error) pending.reject(new DspeakError(message.error as DspeakError, pending.method));
     else pending.resolve(message.result);
+  }
+
+  /** The server ended the event stream: the session is out of its room. */
+  #onStreamEnd(error: DspeakError): void {
+    this.#joined = undefined;
+    this.#emit("sessionEnded", { reason: sessionEndReason(error), error });
+    // The session lives on: subscribe again so that a later join has its events.
+    const socket = this.#socket;
+    if (this.#state === "open" && socket) {
+      this.#send(socket, SUBSCRIPTION.subscribe, {}, {}).catch((e: unknown) =>
+        this.#emit("error", { error: e instanceof Error ? e : new Error(String(e)) }),
+      );
+    }
   }
 
   #onEvent(event: Event): void {
@@ -612,4 +669,15 @@ class EventQueue implements AsyncIterableIterator<Event> {
   [Symbol.asyncIterator](): AsyncIterableIterator<Event> {
     return this;
   }
+}
+
+const sessionEndReasons: ReadonlySet<string> = new Set<SessionEndReason>(["replaced", "removed", "evicted", "roomClosed"]);
+
+/** The reason in the error's `data`; from its code and message for older servers. */
+function sessionEndReason(error: DspeakError): SessionEndReason {
+  const reason = (error.data as { reason?: unknown } | undefined)?.reason;
+  if (typeof reason === "string" && sessionEndReasons.has(reason)) return reason as SessionEndReason;
+  if (error.message.startsWith("replaced:")) return "replaced";
+  if (error.message.startsWith("removed:")) return "removed";
+  return "evicted";
 }

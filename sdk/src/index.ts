@@ -3,6 +3,8 @@
  *
  * - `DspeakClient`: one typed async function per JSON-RPC method, typed events,
  *   `DspeakError` with stable codes (`ErrorCode`), timeouts, optional reconnect.
+ * - `AdminClient`: the admin API (list rooms and peers, remove, server-mute, close,
+ *   broadcast) for an application's backend, over HTTP POST with an admin token.
  * - Wire types (`JoinResult`, `Event`, …) and the method table, generated from the
  *   server's Rust contract by `cargo xtask sdk`.
  *
@@ -13,6 +15,7 @@
  * @packageDocumentation
  */
 
+export { AdminClient, type AdminClientOptions, type FetchLike } from "./admin.js";
 export type { AbortSignalLike, CallOptions } from "./call.js";
 export {
   DspeakClient,
@@ -26,6 +29,7 @@ export {
   type LifecycleEvents,
   type ReconnectOptions,
   type ReconnectedInfo,
+  type SessionEndedInfo,
   type WebSocketConstructor,
   type WebSocketLike,
   type WaitForOptions,

@@ -91,6 +91,10 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     client.on("producerAdded", (e) => enqueue(() => consume(e.producerId, e.peerId))),
     client.on("producerClosed", (e) => enqueue(async () => closeConsumer(e.producerId))),
     client.on("consumerClosed", (e: EventOf<"consumerClosed">) => enqueue(async () => closeConsumer(e.producerId))),
+    // Server mute (the app's backend): the server paused the producer; pause it here too.
+    client.on("peerUpdated", (e) => {
+      if (e.serverMuted && e.peerId === client.joined?.peerId && producer && !producer.paused) producer.pause();
+    }),
   ];
   const unsubscribe = () => subscriptions.forEach((off) => off());
 
@@ -199,7 +203,13 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     async unmute() {
       if (!producer || !producer.paused) return;
       producer.resume();
-      await client.resumeProducer({ producerId: producer.id });
+      try {
+        await client.resumeProducer({ producerId: producer.id });
+      } catch (error) {
+        // E.g. `forbidden` while the server mutes this peer: stay muted here too.
+        producer.pause();
+        throw error;
+      }
     },
     async leave() {
       if (left) return;

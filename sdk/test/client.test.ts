@@ -64,7 +64,7 @@ describe("session", () => {
     expect(a.producers).toEqual([]);
     expect(a.routerRtpCapabilities.codecs?.[0]).toMatchObject({ mimeType: "audio/opus", clockRate: 48000 });
     const b = await bob.join({ room: "join-room", displayName: "Bob" });
-    expect(b.peers).toEqual([{ peerId: a.peerId, displayName: "Ann" }]);
+    expect(b.peers).toEqual([{ peerId: a.peerId, displayName: "Ann", identity: null, metadata: null }]);
     expect(b.peerId).not.toBe(a.peerId);
   });
 
@@ -105,7 +105,7 @@ describe("session", () => {
     const b = await bob.join({ room: "peers-room", displayName: "Bob" });
     const joined = await joinedSeen;
     // Typed: `joined` is a PeerJoinedEvent, so displayName is a string field.
-    expect(joined).toEqual({ type: "peerJoined", peerId: b.peerId, displayName: "Bob" });
+    expect(joined).toEqual({ type: "peerJoined", peerId: b.peerId, displayName: "Bob", identity: null, metadata: null });
 
     const leftSeen = ann.waitFor("peerLeft");
     await bob.leave();
@@ -133,6 +133,8 @@ describe("session", () => {
       type: "peerJoined",
       peerId: b.peerId,
       displayName: "Bob",
+      identity: null,
+      metadata: null,
     });
     // `filter` applies to remembered events too; a later mark excludes them.
     await expect(

@@ -1,7 +1,7 @@
 // Test helpers: a real dspeak server per test file, SDK clients whose every received
 // message is validated against the exported JSON Schema bundle.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,11 @@ function serverBinary(): string {
     throw new Error(`no server binary at ${bin}: run \`cargo build -p dspeak-server\` first (or set DSPEAK_BIN)`);
   }
   return bin;
+}
+
+/** Mints an access token with the server binary: `dspeak token --auth-secret SECRET ARGS…`. */
+export function mintToken(secret: string, args: string[]): string {
+  return execFileSync(serverBinary(), ["token", "--auth-secret", secret, ...args], { encoding: "utf8" }).trim();
 }
 
 /**
@@ -121,11 +126,21 @@ export class ContractRecorder {
 
   readonly trace = (entry: WireTrace): void => {
     if (entry.direction !== "receive") return;
-    const message = entry.message as { method?: string; params?: { result?: unknown }; result?: unknown; error?: unknown };
+    const message = entry.message as {
+      method?: string;
+      params?: { result?: unknown; error?: { data?: unknown } };
+      result?: unknown;
+      error?: unknown;
+    };
     const fail = (what: string, errors: string | undefined) => {
       if (errors) this.problems.push(`${what}: ${errors}\n  ${JSON.stringify(message)}`);
     };
-    if (message.method === "event") {
+    if (message.method === "event" && message.params?.error) {
+      // The stream ended: an error whose data says why.
+      this.checked.errors++;
+      fail("stream end", schemaErrors("JsonRpcError", message.params.error));
+      fail("stream end data", schemaErrors("SessionEnded", message.params.error.data));
+    } else if (message.method === "event") {
       this.checked.events++;
       fail("event", schemaErrors("Event", message.params?.result));
     } else if ("error" in message) {

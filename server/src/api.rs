@@ -14,8 +14,9 @@
 use std::convert::Infallible;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use dspeak_schema::events::SessionEnded;
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
 use futures_util::future::{BoxFuture, Either};
@@ -31,15 +32,15 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::Shared;
-use crate::StartError;
 use crate::drain::DrainWatch;
 use crate::error::{
-    AreaError, BroadcastError, CallError, Code, ConsumeError, ConsumerError, CreateTransportError, JoinError,
-    NotJoined, ProduceError, ProducerError, TransportError,
+    AdminAuthError, AdminBroadcastError, AdminError, AreaError, BroadcastError, CallError, Code, ConsumeError,
+    ConsumerError, CreateTransportError, JoinError, NotJoined, ProduceError, ProducerError, TransportError,
 };
 use crate::events::{self, EventReceiver, Pushed};
 use crate::limits::TokenBucket;
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
+use crate::{StartError, unix_millis};
 
 /// Outgoing messages jsonrpsee buffers per connection.
 const OUTGOING_BUFFER: u32 = 128;
@@ -56,7 +57,6 @@ pub(crate) fn serve(
     let module = module();
     let config = &shared.config;
     let server_config = ServerConfig::builder()
-        .ws_only()
         .max_connections(config.max_connections)
         .max_request_body_size(config.max_message_bytes)
         .max_response_body_size(config.max_message_bytes.saturating_mul(4))
@@ -223,6 +223,12 @@ fn routes(r: &mut impl Routes) {
     r.route::<methods::ResumeConsumer, ConsumerError>(|s, p| Box::pin(s.set_consumer_paused(p, false)));
     r.route::<methods::CloseConsumer, ConsumerError>(|s, p| Box::pin(s.close_consumer(p)));
     r.route::<methods::GetStats, ConsumerError>(|s, p| Box::pin(s.get_stats(p)));
+    r.route::<methods::AdminListRooms, AdminAuthError>(|s, p| Box::pin(s.admin_list_rooms(p)));
+    r.route::<methods::AdminListPeers, AdminError>(|s, p| Box::pin(s.admin_list_peers(p)));
+    r.route::<methods::AdminRemovePeer, AdminError>(|s, p| Box::pin(s.admin_remove_peer(p)));
+    r.route::<methods::AdminMutePeer, AdminError>(|s, p| Box::pin(s.admin_mute_peer(p)));
+    r.route::<methods::AdminCloseRoom, AdminError>(|s, p| Box::pin(s.admin_close_room(p)));
+    r.route::<methods::AdminBroadcast, AdminBroadcastError>(|s, p| Box::pin(s.admin_broadcast(p)));
 }
 
 impl Routes for RpcModule<()> {
@@ -340,7 +346,9 @@ async fn stream_events(
                 Ok(Some(event)) => send_event(&sink, &event).await?,
                 Ok(None) => return Ok(()),
                 Err(reason) => {
-                    let error = to_rpc_error(EVENTS.subscribe, &reason);
+                    let e = to_rpc_error(EVENTS.subscribe, &reason);
+                    let data = SessionEnded { reason: reason.reason() };
+                    let error = ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data));
                     let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
                     return Err(SubscriptionError::from_json(json));
                 }
@@ -398,10 +406,6 @@ pub(crate) fn to_rpc_error<E: AreaError + ?Sized>(method: &str, e: &E) -> ErrorO
             )
         }
     }
-}
-
-fn unix_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

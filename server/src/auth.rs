@@ -2,13 +2,20 @@
 //!
 //! Tokens are JWTs signed with HS256 and the server's `--auth-secret`; their claims
 //! are [`TokenClaims`]. Without a secret (development only) every join is anonymous
-//! with every grant.
+//! with every grant, and the admin API is disabled. An admin token (`admin: true`)
+//! authorizes the admin methods for its room (or every room, `*`) and cannot join.
 
 use dspeak_schema::auth::TokenClaims;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::error::AuthError;
+use crate::error::{AdminAuthError, AuthError, TokenError, TooLarge};
+
+/// Largest `metadata` claim, in bytes.
+pub(crate) const MAX_METADATA_BYTES: usize = 4096;
+
+/// The room an admin token may act on: `*` for every room.
+pub(crate) const EVERY_ROOM: &str = "*";
 
 /// What a joined session may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +24,8 @@ pub(crate) struct Grants {
     pub(crate) identity: Option<String>,
     /// A display name the token imposes.
     pub(crate) name: Option<String>,
+    /// The token's `metadata`.
+    pub(crate) metadata: Option<String>,
     pub(crate) publish: bool,
     pub(crate) subscribe: bool,
     pub(crate) broadcast: bool,
@@ -24,33 +33,56 @@ pub(crate) struct Grants {
 
 impl Grants {
     fn anonymous() -> Self {
-        Grants { identity: None, name: None, publish: true, subscribe: true, broadcast: true }
+        Grants { identity: None, name: None, metadata: None, publish: true, subscribe: true, broadcast: true }
     }
 }
 
 /// Checks the token presented to join `room`.
 pub(crate) fn admit(secret: Option<&str>, token: Option<&str>, room: &str) -> Result<Grants, AuthError> {
     let Some(secret) = secret else { return Ok(Grants::anonymous()) };
-    let token = token.ok_or(AuthError::Missing)?;
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 5;
-    validation.validate_nbf = true;
-    let claims = jsonwebtoken::decode::<TokenClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
-        .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            _ => AuthError::Invalid(e.to_string()),
-        })?
-        .claims;
+    let claims = decode(secret, token)?;
+    if claims.admin {
+        return Err(AuthError::AdminToken);
+    }
     if claims.room != room {
         return Err(AuthError::WrongRoom { granted: claims.room, asked: room.to_owned() });
+    }
+    if let Some(metadata) = &claims.metadata
+        && metadata.len() > MAX_METADATA_BYTES
+    {
+        return Err(TooLarge { what: "metadata", size: metadata.len(), limit: MAX_METADATA_BYTES }.into());
     }
     Ok(Grants {
         identity: Some(claims.sub),
         name: claims.name,
+        metadata: claims.metadata,
         publish: claims.can_publish,
         subscribe: claims.can_subscribe,
         broadcast: claims.can_broadcast,
+    })
+}
+
+/// Checks an admin method's token; returns the room it may act on (`*`: every room).
+pub(crate) fn admit_admin(secret: Option<&str>, token: &str) -> Result<String, AdminAuthError> {
+    let secret = secret.ok_or(AdminAuthError::Disabled)?;
+    let claims = decode(secret, Some(token))?;
+    if !claims.admin {
+        return Err(AdminAuthError::NotAdmin);
+    }
+    Ok(claims.room)
+}
+
+/// Verifies a token's signature and validity period.
+fn decode(secret: &str, token: Option<&str>) -> Result<TokenClaims, TokenError> {
+    let token = token.ok_or(TokenError::Missing)?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    let key = DecodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::decode::<TokenClaims>(token, &key, &validation).map(|t| t.claims).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        _ => TokenError::Invalid(e.to_string()),
     })
 }
 
@@ -69,6 +101,8 @@ mod tests {
             sub: "ann".into(),
             room: room.into(),
             name: None,
+            metadata: Some("{\"avatar\":1}".into()),
+            admin: false,
             can_publish: false,
             can_subscribe: true,
             can_broadcast: true,
@@ -84,12 +118,28 @@ mod tests {
         let grants = admit(Some("s3cret"), Some(&token), "r").unwrap();
         assert_eq!(grants.identity.as_deref(), Some("ann"));
         assert!(!grants.publish && grants.subscribe);
-        assert!(matches!(admit(Some("other"), Some(&token), "r"), Err(AuthError::Invalid(_))));
+        assert_eq!(grants.metadata.as_deref(), Some("{\"avatar\":1}"));
+        let invalid = |r| matches!(r, Err(AuthError::Token(TokenError::Invalid(_))));
+        assert!(invalid(admit(Some("other"), Some(&token), "r")));
         assert!(matches!(admit(Some("s3cret"), Some(&token), "x"), Err(AuthError::WrongRoom { .. })));
-        assert!(matches!(admit(Some("s3cret"), None, "r"), Err(AuthError::Missing)));
-        assert!(matches!(admit(Some("s3cret"), Some("not.a.jwt"), "r"), Err(AuthError::Invalid(_))));
+        assert!(matches!(admit(Some("s3cret"), None, "r"), Err(AuthError::Token(TokenError::Missing))));
+        assert!(invalid(admit(Some("s3cret"), Some("not.a.jwt"), "r")));
         let old = mint("s3cret", &claims("r", -3600)).unwrap();
-        assert!(matches!(admit(Some("s3cret"), Some(&old), "r"), Err(AuthError::Expired)));
+        assert!(matches!(admit(Some("s3cret"), Some(&old), "r"), Err(AuthError::Token(TokenError::Expired))));
         assert_eq!(admit(None, None, "r").unwrap(), Grants::anonymous());
+        let big = TokenClaims { metadata: Some("x".repeat(MAX_METADATA_BYTES + 1)), ..claims("r", 60) };
+        let big = mint("s3cret", &big).unwrap();
+        assert!(matches!(admit(Some("s3cret"), Some(&big), "r"), Err(AuthError::TooLarge(_))));
+    }
+
+    #[test]
+    fn admin_tokens_authorize_the_admin_api_and_cannot_join() {
+        let admin = mint("s3cret", &TokenClaims { admin: true, room: "*".into(), ..claims("*", 60) }).unwrap();
+        let user = mint("s3cret", &claims("r", 60)).unwrap();
+        assert_eq!(admit_admin(Some("s3cret"), &admin).unwrap(), EVERY_ROOM);
+        assert!(matches!(admit(Some("s3cret"), Some(&admin), "*"), Err(AuthError::AdminToken)));
+        assert!(matches!(admit_admin(Some("s3cret"), &user), Err(AdminAuthError::NotAdmin)));
+        assert!(matches!(admit_admin(None, &admin), Err(AdminAuthError::Disabled)));
+        assert!(matches!(admit_admin(Some("other"), &admin), Err(AdminAuthError::Token(TokenError::Invalid(_)))));
     }
 }

@@ -122,6 +122,24 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_DRAIN_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// URL the server POSTs room and peer events to (repeatable, or comma-separated in
+    /// the environment variable). Needs `--auth-secret`: every request is signed with it.
+    #[arg(long = "webhook-url", env = "DSPEAK_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+
+    /// Webhook events queued before new ones are dropped (counted and logged).
+    #[arg(long, env = "DSPEAK_WEBHOOK_QUEUE", default_value_t = 4096)]
+    pub webhook_queue: usize,
+
+    /// Wait before the first retry of a failed webhook, in milliseconds; it doubles with
+    /// every retry (at most 5 tries).
+    #[arg(long, env = "DSPEAK_WEBHOOK_RETRY_MS", default_value_t = 1000)]
+    pub webhook_retry_ms: u64,
+
+    /// Timeout of one webhook request, in seconds.
+    #[arg(long, env = "DSPEAK_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+
     /// Per-server and per-session limits.
     #[command(flatten)]
     pub limits: Limits,
@@ -237,6 +255,10 @@ impl Config {
             auth_secret: None,
             metrics_listen: None,
             drain_timeout: Duration::from_secs(600),
+            webhook_urls: Vec::new(),
+            webhook_queue: 4096,
+            webhook_retry_ms: 1000,
+            webhook_timeout_secs: 10,
             limits: Limits::default(),
         }
     }

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 
 use dspeak_schema::ErrorCode;
+use dspeak_schema::events::SessionEndReason;
 
 /// Where an error lands on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -162,16 +163,34 @@ pub enum StreamEnd {
     /// A newer session of the same identity joined the room.
     #[error("replaced: the same identity joined the room from another session")]
     Replaced,
+    /// The admin API removed the session from its room (`adminRemovePeer`).
+    #[error("removed: the server removed this peer from the room")]
+    Removed,
+    /// The admin API closed the session's room (`adminCloseRoom`).
+    #[error("removed: the server closed the room")]
+    RoomClosed,
 }
-codes!(StreamEnd { Evicted => LimitExceeded, Replaced => Forbidden });
+codes!(StreamEnd { Evicted => LimitExceeded, Replaced => Forbidden, Removed => Forbidden, RoomClosed => Forbidden });
+
+impl StreamEnd {
+    /// The reason the error's `data` names (the SDK's `sessionEnded`).
+    pub fn reason(&self) -> SessionEndReason {
+        match self {
+            StreamEnd::Evicted => SessionEndReason::Evicted,
+            StreamEnd::Replaced => SessionEndReason::Replaced,
+            StreamEnd::Removed => SessionEndReason::Removed,
+            StreamEnd::RoomClosed => SessionEndReason::RoomClosed,
+        }
+    }
+}
 
 // ---- rooms: join, leave, broadcast ----
 
-/// Why an access token does not admit to a room.
+/// Why an access token is not valid at all.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The server needs a token and `join` carried none.
-    #[error("this server requires an access token in join.token")]
+pub enum TokenError {
+    /// The server needs a token and the call carried none.
+    #[error("this server requires an access token (token)")]
     Missing,
     /// The token is malformed or its signature does not match.
     #[error("invalid access token: {0}")]
@@ -182,6 +201,12 @@ pub enum AuthError {
     /// The token's `nbf` has not come yet.
     #[error("the access token is not valid yet (nbf)")]
     NotYetValid,
+}
+codes!(TokenError { Missing => Unauthorized, Invalid => Unauthorized, Expired => TokenExpired, NotYetValid => TokenExpired });
+
+/// Why an access token does not admit to a room.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
     /// The token admits to another room.
     #[error("the access token admits to room '{granted}', not '{asked}'")]
     WrongRoom {
@@ -190,14 +215,72 @@ pub enum AuthError {
         /// The room asked for.
         asked: String,
     },
+    /// An admin token: it authorizes the admin methods, not joining.
+    #[error("an admin token cannot join a room; mint a user token")]
+    AdminToken,
+    /// The token's `metadata` is over its size limit.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The token is not valid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
-codes!(AuthError {
-    Missing => Unauthorized,
-    Invalid => Unauthorized,
-    Expired => TokenExpired,
-    NotYetValid => TokenExpired,
-    WrongRoom => Forbidden,
-});
+codes!(AuthError { WrongRoom => Forbidden, AdminToken => Forbidden; TooLarge(TooLarge), Token(TokenError) });
+
+// ---- admin ----
+
+/// Why a call of an admin method is not authorized.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminAuthError {
+    /// The server runs without `--auth-secret`, so no admin token can be checked.
+    #[error("the admin API needs the server to run with --auth-secret")]
+    Disabled,
+    /// A valid token without `admin: true`.
+    #[error("this access token is not an admin token (admin: true)")]
+    NotAdmin,
+    /// The token is not valid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+codes!(AdminAuthError { Disabled => Unauthorized, NotAdmin => Unauthorized; Token(TokenError) });
+
+/// Errors of the admin methods that act on one room.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The admin token is for another room.
+    #[error("the admin token is for room '{granted}', not '{asked}'")]
+    WrongRoom {
+        /// The token's room.
+        granted: String,
+        /// The room asked for.
+        asked: String,
+    },
+    /// No such room, or no such peer in it.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// The call is not authorized.
+    #[error(transparent)]
+    Auth(#[from] AdminAuthError),
+}
+codes!(AdminError { WrongRoom => Forbidden; NotFound(NotFound), Auth(AdminAuthError) });
+
+impl From<TokenError> for AdminError {
+    fn from(e: TokenError) -> Self {
+        AdminError::Auth(e.into())
+    }
+}
+
+/// Errors of `adminBroadcast`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminBroadcastError {
+    /// The payload is over its size limit.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The room or the call is wrong.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+codes!(AdminBroadcastError { ; TooLarge(TooLarge), Admin(AdminError) });
 
 /// Why a room refused a member.
 #[derive(Debug, thiserror::Error)]
@@ -398,6 +481,9 @@ pub enum ProduceError {
     /// The token does not grant `canPublish`.
     #[error("the access token does not grant canPublish")]
     NotGranted,
+    /// The server muted the peer.
+    #[error("the server muted this peer; it cannot produce until it is unmuted")]
+    ServerMuted,
     /// `produce` on a recv transport.
     #[error("transport '{0}' is a recv transport; produce needs a send transport")]
     NotSendTransport(String),
@@ -425,6 +511,7 @@ pub enum ProduceError {
 }
 codes!(ProduceError {
     NotGranted => Forbidden,
+    ServerMuted => Forbidden,
     NotSendTransport => InvalidState,
     TooMany => LimitExceeded;
     NotJoined(NotJoined),
@@ -437,6 +524,9 @@ codes!(ProduceError {
 /// Errors of `pauseProducer`, `resumeProducer` and `closeProducer`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
+    /// `resumeProducer` while the server muted the peer.
+    #[error("the server muted this peer; its producers stay paused until it is unmuted")]
+    ServerMuted,
     /// The producer belongs to another peer.
     #[error("producer '{0}' belongs to another peer")]
     NotOwner(String),
@@ -454,6 +544,7 @@ pub enum ProducerError {
     NotFound(#[from] NotFound),
 }
 codes!(ProducerError {
+    ServerMuted => Forbidden,
     NotOwner => Forbidden,
     Unavailable => Unavailable,
     Internal => Internal;
@@ -553,7 +644,7 @@ mod tests {
 
     #[test]
     fn a_wrapped_error_keeps_its_code_and_codes_include_the_wrapped_ones() {
-        let e = JoinError::Auth(AuthError::Expired);
+        let e = JoinError::Auth(AuthError::Token(TokenError::Expired));
         assert_eq!(e.code(), Code::App(ErrorCode::TokenExpired));
         assert_eq!(JoinError::EmptyName("room").code(), Code::InvalidParams);
         let codes = JoinError::codes();

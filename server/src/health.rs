@@ -45,6 +45,7 @@ mod tests {
     fn readiness_follows_the_workers_and_the_drain() {
         let config = Config::for_tests();
         let engine = crate::media::Engine::start(&config).expect("engine starts");
+        let webhooks = crate::webhooks::Webhooks::start(&config).expect("no webhooks configured");
         let shared = Shared {
             config,
             rooms: Default::default(),
@@ -52,6 +53,7 @@ mod tests {
             counts: Default::default(),
             metrics: Default::default(),
             drain: Default::default(),
+            webhooks,
         };
         let ready = probe("/readyz", &shared).unwrap();
         assert_eq!((ready.status, ready.body.as_str()), (http::StatusCode::OK, "ready\n"));

@@ -17,6 +17,7 @@
 //! - `metrics`: Prometheus metrics; `monitor`: the `--metrics-listen` listener.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
+//! - `webhooks`: signed room and peer events POSTed to the application's backend.
 //! - [`error`]: errors per area and their wire codes.
 
 pub mod auth;
@@ -35,6 +36,7 @@ mod monitor;
 mod room;
 mod session;
 mod web;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +56,7 @@ struct Shared {
     counts: Counters,
     metrics: metrics::Metrics,
     drain: drain::Drain,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Shared {
@@ -72,6 +75,7 @@ impl Shared {
             producers: media.producers,
             consumers: media.consumers,
             tcp_connections: media.tcp_connections,
+            webhooks_dropped: self.webhooks.dropped(),
         }
     }
 }
@@ -83,6 +87,11 @@ impl Shared {
     fn rooms(&self) -> MutexGuard<'_, session::ServerRooms> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +116,8 @@ pub struct Counts {
     pub consumers: usize,
     /// Open ICE-TCP connections (attached to a transport or not yet).
     pub tcp_connections: usize,
+    /// Webhook events dropped because their queue was full.
+    pub webhooks_dropped: usize,
 }
 
 /// Why the server could not start.
@@ -279,6 +290,7 @@ pub async fn run(
     if let Some(warning) = check_auth(&config)? {
         tracing::warn!("{warning}");
     }
+    let webhooks = webhooks::Webhooks::start(&config)?;
     let engine = media::Engine::start(&config)?;
     let shared = Arc::new(Shared {
         config,
@@ -287,6 +299,7 @@ pub async fn run(
         counts: Counters::default(),
         metrics: metrics::Metrics::default(),
         drain: drain::Drain::default(),
+        webhooks,
     });
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })

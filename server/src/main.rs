@@ -51,9 +51,10 @@ struct TokenArgs {
     /// The secret the server runs with.
     #[arg(long, env = "DSPEAK_AUTH_SECRET", hide_env_values = true)]
     auth_secret: Secret,
-    /// Room the token admits to.
-    #[arg(long)]
-    room: String,
+    /// Room the token admits to; with --admin, the room it may administer (default `*`,
+    /// every room).
+    #[arg(long, required_unless_present = "admin")]
+    room: Option<String>,
     /// The user's identity (the `sub` claim).
     #[arg(long)]
     identity: String,
@@ -63,6 +64,12 @@ struct TokenArgs {
     /// Lifetime: seconds, or a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = dspeak_server::config::parse_duration)]
     ttl: Duration,
+    /// Free-form data every peer of the room sees (`metadata`, at most 4 KiB).
+    #[arg(long)]
+    metadata: Option<String>,
+    /// An admin token for the admin API (`adminListRooms` …); it cannot join.
+    #[arg(long)]
+    admin: bool,
     /// Deny producing audio.
     #[arg(long)]
     no_publish: bool,
@@ -142,8 +149,10 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs() as i64;
     let claims = TokenClaims {
         sub: args.identity.clone(),
-        room: args.room.clone(),
+        room: args.room.clone().unwrap_or_else(|| "*".to_owned()),
         name: args.name.clone(),
+        metadata: args.metadata.clone(),
+        admin: args.admin,
         can_publish: !args.no_publish,
         can_subscribe: !args.no_subscribe,
         can_broadcast: !args.no_broadcast,

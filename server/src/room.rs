@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use dspeak_schema::rooms::{PeerInfo, ProducerInfo};
+use dspeak_schema::admin::{AdminPeerInfo, RoomSummary};
+use dspeak_schema::rooms::{PeerInfo, ProducerInfo, UnixMillis};
 use dspeak_schema::{ConsumerId, Event, PeerId, ProducerId};
 
 use crate::error::RoomError;
@@ -59,7 +60,23 @@ pub(crate) struct Member<M> {
     /// The access token's identity, if any: unique within a room.
     pub(crate) identity: Option<String>,
     pub(crate) display_name: String,
+    /// The access token's `metadata`, shown to others.
+    pub(crate) metadata: Option<String>,
+    /// Whether the admin API muted it.
+    pub(crate) server_muted: bool,
     pub(crate) mailbox: M,
+}
+
+impl<M> Member<M> {
+    /// How others see this member.
+    fn info(&self) -> PeerInfo {
+        PeerInfo {
+            peer_id: self.peer_id.clone(),
+            display_name: self.display_name.clone(),
+            identity: self.identity.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
 }
 
 /// Limits checked on join.
@@ -90,6 +107,8 @@ pub(crate) struct Rooms<M, W> {
 #[derive(Debug)]
 struct Room<M, W> {
     worker: W,
+    /// When the room was created.
+    created_at_ms: UnixMillis,
     /// Members in join order.
     members: Vec<Member<M>>,
     /// Producers in creation order.
@@ -106,14 +125,15 @@ impl<M, W> Default for Rooms<M, W> {
 }
 
 impl<M: Mailbox, W: Clone> Rooms<M, W> {
-    /// Adds a member to room `name`, creating the room on a worker from `place` if
-    /// needed; the others get `peerJoined`, and older members with the same identity
-    /// are replaced.
+    /// Adds a member to room `name`, creating the room (at time `now`) on a worker from
+    /// `place` if needed; the others get `peerJoined`, and older members with the same
+    /// identity are replaced.
     pub(crate) fn join(
         &mut self,
         name: &str,
         member: Member<M>,
         limits: RoomLimits,
+        now: UnixMillis,
         place: impl FnOnce() -> W,
     ) -> Result<(Joined<W>, Effects<M, W>), RoomError> {
         let mut fx = Vec::new();
@@ -129,7 +149,7 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
             Entry::Vacant(e) => {
                 let worker = place();
                 fx.push(Effect::RoomOpened(worker.clone()));
-                e.insert(Room { worker, members: Vec::new(), producers: Vec::new() })
+                e.insert(Room { worker, created_at_ms: now, members: Vec::new(), producers: Vec::new() })
             }
         };
         if room.members.len() >= limits.max_peers {
@@ -140,12 +160,13 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
                 fx.push(Effect::Notice(old.mailbox.clone(), MemberNotice::Replaced));
             }
         }
-        let peers = room
-            .members
-            .iter()
-            .map(|m| PeerInfo { peer_id: m.peer_id.clone(), display_name: m.display_name.clone() })
-            .collect();
-        let event = Event::PeerJoined { peer_id: member.peer_id.clone(), display_name: member.display_name.clone() };
+        let peers = room.members.iter().map(Member::info).collect();
+        let event = Event::PeerJoined {
+            peer_id: member.peer_id.clone(),
+            display_name: member.display_name.clone(),
+            identity: member.identity.clone(),
+            metadata: member.metadata.clone(),
+        };
         room.fan_out(None, &event, &mut fx);
         room.members.push(member);
         let joined = Joined { worker: room.worker.clone(), peers, producers: room.producers.clone() };
@@ -239,6 +260,77 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
             .collect()
     }
 
+    /// Summaries of the rooms (all, or only room `only`), by name.
+    pub(crate) fn summaries(&self, only: Option<&str>) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+            .map(|(name, room)| RoomSummary {
+                room: name.clone(),
+                peers: u32::try_from(room.members.len()).unwrap_or(u32::MAX),
+                producers: u32::try_from(room.producers.len()).unwrap_or(u32::MAX),
+                created_at_ms: room.created_at_ms,
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms
+    }
+
+    /// The members of room `name` with their producers and server-mute state, in join
+    /// order; `None` if there is no such room.
+    pub(crate) fn admin_peers(&self, name: &str) -> Option<Vec<AdminPeerInfo>> {
+        let room = self.rooms.get(name)?;
+        let peers = room.members.iter().map(|m| {
+            let info = m.info();
+            AdminPeerInfo {
+                peer_id: info.peer_id,
+                display_name: info.display_name,
+                identity: info.identity,
+                metadata: info.metadata,
+                producers: room.producers.iter().filter(|p| p.peer_id == m.peer_id).cloned().collect(),
+                server_muted: m.server_muted,
+            }
+        });
+        Some(peers.collect())
+    }
+
+    /// Whether room `name` exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// The mailboxes of room `name`'s members (`None`: no such room).
+    pub(crate) fn mailboxes(&self, name: &str) -> Option<Vec<(PeerId, M)>> {
+        let room = self.rooms.get(name)?;
+        Some(room.members.iter().map(|m| (m.peer_id.clone(), m.mailbox.clone())).collect())
+    }
+
+    /// The mailbox of member `peer_id` of room `name`.
+    pub(crate) fn mailbox(&self, name: &str, peer_id: &PeerId) -> Option<M> {
+        self.rooms.get(name)?.members.iter().find(|m| &m.peer_id == peer_id).map(|m| m.mailbox.clone())
+    }
+
+    /// Whether the server muted member `peer_id` of room `name`.
+    pub(crate) fn is_server_muted(&self, name: &str, peer_id: &PeerId) -> bool {
+        self.rooms
+            .get(name)
+            .and_then(|r| r.members.iter().find(|m| &m.peer_id == peer_id))
+            .is_some_and(|m| m.server_muted)
+    }
+
+    /// Sets member `peer_id`'s server-mute flag; on a change every member (the peer
+    /// too) gets `peerUpdated`. `None` if there is no such member.
+    pub(crate) fn set_server_muted(&mut self, name: &str, peer_id: &PeerId, muted: bool) -> Option<Effects<M, W>> {
+        let room = self.rooms.get_mut(name)?;
+        let member = room.members.iter_mut().find(|m| &m.peer_id == peer_id)?;
+        let mut fx = Vec::new();
+        if std::mem::replace(&mut member.server_muted, muted) != muted {
+            room.fan_out(None, &Event::PeerUpdated { peer_id: peer_id.clone(), server_muted: muted }, &mut fx);
+        }
+        Some(fx)
+    }
+
     /// Number of rooms.
     pub(crate) fn len(&self) -> usize {
         self.rooms.len()
@@ -321,12 +413,14 @@ mod tests {
             peer_id: PeerId::from(inbox.name),
             identity: identity.map(str::to_owned),
             display_name: inbox.name.to_uppercase(),
+            metadata: None,
+            server_muted: false,
             mailbox: inbox.clone(),
         }
     }
 
     fn join(rooms: &mut TestRooms, room: &str, inbox: &Inbox) -> (Joined<&'static str>, Vec<TestEffect>) {
-        rooms.join(room, member(inbox, None), LIMITS, || "w0").expect("join")
+        rooms.join(room, member(inbox, None), LIMITS, 7, || "w0").expect("join")
     }
 
     /// Effects as short strings, for comparing.
@@ -358,24 +452,32 @@ mod tests {
         assert!(joined.peers.is_empty() && joined.producers.is_empty());
         assert!(rooms.add_producer("r", producer("ann", "p1")).is_empty());
 
-        let (joined, fx) = rooms.join("r", member(&bob, None), LIMITS, || unreachable!("the room exists")).unwrap();
+        let (joined, fx) = rooms.join("r", member(&bob, None), LIMITS, 8, || unreachable!("the room exists")).unwrap();
         assert!(fx.is_empty());
         assert_eq!(joined.worker, "w0");
-        assert_eq!(joined.peers, [PeerInfo { peer_id: PeerId::from("ann"), display_name: "ANN".into() }]);
+        let ann_info =
+            PeerInfo { peer_id: PeerId::from("ann"), display_name: "ANN".into(), identity: None, metadata: None };
+        assert_eq!(joined.peers, [ann_info]);
         assert_eq!(joined.producers, [producer("ann", "p1")]);
         assert_eq!(ann.take_types(), ["peerJoined"]);
         assert!(bob.take_types().is_empty(), "a member is not told about itself");
         assert_eq!((rooms.len(), rooms.peers()), (1, 2));
     }
 
-    #[test]
-    fn leave_announces_drops_the_producers_and_closes_the_empty_room() {
+    /// Room `r` with ann and bob, bob producing `p1`; ann's inbox emptied.
+    fn ann_and_bob_producing() -> (TestRooms, Inbox, Inbox) {
         let mut rooms = TestRooms::default();
         let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
         join(&mut rooms, "r", &ann);
         join(&mut rooms, "r", &bob);
         rooms.add_producer("r", producer("bob", "p1"));
         ann.take_types();
+        (rooms, ann, bob)
+    }
+
+    #[test]
+    fn leave_announces_drops_the_producers_and_closes_the_empty_room() {
+        let (mut rooms, ann, _bob) = ann_and_bob_producing();
 
         assert!(rooms.leave("r", &PeerId::from("bob")).is_empty());
         assert_eq!(ann.take_types(), ["peerLeft"]);
@@ -392,13 +494,13 @@ mod tests {
         for i in &inboxes[..3] {
             join(&mut rooms, "r1", i);
         }
-        let full = rooms.join("r1", member(&inboxes[3], None), LIMITS, || "w0");
+        let full = rooms.join("r1", member(&inboxes[3], None), LIMITS, 9, || "w0");
         assert!(matches!(full, Err(RoomError::Full { limit: 3, .. })), "{full:?}");
         join(&mut rooms, "r2", &inboxes[3]);
-        let third = rooms.join("r3", member(&inboxes[4], None), LIMITS, || unreachable!("no room is created"));
+        let third = rooms.join("r3", member(&inboxes[4], None), LIMITS, 9, || unreachable!("no room is created"));
         assert!(matches!(third, Err(RoomError::TooManyRooms { limit: 2 })), "{third:?}");
         let no_peers = RoomLimits { max_rooms: 9, max_peers: 0 };
-        assert!(rooms.join("r4", member(&inboxes[4], None), no_peers, || unreachable!()).is_err());
+        assert!(rooms.join("r4", member(&inboxes[4], None), no_peers, 9, || unreachable!()).is_err());
         assert_eq!((rooms.len(), rooms.peers()), (2, 4));
     }
 
@@ -406,9 +508,9 @@ mod tests {
     fn the_same_identity_replaces_the_older_member() {
         let mut rooms = TestRooms::default();
         let (old, new, other) = (Inbox::new("old", 8), Inbox::new("new", 8), Inbox::new("other", 8));
-        rooms.join("r", member(&old, Some("user-1")), LIMITS, || "w0").unwrap();
-        rooms.join("r", member(&other, Some("user-2")), LIMITS, || "w0").unwrap();
-        let (_, fx) = rooms.join("r", member(&new, Some("user-1")), LIMITS, || "w0").unwrap();
+        rooms.join("r", member(&old, Some("user-1")), LIMITS, 9, || "w0").unwrap();
+        rooms.join("r", member(&other, Some("user-2")), LIMITS, 9, || "w0").unwrap();
+        let (_, fx) = rooms.join("r", member(&new, Some("user-1")), LIMITS, 9, || "w0").unwrap();
         assert_eq!(describe(&fx), ["old: Replaced"]);
         // The old member stays until its session leaves; it still hears the join.
         assert_eq!(old.take_types(), ["peerJoined", "peerJoined"]);
@@ -420,7 +522,7 @@ mod tests {
         let (ann, slow) = (Inbox::new("ann", 8), Inbox::new("slow", 1));
         join(&mut rooms, "r", &slow);
         join(&mut rooms, "r", &ann); // slow's one slot: peerJoined
-        let event = Event::Broadcast { from: PeerId::from("ann"), payload: Value::from(1) };
+        let event = Event::Broadcast { from: Some(PeerId::from("ann")), payload: Value::from(1) };
         let (delivered, fx) = rooms.fan_out("r", Some(&PeerId::from("ann")), &event);
         assert_eq!((delivered, describe(&fx)), (0, vec!["slow: Evict".to_owned()]));
         let (_, fx) = rooms.fan_out("r", None, &event);
@@ -446,6 +548,39 @@ mod tests {
         assert_eq!(bob.take_types(), ["producerAdded", "producerPaused", "producerResumed", "producerClosed"]);
         assert!(ann.take_types().is_empty());
         assert!(rooms.producer("r", &id).is_none());
+    }
+
+    #[test]
+    fn server_mute_is_announced_to_everyone_once_and_listed() {
+        let (mut rooms, ann, bob) = ann_and_bob_producing();
+        let bob_id = PeerId::from("bob");
+        assert!(rooms.set_server_muted("r", &bob_id, true).is_some_and(|fx| fx.is_empty()));
+        assert!(rooms.is_server_muted("r", &bob_id));
+        assert_eq!(ann.take_types(), ["peerUpdated"]);
+        assert_eq!(bob.take_types(), ["peerUpdated"], "the muted peer is told too");
+        rooms.set_server_muted("r", &bob_id, true);
+        assert!(ann.take_types().is_empty(), "no change, no event");
+        let peers = rooms.admin_peers("r").expect("the room exists");
+        assert_eq!(
+            peers.iter().map(|p| (p.peer_id.as_str(), p.server_muted, p.producers.len())).collect::<Vec<_>>(),
+            [("ann", false, 0), ("bob", true, 1)]
+        );
+        assert!(rooms.set_server_muted("r", &PeerId::from("nobody"), true).is_none());
+        assert!(rooms.admin_peers("nowhere").is_none());
+    }
+
+    #[test]
+    fn summaries_list_rooms_by_name_with_counts_and_creation_time() {
+        let mut rooms = TestRooms::default();
+        let (ann, bob) = (Inbox::new("ann", 8), Inbox::new("bob", 8));
+        join(&mut rooms, "b", &ann);
+        join(&mut rooms, "a", &bob);
+        rooms.add_producer("a", producer("bob", "p1"));
+        let summary =
+            |room: &str, peers, producers| RoomSummary { room: room.into(), peers, producers, created_at_ms: 7 };
+        assert_eq!(rooms.summaries(None), [summary("a", 1, 1), summary("b", 1, 0)]);
+        assert_eq!(rooms.summaries(Some("b")), [summary("b", 1, 0)]);
+        assert!(rooms.summaries(Some("c")).is_empty());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The page (built from `sdk/examples/voice-room`, committed under its `dist/`) is
 //! embedded in the binary, so `cargo run -p dspeak-server` and a browser are the whole
 //! demo. An HTTP middleware answers `GET` for the page's files and the health probes
-//! (`health`); everything else, WebSocket upgrades included, goes on to the JSON-RPC
-//! server.
+//! (`health`); everything else, WebSocket upgrades and JSON-RPC POSTs included, goes on
+//! to the JSON-RPC server.
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -66,7 +66,9 @@ where
                 (None, None) => http::Response::builder()
                     .status(http::StatusCode::NOT_FOUND)
                     .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .body(HttpBody::from("not found; the voice-room page is at /, JSON-RPC is a WebSocket here\n")),
+                    .body(HttpBody::from(
+                        "not found; the voice-room page is at /, JSON-RPC is a WebSocket or a POST here\n",
+                    )),
             };
             return Either::Left(ready(Ok(response.expect("static headers are valid"))));
         }

@@ -36,6 +36,7 @@ fn area_name(area: Area) -> &'static str {
         Area::Transports => "transports",
         Area::Producers => "producers",
         Area::Consumers => "consumers",
+        Area::Admin => "admin",
     }
 }
 
@@ -91,7 +92,7 @@ pub(crate) fn api_module(bundle: &Value) -> Result<String> {
 
     doc(&mut out, "", "One entry of `METHODS`.");
     out.push_str(
-        "export interface MethodInfo {\n  name: MethodName;\n  area: \"rooms\" | \"transports\" | \"producers\" | \"consumers\";\n  \
+        "export interface MethodInfo {\n  name: MethodName;\n  area: \"rooms\" | \"transports\" | \"producers\" | \"consumers\" | \"admin\";\n  \
          noParams: boolean;\n  errors: readonly ErrorCodeName[];\n}\n\n",
     );
     doc(

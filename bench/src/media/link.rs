@@ -4,7 +4,7 @@
 //! client tasks do not care which one they drive.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -30,7 +30,8 @@ pub(crate) struct TcpLink {
 impl Link {
     /// A UDP socket on the loopback address of the server's family.
     pub(crate) async fn udp(server: SocketAddr) -> io::Result<Link> {
-        let local: SocketAddr = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().expect("an address");
+        let ip: IpAddr = if server.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() };
+        let local = SocketAddr::new(ip, 0);
         Ok(Link::Udp(UdpSocket::bind(local).await?))
     }
 

@@ -149,10 +149,12 @@ class Peer:
                 got.cancel()
 
     async def join(self, room: str, display_name: Optional[str] = None,
-                   timeout: Optional[float] = None) -> dict:
+                   timeout: Optional[float] = None, token: Optional[str] = None) -> dict:
         self.join_sent_at = time.monotonic()
-        res = await self.request("join", {"room": room, "displayName": display_name or self.name},
-                                 timeout)
+        params = {"room": room, "displayName": display_name or self.name}
+        if token is not None:
+            params["token"] = token
+        res = await self.request("join", params, timeout)
         self.joined_at = time.monotonic()
         for key in ("peerId", "peers", "producers", "routerRtpCapabilities"):
             if key not in res:

@@ -4,7 +4,7 @@
 // Uses only the public SDK (`@dspeak/sdk`, `@dspeak/sdk/mediasoup`) and mediasoup-client. The page connects to the
 // server it was served from (`ws://<host>`), or to `?server=ws://host:port`.
 
-import { DspeakClient, DspeakError, type WireTrace } from "@dspeak/sdk";
+import { DspeakClient, DspeakError, type SessionEndReason, type WireTrace } from "@dspeak/sdk";
 import { joinVoiceRoom, type VoiceRoom } from "@dspeak/sdk/mediasoup";
 import { Device } from "mediasoup-client";
 import type { Consumer } from "mediasoup-client/types";
@@ -143,6 +143,14 @@ function setStatus(text: string, isError = false): void {
   ui.status.classList.toggle("error", isError);
   if (isError) shownErrors.push(text);
 }
+
+/** Why the page left the room when the server ended the session. */
+const SESSION_ENDED: Record<SessionEndReason, string> = {
+  replaced: "You joined this room from another tab or device, so this one left.",
+  removed: "A moderator removed you from the room.",
+  roomClosed: "A moderator closed the room.",
+  evicted: "This tab fell behind on room events and was disconnected from the room. Join again.",
+};
 
 function describe(error: unknown): string {
   if (error instanceof DspeakError) return `${error.message} (${error.codeName})`;
@@ -348,6 +356,18 @@ function listen(conn: Connection): void {
         setState("error");
         setStatus(`Could not join again: ${describe(error)}`, true);
       });
+    }),
+    client.on("peerUpdated", (e) => {
+      if (e.peerId !== m().selfId) return;
+      setStatus(e.serverMuted ? "A moderator muted you." : "A moderator unmuted you: you may unmute.", e.serverMuted);
+      render();
+    }),
+    client.on("sessionEnded", ({ reason }) => {
+      if ((state !== "joined" && state !== "reconnecting") || connection !== conn) return;
+      void conn.membership.room?.leave().catch(() => undefined);
+      void teardown(conn);
+      setState("error");
+      setStatus(SESSION_ENDED[reason], true);
     }),
     client.on("closed", ({ reason }) => {
       if (state === "leaving" || state === "left" || connection !== conn) return;

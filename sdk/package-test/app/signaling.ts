@@ -6,6 +6,7 @@
 import { WebSocket } from "ws";
 
 import {
+  AdminClient,
   DspeakClient,
   DspeakError,
   ErrorCode,
@@ -44,6 +45,15 @@ async function main(): Promise<void> {
     // Bob's join may be announced to Ann before this line runs; `since` keeps it.
     const peerJoined = await ann.waitFor("peerJoined", { since });
 
+    // The admin API over HTTP POST: refused, this server has no admin tokens.
+    let adminRefused: string | undefined;
+    try {
+      await new AdminClient({ url: url!, token: "not-an-admin-token", requestTimeoutMs: 5000 }).listRooms();
+    } catch (error) {
+      if (!(error instanceof DspeakError)) throw error;
+      adminRefused = error.codeName;
+    }
+
     const heard = bob.waitFor("broadcast", { filter: (e: BroadcastEvent) => e.from === annJoined.peerId });
     const { delivered } = await ann.broadcast({ payload: { text: "hello from Ann" } });
     const broadcast = await heard;
@@ -58,6 +68,7 @@ async function main(): Promise<void> {
         bobSawAnn: bobJoined.peers.map((p) => p.displayName),
         peerJoined: { peerId: peerJoined.peerId, displayName: peerJoined.displayName },
         delivered,
+        adminRefused,
         broadcast: { from: broadcast.from, payload: broadcast.payload },
       }),
     );

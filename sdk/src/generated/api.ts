@@ -4,6 +4,13 @@
 
 import type { CallOptions } from "../call.js";
 import type {
+  AdminBroadcastParams,
+  AdminMuteParams,
+  AdminParams,
+  AdminPeerParams,
+  AdminPeers,
+  AdminRoomParams,
+  AdminRooms,
   BroadcastParams,
   BroadcastResult,
   ConnectTransportParams,
@@ -66,6 +73,18 @@ export interface Methods {
   closeConsumer: { params: ConsumerParams; result: Empty };
   /** Statistics of one of the session's transports, producers or consumers. */
   getStats: { params: GetStatsParams; result: Stats };
+  /** Admin: every room the token may see, with its peer and producer counts. */
+  adminListRooms: { params: AdminParams; result: AdminRooms };
+  /** Admin: the peers of a room with their identity, producers and server-mute state. */
+  adminListPeers: { params: AdminRoomParams; result: AdminPeers };
+  /** Admin: removes a peer from its room; its event stream ends with a `removed:` error. */
+  adminRemovePeer: { params: AdminPeerParams; result: Empty };
+  /** Admin: server-mutes (pauses every producer, forbids resuming) or unmutes a peer. */
+  adminMutePeer: { params: AdminMuteParams; result: Empty };
+  /** Admin: removes every peer of a room; the room is gone. */
+  adminCloseRoom: { params: AdminRoomParams; result: Empty };
+  /** Admin: sends a `broadcast` event with `from: null` to every peer of a room. */
+  adminBroadcast: { params: AdminBroadcastParams; result: BroadcastResult };
 }
 
 /** A method name. */
@@ -74,7 +93,7 @@ export type MethodName = keyof Methods;
 /** One entry of `METHODS`. */
 export interface MethodInfo {
   name: MethodName;
-  area: "rooms" | "transports" | "producers" | "consumers";
+  area: "rooms" | "transports" | "producers" | "consumers" | "admin";
   noParams: boolean;
   errors: readonly ErrorCodeName[];
 }
@@ -98,6 +117,12 @@ export const METHODS = [
   { name: "pauseConsumer", area: "consumers", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "unavailable"] },
   { name: "closeConsumer", area: "consumers", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "unavailable"] },
   { name: "getStats", area: "consumers", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "unavailable"] },
+  { name: "adminListRooms", area: "admin", noParams: false, errors: ["limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "adminListPeers", area: "admin", noParams: false, errors: ["forbidden", "notFound", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "adminRemovePeer", area: "admin", noParams: false, errors: ["forbidden", "notFound", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "adminMutePeer", area: "admin", noParams: false, errors: ["forbidden", "notFound", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "adminCloseRoom", area: "admin", noParams: false, errors: ["forbidden", "notFound", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "adminBroadcast", area: "admin", noParams: false, errors: ["payloadTooLarge", "forbidden", "notFound", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
 ] as const satisfies readonly MethodInfo[];
 
 /** The event subscription: methods and notification name. */
@@ -108,7 +133,7 @@ export const SUBSCRIPTION = {
 } as const;
 
 /** Every event `type` the server sends, in declaration order. Ignore types you do not know. */
-export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining"] as const;
+export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining"] as const;
 
 /** Documented JSON-RPC error codes: the application codes (1000-1099) and the standard ones the server answers with. */
 export const ErrorCode = {
@@ -122,7 +147,7 @@ export const ErrorCode = {
   payloadTooLarge: 1003,
   /** The caller is not allowed to perform this operation. */
   forbidden: 1004,
-  /** No transport, producer or consumer with this id exists. */
+  /** No transport, producer, consumer, room or peer with this id exists. */
   notFound: 1005,
   /** A server limit or rate limit was exceeded; retry later or use fewer resources. */
   limitExceeded: 1006,
@@ -164,7 +189,7 @@ export const ERROR_CODE_INFO: Readonly<Record<number, { name: ErrorCodeName; des
   1002: { name: "roomFull", description: "The room has reached its maximum number of peers." },
   1003: { name: "payloadTooLarge", description: "A field or payload exceeds its size limit." },
   1004: { name: "forbidden", description: "The caller is not allowed to perform this operation." },
-  1005: { name: "notFound", description: "No transport, producer or consumer with this id exists." },
+  1005: { name: "notFound", description: "No transport, producer, consumer, room or peer with this id exists." },
   1006: { name: "limitExceeded", description: "A server limit or rate limit was exceeded; retry later or use fewer resources." },
   1007: { name: "invalidState", description: "The request is not valid in the current state (e.g. transport already connected)." },
   1008: { name: "unauthorized", description: "The access token is missing or invalid." },
@@ -272,5 +297,35 @@ export abstract class GeneratedMethods {
   /** Statistics of one of the session's transports, producers or consumers. */
   getStats(params: GetStatsParams, options?: CallOptions): Promise<Stats> {
     return this.call("getStats", params, options);
+  }
+
+  /** Admin: every room the token may see, with its peer and producer counts. */
+  adminListRooms(params: AdminParams, options?: CallOptions): Promise<AdminRooms> {
+    return this.call("adminListRooms", params, options);
+  }
+
+  /** Admin: the peers of a room with their identity, producers and server-mute state. */
+  adminListPeers(params: AdminRoomParams, options?: CallOptions): Promise<AdminPeers> {
+    return this.call("adminListPeers", params, options);
+  }
+
+  /** Admin: removes a peer from its room; its event stream ends with a `removed:` error. */
+  adminRemovePeer(params: AdminPeerParams, options?: CallOptions): Promise<Empty> {
+    return this.call("adminRemovePeer", params, options);
+  }
+
+  /** Admin: server-mutes (pauses every producer, forbids resuming) or unmutes a peer. */
+  adminMutePeer(params: AdminMuteParams, options?: CallOptions): Promise<Empty> {
+    return this.call("adminMutePeer", params, options);
+  }
+
+  /** Admin: removes every peer of a room; the room is gone. */
+  adminCloseRoom(params: AdminRoomParams, options?: CallOptions): Promise<Empty> {
+    return this.call("adminCloseRoom", params, options);
+  }
+
+  /** Admin: sends a `broadcast` event with `from: null` to every peer of a room. */
+  adminBroadcast(params: AdminBroadcastParams, options?: CallOptions): Promise<BroadcastResult> {
+    return this.call("adminBroadcast", params, options);
   }
 }

@@ -3,6 +3,18 @@
 // `FooInput` types are what the server accepts; `Foo` types are what it sends.
 
 /**
+ * A peer: a session while it is joined to a room.
+ */
+export type PeerId = string;
+/**
+ * Media kind of a track, producer or consumer.
+ */
+export type MediaKind = "audio" | "video";
+/**
+ * A producer: one outgoing audio track of a peer.
+ */
+export type ProducerId = string;
+/**
  * Hash function of a certificate fingerprint.
  */
 export type FingerprintAlgorithm = "sha-1" | "sha-224" | "sha-256" | "sha-384" | "sha-512";
@@ -14,14 +26,6 @@ export type DtlsRole = "auto" | "client" | "server";
  * A WebRTC transport of a peer.
  */
 export type TransportId = string;
-/**
- * A producer: one outgoing audio track of a peer.
- */
-export type ProducerId = string;
-/**
- * Media kind of a track, producer or consumer.
- */
-export type MediaKind = "audio" | "video";
 /**
  * A codec parameter value (`a=fmtp` entry): a number or a string.
  */
@@ -58,6 +62,7 @@ export type Event =
   | PongEvent
   | BroadcastEvent
   | PeerJoinedEvent
+  | PeerUpdatedEvent
   | PeerLeftEvent
   | ProducerAddedEvent
   | ProducerClosedEvent
@@ -70,18 +75,192 @@ export type Event =
  */
 export type SessionId = string;
 /**
- * A peer: a session while it is joined to a room.
- */
-export type PeerId = string;
-/**
  * The constant `"pong"`.
  */
 export type PongType = "pong";
 /**
+ * Why the server ended a session's event stream: the `data.reason` of the error the
+ * stream ends with. The session left its room; its connection stays open and it may
+ * subscribe and join again.
+ */
+export type SessionEndReason = "replaced" | "removed" | "evicted" | "roomClosed";
+/**
  * Statistics of one transport, producer or consumer.
  */
 export type Stats = TransportStats | ProducerStats | ConsumerStats;
+/**
+ * What a webhook reports.
+ */
+export type WebhookEventKind =
+  "roomStarted" | "roomFinished" | "peerJoined" | "peerLeft" | "producerAdded" | "producerClosed";
 
+/**
+ * Params of `adminBroadcast`.
+ */
+export interface AdminBroadcastParams {
+  /**
+   * Any JSON value, delivered unchanged in a `broadcast` event with `from: null`.
+   */
+  payload: unknown;
+  /**
+   * The room.
+   */
+  room: string;
+  /**
+   * An admin access token.
+   */
+  token: string;
+}
+/**
+ * Params of `adminMutePeer`.
+ */
+export interface AdminMuteParams {
+  /**
+   * `true` pauses the peer's producers and keeps it from resuming them; `false`
+   * lets it resume them again.
+   */
+  muted: boolean;
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * The room.
+   */
+  room: string;
+  /**
+   * An admin access token.
+   */
+  token: string;
+}
+/**
+ * Params of `adminListRooms`.
+ */
+export interface AdminParams {
+  /**
+   * An admin access token.
+   */
+  token: string;
+}
+/**
+ * One peer, as `adminListPeers` lists it.
+ */
+export interface AdminPeerInfo {
+  /**
+   * Its display name.
+   */
+  displayName: string;
+  /**
+   * Its identity (the access token's `sub`); `null` when anonymous.
+   */
+  identity: string | null;
+  /**
+   * Its access token's `metadata`, if any.
+   */
+  metadata: string | null;
+  /**
+   * The peer's id.
+   */
+  peerId: PeerId;
+  /**
+   * Its producers.
+   */
+  producers: ProducerInfo[];
+  /**
+   * Whether the server muted it (`adminMutePeer`).
+   */
+  serverMuted: boolean;
+}
+/**
+ * A producer that exists in the room.
+ */
+export interface ProducerInfo {
+  /**
+   * Its media kind.
+   */
+  kind: MediaKind;
+  /**
+   * Whether it is paused (muted).
+   */
+  paused: boolean;
+  /**
+   * The producing peer.
+   */
+  peerId: PeerId;
+  /**
+   * The producer's id (pass it to `consume`).
+   */
+  producerId: ProducerId;
+}
+/**
+ * Params of `adminRemovePeer`.
+ */
+export interface AdminPeerParams {
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * The room.
+   */
+  room: string;
+  /**
+   * An admin access token.
+   */
+  token: string;
+}
+/**
+ * Result of `adminListPeers`.
+ */
+export interface AdminPeers {
+  /**
+   * The room's peers in join order.
+   */
+  peers: AdminPeerInfo[];
+}
+/**
+ * Params of `adminListPeers` and `adminCloseRoom`.
+ */
+export interface AdminRoomParams {
+  /**
+   * The room.
+   */
+  room: string;
+  /**
+   * An admin access token.
+   */
+  token: string;
+}
+/**
+ * Result of `adminListRooms`.
+ */
+export interface AdminRooms {
+  /**
+   * The rooms the token may see, by name.
+   */
+  rooms: RoomSummary[];
+}
+/**
+ * One room, as `adminListRooms` lists it.
+ */
+export interface RoomSummary {
+  /**
+   * When it was created (its first join), in milliseconds since the Unix epoch.
+   */
+  createdAtMs: number;
+  /**
+   * How many peers are in it.
+   */
+  peers: number;
+  /**
+   * How many producers it has.
+   */
+  producers: number;
+  /**
+   * The room's name.
+   */
+  room: string;
+}
 /**
  * Params of `broadcast`.
  */
@@ -571,13 +750,13 @@ export interface PongEvent {
   type: "pong";
 }
 /**
- * A message another peer of the room broadcast.
+ * A message another peer of the room (or the server's admin API) broadcast.
  */
 export interface BroadcastEvent {
   /**
-   * The sending peer.
+   * The sending peer; `null` when the server sent it (`adminBroadcast`).
    */
-  from: PeerId;
+  from: PeerId | null;
   /**
    * The payload as sent.
    */
@@ -593,10 +772,34 @@ export interface PeerJoinedEvent {
    */
   displayName: string;
   /**
+   * Its identity (the access token's `sub`); `null` when anonymous.
+   */
+  identity: string | null;
+  /**
+   * Its access token's `metadata`, if any.
+   */
+  metadata: string | null;
+  /**
    * The new peer.
    */
   peerId: PeerId;
   type: "peerJoined";
+}
+/**
+ * A peer's state changed: the server muted or unmuted it (`adminMutePeer`). The
+ * peer itself gets it too.
+ */
+export interface PeerUpdatedEvent {
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * Whether the server muted it: its producers are paused and it cannot resume
+   * them until unmuted.
+   */
+  serverMuted: boolean;
+  type: "peerUpdated";
 }
 /**
  * A peer left the room (or its connection closed).
@@ -725,6 +928,14 @@ export interface JoinParams {
  */
 export interface JoinResult {
   /**
+   * This session's identity (the access token's `sub`); `null` when anonymous.
+   */
+  identity: string | null;
+  /**
+   * This session's `metadata` (from the access token), if any.
+   */
+  metadata: string | null;
+  /**
    * This session's peer id in the room.
    */
   peerId: PeerId;
@@ -754,30 +965,17 @@ export interface PeerInfo {
    */
   displayName: string;
   /**
+   * Its access token's identity (`sub`); `null` for an anonymous peer.
+   */
+  identity: string | null;
+  /**
+   * Its access token's `metadata` claim, if any.
+   */
+  metadata: string | null;
+  /**
    * The peer's id.
    */
   peerId: PeerId;
-}
-/**
- * A producer that exists in the room.
- */
-export interface ProducerInfo {
-  /**
-   * Its media kind.
-   */
-  kind: MediaKind;
-  /**
-   * Whether it is paused (muted).
-   */
-  paused: boolean;
-  /**
-   * The producing peer.
-   */
-  peerId: PeerId;
-  /**
-   * The producer's id (pass it to `consume`).
-   */
-  producerId: ProducerId;
 }
 /**
  * What an endpoint can send or receive: codecs and header extensions.
@@ -1076,6 +1274,15 @@ export interface ProducerParams {
   producerId: ProducerId;
 }
 /**
+ * The `data` of the error that ends an event stream.
+ */
+export interface SessionEnded {
+  /**
+   * Why the stream ended.
+   */
+  reason: SessionEndReason;
+}
+/**
  * A WebRTC transport.
  */
 export interface TransportStats {
@@ -1170,6 +1377,11 @@ export interface ConsumerStats {
  */
 export interface TokenClaims {
   /**
+   * An admin token: it authorizes the `admin…` methods (for its `room`, or every room
+   * with `*`) and cannot `join`. Default `false`.
+   */
+  admin?: boolean | undefined;
+  /**
    * May `broadcast` (default `true`).
    */
   canBroadcast?: boolean | undefined;
@@ -1190,6 +1402,11 @@ export interface TokenClaims {
    */
   iat?: number | null | undefined;
   /**
+   * Free-form data about the user that every peer of the room sees (`PeerInfo.metadata`),
+   * at most 4 KiB.
+   */
+  metadata?: string | null | undefined;
+  /**
    * Display name; when present it is used instead of `join`'s `displayName`.
    */
   name?: string | null | undefined;
@@ -1198,7 +1415,7 @@ export interface TokenClaims {
    */
   nbf?: number | null | undefined;
   /**
-   * The room the token admits to.
+   * The room the token admits to. An admin token may say `*`: every room.
    */
   room: string;
   /**
@@ -1215,4 +1432,35 @@ export interface TransportParams {
    * Transport id.
    */
   transportId: TransportId;
+}
+/**
+ * The JSON body of one webhook request. The request carries the header
+ * `X-Dspeak-Signature: sha256=<hex>`, the HMAC-SHA256 of the raw body with the server's
+ * auth secret. Events of one room arrive in order.
+ */
+export interface WebhookEvent {
+  /**
+   * When it happened, in milliseconds since the Unix epoch.
+   */
+  createdAtMs: number;
+  /**
+   * What happened.
+   */
+  event: WebhookEventKind;
+  /**
+   * A unique id of this event (the same on every retry): receivers deduplicate by it.
+   */
+  id: string;
+  /**
+   * The peer concerned (peer and producer events).
+   */
+  peer?: PeerInfo;
+  /**
+   * The producer concerned (producer events).
+   */
+  producerId?: ProducerId;
+  /**
+   * The room it happened in.
+   */
+  room: string;
 }

@@ -12,6 +12,7 @@
 //! and then carries out the effects it returns (evict, replaced, consumer closed) by
 //! posting them to the sessions concerned.
 
+mod admin;
 mod consumers;
 mod producers;
 mod rooms;
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::MediaKind;
+use dspeak_schema::rooms::PeerInfo;
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, SessionId, TransportId};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -133,6 +135,8 @@ struct Joined {
     /// The worker the room is pinned to.
     worker: WorkerHandle,
     peer_id: PeerId,
+    /// How others see this session (also what webhooks report).
+    info: PeerInfo,
     grants: Grants,
     broadcasts: TokenBucket,
     transports: HashMap<TransportId, Direction>,
@@ -143,11 +147,12 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(room: String, worker: WorkerHandle, peer_id: PeerId, grants: Grants, broadcast_rate: u32) -> Self {
+    fn new(room: String, worker: WorkerHandle, info: PeerInfo, grants: Grants, broadcast_rate: u32) -> Self {
         Joined {
             room,
             worker,
-            peer_id,
+            peer_id: info.peer_id.clone(),
+            info,
             grants,
             broadcasts: TokenBucket::per_second(broadcast_rate),
             transports: HashMap::new(),
@@ -207,19 +212,7 @@ impl SessionHandle {
         R: Send + 'static,
         F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, R> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |s| {
-            Box::pin(async move {
-                let _ = tx.send(f(s).await);
-            })
-        });
-        let queued = self.jobs.send(job).is_ok();
-        async move {
-            if !queued {
-                return Err(CallError::Closed);
-            }
-            rx.await.map_err(|_| CallError::Closed)
-        }
+        call_on(Some(&self.jobs), f)
     }
 
     /// Evicts the session from its room: its event queue overflowed.
@@ -232,7 +225,43 @@ impl SessionHandle {
     }
 }
 
+/// Queues `f` on a session's job channel (`None`: the session is gone) and returns its
+/// result, or [`CallError::Closed`] if the session is gone.
+fn call_on<R, F>(
+    jobs: Option<&mpsc::UnboundedSender<Job>>,
+    f: F,
+) -> impl Future<Output = Result<R, CallError>> + Send + use<R, F>
+where
+    R: Send + 'static,
+    F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, R> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move |s| {
+        Box::pin(async move {
+            let _ = tx.send(f(s).await);
+        })
+    });
+    let queued = jobs.is_some_and(|jobs| jobs.send(job).is_ok());
+    async move {
+        if !queued {
+            return Err(CallError::Closed);
+        }
+        rx.await.map_err(|_| CallError::Closed)
+    }
+}
+
 impl WeakSessionHandle {
+    /// Runs `f` on the session if it is still alive and returns its result, or
+    /// [`CallError::Closed`]. Never call it for the calling session itself: the job
+    /// would wait behind the running one.
+    pub(crate) fn call<R, F>(&self, f: F) -> impl Future<Output = Result<R, CallError>> + Send + use<R, F>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, R> + Send + 'static,
+    {
+        call_on(self.jobs.upgrade().as_ref(), f)
+    }
+
     /// Queues work on the session if it is still alive; fire and forget.
     pub(crate) fn post<F>(&self, f: F)
     where

@@ -1,6 +1,7 @@
 //! The producers area: `produce`, `pauseProducer`, `resumeProducer`, `closeProducer`.
 
 use dspeak_schema::ProducerId;
+use dspeak_schema::admin::WebhookEventKind;
 use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerParams};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
@@ -15,6 +16,9 @@ impl Session {
         let limits = &self.shared.config.limits;
         if !j.grants.publish {
             return Err(ProduceError::NotGranted);
+        }
+        if self.shared.rooms().is_server_muted(&j.room, &j.peer_id) {
+            return Err(ProduceError::ServerMuted);
         }
         if self.own_transport(&p.transport_id)? != Direction::Send {
             return Err(ProduceError::NotSendTransport(p.transport_id.to_string()));
@@ -32,8 +36,9 @@ impl Session {
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
         let info = ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false };
-        let room = j.room.clone();
+        let (room, me) = (j.room.clone(), j.info.clone());
         change_rooms(&self.shared, |r| r.add_producer(&room, info));
+        self.shared.webhooks.emit(WebhookEventKind::ProducerAdded, &room, Some(&me), Some(&id));
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
@@ -45,10 +50,31 @@ impl Session {
         paused: bool,
     ) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
-        let id = p.producer_id.clone();
-        j.worker.call(move |w| w.set_producer_paused(&id, paused)).await?;
-        change_rooms(&self.shared, |r| r.set_producer_paused(&j.room, &p.producer_id, paused));
+        if !paused && self.shared.rooms().is_server_muted(&j.room, &j.peer_id) {
+            return Err(ProducerError::ServerMuted);
+        }
+        self.pause_own_producer(p.producer_id, paused).await
+    }
+
+    /// Pauses or resumes one of this session's producers and tells the room.
+    async fn pause_own_producer(&mut self, id: ProducerId, paused: bool) -> Result<Empty, ProducerError> {
+        let j = self.joined()?;
+        let producer = id.clone();
+        j.worker.call(move |w| w.set_producer_paused(&producer, paused)).await?;
+        change_rooms(&self.shared, |r| r.set_producer_paused(&j.room, &id, paused));
         Ok(Empty {})
+    }
+
+    /// The server muted this session (`adminMutePeer`): every producer is paused, as if
+    /// the client had paused it. Unmuting resumes nothing; the client may resume.
+    pub(super) async fn server_muted(&mut self) {
+        let Ok(j) = self.joined() else { return };
+        let producers: Vec<ProducerId> = j.producers.keys().cloned().collect();
+        for id in producers {
+            if let Err(e) = self.pause_own_producer(id.clone(), true).await {
+                tracing::warn!(producer = %id, error = %e, "server mute: pausing failed");
+            }
+        }
     }
 
     /// `closeProducer`: closes it and every consumer of it.
@@ -58,6 +84,7 @@ impl Session {
         let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
         change_rooms(&self.shared, |r| r.remove_producer(&j.room, &p.producer_id));
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
+        self.shared.webhooks.emit(WebhookEventKind::ProducerClosed, &j.room, Some(&j.info), Some(&p.producer_id));
         self.joined_mut()?.producers.remove(&p.producer_id);
         Ok(Empty {})
     }

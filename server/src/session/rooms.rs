@@ -1,13 +1,14 @@
 //! The session and room area: `join`, `leave`, `broadcast`, slow-consumer eviction.
 
-use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult};
+use dspeak_schema::admin::WebhookEventKind;
+use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult, PeerInfo};
 use dspeak_schema::{Event, PeerId};
 
 use super::{Joined, Session, change_rooms, check_json_size};
 use crate::auth;
 use crate::error::{BroadcastError, JoinError, NotJoined, StreamEnd, TooLarge};
 use crate::media::router;
-use crate::room::{Member, RoomLimits};
+use crate::room::{Effect, Member, RoomLimits};
 
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -40,22 +41,45 @@ impl Session {
         let display_name = grants.name.clone().unwrap_or(p.display_name);
         check_name("displayName", &display_name)?;
         let peer_id = PeerId::new(uuid::Uuid::new_v4().to_string());
+        let info = PeerInfo {
+            peer_id: peer_id.clone(),
+            display_name,
+            identity: grants.identity.clone(),
+            metadata: grants.metadata.clone(),
+        };
         let member = Member {
             peer_id: peer_id.clone(),
-            identity: grants.identity.clone(),
-            display_name,
+            identity: info.identity.clone(),
+            display_name: info.display_name.clone(),
+            metadata: info.metadata.clone(),
+            server_muted: false,
             mailbox: self.mailbox(),
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
-        let engine = &self.shared.engine;
-        let joined = change_rooms(&self.shared, |r| r.join(&p.room, member, limits, || engine.pick_worker()))?;
+        let (engine, now) = (&self.shared.engine, crate::unix_millis());
+        let (joined, opened) =
+            change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, || engine.pick_worker()) {
+                Ok((joined, effects)) => {
+                    let opened = effects.iter().any(|e| matches!(e, Effect::RoomOpened(_)));
+                    (Ok((joined, opened)), effects)
+                }
+                Err(e) => (Err(e), Vec::new()),
+            })?;
+        let webhooks = &self.shared.webhooks;
+        if opened {
+            webhooks.emit(WebhookEventKind::RoomStarted, &p.room, None, None);
+        }
+        webhooks.emit(WebhookEventKind::PeerJoined, &p.room, Some(&info), None);
         tracing::Span::current().record("room", p.room.as_str()).record("peer", peer_id.to_string());
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
         let rate = config.limits.broadcast_rate;
-        self.joined = Some(Joined::new(p.room, joined.worker, peer_id.clone(), grants, rate));
+        let (identity, metadata) = (info.identity.clone(), info.metadata.clone());
+        self.joined = Some(Joined::new(p.room, joined.worker, info, grants, rate));
         Ok(JoinResult {
             peer_id,
             session_id: self.id.clone(),
+            identity,
+            metadata,
             peers: joined.peers,
             producers: joined.producers,
             router_rtp_capabilities: router::capabilities(),
@@ -73,8 +97,10 @@ impl Session {
     /// session's producers (announced), transports and consumers, then leaves.
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
+        let webhooks = &self.shared.webhooks;
         for producer in j.producers.keys() {
             change_rooms(&self.shared, |r| r.remove_producer(&j.room, producer));
+            webhooks.emit(WebhookEventKind::ProducerClosed, &j.room, Some(&j.info), Some(producer));
         }
         let transports: Vec<_> = j.transports.keys().cloned().collect();
         let closed = j
@@ -83,7 +109,15 @@ impl Session {
             .await
             .unwrap_or_default();
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
-        change_rooms(&self.shared, |r| r.leave(&j.room, &j.peer_id));
+        let closed = change_rooms(&self.shared, |r| {
+            let effects = r.leave(&j.room, &j.peer_id);
+            (effects.iter().any(|e| matches!(e, Effect::RoomClosed(_))), effects)
+        });
+        let webhooks = &self.shared.webhooks;
+        webhooks.emit(WebhookEventKind::PeerLeft, &j.room, Some(&j.info), None);
+        if closed {
+            webhooks.emit(WebhookEventKind::RoomFinished, &j.room, None, None);
+        }
         tracing::info!(room = %j.room, peer = %j.peer_id, "left");
         tracing::Span::current().record("room", "").record("peer", "");
     }
@@ -100,7 +134,7 @@ impl Session {
             return Err(BroadcastError::RateLimited { rate });
         }
         check_json_size("payload", &p.payload, limit)?;
-        let event = Event::Broadcast { from: j.peer_id.clone(), payload: p.payload };
+        let event = Event::Broadcast { from: Some(j.peer_id.clone()), payload: p.payload };
         let (room, from) = (&j.room, &j.peer_id);
         let delivered = change_rooms(&self.shared, |r| r.fan_out(room, Some(from), &event));
         Ok(BroadcastResult { delivered })
@@ -121,7 +155,8 @@ impl Session {
         self.evict(StreamEnd::Replaced).await;
     }
 
-    async fn evict(&mut self, reason: StreamEnd) {
+    /// Leaves the room and ends the event stream with `reason` once drained.
+    pub(super) async fn evict(&mut self, reason: StreamEnd) {
         self.leave_room().await;
         self.events.end_stream(reason);
     }

@@ -4,6 +4,7 @@
 // Helpers are `pub` for the sibling modules of this one test binary.
 #![allow(unreachable_pub)]
 
+mod admin;
 mod deploy;
 mod errors;
 mod hostile;
@@ -16,3 +17,4 @@ mod security;
 mod soak;
 mod support;
 mod web;
+mod webhooks;

@@ -9,10 +9,9 @@
 //! Needs the e2e virtualenv: `DSPEAK_PYTHON` names its interpreter (`.ci/run` sets
 //! it up). Without it the test is skipped locally and fails under CI.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use std::net::Ipv4Addr;
 
 use dspeak_server::{Config, Counts};
 
@@ -31,23 +30,49 @@ pub fn python() -> Option<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pymediasoup_peers_hear_each_other_and_everything_is_released() {
-    let Some(python) = python() else { return };
-    let server = spawn_server_with(Config { rtc_listen_ip: Ipv4Addr::UNSPECIFIED.into(), ..Config::for_tests() }).await;
+/// `config` with the media sockets bound to the wildcard address, as by default.
+fn wildcard(config: Config) -> Config {
+    Config { rtc_listen_ip: Ipv4Addr::UNSPECIFIED.into(), ..config }
+}
+
+/// Runs one pytest file of `e2e/python` with `env`; fails unless it passes in time.
+async fn pytest(python: String, file: &str, env: &[(&str, String)]) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python");
     let run = tokio::process::Command::new(python)
-        .args(["-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "test_e2e.py"])
+        .args(["-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", file])
         .current_dir(dir)
-        .env("DSPEAK_URL", server.url())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true)
         .status();
     let status = tokio::time::timeout(Duration::from_secs(240), run)
         .await
         .expect("the Python e2e finishes within 4 minutes")
         .expect("python starts");
-    assert!(status.success(), "pymediasoup e2e failed: {status}");
+    assert!(status.success(), "pymediasoup e2e {file} failed: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymediasoup_peers_hear_each_other_and_everything_is_released() {
+    let Some(python) = python() else { return };
+    let server = spawn_server_with(wildcard(Config::for_tests())).await;
+    pytest(python, "test_e2e.py", &[("DSPEAK_URL", server.url())]).await;
     server
         .wait_counts("every session, room, transport, producer and consumer released", |c| *c == Counts::default())
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_muted_pymediasoup_peer_is_silent_and_cannot_unmute_itself() {
+    let Some(python) = python() else { return };
+    let server = spawn_server_with(wildcard(secured_config())).await;
+    let room = "server-mute";
+    let env = [
+        ("DSPEAK_URL", server.url()),
+        ("DSPEAK_ROOM", room.to_owned()),
+        ("DSPEAK_TOKEN_A", token(&claims("alice", room))),
+        ("DSPEAK_TOKEN_B", token(&claims("bob", room))),
+        ("DSPEAK_ADMIN_TOKEN", admin_token(room)),
+    ];
+    pytest(python, "test_server_mute.py", &env).await;
+    server.wait_counts("everything released", |c| *c == Counts::default()).await;
 }

@@ -64,7 +64,7 @@ async fn broadcast_reaches_exactly_the_other_members_of_the_senders_room() {
     let payload = json!({"text": "hi", "n": [1, 2, 3]});
     let result = a.client.broadcast(BroadcastParams { payload: payload.clone() }).await.unwrap();
     assert_eq!(result.delivered, 2);
-    let expected = Event::Broadcast { from: a.peer_id(), payload };
+    let expected = Event::Broadcast { from: Some(a.peer_id()), payload };
     assert_eq!(b.next_event().await, expected);
     assert_eq!(c.next_event().await, expected);
     a.no_event(Duration::from_millis(200)).await;
@@ -84,7 +84,12 @@ async fn join_leave_and_disconnect_are_announced_and_empty_rooms_disappear() {
         assert_eq!(b_joined.peers[0].display_name, "A");
         assert_eq!(
             a.next_event().await,
-            Event::PeerJoined { peer_id: b_joined.peer_id.clone(), display_name: "B".into() }
+            Event::PeerJoined {
+                peer_id: b_joined.peer_id.clone(),
+                display_name: "B".into(),
+                identity: None,
+                metadata: None
+            }
         );
         assert_eq!(server.handle.counts().rooms, 1);
         assert_eq!(server.handle.counts().peers, 2);

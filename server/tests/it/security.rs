@@ -1,9 +1,8 @@
 //! Access tokens, grants and limits: each refusal has its documented code, and the
 //! refused session stays usable.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use dspeak_schema::auth::TokenClaims;
 use dspeak_schema::client::DspeakClient;
 use dspeak_schema::media::{ConsumeParams, CreateTransportParams, Direction, ProduceParams};
 use dspeak_schema::rooms::{BroadcastParams, JoinParams};
@@ -14,38 +13,8 @@ use serde_json::json;
 
 use crate::support::*;
 
-const SECRET: &str = "a-test-secret-of-some-length";
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn claims(identity: &str, room: &str) -> TokenClaims {
-    TokenClaims {
-        sub: identity.into(),
-        room: room.into(),
-        name: None,
-        can_publish: true,
-        can_subscribe: true,
-        can_broadcast: true,
-        exp: now() + 600,
-        nbf: None,
-        iat: Some(now()),
-    }
-}
-
-fn token(claims: &TokenClaims) -> String {
-    dspeak_server::auth::mint(SECRET, claims).unwrap()
-}
-
 fn join(room: &str, token: Option<String>) -> JoinParams {
     JoinParams { room: room.into(), display_name: "someone".into(), token }
-}
-
-async fn secured() -> TestServer {
-    let mut config = Config::for_tests();
-    config.auth_secret = Some(SECRET.parse().unwrap());
-    spawn_server_with(config).await
 }
 
 #[tokio::test]
@@ -147,6 +116,7 @@ async fn the_same_identity_joining_again_replaces_the_older_session() {
     };
     assert_eq!(end["code"], ErrorCode::Forbidden.code(), "{end}");
     assert!(end["message"].as_str().unwrap().contains("replaced"), "{end}");
+    assert_eq!(end["data"], json!({"reason": "replaced"}));
     assert_eq!(first.request(3, "ping", json!({})).await["result"]["type"], "pong");
     assert_eq!(raw_code(&first.request(4, "leave", json!({})).await), i64::from(ErrorCode::NotJoined.code()));
     server.wait_counts("two peers", |c| c.peers == 2).await;

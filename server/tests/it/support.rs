@@ -1,10 +1,11 @@
 //! Test helpers: start a server, connect clients, read events with timeouts.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
+use dspeak_schema::auth::TokenClaims;
 use dspeak_schema::client::DspeakClient;
 use dspeak_schema::rooms::{JoinParams, JoinResult};
 use dspeak_schema::{EVENTS, Event, METHODS};
@@ -401,5 +402,63 @@ impl Metrics {
                 other => panic!("{name} is not a histogram: {other:?}"),
             })
             .sum()
+    }
+}
+
+/// The auth secret of [`secured`] servers.
+pub const SECRET: &str = "a-test-secret-of-some-length";
+
+/// Now, in seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Claims of a user token for `identity` in `room`, valid for ten minutes.
+pub fn claims(identity: &str, room: &str) -> TokenClaims {
+    TokenClaims {
+        sub: identity.into(),
+        room: room.into(),
+        name: None,
+        metadata: None,
+        admin: false,
+        can_publish: true,
+        can_subscribe: true,
+        can_broadcast: true,
+        exp: now() + 600,
+        nbf: None,
+        iat: Some(now()),
+    }
+}
+
+/// An admin token for `room` (`*`: every room).
+pub fn admin_token(room: &str) -> String {
+    token(&TokenClaims { admin: true, ..claims("backend", room) })
+}
+
+/// `claims` signed with [`SECRET`].
+pub fn token(claims: &TokenClaims) -> String {
+    dspeak_server::auth::mint(SECRET, claims).unwrap()
+}
+
+/// The test configuration with [`SECRET`] as the auth secret.
+pub fn secured_config() -> Config {
+    let mut config = Config::for_tests();
+    config.auth_secret = Some(SECRET.parse().unwrap());
+    config
+}
+
+/// A server that requires access tokens signed with [`SECRET`].
+pub async fn secured() -> TestServer {
+    spawn_server_with(secured_config()).await
+}
+
+impl TestServer {
+    /// A subscribed client joined to `room` with a token of `claims`.
+    pub async fn joined_with(&self, claims: &TokenClaims, display_name: &str) -> Peer {
+        let mut peer = self.subscribed().await;
+        let params =
+            JoinParams { room: claims.room.clone(), display_name: display_name.into(), token: Some(token(claims)) };
+        peer.joined = Some(peer.client.join(params).await.expect("join with a token"));
+        peer
     }
 }

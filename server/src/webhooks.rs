@@ -1,0 +1,193 @@
+//! Webhooks: room and peer events POSTed to the application's backend.
+//!
+//! Sessions call [`Webhooks::emit`] right after a room change; it serializes the event
+//! once, signs it and queues it without waiting (a full queue drops the event, counts
+//! and logs it), so signaling never waits on a receiver. Deliveries run on their own
+//! thread in a few lanes; a room always maps to the same lane, which delivers its events
+//! one at a time, so the events of one room arrive in order. A delivery is retried with
+//! exponential backoff, at most [`MAX_TRIES`] times per receiver.
+//!
+//! Each request carries `X-Dspeak-Signature: sha256=<hex>`, the HMAC-SHA256 of the raw
+//! body keyed with the server's auth secret.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use dspeak_schema::ProducerId;
+use dspeak_schema::admin::{WebhookEvent, WebhookEventKind};
+use dspeak_schema::rooms::PeerInfo;
+use tokio::sync::mpsc;
+
+use crate::StartError;
+use crate::config::Config;
+
+/// Tries per receiver and event before it is given up.
+pub(crate) const MAX_TRIES: u32 = 5;
+
+/// The signature header.
+pub(crate) const SIGNATURE_HEADER: &str = "x-dspeak-signature";
+
+/// Delivery lanes: a room's events all go through one, in order.
+const LANES: usize = 4;
+
+/// One signed event, ready to send.
+#[derive(Debug)]
+struct Delivery {
+    id: String,
+    body: String,
+    signature: String,
+}
+
+/// The sending side: queues events for the delivery thread.
+#[derive(Debug)]
+pub(crate) struct Webhooks {
+    /// `None` when no receiver is configured.
+    lanes: Option<Vec<mpsc::Sender<Delivery>>>,
+    key: Option<hmac::Key>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Webhooks {
+    /// Starts the delivery thread if `config` names receivers.
+    pub(crate) fn start(config: &Config) -> Result<Self, StartError> {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        if config.webhook_urls.is_empty() {
+            return Ok(Webhooks { lanes: None, key: None, dropped });
+        }
+        let secret = config.auth_secret.as_ref().ok_or_else(|| {
+            StartError::Config("--webhook-url needs --auth-secret: webhooks are signed with it".into())
+        })?;
+        let urls = config
+            .webhook_urls
+            .iter()
+            .map(|u| {
+                let url =
+                    reqwest::Url::parse(u).map_err(|e| StartError::Config(format!("--webhook-url '{u}': {e}")))?;
+                match url.scheme() {
+                    "http" | "https" => Ok(url),
+                    other => Err(StartError::Config(format!("--webhook-url '{u}': scheme {other} is not http(s)"))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.webhook_timeout_secs.max(1)))
+            .build()
+            .map_err(|e| StartError::Config(format!("webhook HTTP client: {e}")))?;
+        let per_lane = (config.webhook_queue / LANES).max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..LANES).map(|_| mpsc::channel(per_lane)).unzip();
+        let lane = Lane { client, urls: Arc::new(urls), backoff: Duration::from_millis(config.webhook_retry_ms) };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("dspeak-webhooks".into()).spawn(move || {
+            runtime.block_on(futures_util::future::join_all(receivers.into_iter().map(|rx| lane.clone().run(rx))));
+        })?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+        Ok(Webhooks { lanes: Some(senders), key: Some(key), dropped })
+    }
+
+    /// Queues `event` of `room` for every receiver, without waiting.
+    pub(crate) fn emit(
+        &self,
+        event: WebhookEventKind,
+        room: &str,
+        peer: Option<&PeerInfo>,
+        producer_id: Option<&ProducerId>,
+    ) {
+        let (Some(lanes), Some(key)) = (&self.lanes, &self.key) else { return };
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = WebhookEvent {
+            event,
+            room: room.to_owned(),
+            peer: peer.cloned(),
+            producer_id: producer_id.cloned(),
+            created_at_ms: crate::unix_millis(),
+            id: id.clone(),
+        };
+        let body = match serde_json::to_string(&body) {
+            Ok(body) => body,
+            Err(e) => {
+                // Plain strings and numbers: this cannot happen.
+                tracing::error!(error = %e, "webhook event does not serialize");
+                return;
+            }
+        };
+        let signature = signature(key, body.as_bytes());
+        let mut h = rustc_hash::FxHasher::default();
+        room.hash(&mut h);
+        let lane = &lanes[(h.finish() % LANES as u64) as usize];
+        if lane.try_send(Delivery { id, body, signature }).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(room, ?event, dropped, "webhook queue full: event dropped");
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub(crate) fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body`.
+fn signature(key: &hmac::Key, body: &[u8]) -> String {
+    let tag = hmac::sign(key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// One delivery lane: sends its events one at a time.
+#[derive(Clone, Debug)]
+struct Lane {
+    client: reqwest::Client,
+    urls: Arc<Vec<reqwest::Url>>,
+    backoff: Duration,
+}
+
+impl Lane {
+    async fn run(self, mut rx: mpsc::Receiver<Delivery>) {
+        while let Some(delivery) = rx.recv().await {
+            for url in self.urls.iter() {
+                self.deliver(url, &delivery).await;
+            }
+        }
+    }
+
+    /// POSTs one event to one receiver, retrying with exponential backoff.
+    async fn deliver(&self, url: &reqwest::Url, d: &Delivery) {
+        for attempt in 0..MAX_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
+            }
+            let sent = self
+                .client
+                .post(url.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, &d.signature)
+                .body(d.body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => tracing::debug!(%url, id = d.id, attempt, status = %r.status(), "webhook refused"),
+                Err(e) => tracing::debug!(%url, id = d.id, attempt, error = %e, "webhook failed"),
+            }
+        }
+        tracing::warn!(%url, id = d.id, tries = MAX_TRIES, "webhook given up");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&key, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
