@@ -38,7 +38,7 @@ export interface AdminClientOptions {
 }
 
 /** The admin methods, whose params all carry `token`. */
-type AdminMethod = Extract<MethodName, `admin${string}`>;
+export type AdminMethod = Extract<MethodName, `admin${string}`>;
 
 /**
  * A client of the admin API. Each method is one HTTP POST; errors reject with a

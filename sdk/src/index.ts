@@ -15,7 +15,7 @@
  * @packageDocumentation
  */
 
-export { AdminClient, type AdminClientOptions, type FetchLike } from "./admin.js";
+export { AdminClient, type AdminClientOptions, type AdminMethod, type FetchLike } from "./admin.js";
 export type { AbortSignalLike, CallOptions } from "./call.js";
 export {
   DspeakClient,
