@@ -136,6 +136,12 @@ struct FanoutArgs {
     /// With `--url`: the server's process id, to measure its `dspeak-media-0` thread.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Clients send and receive over ICE-TCP instead of UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// The in-process server announces `::1`; clients use IPv6 loopback.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -195,6 +201,8 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
                 keep_going: a.keep_going,
                 url: cli.url.clone(),
                 server_pid: a.server_pid,
+                tcp: a.tcp,
+                ipv6: a.ipv6,
             };
             media::fanout(&cpus, &opts).await?.print(&command_line);
         }
@@ -219,24 +227,34 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
     signaling::ping(&targets, &[1, 20], 1, 0.5, None).await?.print(command_line);
     signaling::broadcast(&targets, 20, 3, 20, 1).await?.print(command_line);
     signaling::idle(&targets, 50, 10, 1).await?.print(command_line);
-    let opts = media::FanoutOptions {
-        speakers: 2,
-        listeners: vec![5],
-        windows: 1,
-        secs: 2.0,
-        probe_every: 1,
-        keep_going: false,
-        url: None,
-        server_pid: None,
-    };
-    let fanout = media::fanout(cpus, &opts).await?;
-    fanout.print(command_line);
-    let row = fanout.json.first().context("the fan-out step did not run")?;
-    ensure!(
-        row["received"].as_u64() == row["expected"].as_u64() && row["expected"].as_u64() > Some(0),
-        "media smoke: packets lost: {row}"
-    );
-    ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke: no delay sample: {row}");
+    // UDP over IPv4, ICE-TCP, and UDP over IPv6 (a server announcing `::1`).
+    for (tcp, ipv6) in [(false, false), (true, false), (false, true)] {
+        let opts = media::FanoutOptions {
+            speakers: 2,
+            listeners: vec![5],
+            windows: 1,
+            secs: 2.0,
+            probe_every: 1,
+            keep_going: false,
+            url: None,
+            server_pid: None,
+            tcp,
+            ipv6,
+        };
+        let fanout = media::fanout(cpus, &opts).await?;
+        fanout.print(command_line);
+        let row = fanout.json.first().context("the fan-out step did not run")?;
+        let what = match (tcp, ipv6) {
+            (true, _) => "ICE-TCP",
+            (_, true) => "IPv6",
+            _ => "UDP",
+        };
+        ensure!(
+            row["received"].as_u64() == row["expected"].as_u64() && row["expected"].as_u64() > Some(0),
+            "media smoke ({what}): packets lost: {row}"
+        );
+        ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke ({what}): no delay sample: {row}");
+    }
     media::join_storm(cpus, 5, 1, None).await?.print(command_line);
     println!("smoke: every scenario passed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -3,7 +3,7 @@
     DSPEAK_URL=ws://127.0.0.1:8080 /tmp/pyvenv/bin/python -m pytest -s -q e2e/python/test_e2e.py
 
 Server-side counters are checked by the Rust tests; these only look at what a client sees.
-Every step has its own timeout (see dspeak_peer.py), and each test has an overall cap, so
+Every step has its own timeout (see the dspeak_peer package), and each test has an overall cap, so
 a broken server fails fast with a message rather than hanging.
 """
 import asyncio

@@ -272,6 +272,14 @@ pub enum Protocol {
     Tcp,
 }
 
+/// The role of a TCP candidate (RFC 6544); the server's are passive: clients connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpType {
+    /// Accepts connections.
+    Passive,
+}
+
 /// ICE candidate type (the server only has host candidates).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -300,6 +308,9 @@ pub struct IceCandidate {
     /// Candidate type.
     #[serde(rename = "type")]
     pub kind: IceCandidateType,
+    /// TCP candidates only: `passive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_type: Option<TcpType>,
 }
 
 /// DTLS role.
@@ -450,5 +461,6 @@ mod oracle {
         agree::<IceParameters, ms::IceParameters>("ice parameters", &transport["iceParameters"]);
         agree::<DtlsParameters, ms::DtlsParameters>("dtls parameters", &transport["dtlsParameters"]);
         agree::<IceCandidate, ms::IceCandidate>("udp candidate", &transport["iceCandidates"][0]);
+        agree::<IceCandidate, ms::IceCandidate>("tcp candidate", &transport["iceCandidates"][1]);
     }
 }

@@ -51,14 +51,28 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_RTC_PORT", default_value_t = 40000)]
     pub rtc_port: u16,
 
-    /// IP address the media UDP sockets bind to.
+    /// IP address the media sockets bind to. On a wildcard (the default), replies
+    /// leave from the address each client sent to; the IPv4 wildcard becomes the
+    /// dual-stack `::` when an IPv6 address is announced.
     #[arg(long, env = "DSPEAK_RTC_LISTEN_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub rtc_listen_ip: IpAddr,
 
-    /// Address clients send media to (IP or hostname, resolved at start), e.g.
-    /// `api.darelisme.my.id`. Defaults to 127.0.0.1 in development; required in production.
-    #[arg(long, env = "DSPEAK_ANNOUNCED_ADDRESS")]
-    pub announced_address: Option<String>,
+    /// Offer ICE over TCP (RFC 6544, passive) on the media ports too, for clients whose
+    /// network blocks UDP. On by default.
+    #[arg(long = "rtc-tcp", overrides_with = "no_rtc_tcp")]
+    pub rtc_tcp: bool,
+
+    /// Do not offer ICE over TCP: UDP only.
+    #[arg(long = "no-rtc-tcp", env = "DSPEAK_NO_RTC_TCP", overrides_with = "rtc_tcp")]
+    pub no_rtc_tcp: bool,
+
+    /// Address clients send media to (IP or hostname, resolved at start to all its
+    /// addresses), e.g. `api.darelisme.my.id`. May be given more than once (the env var
+    /// takes a comma-separated list); each address becomes an ICE candidate, the first
+    /// with the highest priority. Defaults to 127.0.0.1 in development; required in
+    /// production.
+    #[arg(long, env = "DSPEAK_ANNOUNCED_ADDRESS", value_delimiter = ',')]
+    pub announced_address: Vec<String>,
 
     /// Maximum concurrent WebSocket connections.
     #[arg(long, env = "DSPEAK_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -193,7 +207,9 @@ impl Config {
             workers: 1,
             rtc_port: 0,
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            announced_address: None,
+            rtc_tcp: false,
+            no_rtc_tcp: false,
+            announced_address: Vec::new(),
             max_connections: 10_000,
             max_message_bytes: 64 * 1024,
             max_broadcast_bytes: 16 * 1024,

@@ -65,6 +65,8 @@ pub struct Counts {
     pub producers: usize,
     /// Consumers.
     pub consumers: usize,
+    /// Open ICE-TCP connections (attached to a transport or not yet).
+    pub tcp_connections: usize,
 }
 
 /// Why the server could not start.
@@ -115,6 +117,7 @@ impl ServerHandle {
             transports: media.transports,
             producers: media.producers,
             consumers: media.consumers,
+            tcp_connections: media.tcp_connections,
         }
     }
 

@@ -2,6 +2,7 @@
 //! speakers to N listeners on one worker, and a join storm.
 
 mod dtls;
+mod link;
 pub(crate) mod peer;
 
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub(crate) struct FanoutOptions {
     pub(crate) url: Option<String>,
     /// The process of that server, to read its worker thread's CPU time.
     pub(crate) server_pid: Option<u32>,
+    /// Clients reach the server over ICE-TCP instead of UDP.
+    pub(crate) tcp: bool,
+    /// The in-process server listens on and announces `::1`; clients use `::1`.
+    pub(crate) ipv6: bool,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -56,8 +61,8 @@ struct Load {
 }
 
 impl Load {
-    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize) -> anyhow::Result<Load> {
-        let shared = Shared::new()?;
+    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize, tcp: bool) -> anyhow::Result<Load> {
+        let shared = Shared::new(tcp)?;
         let mut load = Load {
             shared,
             url: url.to_owned(),
@@ -281,14 +286,21 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     );
     let server = match &opts.url {
         Some(url) => target::external(url),
-        None => target::dspeak_in_process(target::bench_config(20_000), cpus).await?,
+        None => {
+            let mut config = target::bench_config(20_000);
+            if opts.ipv6 {
+                config.rtc_listen_ip = std::net::Ipv6Addr::LOCALHOST.into();
+                config.announced_address = vec!["::1".into()];
+            }
+            target::dspeak_in_process(config, cpus).await?
+        }
     };
     let worker: WorkerThreads = match opts.server_pid {
         Some(pid) => (pid, sys::named_threads(pid, "dspeak-media-0")),
         None => (std::process::id(), sys::own_threads("dspeak-media-0")),
     };
     ensure!(opts.url.is_some() || !worker.1.is_empty(), "no dspeak-media-0 thread");
-    let load = Load::new(&server.url, "fanout", s, opts.probe_every).await;
+    let load = Load::new(&server.url, "fanout", s, opts.probe_every, opts.tcp).await;
     let mut load = match load {
         Ok(l) => l,
         Err(e) => {
@@ -336,6 +348,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 if ok { "✓".into() } else { "✗".into() },
             ],
             json!({
+                "transport": if opts.tcp { "tcp" } else { "udp" }, "ipv6": opts.ipv6,
                 "speakers": s, "listeners": n, "consumers": consumers,
                 "forwarded_per_s": rate.json(), "loss_pct": loss.json(),
                 "delay_p50_ms": p50.json(), "delay_p99_ms": p99.json(),
@@ -375,6 +388,11 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     if let Some(n) = failed_at {
         report.note(format!("First failing step: {n} listeners."));
     }
+    report.note(format!(
+        "Clients reach the server over {} on {}.",
+        if opts.tcp { "ICE-TCP (RFC 4571 frames on one TCP connection per transport)" } else { "UDP" },
+        if opts.ipv6 { "`::1`" } else { "`127.0.0.1`" }
+    ));
     report.note(format!(
         "Each step: {} windows of {} s after all listeners receive; median (min–max) over the windows. Loss from RTP sequence numbers of every consumer stream; delay (send → decrypted at the listener, so it includes both clients' str0m) from every {}th listener plus the last one, which decrypt through str0m; the others count packets from the cleartext SRTP header. Worker CPU from /proc/self/task/<tid>/schedstat of `dspeak-media-0`, per packet the server should have forwarded. {}. Synthetic clients run in the load-client thread(s).",
         opts.windows,
@@ -447,7 +465,7 @@ pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize, url: Opti
 
 async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<Stages>> {
     let room = format!("storm{run}");
-    let load = Load::new(&server.url, &room, 1, 1).await?;
+    let load = Load::new(&server.url, &room, 1, 1, false).await?;
     let producers = load.producers.clone();
     let mut clients = Vec::with_capacity(peers);
     for _ in 0..peers {

@@ -3,8 +3,8 @@
 //! `createTransport`, `connectTransport` (sha-256 fingerprint, role `client`), then
 //! `produce` with pymediasoup's rtpParameters or `consume` + `resumeConsumer`.
 //!
-//! Every transport has its own UDP socket (the server demultiplexes by address) and
-//! runs as one task ([`drive`]). Speakers write Opus-sized RTP at 50 packets/s whose
+//! Every transport has its own UDP socket (the server demultiplexes by address), or
+//! with `--tcp` its own ICE-TCP connection (`link`), and runs as one task ([`drive`]). Speakers write Opus-sized RTP at 50 packets/s whose
 //! payload carries the send time; listeners count every RTP packet from its cleartext
 //! header (sequence numbers give loss), and *probe* listeners also decrypt through
 //! str0m and read the send time back (end-to-end delay).
@@ -27,10 +27,11 @@ use jsonrpsee::ws_client::WsClient;
 use str0m::config::{DtlsCert, Fingerprint};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+
+use super::link::Link;
 
 /// pymediasoup 1.5's `produce` params, as recorded against real mediasoup.
 const PRODUCE_FIXTURE: &str =
@@ -56,10 +57,12 @@ pub(crate) struct Shared {
     pub(crate) recording: AtomicBool,
     /// Tasks stop when this is set.
     pub(crate) stop: AtomicBool,
+    /// Transports use ICE-TCP instead of UDP.
+    pub(crate) tcp: bool,
 }
 
 impl Shared {
-    pub(crate) fn new() -> anyhow::Result<Arc<Shared>> {
+    pub(crate) fn new(tcp: bool) -> anyhow::Result<Arc<Shared>> {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -70,6 +73,7 @@ impl Shared {
             epoch: Instant::now(),
             recording: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            tcp,
         }))
     }
 }
@@ -116,11 +120,11 @@ pub(crate) async fn join(url: &str, room: &str, name: &str) -> anyhow::Result<Ws
     Ok(client)
 }
 
-/// A client-side WebRTC transport: the str0m peer and its socket.
+/// A client-side WebRTC transport: the str0m peer and its link to the server.
 pub(crate) struct ClientTransport {
     pub(crate) id: TransportId,
     rtc: Rtc,
-    socket: UdpSocket,
+    link: Link,
     local: SocketAddr,
     next_timeout: Instant,
 }
@@ -133,9 +137,12 @@ pub(crate) async fn transport(
     payload_type: u8,
 ) -> anyhow::Result<ClientTransport> {
     let created = client.create_transport(CreateTransportParams { direction }).await.context("createTransport")?;
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut t = ClientTransport::new(&created, shared, socket, local, payload_type)?;
+    let protocol = if shared.tcp { dspeak_schema::ortc::Protocol::Tcp } else { dspeak_schema::ortc::Protocol::Udp };
+    let server = created.ice_candidates.iter().find(|c| c.protocol == protocol).context("no candidate")?;
+    let server = SocketAddr::new(server.ip.parse::<IpAddr>()?, server.port);
+    let link = if shared.tcp { Link::tcp(server).await? } else { Link::udp(server).await? };
+    let local = link.local_addr()?;
+    let mut t = ClientTransport::new(&created, shared, link, local, server, payload_type)?;
     let fingerprint = t.rtc.direct_api().local_dtls_fingerprint().clone();
     client
         .connect_transport(ConnectTransportParams {
@@ -158,8 +165,9 @@ impl ClientTransport {
     fn new(
         created: &CreateTransportResult,
         shared: &Shared,
-        socket: UdpSocket,
+        link: Link,
         local: SocketAddr,
+        server: SocketAddr,
         payload_type: u8,
     ) -> anyhow::Result<ClientTransport> {
         let now = Instant::now();
@@ -182,10 +190,15 @@ impl ClientTransport {
             FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..Default::default() },
         );
         let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp")?);
-        let server = created.ice_candidates.first().context("no ICE candidate")?;
-        let server_addr = SocketAddr::new(server.ip.parse::<IpAddr>()?, server.port);
-        rtc.add_remote_candidate(Candidate::host(server_addr, "udp")?);
+        let (ours, theirs) = match link.protocol() {
+            Protocol::Tcp => (
+                Candidate::builder().tcp().host(local).tcptype(TcpType::Active).build()?,
+                Candidate::builder().tcp().host(server).tcptype(TcpType::Passive).build()?,
+            ),
+            _ => (Candidate::host(local, "udp")?, Candidate::host(server, "udp")?),
+        };
+        rtc.add_local_candidate(ours);
+        rtc.add_remote_candidate(theirs);
         let sha256 = created
             .dtls_parameters
             .fingerprints
@@ -204,7 +217,7 @@ impl ClientTransport {
         });
         // role `client` for the server means we are the DTLS client (active).
         api.start_dtls(true)?;
-        Ok(ClientTransport { id: created.id.clone(), rtc, socket, local, next_timeout: now })
+        Ok(ClientTransport { id: created.id.clone(), rtc, link, local, next_timeout: now })
     }
 
     /// Sends what str0m wants sent; passes events to `on_event`.
@@ -216,7 +229,7 @@ impl ClientTransport {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    self.link.send(&t.contents, t.destination);
                 }
                 Ok(Output::Event(e)) => on_event(e),
                 Err(e) => {
@@ -229,7 +242,7 @@ impl ClientTransport {
     }
 
     fn input(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
+        let Ok(receive) = Receive::new(self.link.protocol(), source, self.local, data) else {
             return false;
         };
         self.rtc.handle_input(Input::Receive(now, receive)).is_ok()
@@ -339,7 +352,7 @@ pub(crate) async fn drive_listener(mut l: Listener, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let wake = tokio::time::Instant::from_std(l.transport.next_timeout);
         tokio::select! {
-            r = l.transport.socket.recv_from(&mut buf) => {
+            r = l.transport.link.recv(&mut buf) => {
                 let Ok((n, source)) = r else { continue };
                 let now = Instant::now();
                 let mut datagram = Some((n, source));
@@ -358,7 +371,7 @@ pub(crate) async fn drive_listener(mut l: Listener, shared: Arc<Shared>) {
                             s.highest.fetch_max(ext, Ordering::Relaxed);
                         }
                         if !probe {
-                            datagram = l.transport.socket.try_recv_from(&mut buf).ok();
+                            datagram = l.transport.link.try_recv(&mut buf).ok();
                             continue;
                         }
                     }
@@ -367,7 +380,7 @@ pub(crate) async fn drive_listener(mut l: Listener, shared: Arc<Shared>) {
                         let epoch = shared.epoch;
                         l.transport.drain(now, &mut |e| on_listener_event(e, &stats, recording, epoch));
                     }
-                    datagram = l.transport.socket.try_recv_from(&mut buf).ok();
+                    datagram = l.transport.link.try_recv(&mut buf).ok();
                 }
             }
             () = tokio::time::sleep_until(wake) => {
@@ -417,7 +430,7 @@ pub(crate) async fn drive_speaker(mut s: Speaker, shared: Arc<Shared>, stats: Ar
     while !shared.stop.load(Ordering::Relaxed) {
         let wake = tokio::time::Instant::from_std(s.transport.next_timeout);
         tokio::select! {
-            r = s.transport.socket.recv_from(&mut buf) => {
+            r = s.transport.link.recv(&mut buf) => {
                 let Ok((n, source)) = r else { continue };
                 let now = Instant::now();
                 if s.transport.input(now, source, &buf[..n]) {

@@ -43,6 +43,10 @@ export type Direction = "send" | "recv";
  */
 export type Protocol = "udp" | "tcp";
 /**
+ * The role of a TCP candidate (RFC 6544); the server's are passive: clients connect.
+ */
+export type TcpType = "passive";
+/**
  * ICE candidate type (the server only has host candidates).
  */
 export type IceCandidateType = "host";
@@ -507,6 +511,10 @@ export interface IceCandidate {
    * Transport protocol.
    */
   protocol: Protocol;
+  /**
+   * TCP candidates only: `passive`.
+   */
+  tcpType?: TcpType;
   /**
    * Candidate type.
    */

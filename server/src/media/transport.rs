@@ -6,13 +6,13 @@
 //! before any RTP is let through.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dtls::{self, Expected, Identity, PeerCertSlot};
 use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
-use super::udp::Outgoing;
+use super::udp::{Outgoing, Route};
 use crate::error::Error;
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
@@ -22,7 +22,7 @@ use str0m::crypto::Sha1HmacProvider;
 use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
@@ -66,14 +66,31 @@ pub(crate) struct Sink<'a> {
     pub(crate) rtp: &'a mut Vec<RtpPacket>,
 }
 
+/// A client address that sent a valid ICE check, and how to reach it: over UDP from
+/// the local address its check arrived on, or on the TCP connection it came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) addr: SocketAddr,
+    pub(crate) route: Route,
+}
+
+impl Remote {
+    fn protocol(&self) -> Protocol {
+        match self.route {
+            Route::Udp(_) => Protocol::Udp,
+            Route::Tcp(_) => Protocol::Tcp,
+        }
+    }
+}
+
 /// One WebRTC transport.
 pub(crate) struct Transport {
     pub(crate) id: TransportId,
     pub(crate) owner: PeerId,
     pub(crate) direction: Direction,
     rtc: Rtc,
-    /// Our host candidate's address: the destination of everything we receive.
-    local: SocketAddr,
+    /// Our host candidates' addresses (announced address and port).
+    locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
     local_password: String,
     /// HMAC-SHA1 for checking ICE messages' integrity.
@@ -91,8 +108,8 @@ pub(crate) struct Transport {
     pub(crate) scheduled: Option<Instant>,
     /// RTP was written since the last timeout: str0m sends it on the next input.
     pub(crate) written: bool,
-    /// Client addresses seen in ICE checks (the worker routes them here).
-    pub(crate) remote_addrs: Vec<SocketAddr>,
+    /// Client addresses seen in valid ICE checks (the worker routes them here).
+    pub(crate) remotes: Vec<Remote>,
     /// MIDs declared on this transport.
     pub(crate) mids: Vec<String>,
     /// Producers on this transport, by SSRC.
@@ -107,7 +124,8 @@ impl Transport {
         owner: PeerId,
         direction: Direction,
         identity: &Identity,
-        local: SocketAddr,
+        locals: &Arc<[SocketAddr]>,
+        tcp: bool,
         now: Instant,
     ) -> Result<Transport, Error> {
         let creds = IceCreds::new();
@@ -141,15 +159,20 @@ impl Transport {
         }
         let peer_cert = PeerCertSlot::default();
         let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| Error::Internal(format!("host candidate {local}: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        for &local in locals.iter() {
+            let bad = |e| Error::Internal(format!("host candidate {local}: {e}"));
+            rtc.add_local_candidate(Candidate::host(local, "udp").map_err(bad)?);
+            if tcp {
+                let passive = Candidate::builder().tcp().host(local).tcptype(TcpType::Passive).build().map_err(bad)?;
+                rtc.add_local_candidate(passive);
+            }
+        }
         Ok(Transport {
             id,
             owner,
             direction,
             rtc,
-            local,
+            locals: locals.clone(),
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
             hmac: identity.provider.sha1_hmac_provider,
@@ -162,7 +185,7 @@ impl Transport {
             next_timeout: now,
             scheduled: None,
             written: false,
-            remote_addrs: Vec::new(),
+            remotes: Vec::new(),
             mids: Vec::new(),
             producers: HashMap::new(),
             counters: TransportCounters::default(),
@@ -233,14 +256,57 @@ impl Transport {
         }
     }
 
-    /// Feeds one datagram from `source`.
-    pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
+    /// Remembers a client address that sent a valid check and how to reach it (a
+    /// later UDP check may arrive on another local address). Returns whether the
+    /// address is new.
+    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, route: Route) -> bool {
+        let learnt = Remote { addr, route };
+        match self.remotes.iter_mut().find(|r| r.addr == addr && r.protocol() == learnt.protocol()) {
+            Some(known) => {
+                known.route = route;
+                false
+            }
+            None => {
+                self.remotes.push(learnt);
+                true
+            }
+        }
+    }
+
+    /// Forgets a closed TCP connection.
+    pub(crate) fn forget_connection(&mut self, conn: super::tcp::ConnId) {
+        self.remotes.retain(|r| r.route != Route::Tcp(conn));
+    }
+
+    /// The host candidate a datagram from `source` to the local address `local` was
+    /// meant for: the announced address equal to `local`, else the first of the
+    /// client's address family (an announced address behind NAT), else the first.
+    fn candidate_for(&self, source: SocketAddr, local: Option<IpAddr>) -> Option<SocketAddr> {
+        let exact = local.and_then(|ip| self.locals.iter().find(|c| c.ip() == ip));
+        let same_family = || self.locals.iter().find(|c| c.is_ipv4() == source.is_ipv4());
+        exact.or_else(same_family).or(self.locals.first()).copied()
+    }
+
+    /// Feeds one datagram (or TCP frame) from `source`, received on the local address
+    /// `local`.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        local: Option<IpAddr>,
+        data: &[u8],
+        sink: &mut Sink<'_>,
+    ) {
         if self.poisoned {
             return;
         }
         self.counters.packets_received += 1;
         self.counters.bytes_received += data.len() as u64;
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
+        let Some(destination) = self.candidate_for(source, local) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(protocol, source, destination, data) else {
             return;
         };
         if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
@@ -324,9 +390,16 @@ impl Transport {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    let known = self.remotes.iter().find(|r| r.addr == t.destination && r.protocol() == t.proto);
+                    let route = match known {
+                        Some(remote) => remote.route,
+                        // TCP needs a connection; UDP may leave with the kernel's pick.
+                        None if t.proto == Protocol::Udp => Route::Udp(None),
+                        None => continue,
+                    };
                     self.counters.packets_sent += 1;
                     self.counters.bytes_sent += t.contents.len() as u64;
-                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination });
+                    sink.out.push(Outgoing { data: t.contents.into(), to: t.destination, route });
                 }
                 Ok(Output::Event(event)) => self.on_event(event, sink),
                 Err(e) => {

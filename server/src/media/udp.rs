@@ -1,65 +1,285 @@
-//! Batched UDP output. While the worker handles one wake-up (a batch of datagrams, a
-//! timer, a command), everything its transports want to send is queued as
-//! [`Outgoing`]; [`send_all`] then hands the queue to the kernel with one
-//! `sendmmsg(2)` per 64 datagrams on Linux (one `sendto` each elsewhere).
+//! The media UDP socket: datagrams in with the local address they arrived on, and
+//! batched datagrams out from the address each client talks to.
+//!
+//! A socket bound to a wildcard address (`0.0.0.0`, `::`) asks the kernel for the
+//! destination of every datagram (`IP_PKTINFO` / `IPV6_RECVPKTINFO`). Replies carry
+//! that address back as their source, so ICE, DTLS and SRTP answers leave from the
+//! address the client sent to, not from the kernel's preferred source for the client
+//! (RFC 8445 §7.2.5.2.1: strict ICE agents drop asymmetric responses).
+//!
+//! While the worker handles one wake-up, everything its transports want to send is
+//! queued as [`Outgoing`]; [`MediaSocket::send_all`] hands the queue to the kernel with
+//! one `sendmmsg(2)` per run of up to 64 datagrams from the same source address.
+//!
+//! On a dual-stack socket (`::`), IPv4 peers show up as IPv4-mapped IPv6 addresses;
+//! they are unmapped on the way in and mapped again on the way out, so the rest of the
+//! engine sees plain IPv4 addresses.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// One datagram to send.
+/// One packet to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) data: Vec<u8>,
     pub(crate) to: SocketAddr,
+    pub(crate) route: Route,
 }
 
-/// Sends and clears `out`. UDP: a datagram the kernel refuses (full buffer) is dropped,
-/// as the network would drop it.
-pub(crate) fn send_all(socket: &UdpSocket, out: &mut Vec<Outgoing>) {
-    if out.is_empty() {
-        return;
+/// How a packet reaches its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A datagram from the given local address: where the client's datagrams arrived.
+    /// `None`: the kernel picks (the socket is bound to one address, or nothing was
+    /// received from the client yet).
+    Udp(Option<IpAddr>),
+    /// A frame on an ICE-TCP connection (`tcp`).
+    Tcp(super::tcp::ConnId),
+}
+
+impl Route {
+    /// The local address a datagram leaves from (`None` for TCP or the kernel's pick).
+    fn source(self) -> Option<IpAddr> {
+        match self {
+            Route::Udp(from) => from,
+            Route::Tcp(_) => None,
+        }
     }
-    #[cfg(target_os = "linux")]
-    linux::send_all(socket, out);
-    #[cfg(not(target_os = "linux"))]
-    for o in out.iter() {
-        let _ = socket.try_send_to(&o.data, o.to);
+}
+
+/// A datagram received into the caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) source: SocketAddr,
+    /// The local address it was sent to, when the socket is bound to a wildcard.
+    pub(crate) local: Option<IpAddr>,
+}
+
+/// A worker's UDP socket.
+#[derive(Debug)]
+pub(crate) struct MediaSocket {
+    socket: UdpSocket,
+    /// Bound to a wildcard address: sources are chosen per datagram.
+    wildcard: bool,
+    /// Bound to an IPv6 address: IPv4 peers are IPv4-mapped on the wire.
+    v6: bool,
+}
+
+impl MediaSocket {
+    /// Wraps a bound socket (inside a tokio runtime); on a wildcard address, asks
+    /// for every datagram's destination address.
+    pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<MediaSocket> {
+        let bound = socket.local_addr()?;
+        let wildcard = bound.ip().is_unspecified();
+        socket.set_nonblocking(true)?;
+        if wildcard {
+            sys::enable_pktinfo(&socket, bound.is_ipv6())?;
+        }
+        Ok(MediaSocket { socket: UdpSocket::from_std(socket)?, wildcard, v6: bound.is_ipv6() })
     }
-    out.clear();
+
+    /// Waits for the next datagram.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        loop {
+            self.socket.readable().await?;
+            match self.try_recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// The next datagram if one is waiting (`WouldBlock` otherwise).
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let mut received = if self.wildcard {
+            self.socket.try_io(Interest::READABLE, || sys::recv_with_local(&self.socket, buf))?
+        } else {
+            let (len, source) = self.socket.try_recv_from(buf)?;
+            Received { len, source, local: None }
+        };
+        received.source = unmap(received.source);
+        received.local = received.local.map(|ip| ip.to_canonical());
+        Ok(received)
+    }
+
+    /// Sends and clears `out` (datagrams only: TCP frames go to their connection
+    /// first). A datagram the kernel refuses (full buffer) is dropped, as the network
+    /// would drop it.
+    pub(crate) fn send_all(&self, out: &mut Vec<Outgoing>) {
+        if out.is_empty() {
+            return;
+        }
+        sys::send_all(&self.socket, out, self.v6, self.wildcard);
+        out.clear();
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`; anything else unchanged.
+fn unmap(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The address to put on the wire from a socket of the given family.
+fn on_wire(addr: SocketAddr, v6: bool) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if v6 => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), addr.port()),
+        _ => addr,
+    }
 }
 
 #[cfg(target_os = "linux")]
-mod linux {
-    use std::io::IoSlice;
+mod sys {
+    use std::io::{self, IoSlice, IoSliceMut};
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use nix::libc;
+    use nix::sys::socket::{
+        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmsg, sendmmsg, setsockopt,
+        sockopt,
+    };
     use tokio::net::UdpSocket;
 
-    use super::Outgoing;
+    use super::{Outgoing, Received, on_wire};
 
     /// Datagrams per `sendmmsg` call.
     const BATCH: usize = 64;
 
-    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing]) {
+    pub(super) fn enable_pktinfo(socket: &std::net::UdpSocket, v6: bool) -> io::Result<()> {
+        if v6 {
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+        } else {
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+        let mut control = nix::cmsg_space!(libc::in6_pktinfo);
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_DONTWAIT)?;
+        let source = msg.address.as_ref().and_then(to_socket_addr).ok_or_else(|| io::Error::other("no source"))?;
+        let mut local = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for cmsg in cmsgs {
+                match cmsg {
+                    ControlMessageOwned::Ipv4PacketInfo(info) => {
+                        local = Some(IpAddr::from(u32::from_be(info.ipi_addr.s_addr).to_be_bytes()));
+                    }
+                    ControlMessageOwned::Ipv6PacketInfo(info) => {
+                        local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Received { len: msg.bytes, source, local })
+    }
+
+    fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = addr.as_sockaddr_in() {
+            return Some(SocketAddr::V4((*v4).into()));
+        }
+        addr.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+    }
+
+    /// The source-address control message for `from`, in the socket's family.
+    enum PacketInfo {
+        V4(libc::in_pktinfo),
+        V6(libc::in6_pktinfo),
+    }
+
+    impl PacketInfo {
+        fn new(from: IpAddr, v6: bool) -> PacketInfo {
+            match from {
+                IpAddr::V4(ip) if !v6 => PacketInfo::V4(libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(ip).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                }),
+                ip => {
+                    let ip = match ip {
+                        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                        IpAddr::V6(v6) => v6,
+                    };
+                    PacketInfo::V6(libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                        ipi6_ifindex: 0,
+                    })
+                }
+            }
+        }
+
+        fn message(&self) -> ControlMessage<'_> {
+            match self {
+                PacketInfo::V4(info) => ControlMessage::Ipv4PacketInfo(info),
+                PacketInfo::V6(info) => ControlMessage::Ipv6PacketInfo(info),
+            }
+        }
+    }
+
+    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, wildcard: bool) {
         let fd = socket.as_raw_fd();
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(out.len().min(BATCH), None);
-        let mut slices: Vec<[IoSlice<'_>; 1]> = Vec::with_capacity(out.len().min(BATCH));
-        let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(out.len().min(BATCH));
-        let no_control: [ControlMessage<'_>; 0] = [];
+        let n = out.len().min(BATCH);
+        // `sendmmsg` shares one set of control messages over a call, and a header
+        // with control space always sends it: one set of headers per kind.
+        let mut plain = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
+        let space = if v6 { nix::cmsg_space!(libc::in6_pktinfo) } else { nix::cmsg_space!(libc::in_pktinfo) };
+        let mut with_source = wildcard.then(|| MultiHeaders::<SockaddrStorage>::preallocate(n, Some(space)));
+        let mut slices: Vec<[IoSlice<'_>; 1]> = Vec::with_capacity(n);
+        let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(n);
         let mut rest = out;
-        while !rest.is_empty() {
-            let chunk = &rest[..rest.len().min(BATCH)];
+        while let Some(first) = rest.first() {
+            let source = |o: &Outgoing| if wildcard { o.route.source() } else { None };
+            let from = source(first);
+            let run = rest.iter().take(BATCH).take_while(|o| source(o) == from).count();
+            let chunk = &rest[..run];
             slices.clear();
             addrs.clear();
             slices.extend(chunk.iter().map(|o| [IoSlice::new(&o.data)]));
-            addrs.extend(chunk.iter().map(|o| Some(SockaddrStorage::from(o.to))));
-            let sent = sendmmsg(fd, &mut headers, &slices, &addrs, no_control, MsgFlags::MSG_DONTWAIT)
-                .map(|r| r.count())
-                .unwrap_or(0);
+            addrs.extend(chunk.iter().map(|o| Some(SockaddrStorage::from(on_wire(o.to, v6)))));
+            let sent = match (from, with_source.as_mut()) {
+                (Some(from), Some(headers)) => {
+                    let info = PacketInfo::new(from, v6);
+                    let cmsgs = [info.message()];
+                    sendmmsg(fd, headers, &slices, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT).map(|r| r.count())
+                }
+                _ => {
+                    let no_control: [ControlMessage<'_>; 0] = [];
+                    sendmmsg(fd, &mut plain, &slices, &addrs, no_control, MsgFlags::MSG_DONTWAIT).map(|r| r.count())
+                }
+            };
             // The kernel stops at the first datagram it refuses: drop that one, go on.
+            let sent = sent.unwrap_or(0);
             rest = &rest[sent.max(1).min(rest.len())..];
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::io;
+
+    use tokio::net::UdpSocket;
+
+    use super::{Outgoing, Received, on_wire};
+
+    pub(super) fn enable_pktinfo(_: &std::net::UdpSocket, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+        let (len, source) = socket.try_recv_from(buf)?;
+        Ok(Received { len, source, local: None })
+    }
+
+    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, _: bool) {
+        for o in out {
+            let _ = socket.try_send_to(&o.data, on_wire(o.to, v6));
         }
     }
 }
@@ -68,18 +288,51 @@ mod linux {
 mod tests {
     use super::*;
 
+    async fn socket(addr: &str) -> MediaSocket {
+        MediaSocket::new(std::net::UdpSocket::bind(addr).unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn sends_every_datagram_in_order() {
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = socket("127.0.0.1:0").await;
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
-        let mut out: Vec<Outgoing> = (0..150u8).map(|i| Outgoing { data: vec![i; 10], to }).collect();
-        send_all(&tx, &mut out);
+        let mut out: Vec<Outgoing> =
+            (0..150u8).map(|i| Outgoing { data: vec![i; 10], to, route: Route::Udp(None) }).collect();
+        tx.send_all(&mut out);
         assert!(out.is_empty());
         let mut buf = [0u8; 64];
         for i in 0..150u8 {
             let (n, _) = rx.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &[i; 10]);
+        }
+    }
+
+    /// A wildcard socket learns where a datagram arrived and answers from there, even
+    /// when the kernel would pick another source: a client on 127.0.0.1 that sends to
+    /// 127.0.0.5 gets its answer from 127.0.0.5, not from the kernel's choice 127.0.0.1.
+    #[tokio::test]
+    async fn wildcard_socket_replies_from_the_address_it_was_reached_on() {
+        let cases =
+            [("0.0.0.0:0", "127.0.0.1", "127.0.0.5"), ("[::]:0", "127.0.0.1", "127.0.0.5"), ("[::]:0", "::1", "::1")];
+        for (wildcard, client_ip, reached) in cases {
+            let server = socket(wildcard).await;
+            let port = server.socket.local_addr().unwrap().port();
+            let local: IpAddr = reached.parse().unwrap();
+            let client = std::net::UdpSocket::bind((client_ip, 0)).unwrap();
+            client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            client.send_to(b"check", SocketAddr::new(local, port)).unwrap();
+            let mut buf = [0u8; 64];
+            let got =
+                tokio::time::timeout(std::time::Duration::from_secs(5), server.recv(&mut buf)).await.unwrap().unwrap();
+            assert_eq!(&buf[..got.len], b"check");
+            assert_eq!(got.source, client.local_addr().unwrap(), "{wildcard}: source unmapped");
+            assert_eq!(got.local, Some(local), "{wildcard}: the address the client reached");
+            let mut out = vec![Outgoing { data: b"answer".to_vec(), to: got.source, route: Route::Udp(got.local) }];
+            server.send_all(&mut out);
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"answer");
+            assert_eq!(from, SocketAddr::new(local, port), "{wildcard}: the answer comes from where the check went");
         }
     }
 }

@@ -17,7 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,14 +28,16 @@ use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use str0m::ice::StunMessage;
+use str0m::net::Protocol;
 use str0m::rtp::RtpPacket;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dtls::{Expected, Identity};
 use super::router::ProducerStream;
-use super::transport::{Sink, Transport};
-use super::udp::{self, Outgoing};
+use super::tcp::{ConnId, TcpConns, TcpEvent};
+use super::transport::{Remote, Sink, Transport};
+use super::udp::{MediaSocket, Outgoing, Route};
 use crate::error::Error;
 
 type Command = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -48,6 +50,8 @@ pub(crate) struct WorkerCounts {
     pub(crate) consumers: AtomicUsize,
     /// Rooms pinned to this worker (maintained by the room registry).
     pub(crate) rooms: AtomicUsize,
+    /// Open ICE-TCP connections, attached or not.
+    pub(crate) tcp_connections: AtomicUsize,
 }
 
 /// A handle to send work to a worker.
@@ -152,8 +156,15 @@ impl SeqRewriter {
 
 /// The state of one worker thread.
 pub(crate) struct Worker {
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
+    socket: Arc<MediaSocket>,
+    /// Host candidate addresses (the announced addresses with this worker's port).
+    locals: Arc<[SocketAddr]>,
+    /// ICE-TCP on the same port, when enabled.
+    tcp: Option<TcpConns>,
+    /// When idle TCP connections are next looked for.
+    next_sweep: Instant,
+    /// Accepting is paused until then after an error (e.g. out of file descriptors).
+    accept_paused_until: Instant,
     identity: Arc<Identity>,
     transports: Slab<Transport>,
     transport_keys: HashMap<TransportId, TransportKey>,
@@ -177,31 +188,45 @@ pub(crate) struct Worker {
     stopping: bool,
 }
 
-/// Spawns a worker thread on a bound socket. `local` is the host candidate address.
+/// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
+/// port for ICE-TCP). `locals` are the host candidate addresses.
 pub(crate) fn spawn(
     index: usize,
     socket: std::net::UdpSocket,
-    local: SocketAddr,
+    listener: Option<std::net::TcpListener>,
+    locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
-    socket.set_nonblocking(true)?;
+    let locals: Arc<[SocketAddr]> = locals.into();
     let (commands, rx) = mpsc::unbounded_channel();
     let counts = Arc::new(WorkerCounts::default());
     let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let socket = match UdpSocket::from_std(socket) {
+            let socket = match MediaSocket::new(socket) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "cannot use the media socket");
                     return;
                 }
             };
+            let (tcp, tcp_events) = match listener.map(TcpConns::new).transpose() {
+                Ok(Some((tcp, events))) => (Some(tcp), Some(events)),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot use the media TCP socket");
+                    return;
+                }
+            };
+            let now = Instant::now();
             let worker = Worker {
                 socket,
-                local,
+                locals,
+                tcp,
+                next_sweep: now,
+                accept_paused_until: now,
                 identity,
                 transports: Slab::new(),
                 transport_keys: HashMap::new(),
@@ -217,7 +242,7 @@ pub(crate) fn spawn(
                 timers: BinaryHeap::new(),
                 stopping: false,
             };
-            worker.run(rx).await;
+            worker.run(rx, tcp_events).await;
         });
     })?;
     Ok((handle, thread))
@@ -229,32 +254,50 @@ const RECV_BATCH: usize = 64;
 const SEND_BATCH: usize = 32;
 
 impl Worker {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    ) {
         let socket = self.socket.clone();
+        let listener = self.tcp.as_ref().map(TcpConns::listener);
         let mut buf = vec![0u8; 2048];
         while !self.stopping {
             let wakeup = tokio::time::Instant::from_std(self.next_wakeup());
+            let accepting = Instant::now() >= self.accept_paused_until;
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => command(&mut self),
                     None => break,
                 },
-                received = socket.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = received {
+                received = socket.recv(&mut buf) => {
+                    if let Ok(first) = received {
                         let now = Instant::now();
-                        self.on_datagram(now, source, &buf[..n]);
+                        self.on_datagram(now, first.source, first.local, &buf[..first.len]);
                         for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => self.on_datagram(now, source, &buf[..n]),
+                            match socket.try_recv(&mut buf) {
+                                Ok(r) => self.on_datagram(now, r.source, r.local, &buf[..r.len]),
                                 Err(_) => break,
                             }
                         }
                         self.forward_all(now);
                     }
                 }
+                accepted = accept(listener.as_deref()), if accepting => self.on_accept(accepted),
+                Some(event) = next_tcp_event(&mut tcp_events) => {
+                    let now = Instant::now();
+                    self.on_tcp_event(now, event);
+                    for _ in 1..RECV_BATCH {
+                        match tcp_events.as_mut().map(mpsc::Receiver::try_recv) {
+                            Some(Ok(event)) => self.on_tcp_event(now, event),
+                            _ => break,
+                        }
+                    }
+                    self.forward_all(now);
+                }
                 () = tokio::time::sleep_until(wakeup) => self.on_timers(),
             }
-            udp::send_all(&self.socket, &mut self.out);
+            self.flush();
             self.update_counts();
         }
         self.transports.clear();
@@ -264,13 +307,22 @@ impl Worker {
         self.update_counts();
     }
 
+    /// Hands the queued packets over: TCP frames to their connections, datagrams to
+    /// the kernel.
+    fn flush(&mut self) {
+        flush(&self.socket, self.tcp.as_ref(), &mut self.out);
+    }
+
     fn update_counts(&self) {
+        let tcp = self.tcp.as_ref().map_or(0, |t| t.counts().0);
+        self.counts.tcp_connections.store(tcp, Ordering::Relaxed);
         self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
         self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
         self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
     }
 
-    /// The earliest transport deadline (at most a second away).
+    /// The earliest transport deadline (at most a second away, so idle TCP
+    /// connections are looked for every second).
     fn next_wakeup(&self) -> Instant {
         let idle = Instant::now() + Duration::from_secs(1);
         self.timers.peek().map_or(idle, |Reverse((t, _))| (*t).min(idle))
@@ -284,30 +336,53 @@ impl Worker {
         }
     }
 
-    /// Feeds one datagram to its transport; received RTP waits in `self.rtp` for
-    /// [`Worker::forward_all`].
-    fn on_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// Routes one datagram to its transport; received RTP waits in `self.rtp` for
+    /// [`Worker::forward_all`]. `local` is the address it arrived on (wildcard sockets).
+    fn on_datagram(&mut self, now: Instant, source: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
         let key = match self.by_addr.get(&source) {
             Some(&key) if !is_stun(data) => key,
-            _ => match self.route_stun(source, data) {
-                Some(key) => key,
-                None => return,
+            _ if !is_stun(data) => return,
+            _ => match self.authenticate(data) {
+                Some(key) => {
+                    if self.transports.get_mut(key).is_some_and(|t| t.learn_remote(source, Route::Udp(local))) {
+                        self.by_addr.insert(source, key);
+                    }
+                    key
+                }
+                // Not a valid check: only a known client's other STUN goes on.
+                None => match self.by_addr.get(&source) {
+                    Some(&key) if !is_binding_request(data) => key,
+                    _ => return,
+                },
             },
         };
+        self.feed(now, key, Protocol::Udp, source, local, data);
+    }
+
+    /// Feeds one packet to a transport, and keeps the RTP it yields for forwarding.
+    fn feed(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        protocol: Protocol,
+        source: SocketAddr,
+        local: Option<IpAddr>,
+        data: &[u8],
+    ) {
         let Some(transport) = self.transports.get_mut(key) else {
             return;
         };
         // A datagram is peer input: should str0m panic on one, only its transport fails,
         // not the worker and every room on it.
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            transport.receive(now, source, data, &mut Sink { out: &mut self.out, rtp: &mut self.drained })
+            let sink = &mut Sink { out: &mut self.out, rtp: &mut self.drained };
+            transport.receive(now, protocol, source, local, data, sink)
         }));
         if received.is_err() {
             tracing::error!(transport = %transport.id, %source, "str0m panicked on a datagram; the transport is failed");
             transport.poison();
-            for addr in transport.remote_addrs.drain(..) {
-                self.by_addr.remove(&addr);
-            }
+            let remotes = std::mem::take(&mut transport.remotes);
+            self.detach(remotes);
             self.drained.clear();
             return;
         }
@@ -315,30 +390,100 @@ impl Worker {
         self.rtp.extend(self.drained.drain(..).map(|p| (key, p)));
     }
 
-    /// Routes an ICE check by the server ufrag in its USERNAME and learns the client's
-    /// ufrag and address.
-    fn route_stun(&mut self, source: SocketAddr, data: &[u8]) -> Option<TransportKey> {
-        if !is_stun(data) {
-            return None;
+    /// Forgets a transport's client addresses: UDP routes, and its TCP connections,
+    /// which are closed.
+    fn detach(&mut self, remotes: Vec<Remote>) {
+        for remote in remotes {
+            match remote.route {
+                Route::Udp(_) => {
+                    self.by_addr.remove(&remote.addr);
+                }
+                Route::Tcp(conn) => {
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.remove(conn);
+                    }
+                }
+            }
         }
+    }
+
+    /// The transport an ICE check is for, if it is a binding request signed with
+    /// that transport's password (routed by the server ufrag in its USERNAME); the
+    /// transport learns the client's ufrag. Anything else is `None`.
+    fn authenticate(&mut self, data: &[u8]) -> Option<TransportKey> {
         let message = StunMessage::parse(data).ok()?;
         if !message.is_binding_request() {
-            return self.by_addr.get(&source).copied();
+            return None;
         }
-        let (local, remote) = message.split_username()?;
-        let key = *self.by_ufrag.get(local)?;
+        let (server_ufrag, client_ufrag) = message.split_username()?;
+        let key = *self.by_ufrag.get(server_ufrag)?;
         let transport = self.transports.get_mut(key)?;
         // Only a check signed with this transport's password may teach it the client's
-        // ufrag and address; anything else is dropped here.
+        // ufrag and address.
         if !transport.verify_stun(&message) {
             return None;
         }
-        transport.learn_remote_ufrag(remote);
-        if !transport.remote_addrs.contains(&source) {
-            transport.remote_addrs.push(source);
-            self.by_addr.insert(source, key);
-        }
+        transport.learn_remote_ufrag(client_ufrag);
         Some(key)
+    }
+
+    /// Takes a new TCP connection; after an error, stops accepting for a moment.
+    fn on_accept(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>) {
+        let now = Instant::now();
+        match (accepted, &mut self.tcp) {
+            (Ok((stream, remote)), Some(tcp)) => tcp.add(stream, remote, now),
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "cannot accept an ICE-TCP connection");
+                self.accept_paused_until = now + Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// A frame or the end of an ICE-TCP connection. The first frame must be a valid
+    /// check, which attaches the connection to its transport; anything else closes it.
+    fn on_tcp_event(&mut self, now: Instant, event: TcpEvent) {
+        let (conn, data) = match event {
+            TcpEvent::Frame(conn, data) => (conn, data),
+            TcpEvent::Closed(conn) => return self.close_connection(conn),
+        };
+        let Some((remote, local, attached)) =
+            self.tcp.as_ref().and_then(|t| t.get(conn)).map(|c| (c.remote, c.local, c.transport))
+        else {
+            return;
+        };
+        let key = match attached {
+            Some(key) => {
+                if is_binding_request(&data)
+                    && self.authenticate(&data) == Some(key)
+                    && let Some(tcp) = &mut self.tcp
+                {
+                    tcp.refresh(conn, now);
+                }
+                key
+            }
+            None => match self.authenticate(&data) {
+                Some(key) => {
+                    if let Some(t) = self.transports.get_mut(key) {
+                        t.learn_remote(remote, Route::Tcp(conn));
+                    }
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.attach(conn, key, now);
+                    }
+                    key
+                }
+                None => return self.close_connection(conn),
+            },
+        };
+        self.feed(now, key, Protocol::Tcp, remote, Some(local.ip()), &data);
+    }
+
+    /// Closes an ICE-TCP connection; its transport forgets it.
+    fn close_connection(&mut self, conn: ConnId) {
+        let closed = self.tcp.as_mut().and_then(|t| t.remove(conn));
+        if let Some(t) = closed.and_then(|c| c.transport).and_then(|key| self.transports.get_mut(key)) {
+            t.forget_connection(conn);
+        }
     }
 
     /// Forwards the RTP received in this wake-up, then lets every transport written to
@@ -356,7 +501,7 @@ impl Worker {
             }
             // Send as we go, so the first consumers do not wait for the last ones.
             if self.out.len() >= SEND_BATCH {
-                udp::send_all(&self.socket, &mut self.out);
+                flush(&self.socket, self.tcp.as_ref(), &mut self.out);
             }
         }
         // Consumer transports never yield RTP; drop anything unexpected.
@@ -407,9 +552,19 @@ impl Worker {
         }
     }
 
-    /// Runs the timeouts of the transports that are due.
+    /// Runs the timeouts of the transports that are due, and closes idle TCP
+    /// connections (once a second).
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            let expired = self.tcp.as_mut().map(|t| t.expire(now)).unwrap_or_default();
+            for (conn, closed) in expired {
+                if let Some(t) = closed.transport.and_then(|key| self.transports.get_mut(key)) {
+                    t.forget_connection(conn);
+                }
+            }
+        }
         while let Some(&Reverse((at, key))) = self.timers.peek() {
             if at > now {
                 break;
@@ -451,7 +606,8 @@ impl Worker {
         direction: Direction,
     ) -> Result<IceParameters, Error> {
         let now = Instant::now();
-        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, self.local, now)?;
+        let tcp = self.tcp.is_some();
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?;
         transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
         let ice = transport.ice_parameters();
         let ufrag = transport.local_ufrag.clone();
@@ -642,9 +798,7 @@ impl Worker {
             return Vec::new();
         };
         self.by_ufrag.remove(&transport.local_ufrag);
-        for addr in &transport.remote_addrs {
-            self.by_addr.remove(addr);
-        }
+        self.detach(transport.remotes);
         let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
         let mut closed = Vec::new();
         for p in producers {
@@ -702,6 +856,41 @@ impl Worker {
 /// RFC 7983: STUN messages start with 0 or 1 and are at least 20 bytes.
 fn is_stun(data: &[u8]) -> bool {
     data.len() >= 20 && data[0] < 2
+}
+
+/// A STUN binding request (message type 0x0001), before parsing it.
+fn is_binding_request(data: &[u8]) -> bool {
+    is_stun(data) && data[0] == 0 && data[1] == 1
+}
+
+/// Sends and clears `out`: TCP frames to their connections, datagrams to the kernel.
+fn flush(socket: &MediaSocket, tcp: Option<&TcpConns>, out: &mut Vec<Outgoing>) {
+    if let Some(tcp) = tcp {
+        out.retain_mut(|o| match o.route {
+            Route::Tcp(conn) => {
+                tcp.send(conn, std::mem::take(&mut o.data));
+                false
+            }
+            Route::Udp(_) => true,
+        });
+    }
+    socket.send_all(out);
+}
+
+/// The next connection on the ICE-TCP listener (never, without one).
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame or close from ICE-TCP readers (never, without TCP).
+async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ impl Session {
         Ok(CreateTransportResult {
             id,
             ice_parameters: ice,
-            ice_candidates: vec![self.shared.engine.candidate(&worker)],
+            ice_candidates: self.shared.engine.candidates(&worker),
             dtls_parameters: DtlsParameters { role: DtlsRole::Auto, fingerprints: self.shared.engine.fingerprints() },
         })
     }

@@ -6,6 +6,7 @@
 
 mod errors;
 mod hostile;
+mod ice_tcp;
 mod media;
 mod pymediasoup;
 mod rooms;

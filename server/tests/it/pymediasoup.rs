@@ -1,5 +1,10 @@
-//! Real WebRTC clients nobody here wrote: `pymediasoup` + `aiortc` in Python
-//! (`e2e/python`) against a server on port 0, then every engine count back to zero.
+//! Real WebRTC clients nobody here wrote, unmodified: `pymediasoup` + `aiortc` in
+//! Python (`e2e/python`) against a server on port 0 whose media sockets bind the
+//! wildcard address as by default, then every engine count back to zero.
+//!
+//! aioice never offers a loopback candidate, so on a machine with another interface
+//! its checks go from that interface's address to the announced 127.0.0.1: the answers
+//! must come back from 127.0.0.1 (symmetric), or aioice drops them.
 //!
 //! Needs the e2e virtualenv: `DSPEAK_PYTHON` names its interpreter (`.ci/run` sets
 //! it up). Without it the test is skipped locally and fails under CI.
@@ -7,7 +12,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dspeak_server::Counts;
+use std::net::Ipv4Addr;
+
+use dspeak_server::{Config, Counts};
 
 use crate::support::*;
 
@@ -27,7 +34,7 @@ fn python() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymediasoup_peers_hear_each_other_and_everything_is_released() {
     let Some(python) = python() else { return };
-    let server = spawn_server().await;
+    let server = spawn_server_with(Config { rtc_listen_ip: Ipv4Addr::UNSPECIFIED.into(), ..Config::for_tests() }).await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python");
     let run = tokio::process::Command::new(python)
         .args(["-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "test_e2e.py"])

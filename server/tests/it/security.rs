@@ -219,14 +219,14 @@ async fn a_connection_sending_too_fast_is_slowed_down_not_dropped() {
 async fn production_refuses_to_start_without_secret_or_announced_address() {
     let mut config = Config::for_tests();
     config.environment = Some(Environment::Production);
-    config.announced_address = Some("127.0.0.1".into());
+    config.announced_address = vec!["127.0.0.1".into()];
     let err = dspeak_server::run(config.clone(), std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("--auth-secret"), "{err}");
     config.auth_secret = Some(SECRET.parse().unwrap());
-    config.announced_address = None;
+    config.announced_address = Vec::new();
     let err = dspeak_server::run(config.clone(), std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("--announced-address"), "{err}");
-    config.announced_address = Some("localhost".into());
+    config.announced_address = vec!["localhost".into()];
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = dspeak_server::run(config, async {
         let _ = stopped.await;

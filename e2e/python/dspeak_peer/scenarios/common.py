@@ -1,0 +1,43 @@
+"""What the scenarios share: timeouts from the environment, room names, waiting for
+audio with the peer's state in the failure message."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Optional
+
+from ..audio import AudioStats
+from ..peer import Peer
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+AUDIO_TIMEOUT = _env_float("DSPEAK_AUDIO_TIMEOUT", 5.0)     # join -> decoded audio
+EVENT_TIMEOUT = _env_float("DSPEAK_EVENT_TIMEOUT", 5.0)
+PAUSE_GRACE = 0.5
+PAUSE_WINDOW = 1.5
+MIN_FRAMES = 10          # non-silent frames required to call audio "received" (200 ms)
+
+
+def new_room(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_audio(peer: Peer, stats: AudioStats, timeout: float,
+                      expected_freq: Optional[float] = None) -> None:
+    remaining = timeout
+    if peer.join_sent_at is not None:
+        remaining = max(0.5, timeout - (time.monotonic() - peer.join_sent_at))
+    try:
+        await stats.wait_nonsilent(MIN_FRAMES, timeout=remaining)
+        if expected_freq is not None:
+            await stats.wait_until(lambda s: s.frequency is not None, 3.0,
+                                   "enough audio for a frequency estimate")
+    except (TimeoutError, AssertionError) as e:
+        raise AssertionError(f"{e}; peer state: {peer.diag()}") from None
