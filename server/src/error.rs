@@ -6,6 +6,8 @@
 
 use dspeak_schema::ErrorCode;
 
+use crate::media::MediaError;
+
 /// What can go wrong serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +70,19 @@ pub enum Error {
     /// A bug or an unexpected failure; the text is logged only.
     #[error("internal error")]
     Internal(String),
+}
+
+impl From<MediaError> for Error {
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::NotFound { kind, id } => Error::NotFound { kind, id },
+            MediaError::InvalidState(m) => Error::InvalidState(m),
+            MediaError::InvalidParams(m) => Error::InvalidParams(m),
+            MediaError::Unsupported(m) => Error::Unsupported(m),
+            MediaError::Unavailable => Error::Unavailable,
+            other => Error::Internal(other.to_string()),
+        }
+    }
 }
 
 impl Error {

@@ -88,6 +88,35 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+impl From<media::MediaError> for StartError {
+    fn from(e: media::MediaError) -> Self {
+        match e {
+            media::MediaError::Bind { addr, source } => StartError::Bind { addr, source },
+            media::MediaError::Io(e) => StartError::Io(e),
+            other => StartError::Config(other.to_string()),
+        }
+    }
+}
+
+/// The media engine's settings from the server's flags. Production needs an announced
+/// address: the engine's default (loopback or the listen IP) is for development.
+fn engine_config(config: &Config) -> Result<media::EngineConfig, StartError> {
+    if config.announced_address.is_empty() && config.environment() == config::Environment::Production {
+        return Err(StartError::Config(
+            "production needs the address clients send media to: set --announced-address \
+             (or DSPEAK_ANNOUNCED_ADDRESS), e.g. api.darelisme.my.id"
+                .into(),
+        ));
+    }
+    Ok(media::EngineConfig {
+        workers: config.workers,
+        port: config.rtc_port,
+        listen_ip: config.rtc_listen_ip,
+        announced: config.announced_address.clone(),
+        tcp: !config.no_rtc_tcp,
+    })
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -153,7 +182,7 @@ pub async fn run(
         }
         (Some(_), _) => {}
     }
-    let engine = media::Engine::start(&config)?;
+    let engine = media::Engine::start(&engine_config(&config)?)?;
     let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, shared, stopped })

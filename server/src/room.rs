@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dspeak_schema::rooms::{PeerInfo, ProducerInfo};
@@ -14,7 +13,7 @@ use dspeak_schema::{Event, PeerId, ProducerId};
 
 use crate::error::Error;
 use crate::events::{self, EventSender, Pushed, RawEvent};
-use crate::media::{ClosedConsumer, Engine, WorkerHandle};
+use crate::media::{ClosedConsumer, Engine, RouterHandle};
 use crate::session::WeakSessionHandle;
 
 /// All rooms of the server.
@@ -27,8 +26,8 @@ pub(crate) struct Rooms {
 #[derive(Debug)]
 pub(crate) struct Room {
     name: String,
-    /// The media worker every transport of this room lives on.
-    worker: WorkerHandle,
+    /// The room's media router: its place on a media worker, and the engine's API.
+    router: RouterHandle,
     state: Mutex<RoomState>,
 }
 
@@ -96,10 +95,9 @@ impl Rooms {
                 return Err(Error::LimitExceeded(format!("the server has its maximum of {} rooms", limits.max_rooms)));
             }
             Entry::Vacant(e) => {
-                let worker = engine.pick_worker();
-                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(room = name, worker = worker.index, "room created");
-                e.insert(Arc::new(Room { name: name.to_owned(), worker, state: Mutex::default() })).clone()
+                let router = engine.router()?;
+                tracing::info!(room = name, worker = router.worker_index(), "room created");
+                e.insert(Arc::new(Room { name: name.to_owned(), router, state: Mutex::default() })).clone()
             }
         };
         let mut state = lock(&room.state);
@@ -151,7 +149,6 @@ impl Rooms {
     fn remove_room(rooms: &mut HashMap<String, Arc<Room>>, room: &Arc<Room>) {
         if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
-            room.worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(room = %room.name, "room closed");
         }
     }
@@ -174,9 +171,9 @@ impl Room {
         &self.name
     }
 
-    /// The media worker of the room.
-    pub(crate) fn worker(&self) -> &WorkerHandle {
-        &self.worker
+    /// The room's media router.
+    pub(crate) fn router(&self) -> &RouterHandle {
+        &self.router
     }
 
     /// Sends an event to every member but `except`; returns how many got it queued.

@@ -21,7 +21,7 @@ use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::CryptoError;
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
 
-use crate::error::Error;
+use super::error::MediaError;
 
 /// Where a transport's DTLS instance leaves the peer's certificate (DER).
 pub(crate) type PeerCertSlot = Arc<Mutex<Option<Vec<u8>>>>;
@@ -43,12 +43,12 @@ pub(crate) struct Identity {
 
 impl Identity {
     /// Generates a certificate and a crypto provider that captures peer certificates.
-    pub(crate) fn generate() -> Result<Identity, Error> {
+    pub(crate) fn generate() -> Result<Identity, MediaError> {
         let base = str0m::crypto::from_feature_flags();
         let cert = base
             .dtls_provider
             .generate_certificate()
-            .ok_or_else(|| Error::Internal("the crypto provider cannot generate certificates".into()))?;
+            .ok_or_else(|| MediaError::Internal("the crypto provider cannot generate certificates".into()))?;
         // One provider for the whole process: leaking it once is how str0m's
         // `&'static dyn DtlsProvider` field is meant to be filled.
         let capturing: &'static CapturingDtls =
@@ -103,17 +103,17 @@ pub(crate) struct Expected {
 }
 
 /// Parses the client's fingerprints and picks the strongest one to verify.
-pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<Expected, Error> {
+pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<Expected, MediaError> {
     if fingerprints.is_empty() {
-        return Err(Error::InvalidParams("dtlsParameters.fingerprints must not be empty".into()));
+        return Err(MediaError::InvalidParams("dtlsParameters.fingerprints must not be empty".into()));
     }
     let mut best: Option<Expected> = None;
     for fp in fingerprints {
         let digest = parse_hex(&fp.value).ok_or_else(|| {
-            Error::InvalidParams(format!("fingerprint {} is not colon-separated hex", fp.algorithm.as_str()))
+            MediaError::InvalidParams(format!("fingerprint {} is not colon-separated hex", fp.algorithm.as_str()))
         })?;
         if digest.len() != fp.algorithm.digest_len() {
-            return Err(Error::InvalidParams(format!(
+            return Err(MediaError::InvalidParams(format!(
                 "a {} fingerprint has {} bytes, not {}",
                 fp.algorithm.as_str(),
                 digest.len(),
@@ -125,7 +125,7 @@ pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<E
         }
     }
     // Non-empty input and every entry valid, so `best` is set.
-    best.ok_or_else(|| Error::Internal("no fingerprint chosen".into()))
+    best.ok_or_else(|| MediaError::Internal("no fingerprint chosen".into()))
 }
 
 /// Whether the captured peer certificate matches what the client announced.

@@ -1,18 +1,26 @@
 //! The media engine: a pure-Rust SFU on str0m that speaks mediasoup's ORTC protocol.
 //!
 //! [`Engine`] owns the media workers (one thread and one UDP port each, one per core
-//! by default). A room is pinned to one worker, so all of a room's forwarding
-//! happens on one thread with no locks. Sessions talk to workers only through
-//! [`WorkerHandle::call`].
+//! by default), started from an [`EngineConfig`]. [`Engine::router`] places a room on
+//! a worker and returns its [`RouterHandle`], the typed API of the engine: async
+//! methods to create, connect, produce, consume, pause, close and inspect, failing
+//! with [`MediaError`]. A room is pinned to one worker, so all of a room's forwarding
+//! happens on one thread with no locks. The engine knows nothing of sessions, rooms'
+//! announcements, the JSON-RPC layer or the server's flags.
 //!
 //! - `router`: capabilities and ORTC negotiation (what producers may send, what
-//!   consumers receive).
+//!   consumers receive); `handle`: [`RouterHandle`], the typed engine API.
 //! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
-//! - `worker`: the worker actor: demultiplexing, forwarding, the commands.
+//! - `worker`: the worker actor: I/O loop and demultiplexing (`worker::io`),
+//!   forwarding (`worker::forward`), the commands (`worker::commands`).
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
-//! - `udp`: batched datagram output (`sendmmsg`).
+//! - `udp`: batched datagram output (`sendmmsg`); `tcp`: ICE-TCP connections.
+//! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
+mod config;
 mod dtls;
+mod error;
+mod handle;
 pub(crate) mod router;
 mod tcp;
 mod transport;
@@ -28,13 +36,12 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, listen, setsockopt, socket, sockopt,
 };
 
-use dspeak_schema::ortc::{DtlsFingerprint, IceCandidate, IceCandidateType, Protocol, TcpType};
+use dspeak_schema::ortc::{IceCandidate, IceCandidateType, Protocol, TcpType};
 
-pub(crate) use dtls::expected_fingerprint;
-pub(crate) use worker::{ClosedConsumer, WorkerHandle};
-
-use crate::StartError;
-use crate::config::{Config, Environment};
+pub(crate) use config::EngineConfig;
+pub(crate) use error::MediaError;
+pub(crate) use handle::{ClosedConsumer, RouterHandle};
+use worker::WorkerHandle;
 
 /// ICE type preference of a host candidate (RFC 8445 §5.1.2.1).
 const HOST_TYPE_PREFERENCE: u32 = 64;
@@ -67,20 +74,20 @@ pub(crate) struct MediaCounts {
 
 impl Engine {
     /// Binds the workers' sockets and starts their threads.
-    pub(crate) fn start(config: &Config) -> Result<Engine, StartError> {
+    pub(crate) fn start(config: &EngineConfig) -> Result<Engine, MediaError> {
         let wanted = announced_ips(config)?;
-        let listen_ip = listen_ip(config.rtc_listen_ip, &wanted);
+        let listen_ip = listen_ip(config.listen_ip, &wanted);
         let announced: Vec<IpAddr> = wanted.iter().copied().filter(|ip| reachable(listen_ip, *ip)).collect();
         for ip in wanted.iter().filter(|ip| !announced.contains(ip)) {
             tracing::warn!(announced = %ip, listen = %listen_ip, "not announced: the media sockets cannot reach it");
         }
         if announced.is_empty() {
-            return Err(StartError::Config(format!(
-                "no announced address ({wanted:?}) is reachable on --rtc-listen-ip {listen_ip}"
+            return Err(MediaError::Config(format!(
+                "no announced address ({wanted:?}) is reachable from the media listen IP {listen_ip}"
             )));
         }
         let identity =
-            Arc::new(dtls::Identity::generate().map_err(|e| StartError::Config(format!("DTLS certificate: {e:?}")))?);
+            Arc::new(dtls::Identity::generate().map_err(|e| MediaError::Config(format!("DTLS certificate: {e:?}")))?);
         let count = match config.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -88,13 +95,13 @@ impl Engine {
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let port = match config.rtc_port {
+            let port = match config.port {
                 0 => 0,
                 base => base
                     .checked_add(index as u16)
-                    .ok_or_else(|| StartError::Config(format!("--rtc-port {base} + {index} workers exceeds 65535")))?,
+                    .ok_or_else(|| MediaError::Config(format!("media port {base} + {index} workers exceeds 65535")))?,
             };
-            let (socket, listener) = bind_sockets(SocketAddr::new(listen_ip, port), !config.no_rtc_tcp)?;
+            let (socket, listener) = bind_sockets(SocketAddr::new(listen_ip, port), config.tcp)?;
             let port = socket.local_addr()?.port();
             let locals = announced.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
             let (handle, thread) = worker::spawn(index, socket, listener, locals, identity.clone())?;
@@ -102,24 +109,25 @@ impl Engine {
             workers.push(handle);
             threads.push(thread);
         }
-        Ok(Engine { workers, threads: Mutex::new(threads), announced, tcp: !config.no_rtc_tcp, identity })
+        Ok(Engine { workers, threads: Mutex::new(threads), announced, tcp: config.tcp, identity })
     }
 
-    /// The worker for a new room: the one with the fewest rooms.
-    pub(crate) fn pick_worker(&self) -> WorkerHandle {
-        // `start` creates at least one worker.
+    /// A router for a new room, placed on the worker with the fewest rooms. The room
+    /// stays on that worker until the handle is dropped.
+    pub(crate) fn router(&self) -> Result<RouterHandle, MediaError> {
         let worker = self
             .workers
             .iter()
             .min_by_key(|w| w.counts.rooms.load(Ordering::Relaxed))
-            .expect("the engine has at least one worker");
-        worker.clone()
+            .ok_or(MediaError::Unavailable)?;
+        let candidates = self.candidates(worker.port);
+        Ok(RouterHandle::new(worker.clone(), candidates.into(), self.identity.fingerprints.clone().into()))
     }
 
     /// The host candidates clients send a worker's media to, as mediasoup announces
     /// them: UDP on every announced address, then TCP (passive) on each, with
     /// decreasing priority.
-    pub(crate) fn candidates(&self, worker: &WorkerHandle) -> Vec<IceCandidate> {
+    fn candidates(&self, port: u16) -> Vec<IceCandidate> {
         let udp = self.announced.iter().map(|ip| (Protocol::Udp, ip));
         let tcp = self.announced.iter().filter(|_| self.tcp).map(|ip| (Protocol::Tcp, ip));
         udp.chain(tcp)
@@ -136,17 +144,12 @@ impl Engine {
                     ip: ip.to_string(),
                     address: ip.to_string(),
                     protocol,
-                    port: worker.port,
+                    port,
                     kind: IceCandidateType::Host,
                     tcp_type,
                 }
             })
             .collect()
-    }
-
-    /// The server certificate's fingerprints, sha-1 to sha-512.
-    pub(crate) fn fingerprints(&self) -> Vec<DtlsFingerprint> {
-        self.identity.fingerprints.clone()
     }
 
     /// UDP ports of the workers, in order.
@@ -178,32 +181,28 @@ impl Engine {
     }
 }
 
-/// The IPs clients send media to: every `--announced-address` (an IP, or a hostname
-/// resolved now to all its addresses), else in development the listen IP or loopback.
-fn announced_ips(config: &Config) -> Result<Vec<IpAddr>, StartError> {
-    if config.announced_address.is_empty() {
-        return match config.environment() {
-            Environment::Production => Err(StartError::Config(
-                "production needs the address clients send media to: set --announced-address \
-                 (or DSPEAK_ANNOUNCED_ADDRESS), e.g. api.darelisme.my.id"
-                    .into(),
-            )),
-            _ if config.rtc_listen_ip.is_unspecified() => Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
-            _ => Ok(vec![config.rtc_listen_ip]),
-        };
+/// The IPs clients send media to: every announced address (an IP, or a hostname
+/// resolved now to all its addresses), else the listen IP or loopback.
+fn announced_ips(config: &EngineConfig) -> Result<Vec<IpAddr>, MediaError> {
+    if config.announced.is_empty() {
+        return Ok(vec![if config.listen_ip.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            config.listen_ip
+        }]);
     }
     let mut ips = Vec::new();
-    for address in &config.announced_address {
+    for address in &config.announced {
         let resolved: Vec<IpAddr> = match address.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => (address.as_str(), 0)
                 .to_socket_addrs()
-                .map_err(|e| StartError::Config(format!("cannot resolve --announced-address {address}: {e}")))?
+                .map_err(|e| MediaError::Config(format!("cannot resolve the announced address {address}: {e}")))?
                 .map(|a| a.ip())
                 .collect(),
         };
         if resolved.is_empty() {
-            return Err(StartError::Config(format!("--announced-address {address} resolves to no address")));
+            return Err(MediaError::Config(format!("the announced address {address} resolves to no address")));
         }
         // IPv4 first: the first candidate has the highest priority.
         let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(IpAddr::is_ipv4);
@@ -240,11 +239,11 @@ fn reachable(listen: IpAddr, announced: IpAddr) -> bool {
 fn bind_sockets(
     addr: SocketAddr,
     tcp: bool,
-) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), StartError> {
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), MediaError> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = bind(addr, SockType::Datagram).map_err(|source| StartError::Bind { addr, source })?;
+        let udp = bind(addr, SockType::Datagram).map_err(|source| MediaError::Bind { addr, source })?;
         if !tcp {
             return Ok((udp.into(), None));
         }
@@ -254,10 +253,10 @@ fn bind_sockets(
             Ok(fd)
         }) {
             Ok(listener) => return Ok((udp.into(), Some(listener.into()))),
-            Err(source) => last = Some(StartError::Bind { addr: at, source }),
+            Err(source) => last = Some(MediaError::Bind { addr: at, source }),
         }
     }
-    Err(last.unwrap_or(StartError::Config(format!("no port for UDP and TCP at {addr}"))))
+    Err(last.unwrap_or(MediaError::Config(format!("no port for UDP and TCP at {addr}"))))
 }
 
 /// Binds a socket; an IPv6 wildcard also serves IPv4 (dual-stack).

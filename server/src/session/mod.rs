@@ -17,10 +17,8 @@ mod transports;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use dspeak_schema::media::Direction;
-use dspeak_schema::ortc::MediaKind;
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, SessionId, TransportId};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -53,9 +51,9 @@ struct Joined {
     peer_id: PeerId,
     grants: Grants,
     broadcasts: TokenBucket,
-    transports: HashMap<TransportId, Direction>,
-    /// Producers with their media kind.
-    producers: HashMap<ProducerId, MediaKind>,
+    /// Ids of what the session created; the engine keeps the media facts.
+    transports: HashSet<TransportId>,
+    producers: HashSet<ProducerId>,
     /// Consumers with the producer each consumes.
     consumers: HashMap<ConsumerId, ProducerId>,
 }
@@ -67,8 +65,8 @@ impl Joined {
             peer_id,
             grants,
             broadcasts: TokenBucket::per_second(broadcast_rate),
-            transports: HashMap::new(),
-            producers: HashMap::new(),
+            transports: HashSet::new(),
+            producers: HashSet::new(),
             consumers: HashMap::new(),
         }
     }

@@ -68,16 +68,10 @@ impl Session {
     /// session's producers (announced), transports and consumers, then leaves.
     pub(super) async fn leave_room(&mut self) {
         let Some(j) = self.joined.take() else { return };
-        for producer in j.producers.keys() {
+        for producer in &j.producers {
             j.room.remove_producer(producer);
         }
-        let transports: Vec<_> = j.transports.keys().cloned().collect();
-        let closed = j
-            .room
-            .worker()
-            .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
-            .await
-            .unwrap_or_default();
+        let closed = j.room.router().close_peer(j.peer_id.clone()).await.unwrap_or_default();
         j.room.notify_closed_consumers(closed);
         self.shared.rooms.leave(&j.room, &j.peer_id);
         tracing::info!(room = %j.room.name(), peer = %j.peer_id, "left");
