@@ -6,7 +6,7 @@
 
 use dspeak_schema::ErrorCode;
 
-use crate::media::MediaError;
+use dspeak_media::MediaError;
 
 /// What can go wrong serving a request.
 #[derive(Debug, thiserror::Error)]

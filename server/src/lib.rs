@@ -10,7 +10,8 @@
 //! - `session`: one actor per connection owning its state; one file per API area.
 //! - `room`: the room registry and event fan-out.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
-//! - `media`: the media engine (workers, str0m transports, forwarding).
+//! - the media engine is the `dspeak-media` crate (workers, str0m transports,
+//!   forwarding), driven through one `RouterHandle` per room.
 //! - `web`: the embedded voice-room demo page, served at `/`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
@@ -23,7 +24,6 @@ pub mod error;
 mod api;
 mod events;
 mod limits;
-mod media;
 mod room;
 mod session;
 mod web;
@@ -41,7 +41,7 @@ pub use config::Config;
 struct Shared {
     config: Config,
     rooms: room::Rooms,
-    engine: media::Engine,
+    engine: dspeak_media::Engine,
     counts: Counters,
 }
 
@@ -88,11 +88,11 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-impl From<media::MediaError> for StartError {
-    fn from(e: media::MediaError) -> Self {
+impl From<dspeak_media::MediaError> for StartError {
+    fn from(e: dspeak_media::MediaError) -> Self {
         match e {
-            media::MediaError::Bind { addr, source } => StartError::Bind { addr, source },
-            media::MediaError::Io(e) => StartError::Io(e),
+            dspeak_media::MediaError::Bind { addr, source } => StartError::Bind { addr, source },
+            dspeak_media::MediaError::Io(e) => StartError::Io(e),
             other => StartError::Config(other.to_string()),
         }
     }
@@ -100,7 +100,7 @@ impl From<media::MediaError> for StartError {
 
 /// The media engine's settings from the server's flags. Production needs an announced
 /// address: the engine's default (loopback or the listen IP) is for development.
-fn engine_config(config: &Config) -> Result<media::EngineConfig, StartError> {
+fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartError> {
     if config.announced_address.is_empty() && config.environment() == config::Environment::Production {
         return Err(StartError::Config(
             "production needs the address clients send media to: set --announced-address \
@@ -108,7 +108,7 @@ fn engine_config(config: &Config) -> Result<media::EngineConfig, StartError> {
                 .into(),
         ));
     }
-    Ok(media::EngineConfig {
+    Ok(dspeak_media::EngineConfig {
         workers: config.workers,
         port: config.rtc_port,
         listen_ip: config.rtc_listen_ip,
@@ -182,7 +182,7 @@ pub async fn run(
         }
         (Some(_), _) => {}
     }
-    let engine = media::Engine::start(&engine_config(&config)?)?;
+    let engine = dspeak_media::Engine::start(&engine_config(&config)?)?;
     let shared = Arc::new(Shared { config, rooms: room::Rooms::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, shared, stopped })

@@ -13,8 +13,8 @@ use dspeak_schema::{Event, PeerId, ProducerId};
 
 use crate::error::Error;
 use crate::events::{self, EventSender, Pushed, RawEvent};
-use crate::media::{ClosedConsumer, Engine, RouterHandle};
 use crate::session::WeakSessionHandle;
+use dspeak_media::{ClosedConsumer, Engine, RouterHandle};
 
 /// All rooms of the server.
 #[derive(Debug, Default)]

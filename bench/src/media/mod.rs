@@ -1,7 +1,6 @@
 //! Media scenarios with synthetic WebRTC clients (see `peer`): fan-out from 1 or 10
 //! speakers to N listeners on one worker, and a join storm.
 
-mod dtls;
 mod link;
 pub(crate) mod peer;
 

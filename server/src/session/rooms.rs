@@ -6,8 +6,8 @@ use dspeak_schema::{Event, PeerId};
 use super::{Joined, Session, check_json_size};
 use crate::auth;
 use crate::error::Error;
-use crate::media::router;
 use crate::room::{Member, RoomLimits};
+use dspeak_media::router;
 
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;

@@ -8,7 +8,7 @@ use dspeak_schema::rooms::Empty;
 
 use super::Session;
 use crate::error::Error;
-use crate::media::router;
+use dspeak_media::router;
 
 impl Session {
     /// `getRouterRtpCapabilities`: the same for every room, so no join is needed.

@@ -13,7 +13,7 @@ use dspeak_schema::ortc::{
     RtpParameters,
 };
 
-use super::error::MediaError;
+use crate::error::MediaError;
 
 /// The router's Opus payload type (what consumers receive).
 pub(crate) const OPUS_PT: u8 = 100;
@@ -29,7 +29,7 @@ const OPUS_MIME: &str = "audio/opus";
 const MAX_MID_LEN: usize = 16;
 
 /// The capabilities every router has (for `device.load()`).
-pub(crate) fn capabilities() -> RtpCapabilities {
+pub fn capabilities() -> RtpCapabilities {
     RtpCapabilities {
         codecs: vec![RtpCodecCapability {
             kind: MediaKind::Audio,

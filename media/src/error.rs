@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 /// What can go wrong in the media engine.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum MediaError {
+pub enum MediaError {
     /// No such transport, producer or consumer for this owner.
     #[error("{kind} '{id}' not found")]
     NotFound {

@@ -5,21 +5,21 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// The media engine's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EngineConfig {
+pub struct EngineConfig {
     /// Media workers (threads), each with one UDP port; 0 = one per CPU core.
-    pub(crate) workers: usize,
+    pub workers: usize,
     /// First media port; worker i listens on `port + i`. 0 picks free ports.
-    pub(crate) port: u16,
+    pub port: u16,
     /// IP address the media sockets bind to. On a wildcard, replies leave from the
     /// address each client sent to; the IPv4 wildcard becomes the dual-stack `::` when
     /// an IPv6 address is announced.
-    pub(crate) listen_ip: IpAddr,
+    pub listen_ip: IpAddr,
     /// Addresses clients send media to (IPs or hostnames, resolved at start), the
     /// first with the highest priority. Empty: the listen IP, or loopback when the
     /// listen IP is a wildcard.
-    pub(crate) announced: Vec<String>,
+    pub announced: Vec<String>,
     /// Offer passive ICE-TCP on the same ports.
-    pub(crate) tcp: bool,
+    pub tcp: bool,
 }
 
 impl Default for EngineConfig {

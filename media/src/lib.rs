@@ -21,7 +21,7 @@ mod config;
 mod dtls;
 mod error;
 mod handle;
-pub(crate) mod router;
+pub mod router;
 mod tcp;
 mod transport;
 mod udp;
@@ -38,9 +38,10 @@ use nix::sys::socket::{
 
 use dspeak_schema::ortc::{IceCandidate, IceCandidateType, Protocol, TcpType};
 
-pub(crate) use config::EngineConfig;
-pub(crate) use error::MediaError;
-pub(crate) use handle::{ClosedConsumer, RouterHandle};
+pub use config::EngineConfig;
+pub use dtls::crypto_provider;
+pub use error::MediaError;
+pub use handle::{ClosedConsumer, RouterHandle};
 use worker::WorkerHandle;
 
 /// ICE type preference of a host candidate (RFC 8445 §5.1.2.1).
@@ -53,7 +54,7 @@ const UDP_EXTRA_PREFERENCE: u32 = 1_000;
 
 /// All media workers.
 #[derive(Debug)]
-pub(crate) struct Engine {
+pub struct Engine {
     workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The addresses clients send media to, in the order they are announced.
@@ -65,16 +66,20 @@ pub(crate) struct Engine {
 
 /// Live media counts over all workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct MediaCounts {
-    pub(crate) transports: usize,
-    pub(crate) producers: usize,
-    pub(crate) consumers: usize,
-    pub(crate) tcp_connections: usize,
+pub struct MediaCounts {
+    /// WebRTC transports.
+    pub transports: usize,
+    /// Producers.
+    pub producers: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Open ICE-TCP connections, attached or not.
+    pub tcp_connections: usize,
 }
 
 impl Engine {
     /// Binds the workers' sockets and starts their threads.
-    pub(crate) fn start(config: &EngineConfig) -> Result<Engine, MediaError> {
+    pub fn start(config: &EngineConfig) -> Result<Engine, MediaError> {
         let wanted = announced_ips(config)?;
         let listen_ip = listen_ip(config.listen_ip, &wanted);
         let announced: Vec<IpAddr> = wanted.iter().copied().filter(|ip| reachable(listen_ip, *ip)).collect();
@@ -114,7 +119,7 @@ impl Engine {
 
     /// A router for a new room, placed on the worker with the fewest rooms. The room
     /// stays on that worker until the handle is dropped.
-    pub(crate) fn router(&self) -> Result<RouterHandle, MediaError> {
+    pub fn router(&self) -> Result<RouterHandle, MediaError> {
         let worker = self
             .workers
             .iter()
@@ -153,12 +158,12 @@ impl Engine {
     }
 
     /// UDP ports of the workers, in order.
-    pub(crate) fn ports(&self) -> Vec<u16> {
+    pub fn ports(&self) -> Vec<u16> {
         self.workers.iter().map(|w| w.port).collect()
     }
 
     /// Live counts over all workers.
-    pub(crate) fn counts(&self) -> MediaCounts {
+    pub fn counts(&self) -> MediaCounts {
         let mut c = MediaCounts::default();
         for w in &self.workers {
             c.transports += w.counts.transports.load(Ordering::Relaxed);
@@ -170,7 +175,7 @@ impl Engine {
     }
 
     /// Stops every worker and waits for its thread.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         for w in &self.workers {
             w.stop();
         }

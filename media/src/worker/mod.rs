@@ -37,12 +37,12 @@ use str0m::rtp::RtpPacket;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::media::dtls::Identity;
-use crate::media::error::MediaError;
-use crate::media::router::ProducerStream;
-use crate::media::tcp::{TcpConns, TcpEvent};
-use crate::media::transport::{Sink, Transport};
-use crate::media::udp::{MediaSocket, Outgoing, Route};
+use crate::dtls::Identity;
+use crate::error::MediaError;
+use crate::router::ProducerStream;
+use crate::tcp::{TcpConns, TcpEvent};
+use crate::transport::{Sink, Transport};
+use crate::udp::{MediaSocket, Outgoing, Route};
 use forward::SeqRewriter;
 
 type Command = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -70,7 +70,7 @@ pub(crate) struct WorkerHandle {
 
 impl WorkerHandle {
     /// Runs `f` on the worker and returns its result.
-    pub(in crate::media) async fn call<R: Send + 'static>(
+    pub(crate) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Worker) -> Result<R, MediaError> + Send + 'static,
     ) -> Result<R, MediaError> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use str0m::rtp::RtpPacket;
 
 use super::{SEND_BATCH, TransportKey, Worker, flush};
-use crate::media::transport::Sink;
+use crate::transport::Sink;
 
 /// Rewrites a producer's sequence numbers into a consumer's continuous sequence: the
 /// first packet after a (re)start continues right after the last one sent, and gaps

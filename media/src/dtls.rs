@@ -9,7 +9,8 @@
 //! The wrapper also builds the DTLS instances itself (dimpl, as str0m's aws-lc-rs
 //! provider does) from one shared, once-validated dimpl `Config`: str0m's provider
 //! builds and self-validates a new one for every `Rtc` (a few ECDH and ECDSA operations,
-//! most of the worker's time when many clients create transports at once).
+//! most of the worker's time when many clients create transports at once). The load
+//! tool's synthetic clients use the same provider ([`crypto_provider`]).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::CryptoError;
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
 
-use super::error::MediaError;
+use crate::error::MediaError;
 
 /// Where a transport's DTLS instance leaves the peer's certificate (DER).
 pub(crate) type PeerCertSlot = Arc<Mutex<Option<Vec<u8>>>>;
@@ -44,22 +45,30 @@ pub(crate) struct Identity {
 impl Identity {
     /// Generates a certificate and a crypto provider that captures peer certificates.
     pub(crate) fn generate() -> Result<Identity, MediaError> {
-        let base = str0m::crypto::from_feature_flags();
-        let cert = base
+        let provider = crypto_provider();
+        let cert = provider
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| MediaError::Internal("the crypto provider cannot generate certificates".into()))?;
-        // One provider for the whole process: leaking it once is how str0m's
-        // `&'static dyn DtlsProvider` field is meant to be filled.
-        let capturing: &'static CapturingDtls =
-            Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider, configs: Mutex::new(Vec::new()) }));
-        let provider = Arc::new(CryptoProvider { dtls_provider: capturing, ..base });
         let fingerprints = FingerprintAlgorithm::ALL
             .iter()
             .map(|&algorithm| DtlsFingerprint { algorithm, value: to_hex(&hash(algorithm, &cert.certificate)) })
             .collect();
         Ok(Identity { cert, provider, fingerprints })
     }
+}
+
+/// str0m's crypto (aws-lc-rs) with DTLS instances built from one shared, validated
+/// dimpl configuration: what the engine's transports use, and what a process running
+/// many str0m peers (the load tool's synthetic clients) wants too. An instance built
+/// inside [`with_peer_cert_slot`] also reports the peer certificate.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    let base = str0m::crypto::from_feature_flags();
+    // One provider per call, leaked once: str0m's field is a `&'static dyn DtlsProvider`.
+    // The engine and the load tool each call this once per process.
+    let capturing: &'static CapturingDtls =
+        Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider, configs: Mutex::new(Vec::new()) }));
+    Arc::new(CryptoProvider { dtls_provider: capturing, ..base })
 }
 
 /// Runs `build` (which must build one `Rtc`) so that its DTLS instance reports the

@@ -1,4 +1,4 @@
-//! The commands a [`RouterHandle`](crate::media::RouterHandle) runs on its worker.
+//! The commands a [`RouterHandle`](crate::RouterHandle) runs on its worker.
 //!
 //! The worker owns the media facts, so every check on them is made here, once: who
 //! owns a transport, producer or consumer, a transport's direction, what is paused.
@@ -10,15 +10,15 @@ use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
 use super::{Consumer, Producer, SeqRewriter, Worker};
-use crate::media::dtls::Expected;
-use crate::media::error::MediaError;
-use crate::media::handle::ClosedConsumer;
-use crate::media::router::{self, ProducerStream};
-use crate::media::transport::{Sink, Transport};
+use crate::dtls::Expected;
+use crate::error::MediaError;
+use crate::handle::ClosedConsumer;
+use crate::router::{self, ProducerStream};
+use crate::transport::{Sink, Transport};
 
 impl Worker {
     /// Creates a transport and returns its ICE parameters.
-    pub(in crate::media) fn create_transport(
+    pub(crate) fn create_transport(
         &mut self,
         id: TransportId,
         owner: PeerId,
@@ -40,7 +40,7 @@ impl Worker {
     }
 
     /// Starts DTLS with the client's fingerprint and role.
-    pub(in crate::media) fn connect_transport(
+    pub(crate) fn connect_transport(
         &mut self,
         id: &TransportId,
         owner: &PeerId,
@@ -57,11 +57,7 @@ impl Worker {
     }
 
     /// New server ICE credentials for a transport.
-    pub(in crate::media) fn restart_ice(
-        &mut self,
-        id: &TransportId,
-        owner: &PeerId,
-    ) -> Result<IceParameters, MediaError> {
+    pub(crate) fn restart_ice(&mut self, id: &TransportId, owner: &PeerId) -> Result<IceParameters, MediaError> {
         let key = self.key_of(id, owner)?;
         let Some(transport) = self.transports.get_mut(key) else {
             return Err(MediaError::not_found("transport", id));
@@ -76,7 +72,7 @@ impl Worker {
     }
 
     /// Adds a producer on a send transport.
-    pub(in crate::media) fn produce(
+    pub(crate) fn produce(
         &mut self,
         id: ProducerId,
         transport_id: &TransportId,
@@ -106,7 +102,7 @@ impl Worker {
 
     /// Adds a (paused) consumer of `producer` on a recv transport of `owner`, with a
     /// new SSRC; its RTP parameters follow the consuming device's capabilities.
-    pub(in crate::media) fn consume(
+    pub(crate) fn consume(
         &mut self,
         id: ConsumerId,
         transport_id: &TransportId,
@@ -155,7 +151,7 @@ impl Worker {
     }
 
     /// Pauses or resumes a producer of `owner`.
-    pub(in crate::media) fn set_producer_paused(
+    pub(crate) fn set_producer_paused(
         &mut self,
         id: &ProducerId,
         owner: &PeerId,
@@ -175,7 +171,7 @@ impl Worker {
     }
 
     /// Pauses or resumes a consumer of `owner`.
-    pub(in crate::media) fn set_consumer_paused(
+    pub(crate) fn set_consumer_paused(
         &mut self,
         id: &ConsumerId,
         owner: &PeerId,
@@ -193,7 +189,7 @@ impl Worker {
     }
 
     /// Closes a producer of `owner` and its consumers; returns the consumers closed.
-    pub(in crate::media) fn close_owned_producer(
+    pub(crate) fn close_owned_producer(
         &mut self,
         id: &ProducerId,
         owner: &PeerId,
@@ -242,7 +238,7 @@ impl Worker {
     }
 
     /// Closes a consumer of `owner`.
-    pub(in crate::media) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
+    pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
         match self.consumers.get(id) {
             Some(c) if &c.owner == owner => {
                 self.remove_consumer(id);
@@ -254,7 +250,7 @@ impl Worker {
 
     /// Closes every transport of `owner` with everything on it; returns consumers of
     /// other peers that were closed because a producer on those transports closed.
-    pub(in crate::media) fn close_peer(&mut self, owner: &PeerId) -> Vec<ClosedConsumer> {
+    pub(crate) fn close_peer(&mut self, owner: &PeerId) -> Vec<ClosedConsumer> {
         let ids: Vec<TransportId> =
             self.transports.iter().filter(|(_, t)| &t.owner == owner).map(|(_, t)| t.id.clone()).collect();
         ids.iter().flat_map(|id| self.close_transport(id)).collect()
@@ -285,7 +281,7 @@ impl Worker {
     }
 
     /// Statistics of a transport, producer or consumer of `owner`.
-    pub(in crate::media) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
+    pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
         let transport = self.transport_keys.get(&TransportId::from(id)).and_then(|&k| self.transports.get(k));
         if let Some(t) = transport.filter(|t| &t.owner == owner) {
             return Ok(Stats::Transport {

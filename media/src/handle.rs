@@ -15,25 +15,25 @@ use dspeak_schema::ortc::{
 };
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
-use super::dtls::expected_fingerprint;
-use super::error::MediaError;
-use super::router;
-use super::worker::WorkerHandle;
+use crate::dtls::expected_fingerprint;
+use crate::error::MediaError;
+use crate::router;
+use crate::worker::WorkerHandle;
 
 /// A consumer the engine closed because its producer closed; its owner must be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ClosedConsumer {
+pub struct ClosedConsumer {
     /// The consumer closed.
-    pub(crate) consumer: ConsumerId,
+    pub consumer: ConsumerId,
     /// The producer it consumed.
-    pub(crate) producer: ProducerId,
+    pub producer: ProducerId,
     /// The peer that owned the consumer.
-    pub(crate) owner: PeerId,
+    pub owner: PeerId,
 }
 
 /// One room's router: its place on a media worker and the typed engine API.
 #[derive(Debug)]
-pub(crate) struct RouterHandle {
+pub struct RouterHandle {
     worker: WorkerHandle,
     /// The host candidates of the worker's port.
     candidates: Arc<[IceCandidate]>,
@@ -53,13 +53,13 @@ impl RouterHandle {
     }
 
     /// The index of the worker the room is on.
-    pub(crate) fn worker_index(&self) -> usize {
+    pub fn worker_index(&self) -> usize {
         self.worker.index
     }
 
     /// Creates a WebRTC transport owned by `owner`: its ICE parameters, candidates and
     /// DTLS fingerprints, for the client.
-    pub(crate) async fn create_transport(
+    pub async fn create_transport(
         &self,
         id: TransportId,
         owner: PeerId,
@@ -77,18 +77,18 @@ impl RouterHandle {
 
     /// Starts DTLS on a transport of `owner` with the client's role and fingerprints
     /// (the strongest one is verified once the handshake is done).
-    pub(crate) async fn connect(&self, id: TransportId, owner: PeerId, dtls: DtlsParameters) -> Result<(), MediaError> {
+    pub async fn connect(&self, id: TransportId, owner: PeerId, dtls: DtlsParameters) -> Result<(), MediaError> {
         let expected = expected_fingerprint(&dtls.fingerprints)?;
         self.worker.call(move |w| w.connect_transport(&id, &owner, expected, dtls.role)).await
     }
 
     /// New server ICE credentials for a transport of `owner`.
-    pub(crate) async fn restart_ice(&self, id: TransportId, owner: PeerId) -> Result<IceParameters, MediaError> {
+    pub async fn restart_ice(&self, id: TransportId, owner: PeerId) -> Result<IceParameters, MediaError> {
         self.worker.call(move |w| w.restart_ice(&id, &owner)).await
     }
 
     /// Starts receiving a producer's Opus stream on a send transport of `owner`.
-    pub(crate) async fn produce(
+    pub async fn produce(
         &self,
         id: ProducerId,
         transport: TransportId,
@@ -102,7 +102,7 @@ impl RouterHandle {
 
     /// A paused consumer of `producer` on a recv transport of `owner`, with RTP
     /// parameters for a device with `caps`.
-    pub(crate) async fn consume(
+    pub async fn consume(
         &self,
         id: ConsumerId,
         transport: TransportId,
@@ -115,47 +115,33 @@ impl RouterHandle {
     }
 
     /// Pauses or resumes a producer of `owner`.
-    pub(crate) async fn set_producer_paused(
-        &self,
-        id: ProducerId,
-        owner: PeerId,
-        paused: bool,
-    ) -> Result<(), MediaError> {
+    pub async fn set_producer_paused(&self, id: ProducerId, owner: PeerId, paused: bool) -> Result<(), MediaError> {
         self.worker.call(move |w| w.set_producer_paused(&id, &owner, paused)).await
     }
 
     /// Pauses or resumes a consumer of `owner`.
-    pub(crate) async fn set_consumer_paused(
-        &self,
-        id: ConsumerId,
-        owner: PeerId,
-        paused: bool,
-    ) -> Result<(), MediaError> {
+    pub async fn set_consumer_paused(&self, id: ConsumerId, owner: PeerId, paused: bool) -> Result<(), MediaError> {
         self.worker.call(move |w| w.set_consumer_paused(&id, &owner, paused)).await
     }
 
     /// Closes a producer of `owner`; returns the consumers closed with it.
-    pub(crate) async fn close_producer(
-        &self,
-        id: ProducerId,
-        owner: PeerId,
-    ) -> Result<Vec<ClosedConsumer>, MediaError> {
+    pub async fn close_producer(&self, id: ProducerId, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
         self.worker.call(move |w| w.close_owned_producer(&id, &owner)).await
     }
 
     /// Closes a consumer of `owner`.
-    pub(crate) async fn close_consumer(&self, id: ConsumerId, owner: PeerId) -> Result<(), MediaError> {
+    pub async fn close_consumer(&self, id: ConsumerId, owner: PeerId) -> Result<(), MediaError> {
         self.worker.call(move |w| w.close_consumer(&id, &owner)).await
     }
 
     /// Closes every transport of `owner` with its producers and consumers; returns the
     /// consumers of other peers closed because one of those producers closed.
-    pub(crate) async fn close_peer(&self, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
+    pub async fn close_peer(&self, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
         self.worker.call(move |w| Ok(w.close_peer(&owner))).await
     }
 
     /// Statistics of a transport, producer or consumer of `owner`.
-    pub(crate) async fn stats(&self, id: String, owner: PeerId) -> Result<Stats, MediaError> {
+    pub async fn stats(&self, id: String, owner: PeerId) -> Result<Stats, MediaError> {
         self.worker.call(move |w| w.stats(&id, &owner)).await
     }
 }

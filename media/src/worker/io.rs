@@ -13,9 +13,9 @@ use str0m::net::Protocol;
 use tokio::net::TcpStream;
 
 use super::{TransportKey, Worker};
-use crate::media::tcp::{ConnId, TcpEvent};
-use crate::media::transport::{Remote, Sink};
-use crate::media::udp::Route;
+use crate::tcp::{ConnId, TcpEvent};
+use crate::transport::{Remote, Sink};
+use crate::udp::Route;
 
 impl Worker {
     /// Routes one datagram to its transport; received RTP waits in `self.rtp` for

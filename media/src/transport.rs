@@ -10,10 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dtls::{self, Expected, Identity, PeerCertSlot};
-use super::error::MediaError;
-use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
-use super::udp::{Outgoing, Route};
+use crate::dtls::{self, Expected, Identity, PeerCertSlot};
+use crate::error::MediaError;
+use crate::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};
@@ -279,7 +279,7 @@ impl Transport {
     }
 
     /// Forgets a closed TCP connection.
-    pub(crate) fn forget_connection(&mut self, conn: super::tcp::ConnId) {
+    pub(crate) fn forget_connection(&mut self, conn: crate::tcp::ConnId) {
         self.remotes.retain(|r| r.route != Route::Tcp(conn));
     }
 
