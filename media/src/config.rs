@@ -20,6 +20,8 @@ pub struct EngineConfig {
     pub announced: Vec<String>,
     /// Offer passive ICE-TCP on the same ports.
     pub tcp: bool,
+    /// Pin worker i to the i-th CPU the process may run on (modulo their number).
+    pub pin_workers: bool,
 }
 
 impl Default for EngineConfig {
@@ -30,6 +32,7 @@ impl Default for EngineConfig {
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             announced: Vec::new(),
             tcp: true,
+            pin_workers: false,
         }
     }
 }

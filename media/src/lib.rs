@@ -75,6 +75,9 @@ pub struct MediaCounts {
     pub consumers: usize,
     /// Open ICE-TCP connections, attached or not.
     pub tcp_connections: usize,
+    /// Datagrams and ICE-TCP frames dropped since start because the kernel's send
+    /// buffer (`EAGAIN`) or a connection's queue was full.
+    pub send_drops: u64,
 }
 
 impl Engine {
@@ -97,6 +100,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
+        let cpus = if config.pin_workers { allowed_cpus()? } else { Vec::new() };
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -109,7 +113,14 @@ impl Engine {
             let (socket, listener) = bind_sockets(SocketAddr::new(listen_ip, port), config.tcp)?;
             let port = socket.local_addr()?.port();
             let locals = announced.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
-            let (handle, thread) = worker::spawn(index, socket, listener, locals, identity.clone())?;
+            let (handle, thread) = worker::spawn(
+                index,
+                socket,
+                listener,
+                locals,
+                identity.clone(),
+                cpus.get(index % cpus.len().max(1)).copied(),
+            )?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);
             threads.push(thread);
@@ -170,6 +181,7 @@ impl Engine {
             c.producers += w.counts.producers.load(Ordering::Relaxed);
             c.consumers += w.counts.consumers.load(Ordering::Relaxed);
             c.tcp_connections += w.counts.tcp_connections.load(Ordering::Relaxed);
+            c.send_drops += w.counts.send_drops.load(Ordering::Relaxed);
         }
         c
     }
@@ -264,6 +276,34 @@ fn bind_sockets(
     Err(last.unwrap_or(MediaError::Config(format!("no port for UDP and TCP at {addr}"))))
 }
 
+/// Send buffer asked for on media sockets: a fan-out wake-up hands the kernel
+/// thousands of datagrams at once, far more than the default (~200 KiB) holds.
+const SEND_BUFFER: usize = 4 << 20;
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>, MediaError> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| MediaError::Config(format!("cannot read the CPU affinity: {e}")))?;
+    Ok((0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect())
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
+/// Raises a UDP socket's send buffer to [`SEND_BUFFER`]: beyond the system limit
+/// (`net.core.wmem_max`) when privileged, else up to it. Failure leaves the default.
+fn raise_send_buffer(fd: &std::os::fd::OwnedFd) {
+    if setsockopt(fd, sockopt::SndBufForce, &SEND_BUFFER).is_err() {
+        let _ = setsockopt(fd, sockopt::SndBuf, &SEND_BUFFER);
+    }
+    let size = nix::sys::socket::getsockopt(fd, sockopt::SndBuf).unwrap_or(0);
+    tracing::debug!(send_buffer = size, "media socket send buffer");
+}
+
 /// Binds a socket; an IPv6 wildcard also serves IPv4 (dual-stack).
 fn bind(addr: SocketAddr, kind: SockType) -> std::io::Result<std::os::fd::OwnedFd> {
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
@@ -273,7 +313,40 @@ fn bind(addr: SocketAddr, kind: SockType) -> std::io::Result<std::os::fd::OwnedF
     }
     if kind == SockType::Stream {
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    } else {
+        raise_send_buffer(&fd);
     }
     nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_sockets_get_a_larger_send_buffer() {
+        let fd = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SockType::Datagram).unwrap();
+        let size = nix::sys::socket::getsockopt(&fd, sockopt::SndBuf).unwrap();
+        // Linux reports twice the size set. Beyond `net.core.wmem_max` only a
+        // privileged process may go (SO_SNDBUFFORCE; the tests run as root in CI).
+        let probe = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SockType::Datagram).unwrap();
+        if setsockopt(&probe, sockopt::SndBufForce, &(1 << 16)).is_ok() {
+            assert!(size >= SEND_BUFFER, "send buffer {size} < {SEND_BUFFER}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_on_its_cpu_only() {
+        let cpus = allowed_cpus().unwrap();
+        let cpu = *cpus.last().unwrap();
+        let set = std::thread::spawn(move || {
+            pin_current_thread(cpu).unwrap();
+            nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap()
+        })
+        .join()
+        .unwrap();
+        let on: Vec<usize> = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap()).collect();
+        assert_eq!(on, vec![cpu]);
+    }
 }

@@ -114,6 +114,7 @@ fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartErr
         listen_ip: config.rtc_listen_ip,
         announced: config.announced_address.clone(),
         tcp: !config.no_rtc_tcp,
+        pin_workers: config.pin_workers,
     })
 }
 
@@ -148,6 +149,12 @@ impl ServerHandle {
             consumers: media.consumers,
             tcp_connections: media.tcp_connections,
         }
+    }
+
+    /// Media datagrams and ICE-TCP frames dropped since start because the kernel's send
+    /// buffer (`EAGAIN`) or a connection's queue was full.
+    pub fn media_send_drops(&self) -> u64 {
+        self.shared.engine.counts().send_drops
     }
 
     /// The UDP ports of the media workers.

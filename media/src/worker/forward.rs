@@ -60,7 +60,7 @@ impl Worker {
             }
             // Send as we go, so the first consumers do not wait for the last ones.
             if self.out.len() >= SEND_BATCH {
-                flush(&self.socket, self.tcp.as_ref(), &mut self.out);
+                self.tcp_dropped += flush(&self.socket, self.tcp.as_ref(), &mut self.out);
             }
         }
         // Consumer transports never yield RTP; drop anything unexpected.

@@ -27,7 +27,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
@@ -57,6 +57,9 @@ pub(crate) struct WorkerCounts {
     pub(crate) rooms: AtomicUsize,
     /// Open ICE-TCP connections, attached or not.
     pub(crate) tcp_connections: AtomicUsize,
+    /// Datagrams and ICE-TCP frames dropped because the kernel's send buffer or a
+    /// connection's queue was full.
+    pub(crate) send_drops: AtomicU64,
 }
 
 /// A handle to send work to a worker.
@@ -146,17 +149,21 @@ pub(crate) struct Worker {
     /// Transports by deadline. An entry whose deadline is no longer the transport's
     /// `scheduled` one is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, TransportKey)>>,
+    /// ICE-TCP frames dropped on full connection queues.
+    tcp_dropped: u64,
     stopping: bool,
 }
 
 /// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
-/// port for ICE-TCP). `locals` are the host candidate addresses.
+/// port for ICE-TCP). `locals` are the host candidate addresses; `cpu`, the CPU to pin
+/// the thread to, if any.
 pub(crate) fn spawn(
     index: usize,
     socket: std::net::UdpSocket,
     listener: Option<std::net::TcpListener>,
     locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
+    cpu: Option<usize>,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
     let locals: Arc<[SocketAddr]> = locals.into();
@@ -165,6 +172,12 @@ pub(crate) fn spawn(
     let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
+        if let Some(cpu) = cpu {
+            match crate::pin_current_thread(cpu) {
+                Ok(()) => tracing::info!(worker = index, cpu, "media worker pinned"),
+                Err(e) => tracing::warn!(worker = index, cpu, error = %e, "cannot pin the media worker"),
+            }
+        }
         runtime.block_on(async move {
             let socket = match MediaSocket::new(socket) {
                 Ok(s) => Arc::new(s),
@@ -201,6 +214,7 @@ pub(crate) fn spawn(
                 written: Vec::new(),
                 out: Vec::new(),
                 timers: BinaryHeap::new(),
+                tcp_dropped: 0,
                 stopping: false,
             };
             worker.run(rx, tcp_events).await;
@@ -271,7 +285,7 @@ impl Worker {
     /// Hands the queued packets over: TCP frames to their connections, datagrams to
     /// the kernel.
     fn flush(&mut self) {
-        flush(&self.socket, self.tcp.as_ref(), &mut self.out);
+        self.tcp_dropped += flush(&self.socket, self.tcp.as_ref(), &mut self.out);
     }
 
     fn update_counts(&self) {
@@ -280,6 +294,7 @@ impl Worker {
         self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
         self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
         self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
+        self.counts.send_drops.store(self.socket.dropped() + self.tcp_dropped, Ordering::Relaxed);
     }
 
     /// The earliest transport deadline (at most a second away, so idle TCP
@@ -342,18 +357,21 @@ impl Worker {
     }
 }
 
-/// Sends and clears `out`: TCP frames to their connections, datagrams to the kernel.
-fn flush(socket: &MediaSocket, tcp: Option<&TcpConns>, out: &mut Vec<Outgoing>) {
+/// Sends and clears `out`: TCP frames to their connections, datagrams to the kernel
+/// (which counts its own drops). Returns the TCP frames dropped on full queues.
+fn flush(socket: &MediaSocket, tcp: Option<&TcpConns>, out: &mut Vec<Outgoing>) -> u64 {
+    let mut dropped = 0;
     if let Some(tcp) = tcp {
         out.retain_mut(|o| match o.route {
             Route::Tcp(conn) => {
-                tcp.send(conn, std::mem::take(&mut o.data));
+                dropped += u64::from(!tcp.send(conn, std::mem::take(&mut o.data)));
                 false
             }
             Route::Udp(_) => true,
         });
     }
     socket.send_all(out);
+    dropped
 }
 
 /// The next connection on the ICE-TCP listener (never, without one).
