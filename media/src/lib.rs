@@ -42,7 +42,7 @@ pub use config::EngineConfig;
 pub use dtls::crypto_provider;
 pub use error::MediaError;
 pub use handle::{ClosedConsumer, RouterHandle};
-use worker::WorkerHandle;
+use worker::{WorkerCounts, WorkerHandle};
 
 /// ICE type preference of a host candidate (RFC 8445 §5.1.2.1).
 const HOST_TYPE_PREFERENCE: u32 = 64;
@@ -78,6 +78,8 @@ pub struct MediaCounts {
     /// Datagrams and ICE-TCP frames dropped since start because the kernel's send
     /// buffer (`EAGAIN`) or a connection's queue was full.
     pub send_drops: u64,
+    /// Packets forwarded to consumers per second (over about the last second).
+    pub forwarded_per_sec: u64,
 }
 
 impl Engine {
@@ -128,13 +130,12 @@ impl Engine {
         Ok(Engine { workers, threads: Mutex::new(threads), announced, tcp: config.tcp, identity })
     }
 
-    /// A router for a new room, placed on the worker with the fewest rooms. The room
-    /// stays on that worker until the handle is dropped.
+    /// A router for a new room, placed on the least loaded worker: the one forwarding
+    /// the fewest packets per second, then the one with the fewest rooms. The room stays
+    /// on that worker until the handle is dropped.
     pub fn router(&self) -> Result<RouterHandle, MediaError> {
-        let worker = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.counts.rooms.load(Ordering::Relaxed))
+        let worker = least_loaded(self.workers.iter().map(|w| &*w.counts))
+            .and_then(|i| self.workers.get(i))
             .ok_or(MediaError::Unavailable)?;
         let candidates = self.candidates(worker.port);
         Ok(RouterHandle::new(worker.clone(), candidates.into(), self.identity.fingerprints.clone().into()))
@@ -182,6 +183,7 @@ impl Engine {
             c.consumers += w.counts.consumers.load(Ordering::Relaxed);
             c.tcp_connections += w.counts.tcp_connections.load(Ordering::Relaxed);
             c.send_drops += w.counts.send_drops.load(Ordering::Relaxed);
+            c.forwarded_per_sec += w.counts.forwarded_per_sec.load(Ordering::Relaxed);
         }
         c
     }
@@ -276,6 +278,13 @@ fn bind_sockets(
     Err(last.unwrap_or(MediaError::Config(format!("no port for UDP and TCP at {addr}"))))
 }
 
+/// The index of the least loaded worker: fewest forwarded packets per second, then
+/// fewest rooms, then the first.
+fn least_loaded<'a>(workers: impl Iterator<Item = &'a WorkerCounts>) -> Option<usize> {
+    let load = |c: &WorkerCounts| (c.forwarded_per_sec.load(Ordering::Relaxed), c.rooms.load(Ordering::Relaxed));
+    workers.enumerate().min_by_key(|(_, c)| load(c)).map(|(i, _)| i)
+}
+
 /// Send buffer asked for on media sockets: a fan-out wake-up hands the kernel
 /// thousands of datagrams at once, far more than the default (~200 KiB) holds.
 const SEND_BUFFER: usize = 4 << 20;
@@ -334,6 +343,23 @@ mod tests {
         if setsockopt(&probe, sockopt::SndBufForce, &(1 << 16)).is_ok() {
             assert!(size >= SEND_BUFFER, "send buffer {size} < {SEND_BUFFER}");
         }
+    }
+
+    #[test]
+    fn rooms_go_to_the_worker_forwarding_least_then_with_fewest_rooms() {
+        let worker = |rate: u64, rooms: usize| {
+            let c = WorkerCounts::default();
+            c.forwarded_per_sec.store(rate, Ordering::Relaxed);
+            c.rooms.store(rooms, Ordering::Relaxed);
+            c
+        };
+        // One busy room outweighs three quiet ones.
+        let busy = [worker(50_000, 1), worker(0, 3)];
+        assert_eq!(least_loaded(busy.iter()), Some(1));
+        // Equal load: fewer rooms; all equal: the first.
+        let idle = [worker(0, 2), worker(0, 1), worker(0, 1)];
+        assert_eq!(least_loaded(idle.iter()), Some(1));
+        assert_eq!(least_loaded(std::iter::empty()), None);
     }
 
     #[test]

@@ -104,6 +104,7 @@ impl Worker {
             if target.write_rtp(now, consumer.ssrc, seq, timestamp, packet.header.marker, packet.payload.clone()) {
                 consumer.packets += 1;
                 consumer.bytes += packet.payload.len() as u64;
+                self.forwarded += 1;
                 if first {
                     self.written.push(consumer.transport);
                 }

@@ -60,6 +60,9 @@ pub(crate) struct WorkerCounts {
     /// Datagrams and ICE-TCP frames dropped because the kernel's send buffer or a
     /// connection's queue was full.
     pub(crate) send_drops: AtomicU64,
+    /// Packets forwarded to consumers per second, over the last second or so: the
+    /// worker's load, by which rooms are placed.
+    pub(crate) forwarded_per_sec: AtomicU64,
 }
 
 /// A handle to send work to a worker.
@@ -151,6 +154,10 @@ pub(crate) struct Worker {
     timers: BinaryHeap<Reverse<(Instant, TransportKey)>>,
     /// ICE-TCP frames dropped on full connection queues.
     tcp_dropped: u64,
+    /// Packets forwarded to consumers since start.
+    forwarded: u64,
+    /// When the forwarding rate was last taken, and `forwarded` then.
+    rate_mark: (Instant, u64),
     stopping: bool,
 }
 
@@ -215,6 +222,8 @@ pub(crate) fn spawn(
                 out: Vec::new(),
                 timers: BinaryHeap::new(),
                 tcp_dropped: 0,
+                forwarded: 0,
+                rate_mark: (now, 0),
                 stopping: false,
             };
             worker.run(rx, tcp_events).await;
@@ -312,12 +321,16 @@ impl Worker {
         }
     }
 
-    /// Runs the timeouts of the transports that are due, and closes idle TCP
-    /// connections (once a second).
+    /// Runs the timeouts of the transports that are due; once a second, closes idle
+    /// TCP connections and takes the forwarding rate.
     fn on_timers(&mut self) {
         let now = Instant::now();
         if now >= self.next_sweep {
             self.next_sweep = now + Duration::from_secs(1);
+            let (since, then) = std::mem::replace(&mut self.rate_mark, (now, self.forwarded));
+            let secs = now.duration_since(since).as_secs_f64().max(1e-3);
+            let rate = ((self.forwarded - then) as f64 / secs) as u64;
+            self.counts.forwarded_per_sec.store(rate, Ordering::Relaxed);
             let expired = self.tcp.as_mut().map(|t| t.expire(now)).unwrap_or_default();
             for (conn, closed) in expired {
                 if let Some(t) = closed.transport.and_then(|key| self.transports.get_mut(key)) {
