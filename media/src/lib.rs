@@ -15,6 +15,8 @@
 //!   forwarding (`worker::forward`), the commands (`worker::commands`).
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
 //! - `udp`: batched datagram output (`sendmmsg`); `tcp`: ICE-TCP connections.
+//! - `srtp`: SRTP/SRTCP sealing from DTLS keying material (not on the forwarding path
+//!   yet).
 //! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
 mod config;
@@ -22,6 +24,7 @@ mod dtls;
 mod error;
 mod handle;
 pub mod router;
+mod srtp;
 mod tcp;
 mod transport;
 mod udp;
