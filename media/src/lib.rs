@@ -88,6 +88,9 @@ pub struct WorkerStats {
     pub consumers: usize,
     /// Packet and byte totals since start, as last published by the worker.
     pub traffic: TrafficSnapshot,
+    /// Datagrams and ICE-TCP frames dropped since start because the kernel's send
+    /// buffer or a connection's queue was full.
+    pub send_drops: u64,
     /// The worker thread's kernel thread id, once it runs (Linux), for its CPU time.
     pub thread_id: Option<i32>,
 }
@@ -192,6 +195,7 @@ impl Engine {
                 producers: w.counts.producers.load(Ordering::Relaxed),
                 consumers: w.counts.consumers.load(Ordering::Relaxed),
                 traffic: w.counts.traffic.snapshot(),
+                send_drops: w.counts.send_drops.load(Ordering::Relaxed),
                 thread_id: w.counts.traffic.thread_id(),
             })
             .collect()

@@ -120,6 +120,7 @@ impl Metrics {
                 producers: w.producers,
                 consumers: w.consumers,
                 traffic: w.traffic,
+                send_drops: w.send_drops,
                 cpu_seconds: w.thread_id.and_then(process::thread_cpu_seconds),
                 busy_ratio: None,
             })
@@ -172,6 +173,7 @@ struct WorkerLive {
     producers: usize,
     consumers: usize,
     traffic: TrafficSnapshot,
+    send_drops: u64,
     cpu_seconds: Option<f64>,
     busy_ratio: Option<f64>,
 }
@@ -264,6 +266,14 @@ impl Collector for Live {
             "RTP packets not forwarded (per consumer where it applies), by reason",
             Counter,
             dropped,
+            None,
+        )?;
+        write(
+            &mut e,
+            "dspeak_media_send_drops",
+            "Media datagrams and ICE-TCP frames dropped because the send buffer or queue was full",
+            Counter,
+            per_worker(|w| w.send_drops as f64),
             None,
         )?;
         let cpu = self.workers.iter().filter_map(|w| Some(([("worker", w.index.as_str())], w.cpu_seconds?)));

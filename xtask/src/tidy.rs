@@ -6,7 +6,8 @@
 //!   each with the reason it cannot fail. Tests are files under a `tests/` directory, a
 //!   file marked `#![cfg(test)]`, and a `#[cfg(test)] mod` block.
 //! - Layering ([`LAYERS`]): the room state machine uses nothing from sessions (or a
-//!   runtime); the media engine crate (`media/`) uses nothing of the server.
+//!   runtime); the media engine crate (`media/`) uses nothing of the server, and its
+//!   manifest names no dspeak crate but `dspeak-schema`.
 #![cfg(test)]
 
 use std::collections::BTreeSet;
@@ -264,6 +265,13 @@ fn layers_use_only_what_is_below_them() {
         }
     }
     assert!(broken.is_empty(), "layering:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_media_engine_crate_does_not_depend_on_the_server() {
+    let manifest = std::fs::read_to_string(workspace_root().join("media/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest.lines().filter(|l| l.trim_start().starts_with("dspeak-")).collect();
+    assert_eq!(deps, ["dspeak-schema.workspace = true"], "dspeak-media may depend only on dspeak-schema");
 }
 
 #[test]
