@@ -197,6 +197,15 @@ impl Running {
         }
     }
 
+    /// Media datagrams the server dropped since start because the kernel refused them
+    /// (in-process dspeak only).
+    pub(crate) fn media_send_drops(&self) -> Option<u64> {
+        match &self.how {
+            How::InProcess { handle: Some(handle), .. } => Some(handle.media_send_drops()),
+            _ => None,
+        }
+    }
+
     /// Stops the server and waits for it.
     pub(crate) async fn stop(mut self) {
         match &mut self.how {

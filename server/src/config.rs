@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long = "no-rtc-tcp", env = "DSPEAK_NO_RTC_TCP", overrides_with = "rtc_tcp")]
     pub no_rtc_tcp: bool,
 
+    /// Pin media worker i to the i-th CPU the process may run on (e.g. with one worker
+    /// per core on a dedicated machine).
+    #[arg(long, env = "DSPEAK_PIN_WORKERS")]
+    pub pin_workers: bool,
+
     /// Address clients send media to (IP or hostname, resolved at start to all its
     /// addresses), e.g. `api.darelisme.my.id`. May be given more than once (the env var
     /// takes a comma-separated list); each address becomes an ICE candidate, the first
@@ -245,6 +250,7 @@ impl Config {
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             rtc_tcp: false,
             no_rtc_tcp: false,
+            pin_workers: false,
             announced_address: Vec::new(),
             max_connections: 10_000,
             max_message_bytes: 64 * 1024,

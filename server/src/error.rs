@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 
+use dspeak_media::MediaError;
 use dspeak_schema::ErrorCode;
 use dspeak_schema::events::SessionEndReason;
 
@@ -361,60 +362,50 @@ codes!(BroadcastError {
 
 // ---- media engine ----
 
-/// Errors of the media workers' commands and transports.
+/// The media engine's refusal (`dspeak_media::MediaError`), as `produce` and `consume`
+/// answer it.
 #[derive(Debug, thiserror::Error)]
-pub enum MediaError {
+pub enum EngineError {
     /// The worker is gone (the server is stopping).
     #[error("the server is shutting down or unavailable")]
     Unavailable,
     /// No such transport, producer or consumer of the caller on the worker.
     #[error(transparent)]
     NotFound(#[from] NotFound),
-    /// Not valid in the entity's current state (transport already connected, MID
-    /// reused, wrong direction…).
+    /// Not valid in the entity's current state (MID reused, wrong direction…).
     #[error("{0}")]
     InvalidState(String),
-    /// str0m refused something it should not have; logged only.
-    #[error("media engine: {0}")]
-    Internal(String),
-}
-codes!(MediaError {
-    Unavailable => Unavailable,
-    InvalidState => InvalidState,
-    Internal => Internal;
-    NotFound(NotFound),
-});
-
-impl MediaError {
-    /// Shorthand for [`MediaError::NotFound`].
-    pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
-        MediaError::NotFound(NotFound::new(kind, id))
-    }
-}
-
-/// Errors of the DTLS parameters a client sends.
-#[derive(Debug, thiserror::Error)]
-pub enum DtlsError {
-    /// A fingerprint is missing or malformed.
-    #[error("{0}")]
-    InvalidParams(String),
-    /// The certificate could not be made, or a bug; logged only.
-    #[error("dtls: {0}")]
-    Internal(String),
-}
-codes!(DtlsError { InvalidParams => InvalidParams, Internal => Internal });
-
-/// Errors of ORTC negotiation: RTP parameters and capabilities.
-#[derive(Debug, thiserror::Error)]
-pub enum RouterError {
-    /// A required field is missing or inconsistent.
+    /// RTP parameters with a missing or inconsistent field.
     #[error("{0}")]
     InvalidParams(String),
     /// Well-formed, but a kind, codec or capability the router does not handle.
     #[error("{0}")]
     Unsupported(String),
+    /// str0m refused something it should not have; logged only.
+    #[error("media engine: {0}")]
+    Internal(String),
 }
-codes!(RouterError { InvalidParams => InvalidParams, Unsupported => Unsupported });
+codes!(EngineError {
+    Unavailable => Unavailable,
+    InvalidState => InvalidState,
+    InvalidParams => InvalidParams,
+    Unsupported => Unsupported,
+    Internal => Internal;
+    NotFound(NotFound),
+});
+
+impl From<MediaError> for EngineError {
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => EngineError::Unavailable,
+            MediaError::NotFound { kind, id } => EngineError::NotFound(NotFound { kind, id }),
+            MediaError::InvalidState(m) => EngineError::InvalidState(m),
+            MediaError::InvalidParams(m) => EngineError::InvalidParams(m),
+            MediaError::Unsupported(m) => EngineError::Unsupported(m),
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
 
 // ---- transports ----
 
@@ -458,20 +449,47 @@ impl From<MediaError> for CreateTransportError {
 /// Errors of `connectTransport` and `restartIce`.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The DTLS parameters are invalid (a fingerprint missing or malformed).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// Not valid in the transport's state (e.g. already connected).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The worker is gone (the server is stopping).
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// The engine answered what these commands never do; logged only.
+    #[error("{0}")]
+    Internal(String),
     /// The session is not in a room.
     #[error(transparent)]
     NotJoined(#[from] NotJoined),
     /// Not one of the session's transports.
     #[error(transparent)]
     NotFound(#[from] NotFound),
-    /// The DTLS parameters are invalid.
-    #[error(transparent)]
-    Dtls(#[from] DtlsError),
-    /// The engine refused.
-    #[error(transparent)]
-    Media(#[from] MediaError),
 }
-codes!(TransportError { ; NotJoined(NotJoined), NotFound(NotFound), Dtls(DtlsError), Media(MediaError) });
+codes!(TransportError {
+    InvalidParams => InvalidParams,
+    InvalidState => InvalidState,
+    Unavailable => Unavailable,
+    Internal => Internal;
+    NotJoined(NotJoined),
+    NotFound(NotFound),
+});
+
+impl From<MediaError> for TransportError {
+    /// Connecting and restarting ICE involve no codec: an engine saying so is a bug,
+    /// answered as an internal error.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => TransportError::Unavailable,
+            MediaError::NotFound { kind, id } => TransportError::NotFound(NotFound { kind, id }),
+            MediaError::InvalidState(m) => TransportError::InvalidState(m),
+            MediaError::InvalidParams(m) => TransportError::InvalidParams(m),
+            other => TransportError::Internal(other.to_string()),
+        }
+    }
+}
 
 // ---- producers ----
 
@@ -502,12 +520,9 @@ pub enum ProduceError {
     /// `appData` is over its size limit.
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
-    /// The RTP parameters are invalid or unsupported.
+    /// The engine refused (the RTP parameters, or the transport's state).
     #[error(transparent)]
-    Router(#[from] RouterError),
-    /// The engine refused.
-    #[error(transparent)]
-    Media(#[from] MediaError),
+    Media(#[from] EngineError),
 }
 codes!(ProduceError {
     NotGranted => Forbidden,
@@ -517,9 +532,14 @@ codes!(ProduceError {
     NotJoined(NotJoined),
     NotFound(NotFound),
     TooLarge(TooLarge),
-    Router(RouterError),
-    Media(MediaError),
+    Media(EngineError),
 });
+
+impl From<MediaError> for ProduceError {
+    fn from(e: MediaError) -> Self {
+        ProduceError::Media(e.into())
+    }
+}
 
 /// Errors of `pauseProducer`, `resumeProducer` and `closeProducer`.
 #[derive(Debug, thiserror::Error)]
@@ -558,7 +578,7 @@ impl From<MediaError> for ProducerError {
     fn from(e: MediaError) -> Self {
         match e {
             MediaError::Unavailable => ProducerError::Unavailable,
-            MediaError::NotFound(e) => ProducerError::NotFound(e),
+            MediaError::NotFound { kind, id } => ProducerError::NotFound(NotFound { kind, id }),
             other => ProducerError::Internal(other.to_string()),
         }
     }
@@ -590,12 +610,9 @@ pub enum ConsumeError {
     /// No such transport of the session, or producer in the room.
     #[error(transparent)]
     NotFound(#[from] NotFound),
-    /// The capabilities cannot receive the router's codec.
+    /// The engine refused (the capabilities, or the transport's state).
     #[error(transparent)]
-    Router(#[from] RouterError),
-    /// The engine refused.
-    #[error(transparent)]
-    Media(#[from] MediaError),
+    Media(#[from] EngineError),
 }
 codes!(ConsumeError {
     NotGranted => Forbidden,
@@ -604,9 +621,14 @@ codes!(ConsumeError {
     TooMany => LimitExceeded;
     NotJoined(NotJoined),
     NotFound(NotFound),
-    Router(RouterError),
-    Media(MediaError),
+    Media(EngineError),
 });
+
+impl From<MediaError> for ConsumeError {
+    fn from(e: MediaError) -> Self {
+        ConsumeError::Media(e.into())
+    }
+}
 
 /// Errors of `pauseConsumer`, `resumeConsumer`, `closeConsumer` and `getStats`.
 #[derive(Debug, thiserror::Error)]
@@ -632,7 +654,7 @@ impl From<MediaError> for ConsumerError {
     fn from(e: MediaError) -> Self {
         match e {
             MediaError::Unavailable => ConsumerError::Unavailable,
-            MediaError::NotFound(e) => ConsumerError::NotFound(e),
+            MediaError::NotFound { kind, id } => ConsumerError::NotFound(NotFound { kind, id }),
             other => ConsumerError::Internal(other.to_string()),
         }
     }
@@ -657,7 +679,7 @@ mod tests {
     #[test]
     fn narrowed_media_errors_keep_unavailable_and_not_found() {
         assert!(matches!(ConsumerError::from(MediaError::Unavailable), ConsumerError::Unavailable));
-        let e = ProducerError::from(MediaError::not_found("producer", "p"));
+        let e = ProducerError::from(MediaError::NotFound { kind: "producer", id: "p".into() });
         assert_eq!(e.code(), Code::App(ErrorCode::NotFound));
         assert_eq!(e.to_string(), "producer 'p' not found");
         let e = CreateTransportError::from(MediaError::InvalidState("x".into()));

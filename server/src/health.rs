@@ -32,7 +32,7 @@ fn not_ready(shared: &Shared) -> Option<String> {
         return Some("draining, existing calls continue and new joins are refused".into());
     }
     let down: Vec<String> =
-        shared.engine.workers().iter().filter(|w| !w.is_running()).map(|w| w.index.to_string()).collect();
+        shared.engine.workers().iter().filter(|w| !w.running).map(|w| w.index.to_string()).collect();
     (!down.is_empty()).then(|| format!("media worker {} is down", down.join(", ")))
 }
 
@@ -44,7 +44,8 @@ mod tests {
     #[test]
     fn readiness_follows_the_workers_and_the_drain() {
         let config = Config::for_tests();
-        let engine = crate::media::Engine::start(&config).expect("engine starts");
+        let engine = dspeak_media::Engine::start(&crate::engine_config(&config).expect("a valid config"))
+            .expect("engine starts");
         let webhooks = crate::webhooks::Webhooks::start(&config).expect("no webhooks configured");
         let shared = Shared {
             config,

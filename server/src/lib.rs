@@ -11,7 +11,8 @@
 //! - `session`: one actor per connection owning its state; one file per API area.
 //! - `room`: rooms as a state machine (members, producers, fan-out) returning effects.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
-//! - `media`: the media engine (workers, str0m transports, forwarding).
+//! - the media engine is the `dspeak-media` crate (workers, str0m transports,
+//!   forwarding, traffic counters), driven through one `RouterHandle` per room.
 //! - `web`: the embedded voice-room demo page, served at `/`, and the probes.
 //! - `health`: `/healthz` and `/readyz`. `drain`: the graceful drain state.
 //! - `metrics`: Prometheus metrics; `monitor`: the `--metrics-listen` listener.
@@ -30,7 +31,6 @@ mod drain;
 mod events;
 mod health;
 mod limits;
-mod media;
 mod metrics;
 mod monitor;
 mod room;
@@ -52,7 +52,7 @@ pub use config::Config;
 struct Shared {
     config: Config,
     rooms: Mutex<session::ServerRooms>,
-    engine: media::Engine,
+    engine: dspeak_media::Engine,
     counts: Counters,
     metrics: metrics::Metrics,
     drain: drain::Drain,
@@ -139,6 +139,36 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+impl From<dspeak_media::MediaError> for StartError {
+    fn from(e: dspeak_media::MediaError) -> Self {
+        match e {
+            dspeak_media::MediaError::Bind { addr, source } => StartError::Bind { addr, source },
+            dspeak_media::MediaError::Io(e) => StartError::Io(e),
+            other => StartError::Config(other.to_string()),
+        }
+    }
+}
+
+/// The media engine's settings from the server's flags. Production needs an announced
+/// address: the engine's default (loopback or the listen IP) is for development.
+fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartError> {
+    if config.announced_address.is_empty() && config.environment() == config::Environment::Production {
+        return Err(StartError::Config(
+            "production needs the address clients send media to: set --announced-address \
+             (or DSPEAK_ANNOUNCED_ADDRESS), e.g. api.darelisme.my.id"
+                .into(),
+        ));
+    }
+    Ok(dspeak_media::EngineConfig {
+        workers: config.workers,
+        port: config.rtc_port,
+        listen_ip: config.rtc_listen_ip,
+        announced: config.announced_address.clone(),
+        tcp: !config.no_rtc_tcp,
+        pin_workers: config.pin_workers,
+    })
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -201,6 +231,12 @@ impl ServerHandle {
         }
     }
 
+    /// Media datagrams and ICE-TCP frames dropped since start because the kernel's send
+    /// buffer (`EAGAIN`) or a connection's queue was full.
+    pub fn media_send_drops(&self) -> u64 {
+        self.shared.engine.counts().send_drops
+    }
+
     /// The UDP ports of the media workers.
     pub fn rtc_ports(&self) -> Vec<u16> {
         self.shared.engine.ports()
@@ -247,7 +283,8 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             _ => format!("auth secret set ({chars} characters)"),
         });
     }
-    let (_, announced) = media::media_addresses(config)?;
+    let engine_config = engine_config(config)?;
+    let (_, announced) = dspeak_media::media_addresses(&engine_config)?;
     let announced: Vec<String> = announced.iter().map(ToString::to_string).collect();
     report.push(format!("announced addresses {}", announced.join(", ")));
     let listen = std::net::TcpListener::bind(config.listen)
@@ -258,7 +295,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
         report.push(format!("metrics listen address {addr} is free"));
     }
     drop(listen);
-    let ports = media::check_ports(config)?;
+    let ports = dspeak_media::check_ports(&engine_config)?;
     report.push(format!("media ports {ports} are free"));
     Ok(report)
 }
@@ -291,7 +328,7 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let webhooks = webhooks::Webhooks::start(&config)?;
-    let engine = media::Engine::start(&config)?;
+    let engine = dspeak_media::Engine::start(&engine_config(&config)?)?;
     let shared = Arc::new(Shared {
         config,
         rooms: Mutex::default(),

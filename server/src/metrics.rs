@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::Shared;
-use crate::media::{DropReason, TrafficSnapshot};
+use dspeak_media::{DropReason, TrafficSnapshot};
 
 /// `Content-Type` of a scrape answer.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -112,19 +112,17 @@ impl Metrics {
         let workers: Vec<WorkerLive> = shared
             .engine
             .workers()
-            .iter()
-            .map(|w| {
-                use std::sync::atomic::Ordering::Relaxed;
-                WorkerLive {
-                    index: w.index.to_string(),
-                    rooms: w.counts.rooms.load(Relaxed),
-                    transports: w.counts.transports.load(Relaxed),
-                    producers: w.counts.producers.load(Relaxed),
-                    consumers: w.counts.consumers.load(Relaxed),
-                    traffic: w.counts.traffic.snapshot(),
-                    cpu_seconds: w.counts.traffic.thread_id().and_then(process::thread_cpu_seconds),
-                    busy_ratio: None,
-                }
+            .into_iter()
+            .map(|w| WorkerLive {
+                index: w.index.to_string(),
+                rooms: w.rooms,
+                transports: w.transports,
+                producers: w.producers,
+                consumers: w.consumers,
+                traffic: w.traffic,
+                send_drops: w.send_drops,
+                cpu_seconds: w.thread_id.and_then(process::thread_cpu_seconds),
+                busy_ratio: None,
             })
             .collect();
         let mut live = Live { counts, workers, process: process::stats() };
@@ -175,6 +173,7 @@ struct WorkerLive {
     producers: usize,
     consumers: usize,
     traffic: TrafficSnapshot,
+    send_drops: u64,
     cpu_seconds: Option<f64>,
     busy_ratio: Option<f64>,
 }
@@ -267,6 +266,14 @@ impl Collector for Live {
             "RTP packets not forwarded (per consumer where it applies), by reason",
             Counter,
             dropped,
+            None,
+        )?;
+        write(
+            &mut e,
+            "dspeak_media_send_drops",
+            "Media datagrams and ICE-TCP frames dropped because the send buffer or queue was full",
+            Counter,
+            per_worker(|w| w.send_drops as f64),
             None,
         )?;
         let cpu = self.workers.iter().filter_map(|w| Some(([("worker", w.index.as_str())], w.cpu_seconds?)));

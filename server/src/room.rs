@@ -18,7 +18,7 @@ use dspeak_schema::{ConsumerId, Event, PeerId, ProducerId};
 
 use crate::error::RoomError;
 use crate::events::{self, Pushed, RawEvent};
-use crate::media::ClosedConsumer;
+use dspeak_media::ClosedConsumer;
 
 /// Where a member's events go: a bounded queue that never waits.
 pub(crate) trait Mailbox: Clone {

@@ -1,7 +1,6 @@
 //! Media scenarios with synthetic WebRTC clients (see `peer`): fan-out from 1 or 10
 //! speakers to N listeners on one worker, and a join storm.
 
-mod dtls;
 mod link;
 pub(crate) mod peer;
 
@@ -357,6 +356,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "delay_samples": ws.iter().map(|w| w.delay_samples).sum::<usize>(),
                 "late_sends": ws.iter().map(|w| w.late_sends).sum::<u64>(),
                 "kernel_udp_drops": ws.iter().map(|w| w.kernel_drops).sum::<u64>(),
+                "server_send_drops_total": server.media_send_drops(),
                 "received": ws.iter().map(|w| w.received).sum::<u64>(),
                 "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
             }),
@@ -372,6 +372,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     }
     load.stop();
     drop(load);
+    let server_drops = server.media_send_drops();
     server.stop().await;
     match best {
         Some((consumers, ns, loss, p99, util)) => {
@@ -387,6 +388,11 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     ));
     if let Some(n) = failed_at {
         report.note(format!("First failing step: {n} listeners."));
+    }
+    if let Some(drops) = server_drops {
+        report.note(format!(
+            "Datagrams the server dropped because its send buffer was full (`EAGAIN`), over the whole run: {drops}."
+        ));
     }
     report.note(format!(
         "Clients reach the server over {} on {}.",

@@ -49,7 +49,9 @@ const MAGIC: u32 = 0xd5be_4c4b;
 pub(crate) struct Shared {
     /// One certificate for all clients (a browser also reuses its certificate).
     pub(crate) cert: DtlsCert,
-    /// Crypto with a shared DTLS configuration (see `media::dtls`).
+    /// Crypto with one shared DTLS configuration: the engine's own provider
+    /// (`dspeak_media::crypto_provider`), so a load-client core does not build and
+    /// validate a dimpl configuration per client.
     pub(crate) crypto: Arc<str0m::config::CryptoProvider>,
     /// Send times in payloads are nanoseconds since this instant.
     pub(crate) epoch: Instant,
@@ -69,7 +71,7 @@ impl Shared {
             .context("generating the client certificate")?;
         Ok(Arc::new(Shared {
             cert,
-            crypto: super::dtls::provider(),
+            crypto: dspeak_media::crypto_provider(),
             epoch: Instant::now(),
             recording: AtomicBool::new(false),
             stop: AtomicBool::new(false),

@@ -2,14 +2,12 @@
 //! `getStats`, and consumers closed because their producer closed.
 
 use dspeak_schema::media::{ConsumeParams, ConsumeResult, ConsumerParams, Direction, GetStatsParams, Stats};
-use dspeak_schema::ortc::MediaKind;
 use dspeak_schema::rooms::Empty;
 use dspeak_schema::{ConsumerId, Event, ProducerId};
 
 use super::Session;
 use crate::error::{ConsumeError, ConsumerError, NotFound};
 use crate::events;
-use crate::media::router;
 
 impl Session {
     /// `consume`: a paused consumer of another peer's producer in the same room.
@@ -30,16 +28,11 @@ impl Session {
         if j.consumers.len() >= max {
             return Err(ConsumeError::TooMany { max });
         }
-        router::check_can_consume(&p.rtp_capabilities)?;
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
-        let ssrc = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
-        let (consumer_id, transport, owner, producer_id) =
-            (id.clone(), p.transport_id.clone(), j.peer_id.clone(), p.producer_id.clone());
-        let (stream, mid, producer_paused) =
-            j.worker.call(move |w| w.consume(consumer_id, &transport, &owner, &producer_id, ssrc)).await?;
-        let rtp_parameters = router::consumer_parameters(&stream, &p.rtp_capabilities, mid, ssrc);
-        self.joined_mut()?.consumers.insert(id.clone(), p.producer_id.clone());
-        Ok(ConsumeResult { id, producer_id: p.producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
+        let (owner, producer) = (j.peer_id.clone(), p.producer_id.clone());
+        let consumed = j.router.consume(id.clone(), p.transport_id, owner, producer, p.rtp_capabilities).await?;
+        self.joined_mut()?.consumers.insert(id, p.producer_id);
+        Ok(consumed)
     }
 
     /// `pauseConsumer` / `resumeConsumer`.
@@ -49,16 +42,14 @@ impl Session {
         paused: bool,
     ) -> Result<Empty, ConsumerError> {
         let j = self.own_consumer(&p.consumer_id)?;
-        let (id, owner) = (p.consumer_id, j.peer_id.clone());
-        j.worker.call(move |w| w.set_consumer_paused(&id, &owner, paused)).await?;
+        j.router.set_consumer_paused(p.consumer_id, j.peer_id.clone(), paused).await?;
         Ok(Empty {})
     }
 
     /// `closeConsumer`.
     pub(crate) async fn close_consumer(&mut self, p: ConsumerParams) -> Result<Empty, ConsumerError> {
         let j = self.own_consumer(&p.consumer_id)?;
-        let (id, owner) = (p.consumer_id.clone(), j.peer_id.clone());
-        j.worker.call(move |w| w.close_consumer(&id, &owner)).await?;
+        j.router.close_consumer(p.consumer_id.clone(), j.peer_id.clone()).await?;
         self.joined_mut()?.consumers.remove(&p.consumer_id);
         Ok(Empty {})
     }
@@ -66,8 +57,7 @@ impl Session {
     /// `getStats`.
     pub(crate) async fn get_stats(&mut self, p: GetStatsParams) -> Result<Stats, ConsumerError> {
         let j = self.joined()?;
-        let owner = j.peer_id.clone();
-        Ok(j.worker.call(move |w| w.stats(&p.id, &owner)).await?)
+        Ok(j.router.stats(p.id, j.peer_id.clone()).await?)
     }
 
     /// The engine closed one of this session's consumers (its producer closed).

@@ -36,8 +36,8 @@ use crate::auth::Grants;
 use crate::error::{CallError, NotJoined, SubscribeError, TooLarge};
 use crate::events::{self, EventReceiver, EventSender, Pushed, RawEvent};
 use crate::limits::TokenBucket;
-use crate::media::WorkerHandle;
 use crate::room::{Effect, Mailbox, MemberNotice, Rooms};
+use dspeak_media::RouterHandle;
 
 /// A unit of work run on a session's actor with exclusive access to it.
 type Job = Box<dyn for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, ()> + Send>;
@@ -54,10 +54,14 @@ pub(crate) struct Session {
 }
 
 /// The room registry of the server, with the sessions' mailboxes and the workers.
-pub(crate) type ServerRooms = Rooms<SessionMailbox, WorkerHandle>;
+pub(crate) type ServerRooms = Rooms<SessionMailbox, Router>;
+
+/// A room's media router, shared by the registry and the room's sessions; the room's
+/// place on its worker is freed when the last of them drops it.
+pub(crate) type Router = Arc<RouterHandle>;
 
 /// What the room registry asks of sessions and workers.
-type ServerEffect = Effect<SessionMailbox, WorkerHandle>;
+type ServerEffect = Effect<SessionMailbox, Router>;
 
 /// A session as its room reaches it: its event queue, and a weak handle to act on
 /// notices.
@@ -116,14 +120,8 @@ fn carry_out(effects: Vec<ServerEffect>) {
     for effect in effects {
         match effect {
             Effect::Notice(member, notice) => member.session.post(move |s| Box::pin(s.on_notice(notice))),
-            Effect::RoomOpened(worker) => {
-                worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(worker = worker.index, "room opened");
-            }
-            Effect::RoomClosed(worker) => {
-                worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
-                tracing::info!(worker = worker.index, "room closed");
-            }
+            Effect::RoomOpened(router) => tracing::info!(worker = router.worker_index(), "room opened"),
+            Effect::RoomClosed(router) => tracing::info!(worker = router.worker_index(), "room closed"),
         }
     }
 }
@@ -132,8 +130,8 @@ fn carry_out(effects: Vec<ServerEffect>) {
 struct Joined {
     /// The room's name.
     room: String,
-    /// The worker the room is pinned to.
-    worker: WorkerHandle,
+    /// The room's media router (its worker, and the engine's API).
+    router: Router,
     peer_id: PeerId,
     /// How others see this session (also what webhooks report).
     info: PeerInfo,
@@ -147,10 +145,10 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(room: String, worker: WorkerHandle, info: PeerInfo, grants: Grants, broadcast_rate: u32) -> Self {
+    fn new(room: String, router: Router, info: PeerInfo, grants: Grants, broadcast_rate: u32) -> Self {
         Joined {
             room,
-            worker,
+            router,
             peer_id: info.peer_id.clone(),
             info,
             grants,

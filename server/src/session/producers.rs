@@ -7,7 +7,6 @@ use dspeak_schema::rooms::{Empty, ProducerInfo};
 
 use super::{Session, change_rooms, check_json_size};
 use crate::error::{NotFound, ProduceError, ProducerError};
-use crate::media::router;
 
 impl Session {
     /// `produce`: starts receiving an Opus track and announces it to the room.
@@ -29,10 +28,9 @@ impl Session {
         if let Some(app_data) = &p.app_data {
             check_json_size("appData", app_data, limits.max_app_data_bytes)?;
         }
-        let stream = router::producer_stream(p.kind, &p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
-        let (producer_id, transport, owner) = (id.clone(), p.transport_id, j.peer_id.clone());
-        j.worker.call(move |w| w.produce(producer_id, &transport, &owner, stream)).await?;
+        let owner = j.peer_id.clone();
+        j.router.produce(id.clone(), p.transport_id, owner, p.kind, &p.rtp_parameters).await?;
         let j = self.joined_mut()?;
         j.producers.insert(id.clone(), p.kind);
         let info = ProducerInfo { peer_id: j.peer_id.clone(), producer_id: id.clone(), kind: p.kind, paused: false };
@@ -59,8 +57,7 @@ impl Session {
     /// Pauses or resumes one of this session's producers and tells the room.
     async fn pause_own_producer(&mut self, id: ProducerId, paused: bool) -> Result<Empty, ProducerError> {
         let j = self.joined()?;
-        let producer = id.clone();
-        j.worker.call(move |w| w.set_producer_paused(&producer, paused)).await?;
+        j.router.set_producer_paused(id.clone(), j.peer_id.clone(), paused).await?;
         change_rooms(&self.shared, |r| r.set_producer_paused(&j.room, &id, paused));
         Ok(Empty {})
     }
@@ -80,8 +77,7 @@ impl Session {
     /// `closeProducer`: closes it and every consumer of it.
     pub(crate) async fn close_producer(&mut self, p: ProducerParams) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
-        let id = p.producer_id.clone();
-        let closed = j.worker.call(move |w| Ok(w.close_producer(&id))).await?;
+        let closed = j.router.close_producer(p.producer_id.clone(), j.peer_id.clone()).await?;
         change_rooms(&self.shared, |r| r.remove_producer(&j.room, &p.producer_id));
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
         self.shared.webhooks.emit(WebhookEventKind::ProducerClosed, &j.room, Some(&j.info), Some(&p.producer_id));

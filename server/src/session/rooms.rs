@@ -1,5 +1,7 @@
 //! The session and room area: `join`, `leave`, `broadcast`, slow-consumer eviction.
 
+use std::sync::Arc;
+
 use dspeak_schema::admin::WebhookEventKind;
 use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult, PeerInfo};
 use dspeak_schema::{Event, PeerId};
@@ -7,8 +9,8 @@ use dspeak_schema::{Event, PeerId};
 use super::{Joined, Session, change_rooms, check_json_size};
 use crate::auth;
 use crate::error::{BroadcastError, JoinError, NotJoined, StreamEnd, TooLarge};
-use crate::media::router;
 use crate::room::{Effect, Member, RoomLimits};
+use dspeak_media::router;
 
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -58,7 +60,7 @@ impl Session {
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
         let (engine, now) = (&self.shared.engine, crate::unix_millis());
         let (joined, opened) =
-            change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, || engine.pick_worker()) {
+            change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, || Arc::new(engine.router())) {
                 Ok((joined, effects)) => {
                     let opened = effects.iter().any(|e| matches!(e, Effect::RoomOpened(_)));
                     (Ok((joined, opened)), effects)
@@ -102,12 +104,7 @@ impl Session {
             change_rooms(&self.shared, |r| r.remove_producer(&j.room, producer));
             webhooks.emit(WebhookEventKind::ProducerClosed, &j.room, Some(&j.info), Some(producer));
         }
-        let transports: Vec<_> = j.transports.keys().cloned().collect();
-        let closed = j
-            .worker
-            .call(move |w| Ok(transports.iter().flat_map(|t| w.close_transport(t)).collect::<Vec<_>>()))
-            .await
-            .unwrap_or_default();
+        let closed = j.router.close_peer(j.peer_id.clone()).await.unwrap_or_default();
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
         let closed = change_rooms(&self.shared, |r| {
             let effects = r.leave(&j.room, &j.peer_id);

@@ -7,12 +7,12 @@ use dspeak_schema::TransportId;
 use dspeak_schema::media::{
     ConnectTransportParams, CreateTransportParams, CreateTransportResult, Direction, TransportParams,
 };
-use dspeak_schema::ortc::{DtlsParameters, DtlsRole, IceParameters, RtpCapabilities};
+use dspeak_schema::ortc::{IceParameters, RtpCapabilities};
 use dspeak_schema::rooms::Empty;
 
 use super::Session;
 use crate::error::{CreateTransportError, NotFound, TransportError};
-use crate::media::{expected_fingerprint, router};
+use dspeak_media::router;
 
 impl Session {
     /// `getRouterRtpCapabilities`: the same for every room, so no join is needed.
@@ -31,26 +31,17 @@ impl Session {
             return Err(CreateTransportError::TooMany { max });
         }
         let id = TransportId::new(uuid::Uuid::new_v4().to_string());
-        let (worker, owner, direction) = (j.worker.clone(), j.peer_id.clone(), p.direction);
-        let ice_id = id.clone();
-        let ice = worker.call(move |w| w.create_transport(ice_id, owner, direction)).await?;
+        let created = j.router.create_transport(id.clone(), j.peer_id.clone(), p.direction).await?;
         self.joined_mut()?.transports.insert(id.clone(), p.direction);
         tracing::debug!(transport = %id, direction = ?p.direction, "transport created");
-        Ok(CreateTransportResult {
-            id,
-            ice_parameters: ice,
-            ice_candidates: self.shared.engine.candidates(&worker),
-            dtls_parameters: DtlsParameters { role: DtlsRole::Auto, fingerprints: self.shared.engine.fingerprints() },
-        })
+        Ok(created)
     }
 
     /// `connectTransport`.
     pub(crate) async fn connect_transport(&mut self, p: ConnectTransportParams) -> Result<Empty, TransportError> {
         let j = self.joined()?;
         self.own_transport(&p.transport_id)?;
-        let expected = expected_fingerprint(&p.dtls_parameters.fingerprints)?;
-        let (id, owner, role) = (p.transport_id, j.peer_id.clone(), p.dtls_parameters.role);
-        j.worker.call(move |w| w.connect_transport(&id, &owner, expected, role)).await?;
+        j.router.connect(p.transport_id, j.peer_id.clone(), p.dtls_parameters).await?;
         Ok(Empty {})
     }
 
@@ -58,8 +49,7 @@ impl Session {
     pub(crate) async fn restart_ice(&mut self, p: TransportParams) -> Result<IceParameters, TransportError> {
         let j = self.joined()?;
         self.own_transport(&p.transport_id)?;
-        let (id, owner) = (p.transport_id, j.peer_id.clone());
-        Ok(j.worker.call(move |w| w.restart_ice(&id, &owner)).await?)
+        Ok(j.router.restart_ice(p.transport_id, j.peer_id.clone()).await?)
     }
 
     /// The direction of one of this session's transports.

@@ -86,6 +86,7 @@ async fn metrics_follow_pymediasoup_peers() {
     }
     assert!(idle.sum("process_resident_memory_bytes", &[]) > 0.0);
     assert!(idle.sum("process_open_fds", &[]) > 0.0);
+    assert!(idle.has("dspeak_media_send_drops_total"));
 
     // A refused request is counted with its code.
     let lonely = server.client().await;
@@ -120,6 +121,7 @@ async fn metrics_follow_pymediasoup_peers() {
         assert_eq!(m.sum(gauge, &[]), 0.0, "{gauge}");
     }
     assert!(m.sum("dspeak_rtp_packets_sent_total", &[]) >= 50.0);
+    assert_eq!(m.sum("dspeak_media_send_drops_total", &[]), 0.0, "two talkers fill no send buffer");
     server.shutdown().await;
 }
 

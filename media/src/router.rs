@@ -13,7 +13,7 @@ use dspeak_schema::ortc::{
     RtpParameters,
 };
 
-use crate::error::RouterError;
+use crate::error::MediaError;
 
 /// The router's Opus payload type (what consumers receive).
 pub(crate) const OPUS_PT: u8 = 100;
@@ -29,7 +29,7 @@ const OPUS_MIME: &str = "audio/opus";
 const MAX_MID_LEN: usize = 16;
 
 /// The capabilities every router has (for `device.load()`).
-pub(crate) fn capabilities() -> RtpCapabilities {
+pub fn capabilities() -> RtpCapabilities {
     RtpCapabilities {
         codecs: vec![RtpCodecCapability {
             kind: MediaKind::Audio,
@@ -62,19 +62,17 @@ pub(crate) struct ProducerStream {
 }
 
 /// Checks a `produce` request against the router and extracts the stream.
-pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<ProducerStream, RouterError> {
+pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<ProducerStream, MediaError> {
     if kind != MediaKind::Audio {
-        return Err(RouterError::Unsupported("only audio producers are supported".into()));
+        return Err(MediaError::Unsupported("only audio producers are supported".into()));
     }
-    let codec = rtp
-        .codecs
-        .first()
-        .ok_or_else(|| RouterError::InvalidParams("rtpParameters.codecs must not be empty".into()))?;
+    let codec =
+        rtp.codecs.first().ok_or_else(|| MediaError::InvalidParams("rtpParameters.codecs must not be empty".into()))?;
     if !codec.mime_type.eq_ignore_ascii_case(OPUS_MIME)
         || codec.clock_rate != OPUS_CLOCK_RATE
         || codec.channels.unwrap_or(1) != 2
     {
-        return Err(RouterError::Unsupported(format!(
+        return Err(MediaError::Unsupported(format!(
             "codec {} {}/{} is not supported; the router takes audio/opus 48000/2",
             codec.mime_type,
             codec.clock_rate,
@@ -82,7 +80,7 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
         )));
     }
     if !PRODUCER_PTS.contains(&codec.payload_type) {
-        return Err(RouterError::Unsupported(format!(
+        return Err(MediaError::Unsupported(format!(
             "payload type {} is outside the dynamic range 96-127",
             codec.payload_type
         )));
@@ -91,11 +89,11 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
         .encodings
         .first()
         .and_then(|e| e.ssrc)
-        .ok_or_else(|| RouterError::InvalidParams("rtpParameters.encodings[0].ssrc is required".into()))?;
-    let mid = rtp.mid.clone().ok_or_else(|| RouterError::InvalidParams("rtpParameters.mid is required".into()))?;
+        .ok_or_else(|| MediaError::InvalidParams("rtpParameters.encodings[0].ssrc is required".into()))?;
+    let mid = rtp.mid.clone().ok_or_else(|| MediaError::InvalidParams("rtpParameters.mid is required".into()))?;
     if mid.is_empty() || mid.len() > MAX_MID_LEN || !mid.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(RouterError::InvalidParams(format!(
+        return Err(MediaError::InvalidParams(format!(
             "rtpParameters.mid must be 1-{MAX_MID_LEN} letters, digits, '-', '_' or '.'"
         )));
     }
@@ -110,7 +108,7 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
 }
 
 /// Fails unless a device with `caps` can receive the router's Opus.
-pub(crate) fn check_can_consume(caps: &RtpCapabilities) -> Result<(), RouterError> {
+pub(crate) fn check_can_consume(caps: &RtpCapabilities) -> Result<(), MediaError> {
     let can_receive = caps.codecs.iter().any(|c| {
         c.kind == MediaKind::Audio
             && c.mime_type.eq_ignore_ascii_case(OPUS_MIME)
@@ -120,7 +118,7 @@ pub(crate) fn check_can_consume(caps: &RtpCapabilities) -> Result<(), RouterErro
     if can_receive {
         Ok(())
     } else {
-        Err(RouterError::Unsupported("rtpCapabilities cannot receive audio/opus 48000/2".into()))
+        Err(MediaError::Unsupported("rtpCapabilities cannot receive audio/opus 48000/2".into()))
     }
 }
 
@@ -218,12 +216,12 @@ mod tests {
     #[test]
     fn incompatible_capabilities_and_codecs_are_refused() {
         let no_opus = RtpCapabilities::default();
-        assert!(matches!(check_can_consume(&no_opus), Err(RouterError::Unsupported(_))));
+        assert!(matches!(check_can_consume(&no_opus), Err(MediaError::Unsupported(_))));
         let mut rtp: RtpParameters =
             serde_json::from_value(fixture("pymediasoup-1.5-aiortc-1.16/produce.params.json")["rtpParameters"].clone())
                 .unwrap();
         rtp.codecs[0].mime_type = "audio/PCMU".into();
-        assert!(matches!(producer_stream(MediaKind::Audio, &rtp), Err(RouterError::Unsupported(_))));
-        assert!(matches!(producer_stream(MediaKind::Video, &rtp), Err(RouterError::Unsupported(_))));
+        assert!(matches!(producer_stream(MediaKind::Audio, &rtp), Err(MediaError::Unsupported(_))));
+        assert!(matches!(producer_stream(MediaKind::Video, &rtp), Err(MediaError::Unsupported(_))));
     }
 }

@@ -17,6 +17,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -67,6 +68,9 @@ pub(crate) struct MediaSocket {
     wildcard: bool,
     /// Bound to an IPv6 address: IPv4 peers are IPv4-mapped on the wire.
     v6: bool,
+    /// Datagrams the kernel refused (send buffer full, `EAGAIN`, or any other error)
+    /// and that were dropped.
+    dropped: AtomicU64,
 }
 
 impl MediaSocket {
@@ -79,7 +83,12 @@ impl MediaSocket {
         if wildcard {
             sys::enable_pktinfo(&socket, bound.is_ipv6())?;
         }
-        Ok(MediaSocket { socket: UdpSocket::from_std(socket)?, wildcard, v6: bound.is_ipv6() })
+        Ok(MediaSocket {
+            socket: UdpSocket::from_std(socket)?,
+            wildcard,
+            v6: bound.is_ipv6(),
+            dropped: AtomicU64::new(0),
+        })
     }
 
     /// Waits for the next datagram.
@@ -108,13 +117,21 @@ impl MediaSocket {
 
     /// Sends and clears `out` (datagrams only: TCP frames go to their connection
     /// first). A datagram the kernel refuses (full buffer) is dropped, as the network
-    /// would drop it.
+    /// would drop it, and counted ([`MediaSocket::dropped`]).
     pub(crate) fn send_all(&self, out: &mut Vec<Outgoing>) {
         if out.is_empty() {
             return;
         }
-        sys::send_all(&self.socket, out, self.v6, self.wildcard);
+        let dropped = sys::send_all(&self.socket, out, self.v6, self.wildcard);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
         out.clear();
+    }
+
+    /// Datagrams dropped so far because the kernel refused them.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -222,7 +239,8 @@ mod sys {
         }
     }
 
-    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, wildcard: bool) {
+    /// Sends `out`; returns how many datagrams the kernel refused (they are dropped).
+    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, wildcard: bool) -> u64 {
         let fd = socket.as_raw_fd();
         let n = out.len().min(BATCH);
         // `sendmmsg` shares one set of control messages over a call, and a header
@@ -233,6 +251,7 @@ mod sys {
         let mut slices: Vec<[IoSlice<'_>; 1]> = Vec::with_capacity(n);
         let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(n);
         let mut rest = out;
+        let mut dropped = 0;
         while let Some(first) = rest.first() {
             let source = |o: &Outgoing| if wildcard { o.route.source() } else { None };
             let from = source(first);
@@ -255,8 +274,10 @@ mod sys {
             };
             // The kernel stops at the first datagram it refuses: drop that one, go on.
             let sent = sent.unwrap_or(0);
+            dropped += u64::from(sent == 0);
             rest = &rest[sent.max(1).min(rest.len())..];
         }
+        dropped
     }
 }
 
@@ -277,10 +298,8 @@ mod sys {
         Ok(Received { len, source, local: None })
     }
 
-    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, _: bool) {
-        for o in out {
-            let _ = socket.try_send_to(&o.data, on_wire(o.to, v6));
-        }
+    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, _: bool) -> u64 {
+        out.iter().filter(|o| socket.try_send_to(&o.data, on_wire(o.to, v6)).is_err()).count() as u64
     }
 }
 
@@ -305,6 +324,27 @@ mod tests {
         for i in 0..150u8 {
             let (n, _) = rx.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &[i; 10]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_datagram_is_dropped_and_counted_and_the_rest_still_go() {
+        let tx = socket("127.0.0.1:0").await;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        // An IPv4 socket cannot send to an IPv6 address: the kernel refuses that one.
+        let refused: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut out: Vec<Outgoing> = [(1u8, to), (2, refused), (3, to)]
+            .into_iter()
+            .map(|(i, to)| Outgoing { data: vec![i; 4], to, route: Route::Udp(None) })
+            .collect();
+        assert_eq!(tx.dropped(), 0);
+        tx.send_all(&mut out);
+        assert_eq!(tx.dropped(), 1);
+        let mut buf = [0u8; 16];
+        for i in [1u8, 3] {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 4]);
         }
     }
 

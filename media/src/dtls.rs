@@ -9,7 +9,8 @@
 //! The wrapper also builds the DTLS instances itself (dimpl, as str0m's aws-lc-rs
 //! provider does) from one shared, once-validated dimpl `Config`: str0m's provider
 //! builds and self-validates a new one for every `Rtc` (a few ECDH and ECDSA operations,
-//! most of the worker's time when many clients create transports at once).
+//! most of the worker's time when many clients create transports at once). The load
+//! tool's synthetic clients use the same provider ([`crypto_provider`]).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::CryptoError;
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
 
-use crate::error::DtlsError;
+use crate::error::MediaError;
 
 /// Where a transport's DTLS instance leaves the peer's certificate (DER).
 pub(crate) type PeerCertSlot = Arc<Mutex<Option<Vec<u8>>>>;
@@ -43,23 +44,31 @@ pub(crate) struct Identity {
 
 impl Identity {
     /// Generates a certificate and a crypto provider that captures peer certificates.
-    pub(crate) fn generate() -> Result<Identity, DtlsError> {
-        let base = str0m::crypto::from_feature_flags();
-        let cert = base
+    pub(crate) fn generate() -> Result<Identity, MediaError> {
+        let provider = crypto_provider();
+        let cert = provider
             .dtls_provider
             .generate_certificate()
-            .ok_or_else(|| DtlsError::Internal("the crypto provider cannot generate certificates".into()))?;
-        // One provider for the whole process: leaking it once is how str0m's
-        // `&'static dyn DtlsProvider` field is meant to be filled.
-        let capturing: &'static CapturingDtls =
-            Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider, configs: Mutex::new(Vec::new()) }));
-        let provider = Arc::new(CryptoProvider { dtls_provider: capturing, ..base });
+            .ok_or_else(|| MediaError::Internal("the crypto provider cannot generate certificates".into()))?;
         let fingerprints = FingerprintAlgorithm::ALL
             .iter()
             .map(|&algorithm| DtlsFingerprint { algorithm, value: to_hex(&hash(algorithm, &cert.certificate)) })
             .collect();
         Ok(Identity { cert, provider, fingerprints })
     }
+}
+
+/// str0m's crypto (aws-lc-rs) with DTLS instances built from one shared, validated
+/// dimpl configuration: what the engine's transports use, and what a process running
+/// many str0m peers (the load tool's synthetic clients) wants too. An instance built
+/// inside [`with_peer_cert_slot`] also reports the peer certificate.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    let base = str0m::crypto::from_feature_flags();
+    // One provider per call, leaked once: str0m's field is a `&'static dyn DtlsProvider`.
+    // The engine and the load tool each call this once per process.
+    let capturing: &'static CapturingDtls =
+        Box::leak(Box::new(CapturingDtls { inner: base.dtls_provider, configs: Mutex::new(Vec::new()) }));
+    Arc::new(CryptoProvider { dtls_provider: capturing, ..base })
 }
 
 /// Runs `build` (which must build one `Rtc`) so that its DTLS instance reports the
@@ -103,17 +112,17 @@ pub(crate) struct Expected {
 }
 
 /// Parses the client's fingerprints and picks the strongest one to verify.
-pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<Expected, DtlsError> {
+pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<Expected, MediaError> {
     if fingerprints.is_empty() {
-        return Err(DtlsError::InvalidParams("dtlsParameters.fingerprints must not be empty".into()));
+        return Err(MediaError::InvalidParams("dtlsParameters.fingerprints must not be empty".into()));
     }
     let mut best: Option<Expected> = None;
     for fp in fingerprints {
         let digest = parse_hex(&fp.value).ok_or_else(|| {
-            DtlsError::InvalidParams(format!("fingerprint {} is not colon-separated hex", fp.algorithm.as_str()))
+            MediaError::InvalidParams(format!("fingerprint {} is not colon-separated hex", fp.algorithm.as_str()))
         })?;
         if digest.len() != fp.algorithm.digest_len() {
-            return Err(DtlsError::InvalidParams(format!(
+            return Err(MediaError::InvalidParams(format!(
                 "a {} fingerprint has {} bytes, not {}",
                 fp.algorithm.as_str(),
                 digest.len(),
@@ -125,7 +134,7 @@ pub(crate) fn expected_fingerprint(fingerprints: &[DtlsFingerprint]) -> Result<E
         }
     }
     // Non-empty input and every entry valid, so `best` is set.
-    best.ok_or_else(|| DtlsError::Internal("no fingerprint chosen".into()))
+    best.ok_or_else(|| MediaError::Internal("no fingerprint chosen".into()))
 }
 
 /// Whether the captured peer certificate matches what the client announced.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Why a worker dropped an RTP packet (or, for `Unroutable`, a datagram).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DropReason {
+pub enum DropReason {
     /// The producer is paused: its packets go to no consumer.
     ProducerPaused,
     /// Not forwarded to one consumer because that consumer is paused.
@@ -26,7 +26,7 @@ pub(crate) enum DropReason {
 
 impl DropReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
@@ -36,7 +36,7 @@ impl DropReason {
     ];
 
     /// The `reason` label.
-    pub(crate) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             DropReason::ProducerPaused => "producer_paused",
             DropReason::ConsumerPaused => "consumer_paused",
@@ -92,12 +92,17 @@ pub(crate) struct Traffic {
 
 /// A copy of one worker's totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TrafficSnapshot {
-    pub(crate) packets_received: u64,
-    pub(crate) bytes_received: u64,
-    pub(crate) packets_sent: u64,
-    pub(crate) bytes_sent: u64,
-    pub(crate) dropped: [u64; DropReason::ALL.len()],
+pub struct TrafficSnapshot {
+    /// RTP packets received from producers.
+    pub packets_received: u64,
+    /// RTP payload bytes received from producers.
+    pub bytes_received: u64,
+    /// RTP packets sent to consumers.
+    pub packets_sent: u64,
+    /// RTP payload bytes sent to consumers.
+    pub bytes_sent: u64,
+    /// Dropped packets, indexed by [`DropReason`] (`reason as usize`).
+    pub dropped: [u64; DropReason::ALL.len()],
 }
 
 impl Traffic {

@@ -177,10 +177,12 @@ impl TcpConns {
         due.into_iter().filter_map(|id| Some((id, self.remove(id)?))).collect()
     }
 
-    /// Queues one packet on a connection; dropped if its queue is full.
-    pub(crate) fn send(&self, id: ConnId, data: Vec<u8>) {
-        if let Some(conn) = self.conns.get(&id) {
-            let _ = conn.writer.try_send(data);
+    /// Queues a frame for a connection's writer; `false` when its queue is full and the
+    /// frame is dropped (a connection that is gone drops it silently).
+    pub(crate) fn send(&self, id: ConnId, data: Vec<u8>) -> bool {
+        match self.conns.get(&id) {
+            Some(conn) => conn.writer.try_send(data).is_ok(),
+            None => true,
         }
     }
 

@@ -10,10 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dtls::{self, Expected, Identity, PeerCertSlot};
-use super::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
-use super::udp::{Outgoing, Route};
-use crate::error::MediaError as Error;
+use crate::dtls::{self, Expected, Identity, PeerCertSlot};
+use crate::error::MediaError;
+use crate::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};
@@ -127,7 +127,7 @@ impl Transport {
         locals: &Arc<[SocketAddr]>,
         tcp: bool,
         now: Instant,
-    ) -> Result<Transport, Error> {
+    ) -> Result<Transport, MediaError> {
         let creds = IceCreds::new();
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
@@ -160,7 +160,7 @@ impl Transport {
         let peer_cert = PeerCertSlot::default();
         let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
         for &local in locals.iter() {
-            let bad = |e| Error::Internal(format!("host candidate {local}: {e}"));
+            let bad = |e| MediaError::Internal(format!("host candidate {local}: {e}"));
             rtc.add_local_candidate(Candidate::host(local, "udp").map_err(bad)?);
             if tcp {
                 let passive = Candidate::builder().tcp().host(local).tcptype(TcpType::Passive).build().map_err(bad)?;
@@ -207,9 +207,14 @@ impl Transport {
     }
 
     /// `connectTransport`: the client's fingerprint and role; starts DTLS.
-    pub(crate) fn connect(&mut self, expected: Expected, role: DtlsRole, sink: &mut Sink<'_>) -> Result<(), Error> {
+    pub(crate) fn connect(
+        &mut self,
+        expected: Expected,
+        role: DtlsRole,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), MediaError> {
         if self.dtls != DtlsState::New {
-            return Err(Error::InvalidState(format!("transport '{}' is already connected", self.id)));
+            return Err(MediaError::InvalidState(format!("transport '{}' is already connected", self.id)));
         }
         // The client's role decides ours; with `auto` the ICE-lite side is the DTLS
         // server, as mediasoup's is.
@@ -218,7 +223,7 @@ impl Transport {
         // str0m requires a remote fingerprint before DTLS even with its own check off;
         // the real check is `dtls::verify` on `Connected`.
         api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
-        api.start_dtls(active).map_err(|e| Error::Internal(format!("start_dtls: {e}")))?;
+        api.start_dtls(active).map_err(|e| MediaError::Internal(format!("start_dtls: {e}")))?;
         self.expected = Some(expected);
         self.dtls = DtlsState::Connecting;
         self.drain(Instant::now(), sink);
@@ -274,7 +279,7 @@ impl Transport {
     }
 
     /// Forgets a closed TCP connection.
-    pub(crate) fn forget_connection(&mut self, conn: super::tcp::ConnId) {
+    pub(crate) fn forget_connection(&mut self, conn: crate::tcp::ConnId) {
         self.remotes.retain(|r| r.route != Route::Tcp(conn));
     }
 
@@ -329,10 +334,10 @@ impl Transport {
     }
 
     /// Declares a media section (MID) for a producer or consumer.
-    pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, Error> {
+    pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, MediaError> {
         // str0m maps characters other than letters and digits to '_': compare as it does.
         if self.mids.iter().any(|m| Mid::from(m.as_str()) == Mid::from(mid)) {
-            return Err(Error::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
+            return Err(MediaError::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
         }
         let m = Mid::from(mid);
         self.rtc.direct_api().declare_media(m, MediaKind::Audio);

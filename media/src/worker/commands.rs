@@ -1,0 +1,322 @@
+//! The commands a [`RouterHandle`](crate::RouterHandle) runs on its worker.
+//!
+//! The worker owns the media facts, so every check on them is made here, once: who
+//! owns a transport, producer or consumer, a transport's direction, what is paused.
+
+use std::time::Instant;
+
+use dspeak_schema::media::{ConsumeResult, Direction, Stats};
+use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
+use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
+
+use super::{Consumer, Producer, SeqRewriter, Worker};
+use crate::dtls::Expected;
+use crate::error::MediaError;
+use crate::handle::ClosedConsumer;
+use crate::router::{self, ProducerStream};
+use crate::transport::{Sink, Transport};
+
+impl Worker {
+    /// Creates a transport and returns its ICE parameters.
+    pub(crate) fn create_transport(
+        &mut self,
+        id: TransportId,
+        owner: PeerId,
+        direction: Direction,
+    ) -> Result<IceParameters, MediaError> {
+        let now = Instant::now();
+        let tcp = self.tcp.is_some();
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?;
+        transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
+        let ice = transport.ice_parameters();
+        let ufrag = transport.local_ufrag.clone();
+        let key = self.transports.insert(transport);
+        if let Some(t) = self.transports.get_mut(key) {
+            Self::schedule(&mut self.timers, key, t);
+        }
+        self.by_ufrag.insert(ufrag, key);
+        self.transport_keys.insert(id, key);
+        Ok(ice)
+    }
+
+    /// Starts DTLS with the client's fingerprint and role.
+    pub(crate) fn connect_transport(
+        &mut self,
+        id: &TransportId,
+        owner: &PeerId,
+        expected: Expected,
+        role: DtlsRole,
+    ) -> Result<(), MediaError> {
+        let key = self.key_of(id, owner)?;
+        let Some(transport) = self.transports.get_mut(key) else {
+            return Err(MediaError::not_found("transport", id));
+        };
+        let result = transport.connect(expected, role, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
+        Self::schedule(&mut self.timers, key, transport);
+        result
+    }
+
+    /// New server ICE credentials for a transport.
+    pub(crate) fn restart_ice(&mut self, id: &TransportId, owner: &PeerId) -> Result<IceParameters, MediaError> {
+        let key = self.key_of(id, owner)?;
+        let Some(transport) = self.transports.get_mut(key) else {
+            return Err(MediaError::not_found("transport", id));
+        };
+        let old = transport.local_ufrag.clone();
+        let ice = transport.restart_ice(&mut Sink { out: &mut self.out, rtp: &mut self.drained });
+        let new = transport.local_ufrag.clone();
+        Self::schedule(&mut self.timers, key, transport);
+        self.by_ufrag.remove(&old);
+        self.by_ufrag.insert(new, key);
+        Ok(ice)
+    }
+
+    /// Adds a producer on a send transport.
+    pub(crate) fn produce(
+        &mut self,
+        id: ProducerId,
+        transport_id: &TransportId,
+        owner: &PeerId,
+        stream: ProducerStream,
+    ) -> Result<(), MediaError> {
+        let key = self.key_of(transport_id, owner)?;
+        let transport = self.transport_of(transport_id, owner)?;
+        if transport.direction != Direction::Send {
+            return Err(MediaError::InvalidState(format!(
+                "transport '{transport_id}' is a recv transport; produce needs a send transport"
+            )));
+        }
+        if transport.producers.contains_key(&stream.ssrc) {
+            return Err(MediaError::InvalidState(format!(
+                "ssrc {} is already produced on this transport",
+                stream.ssrc
+            )));
+        }
+        let mid = transport.declare_mid(&stream.mid)?;
+        transport.expect_stream(mid, stream.ssrc);
+        transport.producers.insert(stream.ssrc, id.clone());
+        let producer = Producer { transport: key, stream, paused: false, consumers: Vec::new(), packets: 0, bytes: 0 };
+        self.producers.insert(id, producer);
+        Ok(())
+    }
+
+    /// Adds a (paused) consumer of `producer` on a recv transport of `owner`, with a
+    /// new SSRC; its RTP parameters follow the consuming device's capabilities.
+    pub(crate) fn consume(
+        &mut self,
+        id: ConsumerId,
+        transport_id: &TransportId,
+        owner: &PeerId,
+        producer_id: ProducerId,
+        caps: &RtpCapabilities,
+    ) -> Result<ConsumeResult, MediaError> {
+        let key = self.key_of(transport_id, owner)?;
+        let transport = self.transport_of(transport_id, owner)?;
+        if transport.direction != Direction::Recv {
+            return Err(MediaError::InvalidState(format!(
+                "transport '{transport_id}' is a send transport; consume needs a recv transport"
+            )));
+        }
+        let producer =
+            self.producers.get(&producer_id).ok_or_else(|| MediaError::not_found("producer", &producer_id))?;
+        let producer_paused = producer.paused;
+        let random = uuid::Uuid::new_v4().as_u128();
+        let ssrc = (random as u32).max(1);
+        let rtp_parameters = {
+            let transport = self.transport_of(transport_id, owner)?;
+            let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
+            let declared = transport.declare_mid(&mid)?;
+            transport.declare_stream(declared, ssrc);
+            let stream = self.producers.get(&producer_id).map(|p| &p.stream);
+            let Some(stream) = stream else { return Err(MediaError::not_found("producer", &producer_id)) };
+            router::consumer_parameters(stream, caps, mid, ssrc)
+        };
+        let consumer = Consumer {
+            owner: owner.clone(),
+            transport: key,
+            producer: producer_id.clone(),
+            mid: rtp_parameters.mid.clone().unwrap_or_default(),
+            ssrc,
+            paused: true,
+            seq: SeqRewriter::new(((random >> 64) & 0x3fff) as u64),
+            timestamp_offset: (random >> 96) as u32,
+            packets: 0,
+            bytes: 0,
+        };
+        self.consumers.insert(id.clone(), consumer);
+        if let Some(p) = self.producers.get_mut(&producer_id) {
+            p.consumers.push(id.clone());
+        }
+        Ok(ConsumeResult { id, producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
+    }
+
+    /// Pauses or resumes a producer of `owner`.
+    pub(crate) fn set_producer_paused(
+        &mut self,
+        id: &ProducerId,
+        owner: &PeerId,
+        paused: bool,
+    ) -> Result<(), MediaError> {
+        self.owned_producer(id, owner)?;
+        let producer = self.producers.get_mut(id).ok_or_else(|| MediaError::not_found("producer", id))?;
+        if producer.paused && !paused {
+            for c in &producer.consumers {
+                if let Some(c) = self.consumers.get_mut(c) {
+                    c.seq.resync();
+                }
+            }
+        }
+        producer.paused = paused;
+        Ok(())
+    }
+
+    /// Pauses or resumes a consumer of `owner`.
+    pub(crate) fn set_consumer_paused(
+        &mut self,
+        id: &ConsumerId,
+        owner: &PeerId,
+        paused: bool,
+    ) -> Result<(), MediaError> {
+        let consumer = match self.consumers.get_mut(id) {
+            Some(c) if &c.owner == owner => c,
+            _ => return Err(MediaError::not_found("consumer", id)),
+        };
+        if consumer.paused && !paused {
+            consumer.seq.resync();
+        }
+        consumer.paused = paused;
+        Ok(())
+    }
+
+    /// Closes a producer of `owner` and its consumers; returns the consumers closed.
+    pub(crate) fn close_owned_producer(
+        &mut self,
+        id: &ProducerId,
+        owner: &PeerId,
+    ) -> Result<Vec<ClosedConsumer>, MediaError> {
+        self.owned_producer(id, owner)?;
+        Ok(self.close_producer(id))
+    }
+
+    /// Fails unless `id` is a producer on a transport of `owner`.
+    fn owned_producer(&self, id: &ProducerId, owner: &PeerId) -> Result<(), MediaError> {
+        match self.producers.get(id) {
+            Some(p) if self.transports.get(p.transport).is_some_and(|t| &t.owner == owner) => Ok(()),
+            _ => Err(MediaError::not_found("producer", id)),
+        }
+    }
+
+    /// Closes a producer and its consumers; returns the consumers closed.
+    fn close_producer(&mut self, id: &ProducerId) -> Vec<ClosedConsumer> {
+        let Some(producer) = self.producers.remove(id) else {
+            return Vec::new();
+        };
+        if let Some(t) = self.transports.get_mut(producer.transport) {
+            t.producers.remove(&producer.stream.ssrc);
+            t.remove_mid(&producer.stream.mid);
+        }
+        producer
+            .consumers
+            .into_iter()
+            .filter_map(|c| {
+                let owner = self.remove_consumer(&c)?;
+                Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
+            })
+            .collect()
+    }
+
+    /// Closes a consumer; returns its owner if it existed.
+    fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
+        let consumer = self.consumers.remove(id)?;
+        if let Some(p) = self.producers.get_mut(&consumer.producer) {
+            p.consumers.retain(|c| c != id);
+        }
+        if let Some(t) = self.transports.get_mut(consumer.transport) {
+            t.remove_mid(&consumer.mid);
+        }
+        Some(consumer.owner)
+    }
+
+    /// Closes a consumer of `owner`.
+    pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
+        match self.consumers.get(id) {
+            Some(c) if &c.owner == owner => {
+                self.remove_consumer(id);
+                Ok(())
+            }
+            _ => Err(MediaError::not_found("consumer", id)),
+        }
+    }
+
+    /// Closes every transport of `owner` with everything on it; returns consumers of
+    /// other peers that were closed because a producer on those transports closed.
+    pub(crate) fn close_peer(&mut self, owner: &PeerId) -> Vec<ClosedConsumer> {
+        let ids: Vec<TransportId> =
+            self.transports.iter().filter(|(_, t)| &t.owner == owner).map(|(_, t)| t.id.clone()).collect();
+        ids.iter().flat_map(|id| self.close_transport(id)).collect()
+    }
+
+    /// Closes a transport with everything on it; returns consumers of other peers that
+    /// were closed because a producer on this transport closed.
+    fn close_transport(&mut self, id: &TransportId) -> Vec<ClosedConsumer> {
+        let Some(key) = self.transport_keys.remove(id) else {
+            return Vec::new();
+        };
+        let Some(transport) = self.transports.try_remove(key) else {
+            return Vec::new();
+        };
+        self.by_ufrag.remove(&transport.local_ufrag);
+        self.detach(transport.remotes);
+        let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
+        let mut closed = Vec::new();
+        for p in producers {
+            closed.extend(self.close_producer(&p));
+        }
+        let consumers: Vec<ConsumerId> =
+            self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(k, _)| k.clone()).collect();
+        for c in consumers {
+            self.remove_consumer(&c);
+        }
+        closed
+    }
+
+    /// Statistics of a transport, producer or consumer of `owner`.
+    pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
+        let transport = self.transport_keys.get(&TransportId::from(id)).and_then(|&k| self.transports.get(k));
+        if let Some(t) = transport.filter(|t| &t.owner == owner) {
+            return Ok(Stats::Transport {
+                id: t.id.clone(),
+                ice_state: format!("{:?}", t.ice).to_lowercase(),
+                dtls_state: t.dtls.as_str().into(),
+                packets_received: t.counters.packets_received as u32,
+                packets_sent: t.counters.packets_sent as u32,
+                bytes_received: t.counters.bytes_received as f64,
+                bytes_sent: t.counters.bytes_sent as f64,
+            });
+        }
+        if let Some(p) = self.producers.get(&ProducerId::from(id)) {
+            let owned = self.transports.get(p.transport).is_some_and(|t| &t.owner == owner);
+            if owned {
+                return Ok(Stats::Producer {
+                    id: ProducerId::from(id),
+                    paused: p.paused,
+                    ssrc: p.stream.ssrc,
+                    packets_received: p.packets as u32,
+                    bytes_received: p.bytes as f64,
+                });
+            }
+        }
+        if let Some(c) = self.consumers.get(&ConsumerId::from(id)).filter(|c| &c.owner == owner) {
+            let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
+            return Ok(Stats::Consumer {
+                id: ConsumerId::from(id),
+                paused: c.paused,
+                producer_paused,
+                ssrc: c.ssrc,
+                packets_sent: c.packets as u32,
+                bytes_sent: c.bytes as f64,
+            });
+        }
+        Err(MediaError::not_found("transport, producer or consumer", id))
+    }
+}

@@ -1,0 +1,414 @@
+//! A media worker: one thread, one UDP socket, the transports of its rooms.
+//!
+//! The worker is an actor. A [`RouterHandle`](super::RouterHandle) sends it commands
+//! over a channel ([`WorkerHandle::call`], private to the engine); the worker runs them
+//! with exclusive access to its state, between datagrams and timers, on its own
+//! single-threaded runtime. Nothing here is shared or locked. The worker owns the
+//! media facts: which peer owns a transport, its direction, what is paused.
+//!
+//! This file holds the state and the event loop; by concern:
+//! - `io`: demultiplexing. STUN binding requests are routed by the server ufrag in
+//!   their USERNAME, which also teaches the worker the client's address; every other
+//!   datagram is routed by its source address (UDP) or its connection (ICE-TCP).
+//! - `forward`: the per-packet path. A wake-up reads up to [`RECV_BATCH`] datagrams;
+//!   RTP from producers is written to every consumer's transport (a slab index, no id
+//!   hashing); then each transport written to gets one str0m timeout, which encrypts
+//!   and queues everything written to it, and the queued datagrams leave in
+//!   `sendmmsg` batches (`udp`).
+//! - `commands`: what the router handle asks for (create, connect, produce, …).
+//!
+//! Timers sit in a heap, so a wake-up touches only the transports due.
+
+mod commands;
+mod forward;
+mod io;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use str0m::rtp::RtpPacket;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dtls::Identity;
+use crate::error::MediaError;
+use crate::router::ProducerStream;
+use crate::tcp::{TcpConns, TcpEvent};
+use crate::traffic::{LocalTraffic, Traffic};
+use crate::transport::{Sink, Transport};
+use crate::udp::{MediaSocket, Outgoing, Route};
+use forward::SeqRewriter;
+
+type Command = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// Live counts of one worker, readable without asking it.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerCounts {
+    pub(crate) transports: AtomicUsize,
+    pub(crate) producers: AtomicUsize,
+    pub(crate) consumers: AtomicUsize,
+    /// Rooms pinned to this worker (live router handles).
+    pub(crate) rooms: AtomicUsize,
+    /// Packet and byte totals, for monitoring.
+    pub(crate) traffic: Traffic,
+    /// Open ICE-TCP connections, attached or not.
+    pub(crate) tcp_connections: AtomicUsize,
+    /// Datagrams and ICE-TCP frames dropped because the kernel's send buffer or a
+    /// connection's queue was full.
+    pub(crate) send_drops: AtomicU64,
+    /// Packets forwarded to consumers per second, over the last second or so: the
+    /// worker's load, by which rooms are placed.
+    pub(crate) forwarded_per_sec: AtomicU64,
+}
+
+/// A handle to send work to a worker.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) index: usize,
+    pub(crate) port: u16,
+    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) counts: Arc<WorkerCounts>,
+}
+
+impl WorkerHandle {
+    /// Runs `f` on the worker and returns its result.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<R, MediaError> + Send + 'static,
+    ) -> Result<R, MediaError> {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.commands.send(command).map_err(|_| MediaError::Unavailable)?;
+        rx.await.unwrap_or(Err(MediaError::Unavailable))
+    }
+
+    /// Whether the worker's thread is still running.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.commands.is_closed()
+    }
+
+    /// Asks the worker to close everything and stop.
+    pub(crate) fn stop(&self) {
+        let _ = self.commands.send(Box::new(|w| w.stopping = true));
+    }
+}
+
+/// A transport's index in the worker's slab.
+type TransportKey = usize;
+
+/// A producer as the worker sees it.
+struct Producer {
+    transport: TransportKey,
+    stream: ProducerStream,
+    paused: bool,
+    consumers: Vec<ConsumerId>,
+    packets: u64,
+    bytes: u64,
+}
+
+/// A consumer as the worker sees it.
+struct Consumer {
+    owner: PeerId,
+    transport: TransportKey,
+    producer: ProducerId,
+    mid: String,
+    ssrc: u32,
+    paused: bool,
+    seq: SeqRewriter,
+    timestamp_offset: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+/// The state of one worker thread.
+pub(crate) struct Worker {
+    socket: Arc<MediaSocket>,
+    /// Host candidate addresses (the announced addresses with this worker's port).
+    locals: Arc<[SocketAddr]>,
+    /// ICE-TCP on the same port, when enabled.
+    tcp: Option<TcpConns>,
+    /// When idle TCP connections are next looked for.
+    next_sweep: Instant,
+    /// Accepting is paused until then after an error (e.g. out of file descriptors).
+    accept_paused_until: Instant,
+    identity: Arc<Identity>,
+    transports: Slab<Transport>,
+    transport_keys: HashMap<TransportId, TransportKey>,
+    by_ufrag: HashMap<String, TransportKey>,
+    by_addr: HashMap<SocketAddr, TransportKey>,
+    // Ids are generated by the server (random UUIDs), so a fast hasher is safe here.
+    producers: FxHashMap<ProducerId, Producer>,
+    consumers: FxHashMap<ConsumerId, Consumer>,
+    counts: Arc<WorkerCounts>,
+    traffic: LocalTraffic,
+    /// Received RTP waiting to be forwarded, with the transport it came on (reused).
+    rtp: Vec<(TransportKey, RtpPacket)>,
+    /// Scratch for one transport's drain (reused).
+    drained: Vec<RtpPacket>,
+    /// Transports written to since their last timeout.
+    written: Vec<TransportKey>,
+    /// Datagrams to send at the end of the wake-up.
+    out: Vec<Outgoing>,
+    /// Transports by deadline. An entry whose deadline is no longer the transport's
+    /// `scheduled` one is stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, TransportKey)>>,
+    /// ICE-TCP frames dropped on full connection queues.
+    tcp_dropped: u64,
+    /// When the forwarding rate was last taken, and the packets sent to consumers then.
+    rate_mark: (Instant, u64),
+    stopping: bool,
+}
+
+/// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
+/// port for ICE-TCP). `locals` are the host candidate addresses; `cpu`, the CPU to pin
+/// the thread to, if any.
+pub(crate) fn spawn(
+    index: usize,
+    socket: std::net::UdpSocket,
+    listener: Option<std::net::TcpListener>,
+    locals: Vec<SocketAddr>,
+    identity: Arc<Identity>,
+    cpu: Option<usize>,
+) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
+    let port = socket.local_addr()?.port();
+    let locals: Arc<[SocketAddr]> = locals.into();
+    let (commands, rx) = mpsc::unbounded_channel();
+    let counts = Arc::new(WorkerCounts::default());
+    let handle = WorkerHandle { index, port, commands, counts: counts.clone() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let thread = std::thread::Builder::new().name(format!("dspeak-media-{index}")).spawn(move || {
+        counts.traffic.set_current_thread();
+        if let Some(cpu) = cpu {
+            match crate::pin_current_thread(cpu) {
+                Ok(()) => tracing::info!(worker = index, cpu, "media worker pinned"),
+                Err(e) => tracing::warn!(worker = index, cpu, error = %e, "cannot pin the media worker"),
+            }
+        }
+        runtime.block_on(async move {
+            let socket = match MediaSocket::new(socket) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot use the media socket");
+                    return;
+                }
+            };
+            let (tcp, tcp_events) = match listener.map(TcpConns::new).transpose() {
+                Ok(Some((tcp, events))) => (Some(tcp), Some(events)),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot use the media TCP socket");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let worker = Worker {
+                socket,
+                locals,
+                tcp,
+                next_sweep: now,
+                accept_paused_until: now,
+                identity,
+                transports: Slab::new(),
+                transport_keys: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                producers: FxHashMap::default(),
+                consumers: FxHashMap::default(),
+                counts,
+                traffic: LocalTraffic::default(),
+                rtp: Vec::new(),
+                drained: Vec::new(),
+                written: Vec::new(),
+                out: Vec::new(),
+                timers: BinaryHeap::new(),
+                tcp_dropped: 0,
+                rate_mark: (now, 0),
+                stopping: false,
+            };
+            worker.run(rx, tcp_events).await;
+        });
+    })?;
+    Ok((handle, thread))
+}
+
+/// Datagrams read per wakeup before commands and timers get a turn.
+const RECV_BATCH: usize = 64;
+/// Forwarded datagrams queued before they are handed to the kernel.
+const SEND_BATCH: usize = 32;
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    ) {
+        let socket = self.socket.clone();
+        let listener = self.tcp.as_ref().map(TcpConns::listener);
+        let mut buf = vec![0u8; 2048];
+        while !self.stopping {
+            let wakeup = tokio::time::Instant::from_std(self.next_wakeup());
+            let accepting = Instant::now() >= self.accept_paused_until;
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => command(&mut self),
+                    None => break,
+                },
+                received = socket.recv(&mut buf) => {
+                    if let Ok(first) = received {
+                        let now = Instant::now();
+                        self.on_datagram(now, first.source, first.local, &buf[..first.len]);
+                        for _ in 1..RECV_BATCH {
+                            match socket.try_recv(&mut buf) {
+                                Ok(r) => self.on_datagram(now, r.source, r.local, &buf[..r.len]),
+                                Err(_) => break,
+                            }
+                        }
+                        self.forward_all(now);
+                    }
+                }
+                accepted = accept(listener.as_deref()), if accepting => self.on_accept(accepted),
+                Some(event) = next_tcp_event(&mut tcp_events) => {
+                    let now = Instant::now();
+                    self.on_tcp_event(now, event);
+                    for _ in 1..RECV_BATCH {
+                        match tcp_events.as_mut().map(mpsc::Receiver::try_recv) {
+                            Some(Ok(event)) => self.on_tcp_event(now, event),
+                            _ => break,
+                        }
+                    }
+                    self.forward_all(now);
+                }
+                () = tokio::time::sleep_until(wakeup) => self.on_timers(),
+            }
+            self.flush();
+            self.update_counts();
+        }
+        self.transports.clear();
+        self.transport_keys.clear();
+        self.producers.clear();
+        self.consumers.clear();
+        self.update_counts();
+    }
+
+    /// Hands the queued packets over: TCP frames to their connections, datagrams to
+    /// the kernel.
+    fn flush(&mut self) {
+        self.tcp_dropped += flush(&self.socket, self.tcp.as_ref(), &mut self.out);
+    }
+
+    fn update_counts(&self) {
+        let tcp = self.tcp.as_ref().map_or(0, |t| t.counts().0);
+        self.counts.tcp_connections.store(tcp, Ordering::Relaxed);
+        self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
+        self.counts.producers.store(self.producers.len(), Ordering::Relaxed);
+        self.counts.consumers.store(self.consumers.len(), Ordering::Relaxed);
+        self.counts.send_drops.store(self.socket.dropped() + self.tcp_dropped, Ordering::Relaxed);
+        self.traffic.publish(&self.counts.traffic);
+    }
+
+    /// The earliest transport deadline (at most a second away, so idle TCP
+    /// connections are looked for every second).
+    fn next_wakeup(&self) -> Instant {
+        let idle = Instant::now() + Duration::from_secs(1);
+        self.timers.peek().map_or(idle, |Reverse((t, _))| (*t).min(idle))
+    }
+
+    /// Puts a transport's current deadline in the timer heap, if it changed.
+    fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, TransportKey)>>, key: TransportKey, t: &mut Transport) {
+        if t.scheduled != Some(t.next_timeout) {
+            t.scheduled = Some(t.next_timeout);
+            timers.push(Reverse((t.next_timeout, key)));
+        }
+    }
+
+    /// Runs the timeouts of the transports that are due; once a second, closes idle
+    /// TCP connections and takes the forwarding rate.
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            let forwarded = self.traffic.packets_sent;
+            let (since, then) = std::mem::replace(&mut self.rate_mark, (now, forwarded));
+            let secs = now.duration_since(since).as_secs_f64().max(1e-3);
+            let rate = ((forwarded - then) as f64 / secs) as u64;
+            self.counts.forwarded_per_sec.store(rate, Ordering::Relaxed);
+            let expired = self.tcp.as_mut().map(|t| t.expire(now)).unwrap_or_default();
+            for (conn, closed) in expired {
+                if let Some(t) = closed.transport.and_then(|key| self.transports.get_mut(key)) {
+                    t.forget_connection(conn);
+                }
+            }
+        }
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(t) = self.transports.get_mut(key) else {
+                continue;
+            };
+            if t.scheduled != Some(at) {
+                continue; // stale: the transport's deadline moved
+            }
+            t.scheduled = None;
+            t.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
+            Self::schedule(&mut self.timers, key, t);
+        }
+        // Timers never yield RTP; drop anything unexpected rather than forward late.
+        self.drained.clear();
+    }
+
+    fn key_of(&self, id: &TransportId, owner: &PeerId) -> Result<TransportKey, MediaError> {
+        match self.transport_keys.get(id) {
+            Some(&key) if self.transports.get(key).is_some_and(|t| &t.owner == owner) => Ok(key),
+            _ => Err(MediaError::not_found("transport", id)),
+        }
+    }
+
+    fn transport_of(&mut self, id: &TransportId, owner: &PeerId) -> Result<&mut Transport, MediaError> {
+        let key = self.key_of(id, owner)?;
+        self.transports.get_mut(key).ok_or_else(|| MediaError::not_found("transport", id))
+    }
+}
+
+/// Sends and clears `out`: TCP frames to their connections, datagrams to the kernel
+/// (which counts its own drops). Returns the TCP frames dropped on full queues.
+fn flush(socket: &MediaSocket, tcp: Option<&TcpConns>, out: &mut Vec<Outgoing>) -> u64 {
+    let mut dropped = 0;
+    if let Some(tcp) = tcp {
+        out.retain_mut(|o| match o.route {
+            Route::Tcp(conn) => {
+                dropped += u64::from(!tcp.send(conn, std::mem::take(&mut o.data)));
+                false
+            }
+            Route::Udp(_) => true,
+        });
+    }
+    socket.send_all(out);
+    dropped
+}
+
+/// The next connection on the ICE-TCP listener (never, without one).
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame or close from ICE-TCP readers (never, without TCP).
+async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
