@@ -12,7 +12,6 @@
 //! in wire order, and the actor applies them one at a time.
 
 use std::convert::Infallible;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,17 +20,21 @@ use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
 use futures_util::future::{BoxFuture, Either};
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
+use jsonrpsee::server::middleware::rpc::RpcService;
 use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig, SubscriptionMessage,
-    SubscriptionSink,
+    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
+    SubscriptionSink, stop_channel,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
+use tower::layer::LayerFn;
+use tower::layer::util::{Identity, Stack};
 
 use crate::Shared;
 use crate::StartError;
+use crate::conn::{self, Conn};
 use crate::error::{
     AreaError, BroadcastError, CallError, Code, ConsumeError, ConsumerError, CreateTransportError, JoinError,
     NotJoined, ProduceError, ProducerError, TransportError,
@@ -46,12 +49,14 @@ const OUTGOING_BUFFER: u32 = 128;
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let module = module();
+    // Built now, not in the first `rpc.discover`: building it takes long enough to stall
+    // every other connection of the runtime.
+    openrpc_document();
     let config = &shared.config;
     let server_config = ServerConfig::builder()
         .ws_only()
@@ -70,31 +75,30 @@ pub(crate) fn serve(
                 .max_failures(3),
         )
         .build();
-    let server = {
+    let listener = {
         let _guard = runtime.enter();
-        let layer_shared = shared.clone();
-        Server::builder()
-            .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer_fn(crate::web::Page::new))
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
-                inner,
-                session: SessionHandle::spawn(layer_shared.clone()),
-                requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
-            }))
-            .build_from_tcp(listener)?
+        tokio::net::TcpListener::from_std(listener)?
     };
+    let (stop, stop_handle) = stop_channel();
+    let ctx = Arc::new(conn::Listener {
+        shared: shared.clone(),
+        methods: module().into(),
+        server_config,
+        stop: stop.clone(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
+        unjoined: Mutex::default(),
+        next_id: Default::default(),
+    });
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
         runtime.block_on(async move {
-            let handle = server.start(module);
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down"),
-                () = handle.clone().stopped() => {}
-            }
-            let _ = handle.stop();
-            handle.stopped().await;
-            // Connections are closed; give the session actors time to release what
-            // they own (they run on this runtime).
+            let accepting = tokio::spawn(conn::accept_loop(listener, ctx, stop));
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_handle.stop();
+            let _ = accepting.await;
+            // Connections close on the stop signal; give the session actors time to
+            // release what they own (they run on this runtime).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while shared.counts.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
                 && tokio::time::Instant::now() < deadline
@@ -109,14 +113,29 @@ pub(crate) fn serve(
     Ok(done_rx)
 }
 
+/// The RPC middleware of one connection: creates its session and applies its bounds.
+pub(crate) fn session_middleware(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+) -> RpcServiceBuilder<Stack<LayerFn<impl Fn(RpcService) -> SessionLayer<RpcService> + Clone>, Identity>> {
+    RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
+        inner,
+        session: SessionHandle::spawn(shared.clone()),
+        requests: Arc::new(Mutex::new(TokenBucket::per_second(shared.config.limits.request_rate))),
+        conn: conn.clone(),
+    })
+}
+
 /// Per-connection RPC middleware: owns the connection's session and hands it to every
-/// call, and limits the connection's request rate. Dropping it (the connection
-/// closed) releases the session.
+/// call, limits the connection's request rate, counts its requests in flight (the
+/// connection layer stops reading at `--max-in-flight`) and accounts for the answers
+/// it queues. Dropping it (the connection closed) releases the session.
 #[derive(Clone)]
-struct SessionLayer<S> {
+pub(crate) struct SessionLayer<S> {
     inner: S,
     session: SessionHandle,
     requests: Arc<Mutex<TokenBucket>>,
+    conn: Arc<Conn>,
 }
 
 impl<S> RpcServiceT for SessionLayer<S>
@@ -135,13 +154,32 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let conn = self.conn.clone();
+        let in_flight = conn.request();
         let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-        if !allowed {
+        let call = if allowed {
+            request.extensions_mut().insert(self.session.clone());
+            request.extensions_mut().insert(conn.clone());
+            let joining = request.method_name() == methods::Join::NAME;
+            let inner = self.inner.clone();
+            Either::Right(async move {
+                let response = inner.call(request).await;
+                if joining && response.is_success() {
+                    conn.joined();
+                }
+                response
+            })
+        } else {
             let error = to_rpc_error(&request.method, &CallError::RateLimited);
-            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+            Either::Left(std::future::ready(MethodResponse::error(request.id, error)))
+        };
+        let conn = self.conn.clone();
+        async move {
+            let response = call.await;
+            conn.queued(response.as_json().get().len());
+            drop(in_flight);
+            response
         }
-        request.extensions_mut().insert(self.session.clone());
-        Either::Right(self.inner.call(request))
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
@@ -216,17 +254,20 @@ impl Routes for RpcModule<()> {
     }
 }
 
-/// `rpc.discover`: the OpenRPC document of the API, built once from the schema crate.
-fn register_discover(module: &mut RpcModule<()>) {
+/// The OpenRPC document of the API, built once from the schema crate: the answer to
+/// `rpc.discover` and to `GET /openrpc.json`.
+pub(crate) fn openrpc_document() -> &'static serde_json::value::RawValue {
     static DOCUMENT: std::sync::OnceLock<Box<serde_json::value::RawValue>> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        // A `serde_json::Value` always serializes.
+        serde_json::value::to_raw_value(&dspeak_schema::export::openrpc_document()).expect("serializes")
+    })
+}
+
+/// `rpc.discover`: the OpenRPC document.
+fn register_discover(module: &mut RpcModule<()>) {
     module
-        .register_method("rpc.discover", |_, _, _| {
-            let document: &'static serde_json::value::RawValue = DOCUMENT.get_or_init(|| {
-                // A `serde_json::Value` always serializes.
-                serde_json::value::to_raw_value(&dspeak_schema::export::openrpc_document()).expect("serializes")
-            });
-            Ok::<_, ErrorObjectOwned>(document)
-        })
+        .register_method("rpc.discover", |_, _, _| Ok::<_, ErrorObjectOwned>(openrpc_document()))
         .expect("rpc.discover is registered once");
 }
 
@@ -276,7 +317,8 @@ fn register_events(module: &mut RpcModule<()>) {
                     server: SERVER_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 };
-                stream_events(sink, events::serialize(&welcome), rx, owner).await
+                let conn = ext.get::<Arc<Conn>>().cloned();
+                stream_events(sink, events::serialize(&welcome), rx, owner, conn).await
             },
         )
         .expect("subscription names are unique");
@@ -289,16 +331,25 @@ async fn stream_events(
     welcome: events::RawEvent,
     mut rx: EventReceiver,
     owner: WeakSessionHandle,
+    conn: Option<Arc<Conn>>,
 ) -> SubscriptionResult {
+    let send_event = |event: &events::RawEvent| {
+        if let Some(conn) = &conn {
+            // The notification wraps the event in about 80 bytes.
+            conn.queued(event.get().len() + 80);
+        }
+        let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
+        sink.send(SubscriptionMessage::from(raw))
+    };
     let result = async {
-        send_event(&sink, &welcome).await?;
+        send_event(&welcome).await.map_err(|e| e.to_string())?;
         loop {
             let next = tokio::select! {
                 next = rx.next() => next,
                 () = sink.closed() => return Ok(()),
             };
             match next {
-                Ok(Some(event)) => send_event(&sink, &event).await?,
+                Ok(Some(event)) => send_event(&event).await.map_err(|e| e.to_string())?,
                 Ok(None) => return Ok(()),
                 Err(reason) => {
                     let error = to_rpc_error(EVENTS.subscribe, &reason);
@@ -311,11 +362,6 @@ async fn stream_events(
     .await;
     owner.post(move |s| Box::pin(s.return_events(rx)));
     result
-}
-
-async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> SubscriptionResult {
-    let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
-    sink.send(SubscriptionMessage::from(raw)).await.map_err(|e| e.to_string().into())
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.

@@ -11,7 +11,9 @@
 //! - `room`: rooms as a state machine (members, producers, fan-out) returning effects.
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - `media`: the media engine (workers, str0m transports, forwarding).
-//! - `web`: the embedded voice-room demo page, served at `/`.
+//! - `conn`: the connection layer: accept loop, HTTP, WebSocket upgrades and the
+//!   per-connection and per-address bounds.
+//! - `web`: plain HTTP answers: the voice-room demo page at `/`, `/openrpc.json`.
 //! - [`auth`]: access tokens (checking and minting).
 //! - `limits`: rate limiting.
 //! - [`error`]: errors per area and their wire codes.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod error;
 
 mod api;
+mod conn;
 mod events;
 mod limits;
 mod media;
@@ -158,11 +161,19 @@ pub async fn run(
                 "production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into(),
             ));
         }
+        (None, _) if !config.listen.ip().is_loopback() && !config.allow_anonymous => {
+            return Err(StartError::Config(format!(
+                "listening on {} (not loopback) without --auth-secret would let anyone join any room with \
+                 every grant: set --auth-secret (or DSPEAK_AUTH_SECRET), or pass --allow-anonymous to accept that",
+                config.listen
+            )));
+        }
         (None, config::Environment::Development) => {
             tracing::warn!("no --auth-secret: anyone may join any room (development only)");
         }
         (Some(_), _) => {}
     }
+    conn::raise_open_file_limit();
     let engine = media::Engine::start(&config)?;
     let shared = Arc::new(Shared { config, rooms: Mutex::default(), engine, counts: Counters::default() });
     let stopped = api::serve(listener, shared.clone(), shutdown)?;

@@ -4,6 +4,7 @@
 // Helpers are `pub` for the sibling modules of this one test binary.
 #![allow(unreachable_pub)]
 
+mod connections;
 mod errors;
 mod hostile;
 mod media;

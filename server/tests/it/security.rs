@@ -236,3 +236,21 @@ async fn production_refuses_to_start_without_secret_or_announced_address() {
     let _ = stop.send(());
     handle.stopped().await;
 }
+
+#[tokio::test]
+async fn a_non_loopback_listen_without_a_secret_refuses_to_start_unless_anonymous_is_allowed() {
+    let mut config = Config::for_tests();
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let err = dspeak_server::run(config.clone(), std::future::pending()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("--auth-secret") && message.contains("--allow-anonymous"), "{message}");
+    config.allow_anonymous = true;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = dspeak_server::run(config, async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("starts when anonymous joins are allowed explicitly");
+    let _ = stop.send(());
+    handle.stopped().await;
+}
