@@ -28,6 +28,9 @@ use tokio::sync::{Notify, Semaphore};
 use crate::Shared;
 use crate::config::Environment;
 
+/// The most one connection reads per turn of the runtime.
+const READ_CHUNK: usize = 2048;
+
 /// What every connection of the listener shares.
 pub(crate) struct Listener {
     pub(crate) shared: Arc<Shared>,
@@ -346,9 +349,14 @@ impl AsyncRead for Guarded {
             // Woken by `Conn::answered` when a request is answered.
             return Poll::Pending;
         }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.must_yield = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        // At most READ_CHUNK bytes per turn: one connection's burst of requests is
+        // interleaved with the other connections' instead of running ahead of them.
+        let room = buf.remaining().min(READ_CHUNK);
+        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(room));
+        let read = Pin::new(&mut this.io).poll_read(cx, &mut chunk);
+        let n = chunk.filled().len();
+        buf.advance(n);
+        this.must_yield = matches!(read, Poll::Ready(Ok(()))) && n > 0;
         read
     }
 }
