@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
 use jsonrpsee::server::middleware::rpc::RpcService;
@@ -25,6 +25,7 @@ use jsonrpsee::server::{
     BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
     SubscriptionSink, stop_channel,
 };
+use jsonrpsee::types::error::reject_too_big_request;
 use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
@@ -123,6 +124,7 @@ pub(crate) fn session_middleware(
         session: SessionHandle::spawn(shared.clone()),
         requests: Arc::new(Mutex::new(TokenBucket::per_second(shared.config.limits.request_rate))),
         conn: conn.clone(),
+        max_request_bytes: shared.config.max_message_bytes,
     })
 }
 
@@ -136,6 +138,9 @@ pub(crate) struct SessionLayer<S> {
     session: SessionHandle,
     requests: Arc<Mutex<TokenBucket>>,
     conn: Arc<Conn>,
+    /// `--max-message-bytes`, checked on params (the WebSocket frame limit is the
+    /// response limit's).
+    max_request_bytes: u32,
 }
 
 impl<S> RpcServiceT for SessionLayer<S>
@@ -156,26 +161,28 @@ where
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let conn = self.conn.clone();
         let in_flight = conn.request();
-        let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-        let call = if allowed {
+        let max = self.max_request_bytes;
+        let refusal = if request.params.as_ref().map_or(0, |p| p.get().len()) > max as usize {
+            // Like jsonrpsee's own answer to an oversized message: id null.
+            Some(MethodResponse::error(jsonrpsee::types::Id::Null, reject_too_big_request(max)))
+        } else if !self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take() {
+            let error = to_rpc_error(&request.method, &CallError::RateLimited);
+            Some(MethodResponse::error(request.id.clone(), error))
+        } else {
             request.extensions_mut().insert(self.session.clone());
             request.extensions_mut().insert(conn.clone());
-            let joining = request.method_name() == methods::Join::NAME;
-            let inner = self.inner.clone();
-            Either::Right(async move {
-                let response = inner.call(request).await;
-                if joining && response.is_success() {
-                    conn.joined();
-                }
-                response
-            })
-        } else {
-            let error = to_rpc_error(&request.method, &CallError::RateLimited);
-            Either::Left(std::future::ready(MethodResponse::error(request.id, error)))
+            None
         };
-        let conn = self.conn.clone();
+        let joining = request.method_name() == methods::Join::NAME;
+        let inner = self.inner.clone();
         async move {
-            let response = call.await;
+            let response = match refusal {
+                Some(refusal) => refusal,
+                None => inner.call(request).await,
+            };
+            if joining && response.is_success() {
+                conn.joined();
+            }
             conn.queued(response.as_json().get().len());
             drop(in_flight);
             response

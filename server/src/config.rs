@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<Secret>,
 
+    /// Longest lifetime (`exp` minus `iat`) of an access token the server accepts, in
+    /// seconds.
+    #[arg(long, env = "DSPEAK_MAX_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub max_token_ttl_secs: u64,
+
     /// Allow anonymous joins (no `--auth-secret`) on a non-loopback listen address.
     #[arg(long, env = "DSPEAK_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -301,6 +306,7 @@ impl Config {
             ws_ping_secs: 20,
             auth_secret: None,
             allow_anonymous: false,
+            max_token_ttl_secs: 24 * 3600,
             limits: Limits::default(),
             connections: ConnectionLimits::default(),
         }

@@ -182,6 +182,14 @@ pub enum AuthError {
     /// The token's `nbf` has not come yet.
     #[error("the access token is not valid yet (nbf)")]
     NotYetValid,
+    /// The token lives longer than `--max-token-ttl` allows.
+    #[error("the access token is valid for {lifetime} s; this server accepts at most {max} s (--max-token-ttl)")]
+    TooLong {
+        /// The token's lifetime, from `iat` (or `nbf`, or now) to `exp`, in seconds.
+        lifetime: i64,
+        /// The limit, in seconds.
+        max: u64,
+    },
     /// The token admits to another room.
     #[error("the access token admits to room '{granted}', not '{asked}'")]
     WrongRoom {
@@ -196,6 +204,7 @@ codes!(AuthError {
     Invalid => Unauthorized,
     Expired => TokenExpired,
     NotYetValid => TokenExpired,
+    TooLong => Unauthorized,
     WrongRoom => Forbidden,
 });
 
@@ -228,6 +237,9 @@ pub enum JoinError {
     /// The room or display name is empty.
     #[error("{0} must not be empty")]
     EmptyName(&'static str),
+    /// The room or display name holds a control character.
+    #[error("{0} must not contain control characters")]
+    ControlChar(&'static str),
     /// The room or display name is too long.
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
@@ -240,7 +252,8 @@ pub enum JoinError {
 }
 codes!(JoinError {
     AlreadyJoined => AlreadyJoined,
-    EmptyName => InvalidParams;
+    EmptyName => InvalidParams,
+    ControlChar => InvalidParams;
     TooLarge(TooLarge),
     Auth(AuthError),
     Room(RoomError),
@@ -334,6 +347,10 @@ codes!(RouterError { InvalidParams => InvalidParams, Unsupported => Unsupported 
 /// Errors of `createTransport`.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTransportError {
+    /// The token grants neither `canPublish` (for a send transport) nor `canSubscribe`
+    /// (for a recv transport).
+    #[error("the access token does not grant {0}")]
+    NotGranted(&'static str),
     /// The session holds its maximum number of transports.
     #[error("a session may hold at most {max} transports")]
     TooMany {
@@ -351,6 +368,7 @@ pub enum CreateTransportError {
     NotJoined(#[from] NotJoined),
 }
 codes!(CreateTransportError {
+    NotGranted => Forbidden,
     TooMany => LimitExceeded,
     Unavailable => Unavailable,
     Internal => Internal;
@@ -483,6 +501,9 @@ pub enum ConsumeError {
     /// The producer is the caller's own.
     #[error("a peer cannot consume its own producer")]
     OwnProducer,
+    /// The session already consumes this producer.
+    #[error("this session already consumes producer '{0}'")]
+    AlreadyConsuming(String),
     /// The session holds its maximum number of consumers.
     #[error("a session may hold at most {max} consumers")]
     TooMany {
@@ -506,6 +527,7 @@ codes!(ConsumeError {
     NotGranted => Forbidden,
     NotRecvTransport => InvalidState,
     OwnProducer => Forbidden,
+    AlreadyConsuming => InvalidState,
     TooMany => LimitExceeded;
     NotJoined(NotJoined),
     NotFound(NotFound),
