@@ -20,7 +20,6 @@ use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
 use futures_util::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
-use jsonrpsee::server::middleware::rpc::RpcService;
 use jsonrpsee::server::{
     BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
     SubscriptionSink, stop_channel,
@@ -30,7 +29,6 @@ use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
-use tower::layer::LayerFn;
 use tower::layer::util::{Identity, Stack};
 
 use crate::Shared;
@@ -118,14 +116,30 @@ pub(crate) fn serve(
 pub(crate) fn session_middleware(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-) -> RpcServiceBuilder<Stack<LayerFn<impl Fn(RpcService) -> SessionLayer<RpcService> + Clone>, Identity>> {
-    RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
-        inner,
-        session: SessionHandle::spawn(shared.clone()),
-        requests: Arc::new(Mutex::new(TokenBucket::per_second(shared.config.limits.request_rate))),
-        conn: conn.clone(),
-        max_request_bytes: shared.config.max_message_bytes,
-    })
+) -> RpcServiceBuilder<Stack<NewSession, Identity>> {
+    RpcServiceBuilder::new().layer(NewSession { shared, conn })
+}
+
+/// The layer that wraps a connection's RPC service in its [`SessionLayer`].
+#[derive(Clone)]
+pub(crate) struct NewSession {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+}
+
+impl<S> tower::Layer<S> for NewSession {
+    type Service = SessionLayer<S>;
+
+    fn layer(&self, inner: S) -> SessionLayer<S> {
+        let shared = &self.shared;
+        SessionLayer {
+            inner,
+            session: SessionHandle::spawn(shared.clone()),
+            requests: Arc::new(Mutex::new(TokenBucket::per_second(shared.config.limits.request_rate))),
+            conn: self.conn.clone(),
+            max_request_bytes: shared.config.max_message_bytes,
+        }
+    }
 }
 
 /// Per-connection RPC middleware: owns the connection's session and hands it to every
