@@ -421,6 +421,10 @@ pub enum ProduceError {
         /// The limit.
         max: usize,
     },
+    /// A string that other clients would receive (in their consumer parameters, and so
+    /// in their SDP) is not plain: it must be printable ASCII without `;`, and short.
+    #[error("{0} must be printable ASCII without ';', at most 256 characters")]
+    UnsafeString(String),
     /// The session is not in a room.
     #[error(transparent)]
     NotJoined(#[from] NotJoined),
@@ -440,7 +444,8 @@ pub enum ProduceError {
 codes!(ProduceError {
     NotGranted => Forbidden,
     NotSendTransport => InvalidState,
-    TooMany => LimitExceeded;
+    TooMany => LimitExceeded,
+    UnsafeString => InvalidParams;
     NotJoined(NotJoined),
     NotFound(NotFound),
     TooLarge(TooLarge),
