@@ -50,8 +50,7 @@ pub(crate) fn respond(method: &http::Method, path: &str) -> HttpResponse {
             .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(HttpBody::from("not found; the voice-room page is at /, JSON-RPC is a WebSocket here\n")),
     };
-    // Static names and values: building cannot fail.
-    response.unwrap_or_else(|_| HttpResponse::new(HttpBody::empty()))
+    response.expect("static headers are valid")
 }
 
 /// A refusal of a WebSocket upgrade: `status` with a one-line reason.
