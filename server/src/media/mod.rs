@@ -13,6 +13,7 @@
 //! - `udp`: batched datagram output (`sendmmsg`).
 
 mod dtls;
+mod ice;
 pub(crate) mod router;
 mod transport;
 mod udp;
