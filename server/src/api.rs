@@ -1,9 +1,12 @@
-//! The JSON-RPC layer: jsonrpsee server, one session per connection, error codes.
+//! The JSON-RPC layer: the method module, one session per connection, error codes.
 //!
 //! Every method of `dspeak_schema::METHODS` is registered here with its handler on
 //! [`Session`]. The API layer parses params (the params object itself, by name),
 //! finds the caller's session and maps domain errors to JSON-RPC error objects in one
 //! place ([`to_rpc_error`]). It knows nothing of rooms' or media's internals.
+//!
+//! `serve` starts the runtime and the connection layer (`conn`), which hands each
+//! WebSocket to jsonrpsee with this module and a [`SessionLayer`].
 //!
 //! Request order: jsonrpsee spawns one task per incoming message. The server runs on
 //! a dedicated current-thread runtime, whose scheduler runs spawned tasks in FIFO

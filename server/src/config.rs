@@ -93,7 +93,7 @@ pub struct Config {
 
     /// Longest lifetime (`exp` minus `iat`) of an access token the server accepts, in
     /// seconds.
-    #[arg(long, env = "DSPEAK_MAX_TOKEN_TTL", default_value_t = 24 * 3600)]
+    #[arg(long = "max-token-ttl", env = "DSPEAK_MAX_TOKEN_TTL", default_value_t = 24 * 3600)]
     pub max_token_ttl_secs: u64,
 
     /// Allow anonymous joins (no `--auth-secret`) on a non-loopback listen address.
@@ -123,12 +123,12 @@ pub struct ConnectionLimits {
     pub max_outbound_bytes: usize,
 
     /// Seconds a WebSocket may stay open without joining a room.
-    #[arg(long, env = "DSPEAK_JOIN_TIMEOUT", default_value_t = 15)]
+    #[arg(long = "join-timeout", env = "DSPEAK_JOIN_TIMEOUT", default_value_t = 15)]
     pub join_timeout_secs: u64,
 
     /// Seconds a client has to send a complete HTTP request head (also the idle
     /// limit of a keep-alive HTTP connection).
-    #[arg(long, env = "DSPEAK_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    #[arg(long = "http-header-timeout", env = "DSPEAK_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
     pub http_header_timeout_secs: u64,
 
     /// WebSocket connections from one source address that have not joined a room.

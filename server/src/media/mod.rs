@@ -14,6 +14,7 @@
 
 mod dtls;
 mod ice;
+mod police;
 pub(crate) mod router;
 mod transport;
 mod udp;
