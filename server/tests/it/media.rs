@@ -216,7 +216,8 @@ async fn strings_echoed_to_other_clients_must_be_plain() {
     let a = server.joined("plain", "A").await;
     let send = transport(&a, Direction::Send).await;
     let base = produce_params("chromium-mediasoup-client-3.24", send);
-    let cases: [(&str, fn(&mut ProduceParams)); 5] = [
+    type Spoil = fn(&mut ProduceParams);
+    let cases: [(&str, Spoil); 5] = [
         ("rtpParameters.rtcp.cname", |p| p.rtp_parameters.rtcp.cname = Some("x\r\na=ssrc:1 cname:evil".into())),
         ("rtpParameters.msid", |p| p.rtp_parameters.msid = Some("stream\0track".into())),
         ("rtpParameters.mid", |p| p.rtp_parameters.mid = Some("0;x".into())),
