@@ -246,12 +246,6 @@ async fn a_non_loopback_listen_without_a_secret_refuses_to_start_unless_anonymou
     let message = err.to_string();
     assert!(message.contains("--auth-secret") && message.contains("--allow-anonymous"), "{message}");
     config.allow_anonymous = true;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = dspeak_server::run(config, async {
-        let _ = stopped.await;
-    })
-    .await
-    .expect("starts when anonymous joins are allowed explicitly");
-    let _ = stop.send(());
-    handle.stopped().await;
+    // Starts when anonymous joins are allowed explicitly.
+    spawn_server_with(config).await.shutdown().await;
 }
