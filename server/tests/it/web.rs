@@ -68,5 +68,12 @@ async fn an_idle_http_connection_is_closed_after_the_header_timeout() {
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the slow request head is still being waited for");
+    // A kept-alive connection that sends nothing after its first request.
+    let mut tcp = TcpStream::connect(server.handle.local_addr()).await.unwrap();
+    tcp.write_all(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "an idle keep-alive connection is still open");
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "it was answered first");
     server.client().await.ping().await.unwrap();
 }
