@@ -14,6 +14,8 @@
 //! - `traffic`: per-worker packet counters, published for scrapes.
 
 mod dtls;
+mod ice;
+mod police;
 pub(crate) mod router;
 mod tcp;
 mod traffic;

@@ -110,6 +110,7 @@ struct Producer {
     consumers: Vec<ConsumerId>,
     packets: u64,
     bytes: u64,
+    policer: super::police::Policer,
 }
 
 /// A consumer as the worker sees it.
@@ -541,6 +542,13 @@ impl Worker {
         if *packet.header.payload_type != producer.stream.payload_type {
             return self.traffic.drop(DropReason::PayloadType);
         }
+        if !producer.policer.admit(now, packet.payload.len()) {
+            let dropped = producer.policer.dropped;
+            if dropped.is_power_of_two() {
+                tracing::debug!(producer = %producer_id, dropped, "policing a producer over its rate");
+            }
+            return self.traffic.drop(DropReason::Policed);
+        }
         for consumer_id in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(consumer_id) else {
                 continue;
@@ -695,7 +703,15 @@ impl Worker {
         let mid = transport.declare_mid(&stream.mid)?;
         transport.expect_stream(mid, stream.ssrc);
         transport.producers.insert(stream.ssrc, id.clone());
-        let producer = Producer { transport: key, stream, paused: false, consumers: Vec::new(), packets: 0, bytes: 0 };
+        let producer = Producer {
+            transport: key,
+            stream,
+            paused: false,
+            consumers: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            policer: Default::default(),
+        };
         self.producers.insert(id, producer);
         Ok(())
     }

@@ -31,6 +31,11 @@ impl Session {
             return Err(ConsumeError::TooMany { max });
         }
         router::check_can_consume(&p.rtp_capabilities)?;
+        // One consumer per producer and session: more would only multiply the
+        // worker's output for one input.
+        if j.consumers.values().any(|consumed| *consumed == p.producer_id) {
+            return Err(ConsumeError::AlreadyConsuming(p.producer_id.to_string()));
+        }
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
         let ssrc = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
         let (consumer_id, transport, owner, producer_id) =
