@@ -88,6 +88,10 @@ pub(crate) fn bench_config(connections: usize) -> Config {
     config.limits.request_rate = 1_000_000_000;
     config.limits.broadcast_rate = 1_000_000_000;
     config.limits.max_rooms = config.limits.max_rooms.max(connections);
+    // Every load client connects from loopback, and the idle scenario holds unjoined
+    // connections on purpose.
+    config.connections.max_unjoined_per_ip = connections + 1_000;
+    config.connections.join_timeout_secs = 3_600;
     config
 }
 

@@ -25,6 +25,8 @@ mod config;
 mod dtls;
 mod error;
 mod handle;
+mod ice;
+mod police;
 pub mod router;
 mod srtp;
 mod tcp;

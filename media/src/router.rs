@@ -108,7 +108,7 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
 }
 
 /// Fails unless a device with `caps` can receive the router's Opus.
-pub(crate) fn check_can_consume(caps: &RtpCapabilities) -> Result<(), MediaError> {
+pub fn check_can_consume(caps: &RtpCapabilities) -> Result<(), MediaError> {
     let can_receive = caps.codecs.iter().any(|c| {
         c.kind == MediaKind::Audio
             && c.mime_type.eq_ignore_ascii_case(OPUS_MIME)

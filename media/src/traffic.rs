@@ -20,18 +20,21 @@ pub enum DropReason {
     PayloadType,
     /// Older than what a consumer already sent (from before a pause).
     Stale,
+    /// Over the producer's policed rate (`police`).
+    Policed,
     /// A datagram that belongs to no transport (unknown source, unsigned ICE check).
     Unroutable,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
         DropReason::PayloadType,
         DropReason::Stale,
+        DropReason::Policed,
         DropReason::Unroutable,
     ];
 
@@ -43,6 +46,7 @@ impl DropReason {
             DropReason::NotConnected => "not_connected",
             DropReason::PayloadType => "payload_type",
             DropReason::Stale => "stale",
+            DropReason::Policed => "policed",
             DropReason::Unroutable => "unroutable",
         }
     }

@@ -128,7 +128,7 @@ impl Transport {
         tcp: bool,
         now: Instant,
     ) -> Result<Transport, MediaError> {
-        let creds = IceCreds::new();
+        let creds = super::ice::random_credentials();
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -232,7 +232,7 @@ impl Transport {
 
     /// New local ICE credentials (ICE restart).
     pub(crate) fn restart_ice(&mut self, sink: &mut Sink<'_>) -> IceParameters {
-        let creds = IceCreds::new();
+        let creds = super::ice::random_credentials();
         self.rtc.direct_api().set_local_ice_credentials(creds.clone());
         self.local_ufrag = creds.ufrag;
         self.local_password = creds.pass;

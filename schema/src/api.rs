@@ -191,7 +191,7 @@ api! {
         [Unavailable];
     /// Creates a WebRTC transport on the room's media worker.
     create_transport: CreateTransport = "createTransport", Transports, (CreateTransportParams) -> CreateTransportResult,
-        [NotJoined, Unavailable];
+        [NotJoined, Forbidden, Unavailable];
     /// Gives a transport the client's DTLS parameters; ICE and DTLS then complete.
     connect_transport: ConnectTransport = "connectTransport", Transports, (ConnectTransportParams) -> Empty,
         [NotJoined, NotFound, InvalidState, Unavailable];

@@ -1,9 +1,12 @@
-//! The JSON-RPC layer: jsonrpsee server, one session per connection, error codes.
+//! The JSON-RPC layer: the method module, one session per connection, error codes.
 //!
 //! Every method of `dspeak_schema::METHODS` is registered here with its handler on
 //! [`Session`]. The API layer parses params (the params object itself, by name),
 //! finds the caller's session and maps domain errors to JSON-RPC error objects in one
 //! place ([`to_rpc_error`]). It knows nothing of rooms' or media's internals.
+//!
+//! `serve` starts the runtime and the connection layer (`conn`), which hands each
+//! WebSocket to jsonrpsee with this module and a [`SessionLayer`].
 //!
 //! Request order: jsonrpsee spawns one task per incoming message. The server runs on
 //! a dedicated current-thread runtime, whose scheduler runs spawned tasks in FIFO
@@ -12,26 +15,28 @@
 //! in wire order, and the actor applies them one at a time.
 
 use std::convert::Infallible;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dspeak_schema::events::SessionEnded;
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
 use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
 use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, Server, ServerConfig, SubscriptionMessage,
-    SubscriptionSink,
+    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
+    SubscriptionSink, stop_channel,
 };
+use jsonrpsee::types::error::reject_too_big_request;
 use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
 use jsonrpsee::{Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
+use tower::layer::util::{Identity, Stack};
 
 use crate::Shared;
+use crate::conn::{self, Conn};
 use crate::drain::DrainWatch;
 use crate::error::{
     AdminAuthError, AdminBroadcastError, AdminError, AreaError, BroadcastError, CallError, Code, ConsumeError,
@@ -48,13 +53,15 @@ const OUTGOING_BUFFER: u32 = 128;
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listener: std::net::TcpListener,
+    metrics_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<oneshot::Receiver<()>, StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let module = module();
+    // Built now, not in the first `rpc.discover`: building it takes long enough to stall
+    // every other connection of the runtime.
+    openrpc_document();
     let config = &shared.config;
     let server_config = ServerConfig::builder()
         .max_connections(config.max_connections)
@@ -72,36 +79,31 @@ pub(crate) fn serve(
                 .max_failures(3),
         )
         .build();
-    let server = {
+    let listener = {
         let _guard = runtime.enter();
-        let layer_shared = shared.clone();
-        Server::builder()
-            .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer_fn({
-                let shared = shared.clone();
-                move |inner| crate::web::Page::new(inner, shared.clone())
-            }))
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| SessionLayer {
-                inner,
-                session: SessionHandle::spawn(layer_shared.clone()),
-                shared: layer_shared.clone(),
-                requests: Arc::new(Mutex::new(TokenBucket::per_second(layer_shared.config.limits.request_rate))),
-            }))
-            .build_from_tcp(listener)?
+        tokio::net::TcpListener::from_std(listener)?
     };
+    let (stop, stop_handle) = stop_channel();
+    let ctx = Arc::new(conn::Listener {
+        shared: shared.clone(),
+        methods: module().into(),
+        server_config,
+        stop: stop.clone(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
+        unjoined: Mutex::default(),
+        next_id: Default::default(),
+    });
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("dspeak-rpc".into()).spawn(move || {
         runtime.block_on(async move {
             let monitor = metrics_listener.map(|l| tokio::spawn(crate::monitor::serve(l, shared.clone())));
-            let handle = server.start(module);
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down"),
-                () = handle.clone().stopped() => {}
-            }
-            let _ = handle.stop();
-            handle.stopped().await;
-            // Connections are closed; give the session actors time to release what
-            // they own (they run on this runtime).
+            let accepting = tokio::spawn(conn::accept_loop(listener, ctx, stop));
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_handle.stop();
+            let _ = accepting.await;
+            // Connections close on the stop signal; give the session actors time to
+            // release what they own (they run on this runtime).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while shared.counts.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
                 && tokio::time::Instant::now() < deadline
@@ -119,15 +121,60 @@ pub(crate) fn serve(
     Ok(done_rx)
 }
 
-/// Per-connection RPC middleware: owns the connection's session and hands it to every
-/// call, and limits the connection's request rate. Dropping it (the connection
-/// closed) releases the session.
+/// The RPC middleware of one WebSocket, or of one HTTP POST: creates its session and
+/// applies its bounds. `requests` is the request-rate bucket of the connection (an
+/// HTTP connection's POSTs share one).
+pub(crate) fn session_middleware(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    requests: Arc<Mutex<TokenBucket>>,
+) -> RpcServiceBuilder<Stack<NewSession, Identity>> {
+    RpcServiceBuilder::new().layer(NewSession { shared, conn, requests })
+}
+
+/// A connection's request-rate bucket (`--request-rate`).
+pub(crate) fn request_bucket(shared: &Shared) -> Arc<Mutex<TokenBucket>> {
+    Arc::new(Mutex::new(TokenBucket::per_second(shared.config.limits.request_rate)))
+}
+
+/// The layer that wraps a connection's RPC service in its [`SessionLayer`].
 #[derive(Clone)]
-struct SessionLayer<S> {
+pub(crate) struct NewSession {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    requests: Arc<Mutex<TokenBucket>>,
+}
+
+impl<S> tower::Layer<S> for NewSession {
+    type Service = SessionLayer<S>;
+
+    fn layer(&self, inner: S) -> SessionLayer<S> {
+        let shared = &self.shared;
+        SessionLayer {
+            inner,
+            session: SessionHandle::spawn(shared.clone()),
+            shared: shared.clone(),
+            requests: self.requests.clone(),
+            conn: self.conn.clone(),
+            max_request_bytes: shared.config.max_message_bytes,
+        }
+    }
+}
+
+/// Per-connection RPC middleware: owns the connection's session and hands it to every
+/// call, limits the connection's request rate, counts its requests in flight (the
+/// connection layer stops reading at `--max-in-flight`) and accounts for the answers
+/// it queues. Dropping it (the connection closed) releases the session.
+#[derive(Clone)]
+pub(crate) struct SessionLayer<S> {
     inner: S,
     session: SessionHandle,
     shared: Arc<Shared>,
     requests: Arc<Mutex<TokenBucket>>,
+    conn: Arc<Conn>,
+    /// `--max-message-bytes`, checked on params (the WebSocket frame limit is the
+    /// response limit's).
+    max_request_bytes: u32,
 }
 
 impl<S> RpcServiceT for SessionLayer<S>
@@ -149,20 +196,36 @@ where
         let started = std::time::Instant::now();
         let shared = self.shared.clone();
         let method = crate::metrics::known_method(&request.method);
-        let allowed = self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-        let call = if allowed {
+        let conn = self.conn.clone();
+        let in_flight = conn.request();
+        let max = self.max_request_bytes;
+        let refusal = if request.params.as_ref().map_or(0, |p| p.get().len()) > max as usize {
+            // Like jsonrpsee's own answer to an oversized message: id null.
+            Some(MethodResponse::error(jsonrpsee::types::Id::Null, reject_too_big_request(max)))
+        } else if !self.requests.lock().unwrap_or_else(|e| e.into_inner()).try_take() {
+            let error = to_rpc_error(&request.method, &CallError::RateLimited);
+            Some(MethodResponse::error(request.id.clone(), error))
+        } else {
             request.extensions_mut().insert(self.session.clone());
+            request.extensions_mut().insert(conn.clone());
             if request.method == EVENTS.subscribe {
                 request.extensions_mut().insert(self.shared.drain.watch());
             }
-            Either::Right(self.inner.call(request))
-        } else {
-            let error = to_rpc_error(&request.method, &CallError::RateLimited);
-            Either::Left(std::future::ready(MethodResponse::error(request.id, error)))
+            None
         };
+        let joining = request.method_name() == methods::Join::NAME;
+        let inner = self.inner.clone();
         async move {
-            let response = call.await;
+            let response = match refusal {
+                Some(refusal) => refusal,
+                None => inner.call(request).await,
+            };
             shared.metrics.rpc(method, response.as_error_code(), started.elapsed());
+            if joining && response.is_success() {
+                conn.joined();
+            }
+            conn.queued(response.as_json().get().len());
+            drop(in_flight);
             response
         }
     }
@@ -245,17 +308,20 @@ impl Routes for RpcModule<()> {
     }
 }
 
-/// `rpc.discover`: the OpenRPC document of the API, built once from the schema crate.
-fn register_discover(module: &mut RpcModule<()>) {
+/// The OpenRPC document of the API, built once from the schema crate: the answer to
+/// `rpc.discover` and to `GET /openrpc.json`.
+pub(crate) fn openrpc_document() -> &'static serde_json::value::RawValue {
     static DOCUMENT: std::sync::OnceLock<Box<serde_json::value::RawValue>> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        // A `serde_json::Value` always serializes.
+        serde_json::value::to_raw_value(&dspeak_schema::export::openrpc_document()).expect("serializes")
+    })
+}
+
+/// `rpc.discover`: the OpenRPC document.
+fn register_discover(module: &mut RpcModule<()>) {
     module
-        .register_method("rpc.discover", |_, _, _| {
-            let document: &'static serde_json::value::RawValue = DOCUMENT.get_or_init(|| {
-                // A `serde_json::Value` always serializes.
-                serde_json::value::to_raw_value(&dspeak_schema::export::openrpc_document()).expect("serializes")
-            });
-            Ok::<_, ErrorObjectOwned>(document)
-        })
+        .register_method("rpc.discover", |_, _, _| Ok::<_, ErrorObjectOwned>(openrpc_document()))
         .expect("rpc.discover is registered once");
 }
 
@@ -306,7 +372,8 @@ fn register_events(module: &mut RpcModule<()>) {
                     server: SERVER_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 };
-                stream_events(sink, events::serialize(&welcome), rx, owner, drain).await
+                let conn = ext.get::<Arc<Conn>>().cloned();
+                stream_events(sink, events::serialize(&welcome), rx, owner, drain, conn).await
             },
         )
         .expect("subscription names are unique");
@@ -322,9 +389,18 @@ async fn stream_events(
     mut rx: EventReceiver,
     owner: WeakSessionHandle,
     drain: Option<DrainWatch>,
+    conn: Option<Arc<Conn>>,
 ) -> SubscriptionResult {
+    let send_event = |event: &events::RawEvent| {
+        if let Some(conn) = &conn {
+            // The notification wraps the event in about 80 bytes.
+            conn.queued(event.get().len() + 80);
+        }
+        let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
+        sink.send(SubscriptionMessage::from(raw))
+    };
     let result = async {
-        send_event(&sink, &welcome).await?;
+        send_event(&welcome).await.map_err(|e| e.to_string())?;
         let mut drain = drain;
         loop {
             let draining = async {
@@ -337,13 +413,13 @@ async fn stream_events(
                 next = rx.next() => next,
                 Ok(deadline_ms) = draining => {
                     drain = None;
-                    send_event(&sink, &events::serialize(&Event::ServerDraining { deadline_ms })).await?;
+                    send_event(&events::serialize(&Event::ServerDraining { deadline_ms })).await.map_err(|e| e.to_string())?;
                     continue;
                 }
                 () = sink.closed() => return Ok(()),
             };
             match next {
-                Ok(Some(event)) => send_event(&sink, &event).await?,
+                Ok(Some(event)) => send_event(&event).await.map_err(|e| e.to_string())?,
                 Ok(None) => return Ok(()),
                 Err(reason) => {
                     let e = to_rpc_error(EVENTS.subscribe, &reason);
@@ -358,11 +434,6 @@ async fn stream_events(
     .await;
     owner.post(move |s| Box::pin(s.return_events(rx)));
     result
-}
-
-async fn send_event(sink: &SubscriptionSink, event: &events::RawEvent) -> SubscriptionResult {
-    let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
-    sink.send(SubscriptionMessage::from(raw)).await.map_err(|e| e.to_string().into())
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.

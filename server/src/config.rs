@@ -145,9 +145,113 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
 
+    /// Longest lifetime (`exp` minus `iat`) of an access token the server accepts, in
+    /// seconds.
+    #[arg(long = "max-token-ttl", env = "DSPEAK_MAX_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub max_token_ttl_secs: u64,
+
+    /// Allow anonymous joins (no `--auth-secret`) on a non-loopback listen address.
+    #[arg(long, env = "DSPEAK_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
     /// Per-server and per-session limits.
     #[command(flatten)]
     pub limits: Limits,
+
+    /// Connection-layer bounds: requests in flight, unsent output, idle and per-address
+    /// limits, allowed origins.
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds of the connection layer: what one socket or one address may hold.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionLimits {
+    /// Requests of one connection being handled at once; further requests wait.
+    #[arg(long, env = "DSPEAK_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub max_in_flight: usize,
+
+    /// Bytes of answers and events a connection may leave unread; past it the
+    /// connection is closed.
+    #[arg(long, env = "DSPEAK_MAX_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_outbound_bytes: usize,
+
+    /// Seconds a WebSocket may stay open without joining a room.
+    #[arg(long = "join-timeout", env = "DSPEAK_JOIN_TIMEOUT", default_value_t = 15)]
+    pub join_timeout_secs: u64,
+
+    /// Seconds a client has to send a complete HTTP request head (also the idle
+    /// limit of a keep-alive HTTP connection).
+    #[arg(long = "http-header-timeout", env = "DSPEAK_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// WebSocket connections from one source address that have not joined a room.
+    #[arg(long, env = "DSPEAK_MAX_UNJOINED_PER_IP", default_value_t = 32)]
+    pub max_unjoined_per_ip: usize,
+
+    /// Proxies (CIDR, repeatable or comma-separated) whose `X-Forwarded-For` names
+    /// the source address.
+    #[arg(long, env = "DSPEAK_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<Cidr>,
+
+    /// Origins allowed to open a WebSocket or POST a call (comma list, or `*`). Default: `*` in
+    /// development; in production only the page's own origin.
+    #[arg(long, env = "DSPEAK_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_in_flight: 32,
+            max_outbound_bytes: 4 * 1024 * 1024,
+            join_timeout_secs: 15,
+            http_header_timeout_secs: 10,
+            max_unjoined_per_ip: 32,
+            trusted_proxy: Vec::new(),
+            allowed_origins: None,
+        }
+    }
+}
+
+/// An IP network, `address/prefix` (a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
+            let keep = u32::from(prefix.min(width));
+            if keep == 0 { 0 } else { bits >> (u32::from(width) - keep) }
+        }
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), 32, self.prefix) == masked(u32::from(a).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), 128, self.prefix) == masked(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s.trim().split_once('/').map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = addr.parse().map_err(|_| format!("`{s}` is not an IP network (like 10.0.0.0/8)"))?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(|| format!("bad prefix in `{s}`"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
 }
 
 /// Per-server and per-session limits. Exceeding one answers `limitExceeded` (or
@@ -265,7 +369,10 @@ impl Config {
             webhook_queue: 4096,
             webhook_retry_ms: 1000,
             webhook_timeout_secs: 10,
+            allow_anonymous: false,
+            max_token_ttl_secs: 24 * 3600,
             limits: Limits::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -202,8 +202,22 @@ pub enum TokenError {
     /// The token's `nbf` has not come yet.
     #[error("the access token is not valid yet (nbf)")]
     NotYetValid,
+    /// The token lives longer than `--max-token-ttl` allows.
+    #[error("the access token is valid for {lifetime} s; this server accepts at most {max} s (--max-token-ttl)")]
+    TooLong {
+        /// The token's lifetime, from `iat` (or `nbf`, or now) to `exp`, in seconds.
+        lifetime: i64,
+        /// The limit, in seconds.
+        max: u64,
+    },
 }
-codes!(TokenError { Missing => Unauthorized, Invalid => Unauthorized, Expired => TokenExpired, NotYetValid => TokenExpired });
+codes!(TokenError {
+    Missing => Unauthorized,
+    Invalid => Unauthorized,
+    Expired => TokenExpired,
+    NotYetValid => TokenExpired,
+    TooLong => Unauthorized,
+});
 
 /// Why an access token does not admit to a room.
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +326,9 @@ pub enum JoinError {
     /// The room or display name is empty.
     #[error("{0} must not be empty")]
     EmptyName(&'static str),
+    /// The room or display name holds a control character.
+    #[error("{0} must not contain control characters")]
+    ControlChar(&'static str),
     /// The room or display name is too long.
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
@@ -328,6 +345,7 @@ pub enum JoinError {
 codes!(JoinError {
     AlreadyJoined => AlreadyJoined,
     EmptyName => InvalidParams,
+    ControlChar => InvalidParams,
     Draining => Unavailable;
     TooLarge(TooLarge),
     Auth(AuthError),
@@ -412,6 +430,10 @@ impl From<MediaError> for EngineError {
 /// Errors of `createTransport`.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTransportError {
+    /// The token grants neither `canPublish` (for a send transport) nor `canSubscribe`
+    /// (for a recv transport).
+    #[error("the access token does not grant {0}")]
+    NotGranted(&'static str),
     /// The session holds its maximum number of transports.
     #[error("a session may hold at most {max} transports")]
     TooMany {
@@ -429,6 +451,7 @@ pub enum CreateTransportError {
     NotJoined(#[from] NotJoined),
 }
 codes!(CreateTransportError {
+    NotGranted => Forbidden,
     TooMany => LimitExceeded,
     Unavailable => Unavailable,
     Internal => Internal;
@@ -511,6 +534,10 @@ pub enum ProduceError {
         /// The limit.
         max: usize,
     },
+    /// A string that other clients would receive (in their consumer parameters, and so
+    /// in their SDP) is not plain: it must be printable ASCII without `;`, and short.
+    #[error("{0} must be printable ASCII without ';', at most 256 characters")]
+    UnsafeString(String),
     /// The session is not in a room.
     #[error(transparent)]
     NotJoined(#[from] NotJoined),
@@ -528,7 +555,8 @@ codes!(ProduceError {
     NotGranted => Forbidden,
     ServerMuted => Forbidden,
     NotSendTransport => InvalidState,
-    TooMany => LimitExceeded;
+    TooMany => LimitExceeded,
+    UnsafeString => InvalidParams;
     NotJoined(NotJoined),
     NotFound(NotFound),
     TooLarge(TooLarge),
@@ -598,6 +626,9 @@ pub enum ConsumeError {
     /// The producer is the caller's own.
     #[error("a peer cannot consume its own producer")]
     OwnProducer,
+    /// The session already consumes this producer.
+    #[error("this session already consumes producer '{0}'")]
+    AlreadyConsuming(String),
     /// The session holds its maximum number of consumers.
     #[error("a session may hold at most {max} consumers")]
     TooMany {
@@ -618,6 +649,7 @@ codes!(ConsumeError {
     NotGranted => Forbidden,
     NotRecvTransport => InvalidState,
     OwnProducer => Forbidden,
+    AlreadyConsuming => InvalidState,
     TooMany => LimitExceeded;
     NotJoined(NotJoined),
     NotFound(NotFound),

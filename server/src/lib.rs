@@ -13,7 +13,10 @@
 //! - `events`: bounded per-session event queues and the slow-consumer policy.
 //! - the media engine is the `dspeak-media` crate (workers, str0m transports,
 //!   forwarding, traffic counters), driven through one `RouterHandle` per room.
-//! - `web`: the embedded voice-room demo page, served at `/`, and the probes.
+//! - `conn`: the connection layer: accept loop, HTTP, WebSocket upgrades and the
+//!   per-connection and per-address bounds.
+//! - `web`: plain HTTP answers: the voice-room demo page at `/`, `/openrpc.json`,
+//!   and the probes.
 //! - `health`: `/healthz` and `/readyz`. `drain`: the graceful drain state.
 //! - `metrics`: Prometheus metrics; `monitor`: the `--metrics-listen` listener.
 //! - [`auth`]: access tokens (checking and minting).
@@ -27,6 +30,7 @@ pub mod config_file;
 pub mod error;
 
 mod api;
+mod conn;
 mod drain;
 mod events;
 mod health;
@@ -254,6 +258,11 @@ fn check_auth(config: &Config) -> Result<Option<&'static str>, StartError> {
         (None, config::Environment::Production) => {
             Err(StartError::Config("production needs access tokens: set --auth-secret (or DSPEAK_AUTH_SECRET)".into()))
         }
+        (None, _) if !config.listen.ip().is_loopback() && !config.allow_anonymous => Err(StartError::Config(format!(
+            "listening on {} (not loopback) without --auth-secret would let anyone join any room with every grant: \
+             set --auth-secret (or DSPEAK_AUTH_SECRET), or pass --allow-anonymous to accept that",
+            config.listen
+        ))),
         (None, config::Environment::Development) => {
             Ok(Some("no --auth-secret: anyone may join any room (development only)"))
         }
@@ -328,6 +337,7 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let webhooks = webhooks::Webhooks::start(&config)?;
+    conn::raise_open_file_limit();
     let engine = dspeak_media::Engine::start(&engine_config(&config)?)?;
     let shared = Arc::new(Shared {
         config,

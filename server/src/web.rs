@@ -1,17 +1,13 @@
-//! The voice-room demo page, served at `/` of the listen address.
+//! The plain-HTTP side of the listen address: the voice-room demo page at `/`, the
+//! OpenRPC document at `/openrpc.json` and the probes `/healthz` and `/readyz`.
 //!
 //! The page (built from `sdk/examples/voice-room`, committed under its `dist/`) is
 //! embedded in the binary, so `cargo run -p dspeak-server` and a browser are the whole
-//! demo. An HTTP middleware answers `GET` for the page's files and the health probes
-//! (`health`); everything else, WebSocket upgrades and JSON-RPC POSTs included, goes on
-//! to the JSON-RPC server.
+//! demo. The connection layer (`conn`) asks [`respond`] for every `GET` or `HEAD`:
+//! the page's files, `/openrpc.json` and the health probes (`health`); JSON-RPC POSTs
+//! and WebSocket upgrades go to jsonrpsee.
 
-use std::future::{Ready, ready};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use futures_util::future::Either;
-use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use jsonrpsee::server::{HttpBody, HttpResponse};
 
 use crate::Shared;
 
@@ -23,55 +19,54 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/style.css", "text/css; charset=utf-8", include_str!("../../sdk/examples/voice-room/dist/style.css")),
 ];
 
-/// Tower middleware serving [`FILES`] and the probes in front of the JSON-RPC service.
-#[derive(Clone, Debug)]
-pub(crate) struct Page<S> {
-    inner: S,
-    shared: Arc<Shared>,
+/// Headers every answer carries: the page runs only its own scripts, talks only to
+/// its own origin's WebSocket, and may use the microphone.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; \
+         base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("permissions-policy", "microphone=(self)"),
+];
+
+/// The answer to a plain HTTP request that is not a JSON-RPC POST: the page's files,
+/// `/openrpc.json` and the probes for `GET`/`HEAD`, else 404.
+pub(crate) fn respond(method: &http::Method, path: &str, shared: &Shared) -> HttpResponse {
+    let builder = SECURITY_HEADERS.iter().fold(http::Response::builder(), |b, (name, value)| b.header(*name, *value));
+    let readable = method == http::Method::GET || method == http::Method::HEAD;
+    let probe = readable.then(|| crate::health::probe(path, shared)).flatten();
+    let file = match path {
+        _ if !readable => None,
+        "/openrpc.json" => Some(("application/json", crate::api::openrpc_document().get())),
+        _ => FILES.iter().find(|(p, _, _)| *p == path).map(|(_, content_type, body)| (*content_type, *body)),
+    };
+    let response = match (probe, file) {
+        (Some(probe), _) => builder
+            .status(probe.status)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(HttpBody::from(probe.body)),
+        (None, Some((content_type, body))) => builder
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CACHE_CONTROL, "no-cache")
+            .body(HttpBody::from(body)),
+        (None, None) => builder
+            .status(http::StatusCode::NOT_FOUND)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(HttpBody::from("not found; the voice-room page is at /, JSON-RPC is a WebSocket or a POST here\n")),
+    };
+    response.expect("static headers are valid")
 }
 
-impl<S> Page<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Page { inner, shared }
-    }
-}
-
-impl<S, B> tower::Service<HttpRequest<B>> for Page<S>
-where
-    S: tower::Service<HttpRequest<B>, Response = HttpResponse>,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<HttpResponse, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        if request.method() == http::Method::GET && !upgrade {
-            let path = request.uri().path();
-            let file = FILES.iter().find(|(p, _, _)| *p == path);
-            let response = match (file, crate::health::probe(path, &self.shared)) {
-                (_, Some(probe)) => http::Response::builder()
-                    .status(probe.status)
-                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .header(http::header::CACHE_CONTROL, "no-store")
-                    .body(HttpBody::from(probe.body)),
-                (Some((_, content_type, body)), None) => http::Response::builder()
-                    .header(http::header::CONTENT_TYPE, *content_type)
-                    .header(http::header::CACHE_CONTROL, "no-cache")
-                    .body(HttpBody::from(*body)),
-                (None, None) => http::Response::builder()
-                    .status(http::StatusCode::NOT_FOUND)
-                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .body(HttpBody::from(
-                        "not found; the voice-room page is at /, JSON-RPC is a WebSocket or a POST here\n",
-                    )),
-            };
-            return Either::Left(ready(Ok(response.expect("static headers are valid"))));
-        }
-        Either::Right(self.inner.call(request))
-    }
+/// A refusal of a WebSocket upgrade: `status` with a one-line reason.
+pub(crate) fn refuse(status: http::StatusCode, reason: &str) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(format!("{reason}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }

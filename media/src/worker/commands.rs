@@ -95,7 +95,15 @@ impl Worker {
         let mid = transport.declare_mid(&stream.mid)?;
         transport.expect_stream(mid, stream.ssrc);
         transport.producers.insert(stream.ssrc, id.clone());
-        let producer = Producer { transport: key, stream, paused: false, consumers: Vec::new(), packets: 0, bytes: 0 };
+        let producer = Producer {
+            transport: key,
+            stream,
+            paused: false,
+            consumers: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            policer: Default::default(),
+        };
         self.producers.insert(id, producer);
         Ok(())
     }

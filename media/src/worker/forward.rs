@@ -89,6 +89,13 @@ impl Worker {
         if *packet.header.payload_type != producer.stream.payload_type {
             return self.traffic.drop(DropReason::PayloadType);
         }
+        if !producer.policer.admit(now, packet.payload.len()) {
+            let dropped = producer.policer.dropped;
+            if dropped.is_power_of_two() {
+                tracing::debug!(producer = %producer_id, dropped, "policing a producer over its rate");
+            }
+            return self.traffic.drop(DropReason::Policed);
+        }
         for consumer_id in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(consumer_id) else {
                 continue;

@@ -113,6 +113,8 @@ struct Producer {
     consumers: Vec<ConsumerId>,
     packets: u64,
     bytes: u64,
+    /// Holds the producer to its packet and bit rate (no amplification).
+    policer: crate::police::Policer,
 }
 
 /// A consumer as the worker sees it.

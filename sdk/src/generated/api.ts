@@ -105,7 +105,7 @@ export const METHODS = [
   { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
   { name: "getRouterRtpCapabilities", area: "transports", noParams: true, errors: ["limitExceeded", "unavailable"] },
-  { name: "createTransport", area: "transports", noParams: false, errors: ["notJoined", "limitExceeded", "unavailable"] },
+  { name: "createTransport", area: "transports", noParams: false, errors: ["notJoined", "forbidden", "limitExceeded", "unavailable"] },
   { name: "connectTransport", area: "transports", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "invalidState", "unavailable"] },
   { name: "restartIce", area: "transports", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "invalidState", "unavailable"] },
   { name: "produce", area: "producers", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "notFound", "limitExceeded", "invalidState", "unsupported", "unavailable"] },

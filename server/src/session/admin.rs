@@ -26,7 +26,7 @@ impl Session {
     /// Checks an admin token; returns the room it may act on (`*`: every room).
     fn admin(&self, token: &str) -> Result<String, AdminAuthError> {
         let secret = self.shared.config.auth_secret.as_ref().map(|s| s.expose());
-        auth::admit_admin(secret, token)
+        auth::admit_admin(secret, token, self.shared.config.max_token_ttl_secs)
     }
 
     /// Checks an admin token for room `room`.

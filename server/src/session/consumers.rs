@@ -28,6 +28,13 @@ impl Session {
         if j.consumers.len() >= max {
             return Err(ConsumeError::TooMany { max });
         }
+        // Capabilities first, so a client learns it cannot receive before anything else.
+        dspeak_media::router::check_can_consume(&p.rtp_capabilities)?;
+        // One consumer per producer and session: more would only multiply the
+        // worker's output for one input.
+        if j.consumers.values().any(|consumed| *consumed == p.producer_id) {
+            return Err(ConsumeError::AlreadyConsuming(p.producer_id.to_string()));
+        }
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
         let (owner, producer) = (j.peer_id.clone(), p.producer_id.clone());
         let consumed = j.router.consume(id.clone(), p.transport_id, owner, producer, p.rtp_capabilities).await?;

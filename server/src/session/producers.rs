@@ -3,10 +3,56 @@
 use dspeak_schema::ProducerId;
 use dspeak_schema::admin::WebhookEventKind;
 use dspeak_schema::media::{Direction, ProduceParams, ProduceResult, ProducerParams};
+use dspeak_schema::ortc::{CodecParameters, ParameterValue, RtpParameters};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
 use super::{Session, change_rooms, check_json_size};
 use crate::error::{NotFound, ProduceError, ProducerError};
+
+/// The longest string of a producer's parameters that is echoed to other clients.
+const MAX_ECHOED_CHARS: usize = 256;
+
+/// Checks the strings of a producer's RTP parameters that reach other clients (their
+/// consumer parameters, from which mediasoup-client writes SDP lines): printable
+/// ASCII without `;` (so no CR, LF or NUL either), at most [`MAX_ECHOED_CHARS`].
+fn check_echoed_strings(p: &RtpParameters) -> Result<(), ProduceError> {
+    let plain = |s: &str| {
+        s.len() <= MAX_ECHOED_CHARS && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && !s.contains(';')
+    };
+    let check = |field: &dyn Fn() -> String, value: &str| {
+        if plain(value) { Ok(()) } else { Err(ProduceError::UnsafeString(field())) }
+    };
+    let params = |field: &str, parameters: &CodecParameters| -> Result<(), ProduceError> {
+        for (key, value) in parameters {
+            check(&|| format!("{field}.parameters key"), key)?;
+            if let ParameterValue::String(value) = value {
+                check(&|| format!("{field}.parameters.{key}"), value)?;
+            }
+        }
+        Ok(())
+    };
+    for (name, value) in
+        [("rtpParameters.mid", &p.mid), ("rtpParameters.msid", &p.msid), ("rtpParameters.rtcp.cname", &p.rtcp.cname)]
+    {
+        if let Some(value) = value {
+            check(&|| name.to_owned(), value)?;
+        }
+    }
+    for (i, codec) in p.codecs.iter().enumerate() {
+        check(&|| format!("rtpParameters.codecs[{i}].mimeType"), &codec.mime_type)?;
+        params(&format!("rtpParameters.codecs[{i}]"), &codec.parameters)?;
+    }
+    for (i, ext) in p.header_extensions.iter().enumerate() {
+        check(&|| format!("rtpParameters.headerExtensions[{i}].uri"), &ext.uri)?;
+        params(&format!("rtpParameters.headerExtensions[{i}]"), &ext.parameters)?;
+    }
+    for (i, encoding) in p.encodings.iter().enumerate() {
+        if let Some(rid) = &encoding.rid {
+            check(&|| format!("rtpParameters.encodings[{i}].rid"), rid)?;
+        }
+    }
+    Ok(())
+}
 
 impl Session {
     /// `produce`: starts receiving an Opus track and announces it to the room.
@@ -28,6 +74,7 @@ impl Session {
         if let Some(app_data) = &p.app_data {
             check_json_size("appData", app_data, limits.max_app_data_bytes)?;
         }
+        check_echoed_strings(&p.rtp_parameters)?;
         let id = ProducerId::new(uuid::Uuid::new_v4().to_string());
         let owner = j.peer_id.clone();
         j.router.produce(id.clone(), p.transport_id, owner, p.kind, &p.rtp_parameters).await?;

@@ -19,6 +19,9 @@ fn check_name(what: &'static str, value: &str) -> Result<(), JoinError> {
     if value.trim().is_empty() {
         return Err(JoinError::EmptyName(what));
     }
+    if value.chars().any(char::is_control) {
+        return Err(JoinError::ControlChar(what));
+    }
     let chars = value.chars().count();
     if chars > MAX_NAME_CHARS {
         return Err(TooLarge { what, size: chars, limit: MAX_NAME_CHARS }.into());
@@ -39,7 +42,7 @@ impl Session {
         check_name("displayName", &p.display_name)?;
         let config = &self.shared.config;
         let secret = config.auth_secret.as_ref().map(|s| s.expose());
-        let grants = auth::admit(secret, p.token.as_deref(), &p.room)?;
+        let grants = auth::admit(secret, p.token.as_deref(), &p.room, config.max_token_ttl_secs)?;
         let display_name = grants.name.clone().unwrap_or(p.display_name);
         check_name("displayName", &display_name)?;
         let peer_id = PeerId::new(uuid::Uuid::new_v4().to_string());

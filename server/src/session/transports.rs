@@ -26,6 +26,11 @@ impl Session {
         p: CreateTransportParams,
     ) -> Result<CreateTransportResult, CreateTransportError> {
         let j = self.joined()?;
+        match p.direction {
+            Direction::Send if !j.grants.publish => return Err(CreateTransportError::NotGranted("canPublish")),
+            Direction::Recv if !j.grants.subscribe => return Err(CreateTransportError::NotGranted("canSubscribe")),
+            Direction::Send | Direction::Recv => {}
+        }
         let max = self.shared.config.limits.max_transports;
         if j.transports.len() >= max {
             return Err(CreateTransportError::TooMany { max });

@@ -134,14 +134,20 @@ async fn produce_and_consume_follow_the_room_and_ownership_rules() {
         other => panic!("expected consumer stats, got {other:?}"),
     }
     b.client.resume_consumer(ConsumerParams { consumer_id: consumer.id.clone() }).await.unwrap();
-    // A second consumer of the same producer gets the next MID.
+    // One consumer per producer and session: a second one would only multiply the
+    // worker's output.
+    let again =
+        b.client.consume(consume_params("pymediasoup-1.5-aiortc-1.16", b_recv.clone(), produced.id.clone())).await;
+    assert_eq!(code_of(again), ErrorCode::InvalidState.code());
+    // Once closed, the producer may be consumed again.
+    b.client.close_consumer(ConsumerParams { consumer_id: consumer.id.clone() }).await.unwrap();
     let second = b
         .client
         .consume(consume_params("pymediasoup-1.5-aiortc-1.16", b_recv.clone(), produced.id.clone()))
         .await
         .unwrap();
-    assert_eq!(second.rtp_parameters.mid.as_deref(), Some("1"));
-    b.client.close_consumer(ConsumerParams { consumer_id: second.id.clone() }).await.unwrap();
+    assert!(second.rtp_parameters.mid.is_some());
+    let consumer = second;
 
     // A late joiner sees the producer in its join result.
     let late = server.joined("media", "late").await;
@@ -228,4 +234,36 @@ async fn connect_transport_checks_dtls_parameters() {
     let ice = peer.client.restart_ice(TransportParams { transport_id: id.clone() }).await.unwrap();
     let again = peer.client.restart_ice(TransportParams { transport_id: id }).await.unwrap();
     assert_ne!(ice.username_fragment, again.username_fragment);
+}
+
+#[tokio::test]
+async fn strings_echoed_to_other_clients_must_be_plain() {
+    let server = spawn_server().await;
+    let a = server.joined("plain", "A").await;
+    let send = transport(&a, Direction::Send).await;
+    let base = produce_params("chromium-mediasoup-client-3.24", send);
+    type Spoil = fn(&mut ProduceParams);
+    let cases: [(&str, Spoil); 5] = [
+        ("rtpParameters.rtcp.cname", |p| p.rtp_parameters.rtcp.cname = Some("x\r\na=ssrc:1 cname:evil".into())),
+        ("rtpParameters.msid", |p| p.rtp_parameters.msid = Some("stream\0track".into())),
+        ("rtpParameters.mid", |p| p.rtp_parameters.mid = Some("0;x".into())),
+        ("rtpParameters.headerExtensions[0].uri", |p| p.rtp_parameters.header_extensions[0].uri = "urn:x\n".into()),
+        ("rtpParameters.codecs[0].parameters.evil", |p| {
+            p.rtp_parameters.codecs[0]
+                .parameters
+                .insert("evil".into(), dspeak_schema::ortc::ParameterValue::String("1\r\na=x".into()));
+        }),
+    ];
+    for (field, spoil) in cases {
+        let mut p = base.clone();
+        spoil(&mut p);
+        match a.client.produce(p).await {
+            Err(jsonrpsee::core::ClientError::Call(e)) => {
+                assert_eq!(e.code(), -32602, "{field}: {e:?}");
+                assert!(e.message().contains(field), "the error names {field}: {}", e.message());
+            }
+            other => panic!("{field}: expected invalid params, got {other:?}"),
+        }
+    }
+    a.client.produce(base).await.expect("the plain original is accepted");
 }

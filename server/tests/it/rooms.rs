@@ -259,3 +259,39 @@ async fn shutdown_closes_sessions_and_completes() {
     let end = tokio::time::timeout(TIMEOUT, async { while let Some(Ok(_)) = a.events.next().await {} }).await;
     assert!(end.is_ok(), "client connection closed on shutdown");
 }
+
+#[tokio::test]
+async fn broadcast_payloads_arrive_as_sent_to_the_last_digit() {
+    let mut config = Config::for_tests();
+    // Room for 1,000 numbers of up to 20 characters each.
+    config.max_broadcast_bytes = 32 * 1024;
+    let server = spawn_server_with(config).await;
+    let mut sender = RawWs::connect(&server.url()).await;
+    let mut receiver = RawWs::connect(&server.url()).await;
+    receiver.request(1, EVENTS.subscribe, json!({})).await;
+    receiver.request(2, "join", json!({"room": "exact", "displayName": "B"})).await;
+    sender.request(1, "join", json!({"room": "exact", "displayName": "A"})).await;
+    // 1,000 floats like JavaScript's Math.random() (53 random bits), and integers at
+    // the edges of what JSON numbers carry exactly here.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut numbers: Vec<serde_json::Value> = (0..1000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            json!((state >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect();
+    numbers.extend([json!(u64::MAX), json!(i64::MIN), json!(9_007_199_254_740_993_u64), json!(-0.0), json!(1e300)]);
+    let payload = serde_json::to_string(&numbers).unwrap();
+    sender
+        .send_text(format!(r#"{{"jsonrpc":"2.0","id":2,"method":"broadcast","params":{{"payload":{payload}}}}}"#))
+        .await;
+    loop {
+        let text = receiver.recv_text().await;
+        if text.contains(r#""type":"broadcast""#) {
+            assert!(text.contains(&payload), "the payload changed on its way:\nsent {payload}\ngot  {text}");
+            break;
+        }
+    }
+}

@@ -65,9 +65,8 @@ async fn grants_are_enforced_on_produce_consume_and_broadcast() {
         serde_json::from_value(fixture("pymediasoup-1.5-aiortc-1.16/produce.params.json")).unwrap();
     produce.transport_id = send.id;
     let producer = speaker.client.produce(produce.clone()).await.unwrap();
-    let m_send = m.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
-    produce.transport_id = m_send.id;
-    assert_eq!(code_of(m.produce(produce).await), ErrorCode::Forbidden.code());
+    let m_send = m.create_transport(CreateTransportParams { direction: Direction::Send }).await;
+    assert_eq!(code_of(m_send), ErrorCode::Forbidden.code(), "a send transport needs canPublish");
     assert_eq!(code_of(m.broadcast(BroadcastParams { payload: json!("hi") }).await), ErrorCode::Forbidden.code());
 
     // The deaf peer may not consume; the muted one may.
@@ -78,8 +77,10 @@ async fn grants_are_enforced_on_produce_consume_and_broadcast() {
         p.producer_id = producer_id;
         p
     };
-    let d_recv = d.create_transport(CreateTransportParams { direction: Direction::Recv }).await.unwrap();
-    assert_eq!(code_of(d.consume(consume(d_recv.id, producer.id.clone())).await), ErrorCode::Forbidden.code());
+    let d_recv = d.create_transport(CreateTransportParams { direction: Direction::Recv }).await;
+    assert_eq!(code_of(d_recv), ErrorCode::Forbidden.code(), "a recv transport needs canSubscribe");
+    let d_send = d.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap();
+    assert_eq!(code_of(d.consume(consume(d_send.id, producer.id.clone())).await), ErrorCode::Forbidden.code());
     let m_recv = m.create_transport(CreateTransportParams { direction: Direction::Recv }).await.unwrap();
     m.consume(consume(m_recv.id, producer.id)).await.unwrap();
     // Refused sessions stay usable.
@@ -205,4 +206,16 @@ async fn production_refuses_to_start_without_secret_or_announced_address() {
     .expect("a hostname is resolved at start");
     let _ = stop.send(());
     handle.stopped().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_listen_without_a_secret_refuses_to_start_unless_anonymous_is_allowed() {
+    let mut config = Config::for_tests();
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let err = dspeak_server::run(config.clone(), std::future::pending()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("--auth-secret") && message.contains("--allow-anonymous"), "{message}");
+    config.allow_anonymous = true;
+    // Starts when anonymous joins are allowed explicitly.
+    spawn_server_with(config).await.shutdown().await;
 }

@@ -294,6 +294,17 @@ impl RawWs {
         self.ws.send(message).await.expect("send");
     }
 
+    /// Next text message as sent (skipping pings).
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
     /// Next JSON text message (skipping pings).
     pub async fn recv(&mut self) -> Value {
         loop {
