@@ -16,5 +16,6 @@ mod rooms;
 mod security;
 mod soak;
 mod support;
+mod voice;
 mod web;
 mod webhooks;
