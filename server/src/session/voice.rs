@@ -6,6 +6,7 @@
 //! session is undeafened. The flags live on the room member, which announces every
 //! change as `voiceStateUpdated`.
 
+use dspeak_media::MediaError;
 use dspeak_schema::ProducerId;
 use dspeak_schema::rooms::{SetVoiceStateParams, VoiceState};
 
@@ -18,9 +19,13 @@ impl Session {
         let j = self.joined()?;
         let before = self.shared.rooms().voice_state(&j.room, &j.peer_id);
         if let Some(deaf) = p.self_deaf.filter(|&d| d != before.self_deaf) {
-            // Consumers the client paused stay paused either way.
+            // Consumers the client paused stay paused either way. One whose producer
+            // just closed may be gone from the engine before its notice reaches us.
             for (id, _) in j.consumers.iter().filter(|(_, c)| !c.paused) {
-                j.router.set_consumer_paused(id.clone(), j.peer_id.clone(), deaf).await?;
+                match j.router.set_consumer_paused(id.clone(), j.peer_id.clone(), deaf).await {
+                    Ok(()) | Err(MediaError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if let Some(mute) = p.self_mute.filter(|&m| m != before.self_mute) {

@@ -38,7 +38,7 @@ async fn voice_state_is_announced_listed_and_applied_to_producers_and_consumers(
     let a_send = a.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap().id;
     let mut produce: ProduceParams = serde_json::from_value(fixture(&format!("{CLIENT}/produce.params.json"))).unwrap();
     produce.transport_id = a_send;
-    let producer = a.client.produce(produce).await.unwrap().id;
+    let producer = a.client.produce(produce.clone()).await.unwrap().id;
     let b_recv = b.client.create_transport(CreateTransportParams { direction: Direction::Recv }).await.unwrap().id;
     let mut consume: ConsumeParams = serde_json::from_value(fixture(&format!("{CLIENT}/consume.params.json"))).unwrap();
     (consume.transport_id, consume.producer_id) = (b_recv, producer.clone());
@@ -86,6 +86,14 @@ async fn voice_state_is_announced_listed_and_applied_to_producers_and_consumers(
     );
     let r = a.client.resume_producer(ProducerParams { producer_id: producer.clone() }).await;
     assert_eq!(code_of(r), ErrorCode::Forbidden.code());
+    // A producer created while self-muted starts paused.
+    let mut second = produce.clone();
+    second.rtp_parameters.mid = Some("9".into());
+    second.rtp_parameters.encodings[0].ssrc = second.rtp_parameters.encodings[0].ssrc.map(|s| s.wrapping_add(1));
+    let second = a.client.produce(second).await.unwrap().id;
+    let paused = b.event_where("producerPaused", |e| matches!(e, Event::ProducerPaused { .. })).await;
+    assert_eq!(paused, Event::ProducerPaused { peer_id: a.peer_id(), producer_id: second.clone() });
+    a.client.close_producer(ProducerParams { producer_id: second }).await.unwrap();
     a.client.set_voice_state(voice(Some(false), None)).await.unwrap();
     let resumed_event = b.event_where("producerResumed", |e| matches!(e, Event::ProducerResumed { .. })).await;
     assert_eq!(resumed_event, Event::ProducerResumed { peer_id: a.peer_id(), producer_id: producer });
