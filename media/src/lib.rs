@@ -19,6 +19,8 @@
 //!   read by [`Engine::workers`] for scrapes.
 //! - `srtp`: SRTP/SRTCP sealing from DTLS keying material (not on the forwarding path
 //!   yet).
+//! - `speaker`: active-speaker detection from RFC 6464 audio levels (smoothed level,
+//!   hysteresis, minimum hold; not wired to the worker yet).
 //! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
 mod config;
@@ -28,6 +30,7 @@ mod handle;
 mod ice;
 mod police;
 pub mod router;
+mod speaker;
 mod srtp;
 mod tcp;
 mod traffic;

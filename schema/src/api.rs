@@ -186,6 +186,10 @@ api! {
     /// Sends a JSON payload to every other peer of the room.
     broadcast: Broadcast = "broadcast", Rooms, (BroadcastParams) -> BroadcastResult,
         [NotJoined, PayloadTooLarge, Forbidden, Unavailable];
+    /// Sets the session's self-mute (pauses its producers) and self-deafen (pauses its
+    /// consumers on the server); the room gets `voiceStateUpdated`.
+    set_voice_state: SetVoiceState = "setVoiceState", Rooms, (SetVoiceStateParams) -> VoiceState,
+        [NotJoined, Unavailable];
     /// The room router's RTP capabilities, for `device.load()`.
     get_router_rtp_capabilities: GetRouterRtpCapabilities = "getRouterRtpCapabilities", Transports, () -> RtpCapabilities,
         [Unavailable];

@@ -56,6 +56,18 @@ pub enum Event {
         /// them until unmuted.
         server_muted: bool,
     },
+    /// A peer's voice state changed (`setVoiceState`, or `adminMutePeer`). Every peer
+    /// of the room gets it, the peer itself too.
+    VoiceStateUpdated {
+        /// The peer.
+        peer_id: PeerId,
+        /// Whether it muted itself.
+        self_mute: bool,
+        /// Whether it deafened itself.
+        self_deaf: bool,
+        /// Whether the server muted it.
+        server_muted: bool,
+    },
     /// A peer left the room (or its connection closed).
     PeerLeft {
         /// The peer that left.
@@ -117,6 +129,7 @@ impl Event {
             Event::PeerJoined { .. } => "peerJoined",
             Event::PeerLeft { .. } => "peerLeft",
             Event::PeerUpdated { .. } => "peerUpdated",
+            Event::VoiceStateUpdated { .. } => "voiceStateUpdated",
             Event::ProducerAdded { .. } => "producerAdded",
             Event::ProducerClosed { .. } => "producerClosed",
             Event::ProducerPaused { .. } => "producerPaused",

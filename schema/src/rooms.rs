@@ -61,6 +61,41 @@ pub struct PeerInfo {
     pub identity: Option<String>,
     /// Its access token's `metadata` claim, if any.
     pub metadata: Option<String>,
+    /// Whether it muted itself (`setVoiceState`).
+    #[serde(default)]
+    pub self_mute: bool,
+    /// Whether it deafened itself (`setVoiceState`): it receives no audio.
+    #[serde(default)]
+    pub self_deaf: bool,
+    /// Whether the server muted it (`adminMutePeer`).
+    #[serde(default)]
+    pub server_muted: bool,
+}
+
+/// Params of `setVoiceState`: each flag given is set, a missing one is left as is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetVoiceStateParams {
+    /// Mute: every producer of the peer is paused (the room gets `producerPaused`);
+    /// unmuting resumes them unless the server muted the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_mute: Option<bool>,
+    /// Deafen: every consumer of the peer is paused on the server (no packets are
+    /// sent to it) until undeafened; the consumers it resumed then resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_deaf: Option<bool>,
+}
+
+/// A peer's voice state, the result of `setVoiceState`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceState {
+    /// Whether it muted itself.
+    pub self_mute: bool,
+    /// Whether it deafened itself.
+    pub self_deaf: bool,
+    /// Whether the server muted it (`adminMutePeer`).
+    pub server_muted: bool,
 }
 
 /// A producer that exists in the room.

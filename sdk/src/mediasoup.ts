@@ -15,4 +15,4 @@
  */
 
 export * from "./ortc.js";
-export { joinVoiceRoom, type JoinVoiceRoomOptions, type VoiceRoom } from "./voice.js";
+export { joinVoiceRoom, type JoinVoiceRoomOptions, type VoiceRoom, type VoiceRoomEvents } from "./voice.js";

@@ -3,7 +3,7 @@ import type { Consumer, Device, Producer, Transport } from "mediasoup-client/typ
 import type { DspeakClient, EventOf } from "./client.js";
 import { DspeakError } from "./errors.js";
 import { ErrorCode } from "./generated/api.js";
-import type { Direction, JoinResult } from "./generated/types.js";
+import type { Direction, JoinResult, PeerInfo, VoiceState } from "./generated/types.js";
 import {
   fromDeviceRtpCapabilities,
   fromDtlsParameters,
@@ -38,6 +38,14 @@ export interface JoinVoiceRoomOptions {
   onError?: ((error: unknown) => void) | undefined;
 }
 
+/** What `VoiceRoom.on()` accepts, with what its handlers receive. */
+export interface VoiceRoomEvents {
+  /** A peer joined, or its voice state changed (`voiceStateUpdated`): its current info. */
+  peerUpdated: PeerInfo;
+  /** A peer left the room. */
+  peerLeft: { peerId: string };
+}
+
 /** A joined voice room: what `joinVoiceRoom` resolves with. */
 export interface VoiceRoom {
   /** The `join` result (peer id, peers and producers at join time). */
@@ -52,6 +60,23 @@ export interface VoiceRoom {
   readonly producer: Producer | undefined;
   /** Live consumers, by the id of the producer they consume. */
   readonly consumers: ReadonlyMap<string, Consumer>;
+  /**
+   * The other peers of the room, by peer id, kept up to date from `peerJoined`,
+   * `peerLeft` and `voiceStateUpdated` (identity, display name, voice state).
+   */
+  readonly peers: ReadonlyMap<string, PeerInfo>;
+  /** This peer's own voice state, as the server last reported it. */
+  readonly voiceState: VoiceState;
+  /** Listens to room changes; returns a function that stops listening. */
+  on<K extends keyof VoiceRoomEvents>(type: K, handler: (event: VoiceRoomEvents[K]) => void): () => void;
+  /**
+   * Self-mute (`setVoiceState`): the server pauses this peer's producers and everyone
+   * sees `selfMute`; the local producer pauses too. Unmuting resumes it unless the
+   * server muted this peer.
+   */
+  setSelfMute(muted: boolean): Promise<VoiceState>;
+  /** Self-deafen (`setVoiceState`): the server sends this peer no audio until undeafened. */
+  setSelfDeaf(deafened: boolean): Promise<VoiceState>;
   /** Whether the microphone is muted. */
   readonly muted: boolean;
   /** Mutes the microphone: pauses the producer here and on the server (the room sees `producerPaused`). */
@@ -96,6 +121,38 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
       if (e.serverMuted && e.peerId === client.joined?.peerId && producer && !producer.paused) producer.pause();
     }),
   ];
+  // The room model: the other peers and this peer's voice state.
+  const peers = new Map<string, PeerInfo>();
+  let voiceState: VoiceState = { selfMute: false, selfDeaf: false, serverMuted: false };
+  const handlers: { [K in keyof VoiceRoomEvents]: Set<(event: VoiceRoomEvents[K]) => void> } = {
+    peerUpdated: new Set(),
+    peerLeft: new Set(),
+  };
+  const emit = <K extends keyof VoiceRoomEvents>(type: K, event: VoiceRoomEvents[K]) => {
+    for (const handler of handlers[type]) handler(event);
+  };
+  subscriptions.push(
+    client.on("peerJoined", (e) => {
+      const { peerId, displayName, identity, metadata } = e;
+      const peer: PeerInfo = { peerId, displayName, identity, metadata, selfMute: false, selfDeaf: false, serverMuted: false };
+      peers.set(e.peerId, peer);
+      emit("peerUpdated", peer);
+    }),
+    client.on("peerLeft", (e) => {
+      if (peers.delete(e.peerId)) emit("peerLeft", { peerId: e.peerId });
+    }),
+    client.on("voiceStateUpdated", ({ peerId, selfMute, selfDeaf, serverMuted }) => {
+      if (peerId === client.joined?.peerId) {
+        voiceState = { selfMute, selfDeaf, serverMuted };
+        return;
+      }
+      const known = peers.get(peerId);
+      if (!known) return;
+      const peer = { ...known, selfMute, selfDeaf, serverMuted };
+      peers.set(peerId, peer);
+      emit("peerUpdated", peer);
+    }),
+  );
   const unsubscribe = () => subscriptions.forEach((off) => off());
 
   const consumers = new Map<string, Consumer>();
@@ -160,6 +217,7 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     unsubscribe();
     throw error;
   }
+  for (const peer of joined.peers) if (!peers.has(peer.peerId)) peers.set(peer.peerId, peer);
   try {
     device = typeof options.device === "function" ? await options.device() : options.device;
     if (!device.loaded) {
@@ -192,6 +250,24 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     recvTransport,
     producer,
     consumers,
+    peers,
+    get voiceState() {
+      return voiceState;
+    },
+    on(type, handler) {
+      handlers[type].add(handler);
+      return () => handlers[type].delete(handler);
+    },
+    async setSelfMute(muted) {
+      if (muted && producer && !producer.paused) producer.pause();
+      voiceState = await client.setVoiceState({ selfMute: muted });
+      if (!muted && producer?.paused && !voiceState.serverMuted) producer.resume();
+      return voiceState;
+    },
+    async setSelfDeaf(deafened) {
+      voiceState = await client.setVoiceState({ selfDeaf: deafened });
+      return voiceState;
+    },
     get muted() {
       return producer?.paused ?? true;
     },

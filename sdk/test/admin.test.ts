@@ -48,7 +48,15 @@ describe("AdminClient", () => {
     const since = ann.mark();
     const bobJoined = await bob.join({ room, displayName: "Bob", token: userToken("user-bob", room) });
     expect(bobJoined.peers).toEqual([
-      { peerId: annJoined.peerId, displayName: "Ann", identity: "user-ann", metadata: '{"color":"red"}' },
+      {
+        peerId: annJoined.peerId,
+        displayName: "Ann",
+        identity: "user-ann",
+        metadata: '{"color":"red"}',
+        selfMute: false,
+        selfDeaf: false,
+        serverMuted: false,
+      },
     ]);
     expect(await ann.waitFor("peerJoined", { since })).toMatchObject({ identity: "user-bob", metadata: null });
 

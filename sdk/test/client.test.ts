@@ -64,7 +64,9 @@ describe("session", () => {
     expect(a.producers).toEqual([]);
     expect(a.routerRtpCapabilities.codecs?.[0]).toMatchObject({ mimeType: "audio/opus", clockRate: 48000 });
     const b = await bob.join({ room: "join-room", displayName: "Bob" });
-    expect(b.peers).toEqual([{ peerId: a.peerId, displayName: "Ann", identity: null, metadata: null }]);
+    expect(b.peers).toEqual([
+      { peerId: a.peerId, displayName: "Ann", identity: null, metadata: null, selfMute: false, selfDeaf: false, serverMuted: false },
+    ]);
     expect(b.peerId).not.toBe(a.peerId);
   });
 

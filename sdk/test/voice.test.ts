@@ -127,3 +127,49 @@ it("closes the consumer when its producer is closed", async () => {
   expect((await closedEvent).producerId).toBe(producerId);
   await until("Bob's consumer closes", () => !bob.consumers.has(producerId));
 });
+
+it("keeps the peers and their voice state, and self-mutes and self-deafens", async () => {
+  const annClient = await connect();
+  const ann = await join(annClient, "Ann", microphone());
+  const bobClient = await connect();
+  const bob = await join(bobClient, "Bob");
+  const annId = ann.joined.peerId;
+  const bobId = bob.joined.peerId;
+  expect(bob.peers.get(annId)).toMatchObject({ displayName: "Ann", selfMute: false, selfDeaf: false, serverMuted: false });
+  await until("Ann sees Bob", () => ann.peers.has(bobId));
+  const updates: string[] = [];
+  const off = bob.on("peerUpdated", (p) => updates.push(`${p.displayName}:${p.selfMute}:${p.selfDeaf}`));
+
+  // Ann mutes herself: her producer pauses here and on the server; Bob sees it.
+  const paused = bobClient.waitFor("producerPaused");
+  expect(await ann.setSelfMute(true)).toEqual({ selfMute: true, selfDeaf: false, serverMuted: false });
+  expect(ann.producer!.paused).toBe(true);
+  expect((await paused).producerId).toBe(ann.producer!.id);
+  await until("Bob sees Ann muted", () => bob.peers.get(annId)?.selfMute === true);
+  await expect(ann.unmute()).rejects.toMatchObject({ code: 1004 });
+  expect(ann.producer!.paused).toBe(true);
+
+  // Bob deafens: the server pauses his consumer of Ann; Ann sees it.
+  await bob.setSelfDeaf(true);
+  expect(bob.voiceState.selfDeaf).toBe(true);
+  const fromAnn = bob.consumers.get(ann.producer!.id)!;
+  expect(await bobClient.getStats({ id: fromAnn.id })).toMatchObject({ type: "consumer", paused: true });
+  await until("Ann sees Bob deafened", () => ann.peers.get(bobId)?.selfDeaf === true);
+
+  // Both undo it.
+  const resumed = bobClient.waitFor("producerResumed");
+  expect(await ann.setSelfMute(false)).toEqual({ selfMute: false, selfDeaf: false, serverMuted: false });
+  expect(ann.producer!.paused).toBe(false);
+  await resumed;
+  await bob.setSelfDeaf(false);
+  expect(await bobClient.getStats({ id: fromAnn.id })).toMatchObject({ type: "consumer", paused: false });
+  await until("Bob sees Ann unmuted", () => bob.peers.get(annId)?.selfMute === false);
+  expect(updates).toEqual(["Ann:true:false", "Ann:false:false"]);
+  off();
+
+  // A late joiner lists both with their state; a leaver is dropped.
+  const left = new Promise<string>((resolve) => ann.on("peerLeft", ({ peerId }) => resolve(peerId)));
+  await bob.leave();
+  expect(await left).toBe(bobId);
+  expect(ann.peers.has(bobId)).toBe(false);
+});

@@ -41,6 +41,7 @@ use crate::drain::DrainWatch;
 use crate::error::{
     AdminAuthError, AdminBroadcastError, AdminError, AreaError, BroadcastError, CallError, Code, ConsumeError,
     ConsumerError, CreateTransportError, JoinError, NotJoined, ProduceError, ProducerError, TransportError,
+    VoiceStateError,
 };
 use crate::events::{self, EventReceiver, Pushed};
 use crate::limits::TokenBucket;
@@ -273,6 +274,7 @@ fn routes(r: &mut impl Routes) {
     r.route::<methods::Join, JoinError>(|s, p| Box::pin(s.join(p)));
     r.route::<methods::Leave, NotJoined>(|s, _| Box::pin(s.leave()));
     r.route::<methods::Broadcast, BroadcastError>(|s, p| Box::pin(s.broadcast(p)));
+    r.route::<methods::SetVoiceState, VoiceStateError>(|s, p| Box::pin(s.set_voice_state(p)));
     r.route::<methods::GetRouterRtpCapabilities, Infallible>(|s, _| Box::pin(s.router_rtp_capabilities()));
     r.route::<methods::CreateTransport, CreateTransportError>(|s, p| Box::pin(s.create_transport(p)));
     r.route::<methods::ConnectTransport, TransportError>(|s, p| Box::pin(s.connect_transport(p)));

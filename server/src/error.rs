@@ -575,6 +575,9 @@ pub enum ProducerError {
     /// `resumeProducer` while the server muted the peer.
     #[error("the server muted this peer; its producers stay paused until it is unmuted")]
     ServerMuted,
+    /// `resumeProducer` while the peer muted itself.
+    #[error("this peer is self-muted; unmute with setVoiceState {{\"selfMute\": false}}")]
+    SelfMuted,
     /// The producer belongs to another peer.
     #[error("producer '{0}' belongs to another peer")]
     NotOwner(String),
@@ -593,6 +596,7 @@ pub enum ProducerError {
 }
 codes!(ProducerError {
     ServerMuted => Forbidden,
+    SelfMuted => Forbidden,
     NotOwner => Forbidden,
     Unavailable => Unavailable,
     Internal => Internal;
@@ -608,6 +612,36 @@ impl From<MediaError> for ProducerError {
             MediaError::Unavailable => ProducerError::Unavailable,
             MediaError::NotFound { kind, id } => ProducerError::NotFound(NotFound { kind, id }),
             other => ProducerError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Errors of `setVoiceState`.
+#[derive(Debug, thiserror::Error)]
+pub enum VoiceStateError {
+    /// The worker is gone (the server is stopping).
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+    /// The engine answered what pausing never does; logged only.
+    #[error("{0}")]
+    Internal(String),
+    /// The session is not in a room.
+    #[error(transparent)]
+    NotJoined(#[from] NotJoined),
+}
+codes!(VoiceStateError {
+    Unavailable => Unavailable,
+    Internal => Internal;
+    NotJoined(NotJoined),
+});
+
+impl From<MediaError> for VoiceStateError {
+    /// Pausing the session's own producers and consumers checks no state: anything
+    /// but a missing worker is a bug, answered as an internal error.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Unavailable => VoiceStateError::Unavailable,
+            other => VoiceStateError::Internal(other.to_string()),
         }
     }
 }

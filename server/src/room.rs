@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use dspeak_schema::admin::{AdminPeerInfo, RoomSummary};
-use dspeak_schema::rooms::{PeerInfo, ProducerInfo, UnixMillis};
+use dspeak_schema::rooms::{PeerInfo, ProducerInfo, UnixMillis, VoiceState};
 use dspeak_schema::{ConsumerId, Event, PeerId, ProducerId};
 
 use crate::error::RoomError;
@@ -62,8 +62,8 @@ pub(crate) struct Member<M> {
     pub(crate) display_name: String,
     /// The access token's `metadata`, shown to others.
     pub(crate) metadata: Option<String>,
-    /// Whether the admin API muted it.
-    pub(crate) server_muted: bool,
+    /// Its self-mute and self-deafen flags, and whether the admin API muted it.
+    pub(crate) voice: VoiceState,
     pub(crate) mailbox: M,
 }
 
@@ -75,7 +75,16 @@ impl<M> Member<M> {
             display_name: self.display_name.clone(),
             identity: self.identity.clone(),
             metadata: self.metadata.clone(),
+            self_mute: self.voice.self_mute,
+            self_deaf: self.voice.self_deaf,
+            server_muted: self.voice.server_muted,
         }
+    }
+
+    /// The `voiceStateUpdated` event for its current voice state.
+    fn voice_event(&self) -> Event {
+        let VoiceState { self_mute, self_deaf, server_muted } = self.voice;
+        Event::VoiceStateUpdated { peer_id: self.peer_id.clone(), self_mute, self_deaf, server_muted }
     }
 }
 
@@ -289,7 +298,7 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
                 identity: info.identity,
                 metadata: info.metadata,
                 producers: room.producers.iter().filter(|p| p.peer_id == m.peer_id).cloned().collect(),
-                server_muted: m.server_muted,
+                server_muted: m.voice.server_muted,
             }
         });
         Some(peers.collect())
@@ -311,24 +320,55 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
         self.rooms.get(name)?.members.iter().find(|m| &m.peer_id == peer_id).map(|m| m.mailbox.clone())
     }
 
-    /// Whether the server muted member `peer_id` of room `name`.
-    pub(crate) fn is_server_muted(&self, name: &str, peer_id: &PeerId) -> bool {
+    /// The voice state of member `peer_id` of room `name` (all off if there is none).
+    pub(crate) fn voice_state(&self, name: &str, peer_id: &PeerId) -> VoiceState {
         self.rooms
             .get(name)
             .and_then(|r| r.members.iter().find(|m| &m.peer_id == peer_id))
-            .is_some_and(|m| m.server_muted)
+            .map_or_else(VoiceState::default, |m| m.voice)
+    }
+
+    /// Whether the server muted member `peer_id` of room `name`.
+    pub(crate) fn is_server_muted(&self, name: &str, peer_id: &PeerId) -> bool {
+        self.voice_state(name, peer_id).server_muted
     }
 
     /// Sets member `peer_id`'s server-mute flag; on a change every member (the peer
-    /// too) gets `peerUpdated`. `None` if there is no such member.
+    /// too) gets `peerUpdated` and `voiceStateUpdated`. `None` if there is no such member.
     pub(crate) fn set_server_muted(&mut self, name: &str, peer_id: &PeerId, muted: bool) -> Option<Effects<M, W>> {
         let room = self.rooms.get_mut(name)?;
         let member = room.members.iter_mut().find(|m| &m.peer_id == peer_id)?;
         let mut fx = Vec::new();
-        if std::mem::replace(&mut member.server_muted, muted) != muted {
+        if std::mem::replace(&mut member.voice.server_muted, muted) != muted {
+            let voice = member.voice_event();
             room.fan_out(None, &Event::PeerUpdated { peer_id: peer_id.clone(), server_muted: muted }, &mut fx);
+            room.fan_out(None, &voice, &mut fx);
         }
         Some(fx)
+    }
+
+    /// Sets member `peer_id`'s self-mute and self-deafen flags (those given); on a
+    /// change every member (the peer too) gets `voiceStateUpdated`. Returns the new
+    /// state, `None` if there is no such member.
+    pub(crate) fn set_voice_state(
+        &mut self,
+        name: &str,
+        peer_id: &PeerId,
+        self_mute: Option<bool>,
+        self_deaf: Option<bool>,
+    ) -> (Option<VoiceState>, Effects<M, W>) {
+        let mut fx = Vec::new();
+        let Some(room) = self.rooms.get_mut(name) else { return (None, fx) };
+        let Some(member) = room.members.iter_mut().find(|m| &m.peer_id == peer_id) else { return (None, fx) };
+        let before = member.voice;
+        member.voice.self_mute = self_mute.unwrap_or(before.self_mute);
+        member.voice.self_deaf = self_deaf.unwrap_or(before.self_deaf);
+        let after = member.voice;
+        if after != before {
+            let event = member.voice_event();
+            room.fan_out(None, &event, &mut fx);
+        }
+        (Some(after), fx)
     }
 
     /// Number of rooms.
@@ -414,7 +454,7 @@ mod tests {
             identity: identity.map(str::to_owned),
             display_name: inbox.name.to_uppercase(),
             metadata: None,
-            server_muted: false,
+            voice: VoiceState::default(),
             mailbox: inbox.clone(),
         }
     }
@@ -455,8 +495,15 @@ mod tests {
         let (joined, fx) = rooms.join("r", member(&bob, None), LIMITS, 8, || unreachable!("the room exists")).unwrap();
         assert!(fx.is_empty());
         assert_eq!(joined.worker, "w0");
-        let ann_info =
-            PeerInfo { peer_id: PeerId::from("ann"), display_name: "ANN".into(), identity: None, metadata: None };
+        let ann_info = PeerInfo {
+            peer_id: PeerId::from("ann"),
+            display_name: "ANN".into(),
+            identity: None,
+            metadata: None,
+            self_mute: false,
+            self_deaf: false,
+            server_muted: false,
+        };
         assert_eq!(joined.peers, [ann_info]);
         assert_eq!(joined.producers, [producer("ann", "p1")]);
         assert_eq!(ann.take_types(), ["peerJoined"]);
@@ -556,8 +603,8 @@ mod tests {
         let bob_id = PeerId::from("bob");
         assert!(rooms.set_server_muted("r", &bob_id, true).is_some_and(|fx| fx.is_empty()));
         assert!(rooms.is_server_muted("r", &bob_id));
-        assert_eq!(ann.take_types(), ["peerUpdated"]);
-        assert_eq!(bob.take_types(), ["peerUpdated"], "the muted peer is told too");
+        assert_eq!(ann.take_types(), ["peerUpdated", "voiceStateUpdated"]);
+        assert_eq!(bob.take_types(), ["peerUpdated", "voiceStateUpdated"], "the muted peer is told too");
         rooms.set_server_muted("r", &bob_id, true);
         assert!(ann.take_types().is_empty(), "no change, no event");
         let peers = rooms.admin_peers("r").expect("the room exists");
@@ -567,6 +614,32 @@ mod tests {
         );
         assert!(rooms.set_server_muted("r", &PeerId::from("nobody"), true).is_none());
         assert!(rooms.admin_peers("nowhere").is_none());
+    }
+
+    #[test]
+    fn voice_state_changes_are_announced_to_everyone_once_and_listed() {
+        let (mut rooms, ann, bob) = ann_and_bob_producing();
+        let bob_id = PeerId::from("bob");
+        let (state, fx) = rooms.set_voice_state("r", &bob_id, Some(true), None);
+        assert!(fx.is_empty());
+        assert_eq!(state, Some(VoiceState { self_mute: true, self_deaf: false, server_muted: false }));
+        let (state, _) = rooms.set_voice_state("r", &bob_id, None, Some(true));
+        assert_eq!(state, Some(VoiceState { self_mute: true, self_deaf: true, server_muted: false }), "kept mute");
+        assert_eq!(ann.take_types(), ["voiceStateUpdated", "voiceStateUpdated"]);
+        assert_eq!(bob.take_types(), ["voiceStateUpdated", "voiceStateUpdated"], "the peer is told too");
+        rooms.set_voice_state("r", &bob_id, Some(true), Some(true));
+        rooms.set_voice_state("r", &bob_id, None, None);
+        assert!(ann.take_types().is_empty(), "no change, no event");
+        assert_eq!(
+            rooms.voice_state("r", &bob_id),
+            VoiceState { self_mute: true, self_deaf: true, server_muted: false }
+        );
+        let newcomer = Inbox::new("cat", 8);
+        let (joined, _) = join(&mut rooms, "r", &newcomer);
+        let listed = joined.peers.iter().find(|p| p.peer_id == bob_id).expect("bob is listed");
+        assert!((listed.self_mute, listed.self_deaf, listed.server_muted) == (true, true, false), "{listed:?}");
+        assert_eq!(rooms.set_voice_state("r", &PeerId::from("nobody"), Some(true), None).0, None);
+        assert_eq!(rooms.set_voice_state("nowhere", &bob_id, Some(true), None).0, None);
     }
 
     #[test]

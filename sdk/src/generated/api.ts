@@ -30,8 +30,10 @@ import type {
   ProduceResult,
   ProducerParams,
   RtpCapabilities,
+  SetVoiceStateParams,
   Stats,
   TransportParams,
+  VoiceState,
 } from "./types.js";
 
 /** Version of the contract these files were generated from (the server's crate version). */
@@ -47,6 +49,8 @@ export interface Methods {
   leave: { params: NoParams; result: Empty };
   /** Sends a JSON payload to every other peer of the room. */
   broadcast: { params: BroadcastParams; result: BroadcastResult };
+  /** Sets the session's self-mute (pauses its producers) and self-deafen (pauses its consumers on the server); the room gets `voiceStateUpdated`. */
+  setVoiceState: { params: SetVoiceStateParams; result: VoiceState };
   /** The room router's RTP capabilities, for `device.load()`. */
   getRouterRtpCapabilities: { params: NoParams; result: RtpCapabilities };
   /** Creates a WebRTC transport on the room's media worker. */
@@ -104,6 +108,7 @@ export const METHODS = [
   { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
   { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
+  { name: "setVoiceState", area: "rooms", noParams: false, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "getRouterRtpCapabilities", area: "transports", noParams: true, errors: ["limitExceeded", "unavailable"] },
   { name: "createTransport", area: "transports", noParams: false, errors: ["notJoined", "forbidden", "limitExceeded", "unavailable"] },
   { name: "connectTransport", area: "transports", noParams: false, errors: ["notJoined", "notFound", "limitExceeded", "invalidState", "unavailable"] },
@@ -133,7 +138,7 @@ export const SUBSCRIPTION = {
 } as const;
 
 /** Every event `type` the server sends, in declaration order. Ignore types you do not know. */
-export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining"] as const;
+export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "voiceStateUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining"] as const;
 
 /** Documented JSON-RPC error codes: the application codes (1000-1099) and the standard ones the server answers with. */
 export const ErrorCode = {
@@ -232,6 +237,11 @@ export abstract class GeneratedMethods {
   /** Sends a JSON payload to every other peer of the room. */
   broadcast(params: BroadcastParams, options?: CallOptions): Promise<BroadcastResult> {
     return this.call("broadcast", params, options);
+  }
+
+  /** Sets the session's self-mute (pauses its producers) and self-deafen (pauses its consumers on the server); the room gets `voiceStateUpdated`. */
+  setVoiceState(params: SetVoiceStateParams, options?: CallOptions): Promise<VoiceState> {
+    return this.call("setVoiceState", params, options);
   }
 
   /** The room router's RTP capabilities, for `device.load()`. */

@@ -63,6 +63,7 @@ export type Event =
   | BroadcastEvent
   | PeerJoinedEvent
   | PeerUpdatedEvent
+  | VoiceStateUpdatedEvent
   | PeerLeftEvent
   | ProducerAddedEvent
   | ProducerClosedEvent
@@ -802,6 +803,29 @@ export interface PeerUpdatedEvent {
   type: "peerUpdated";
 }
 /**
+ * A peer's voice state changed (`setVoiceState`, or `adminMutePeer`). Every peer
+ * of the room gets it, the peer itself too.
+ */
+export interface VoiceStateUpdatedEvent {
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * Whether it deafened itself.
+   */
+  selfDeaf: boolean;
+  /**
+   * Whether it muted itself.
+   */
+  selfMute: boolean;
+  /**
+   * Whether the server muted it.
+   */
+  serverMuted: boolean;
+  type: "voiceStateUpdated";
+}
+/**
  * A peer left the room (or its connection closed).
  */
 export interface PeerLeftEvent {
@@ -976,6 +1000,18 @@ export interface PeerInfo {
    * The peer's id.
    */
   peerId: PeerId;
+  /**
+   * Whether it deafened itself (`setVoiceState`): it receives no audio.
+   */
+  selfDeaf: boolean;
+  /**
+   * Whether it muted itself (`setVoiceState`).
+   */
+  selfMute: boolean;
+  /**
+   * Whether the server muted it (`adminMutePeer`).
+   */
+  serverMuted: boolean;
 }
 /**
  * What an endpoint can send or receive: codecs and header extensions.
@@ -1283,6 +1319,21 @@ export interface SessionEnded {
   reason: SessionEndReason;
 }
 /**
+ * Params of `setVoiceState`: each flag given is set, a missing one is left as is.
+ */
+export interface SetVoiceStateParams {
+  /**
+   * Deafen: every consumer of the peer is paused on the server (no packets are
+   * sent to it) until undeafened; the consumers it resumed then resume.
+   */
+  selfDeaf?: boolean | null | undefined;
+  /**
+   * Mute: every producer of the peer is paused (the room gets `producerPaused`);
+   * unmuting resumes them unless the server muted the peer.
+   */
+  selfMute?: boolean | null | undefined;
+}
+/**
  * A WebRTC transport.
  */
 export interface TransportStats {
@@ -1432,6 +1483,23 @@ export interface TransportParams {
    * Transport id.
    */
   transportId: TransportId;
+}
+/**
+ * A peer's voice state, the result of `setVoiceState`.
+ */
+export interface VoiceState {
+  /**
+   * Whether it deafened itself.
+   */
+  selfDeaf: boolean;
+  /**
+   * Whether it muted itself.
+   */
+  selfMute: boolean;
+  /**
+   * Whether the server muted it (`adminMutePeer`).
+   */
+  serverMuted: boolean;
 }
 /**
  * The JSON body of one webhook request. The request carries the header

@@ -5,7 +5,7 @@ use dspeak_schema::media::{ConsumeParams, ConsumeResult, ConsumerParams, Directi
 use dspeak_schema::rooms::Empty;
 use dspeak_schema::{ConsumerId, Event, ProducerId};
 
-use super::Session;
+use super::{OwnConsumer, Session};
 use crate::error::{ConsumeError, ConsumerError, NotFound};
 use crate::events;
 
@@ -38,18 +38,23 @@ impl Session {
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
         let (owner, producer) = (j.peer_id.clone(), p.producer_id.clone());
         let consumed = j.router.consume(id.clone(), p.transport_id, owner, producer, p.rtp_capabilities).await?;
-        self.joined_mut()?.consumers.insert(id, p.producer_id);
+        self.joined_mut()?.consumers.insert(id, OwnConsumer { paused: true });
         Ok(consumed)
     }
 
-    /// `pauseConsumer` / `resumeConsumer`.
+    /// `pauseConsumer` / `resumeConsumer`. While the session is deafened the engine
+    /// keeps the consumer paused; the client's wish applies once undeafened.
     pub(crate) async fn set_consumer_paused(
         &mut self,
         p: ConsumerParams,
         paused: bool,
     ) -> Result<Empty, ConsumerError> {
         let j = self.own_consumer(&p.consumer_id)?;
-        j.router.set_consumer_paused(p.consumer_id, j.peer_id.clone(), paused).await?;
+        let deaf = self.shared.rooms().voice_state(&j.room, &j.peer_id).self_deaf;
+        j.router.set_consumer_paused(p.consumer_id.clone(), j.peer_id.clone(), paused || deaf).await?;
+        if let Some(c) = self.joined_mut()?.consumers.get_mut(&p.consumer_id) {
+            c.paused = paused;
+        }
         Ok(Empty {})
     }
 

@@ -17,6 +17,7 @@ mod consumers;
 mod producers;
 mod rooms;
 mod transports;
+mod voice;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -140,8 +141,15 @@ struct Joined {
     transports: HashMap<TransportId, Direction>,
     /// Producers with their media kind.
     producers: HashMap<ProducerId, MediaKind>,
-    /// Consumers with the producer each consumes.
-    consumers: HashMap<ConsumerId, ProducerId>,
+    /// Consumers, with the client's paused flag of each.
+    consumers: HashMap<ConsumerId, OwnConsumer>,
+}
+
+/// One of a session's consumers.
+struct OwnConsumer {
+    /// Whether the client paused it (consumers start paused). The engine pauses it
+    /// also while the session is deafened.
+    paused: bool,
 }
 
 impl Joined {

@@ -7,7 +7,8 @@ use dspeak_schema::ortc::{CodecParameters, ParameterValue, RtpParameters};
 use dspeak_schema::rooms::{Empty, ProducerInfo};
 
 use super::{Session, change_rooms, check_json_size};
-use crate::error::{NotFound, ProduceError, ProducerError};
+use crate::error::{NotFound, NotJoined, ProduceError, ProducerError};
+use dspeak_media::MediaError;
 
 /// The longest string of a producer's parameters that is echoed to other clients.
 const MAX_ECHOED_CHARS: usize = 256;
@@ -84,6 +85,9 @@ impl Session {
         let (room, me) = (j.room.clone(), j.info.clone());
         change_rooms(&self.shared, |r| r.add_producer(&room, info));
         self.shared.webhooks.emit(WebhookEventKind::ProducerAdded, &room, Some(&me), Some(&id));
+        if self.shared.rooms().voice_state(&room, &me.peer_id).self_mute {
+            self.pause_own_producer::<ProduceError>(id.clone(), true).await?;
+        }
         tracing::info!(producer = %id, "producing");
         Ok(ProduceResult { id })
     }
@@ -95,18 +99,26 @@ impl Session {
         paused: bool,
     ) -> Result<Empty, ProducerError> {
         let j = self.own_producer(&p.producer_id)?;
-        if !paused && self.shared.rooms().is_server_muted(&j.room, &j.peer_id) {
+        let voice = self.shared.rooms().voice_state(&j.room, &j.peer_id);
+        if !paused && voice.server_muted {
             return Err(ProducerError::ServerMuted);
         }
-        self.pause_own_producer(p.producer_id, paused).await
+        if !paused && voice.self_mute {
+            return Err(ProducerError::SelfMuted);
+        }
+        self.pause_own_producer::<ProducerError>(p.producer_id, paused).await?;
+        Ok(Empty {})
     }
 
     /// Pauses or resumes one of this session's producers and tells the room.
-    async fn pause_own_producer(&mut self, id: ProducerId, paused: bool) -> Result<Empty, ProducerError> {
+    pub(super) async fn pause_own_producer<E>(&mut self, id: ProducerId, paused: bool) -> Result<(), E>
+    where
+        E: From<MediaError> + From<NotJoined>,
+    {
         let j = self.joined()?;
         j.router.set_producer_paused(id.clone(), j.peer_id.clone(), paused).await?;
         change_rooms(&self.shared, |r| r.set_producer_paused(&j.room, &id, paused));
-        Ok(Empty {})
+        Ok(())
     }
 
     /// The server muted this session (`adminMutePeer`): every producer is paused, as if
@@ -115,7 +127,7 @@ impl Session {
         let Ok(j) = self.joined() else { return };
         let producers: Vec<ProducerId> = j.producers.keys().cloned().collect();
         for id in producers {
-            if let Err(e) = self.pause_own_producer(id.clone(), true).await {
+            if let Err(e) = self.pause_own_producer::<ProducerError>(id.clone(), true).await {
                 tracing::warn!(producer = %id, error = %e, "server mute: pausing failed");
             }
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dspeak_schema::admin::WebhookEventKind;
-use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult, PeerInfo};
+use dspeak_schema::rooms::{BroadcastParams, BroadcastResult, Empty, JoinParams, JoinResult, PeerInfo, VoiceState};
 use dspeak_schema::{Event, PeerId};
 
 use super::{Joined, Session, change_rooms, check_json_size};
@@ -51,13 +51,16 @@ impl Session {
             display_name,
             identity: grants.identity.clone(),
             metadata: grants.metadata.clone(),
+            self_mute: false,
+            self_deaf: false,
+            server_muted: false,
         };
         let member = Member {
             peer_id: peer_id.clone(),
             identity: info.identity.clone(),
             display_name: info.display_name.clone(),
             metadata: info.metadata.clone(),
-            server_muted: false,
+            voice: VoiceState::default(),
             mailbox: self.mailbox(),
         };
         let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };

@@ -120,6 +120,9 @@ async fn identity_and_metadata_reach_the_other_peers() {
         display_name: "Ann".into(),
         identity: Some("user-1".into()),
         metadata: Some(r#"{"avatar":"a.png"}"#.into()),
+        self_mute: false,
+        self_deaf: false,
+        server_muted: false,
     };
     assert_eq!(bob_joined.peers, [ann_info]);
     let joined = ann.event_where("peerJoined", |e| matches!(e, Event::PeerJoined { .. })).await;

@@ -17,5 +17,6 @@ mod rooms;
 mod security;
 mod soak;
 mod support;
+mod voice;
 mod web;
 mod webhooks;

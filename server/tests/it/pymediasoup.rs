@@ -76,3 +76,11 @@ async fn a_server_muted_pymediasoup_peer_is_silent_and_cannot_unmute_itself() {
     pytest(python, "test_server_mute.py", &env).await;
     server.wait_counts("everything released", |c| *c == Counts::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deafened_pymediasoup_peer_receives_nothing_until_undeafened() {
+    let Some(python) = python() else { return };
+    let server = spawn_server_with(wildcard(Config::for_tests())).await;
+    pytest(python, "test_voice_state.py", &[("DSPEAK_URL", server.url())]).await;
+    server.wait_counts("everything released", |c| *c == Counts::default()).await;
+}
