@@ -32,13 +32,13 @@ impl Session {
         dspeak_media::router::check_can_consume(&p.rtp_capabilities)?;
         // One consumer per producer and session: more would only multiply the
         // worker's output for one input.
-        if j.consumers.values().any(|consumed| *consumed == p.producer_id) {
+        if j.consumers.values().any(|consumed| consumed.producer == p.producer_id) {
             return Err(ConsumeError::AlreadyConsuming(p.producer_id.to_string()));
         }
         let id = ConsumerId::new(uuid::Uuid::new_v4().to_string());
         let (owner, producer) = (j.peer_id.clone(), p.producer_id.clone());
         let consumed = j.router.consume(id.clone(), p.transport_id, owner, producer, p.rtp_capabilities).await?;
-        self.joined_mut()?.consumers.insert(id, OwnConsumer { paused: true });
+        self.joined_mut()?.consumers.insert(id, OwnConsumer { producer: p.producer_id, paused: true });
         Ok(consumed)
     }
 

@@ -147,6 +147,8 @@ struct Joined {
 
 /// One of a session's consumers.
 struct OwnConsumer {
+    /// The producer it consumes (one consumer per producer and session).
+    producer: ProducerId,
     /// Whether the client paused it (consumers start paused). The engine pauses it
     /// also while the session is deafened.
     paused: bool,

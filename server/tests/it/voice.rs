@@ -43,6 +43,14 @@ async fn voice_state_is_announced_listed_and_applied_to_producers_and_consumers(
     let mut consume: ConsumeParams = serde_json::from_value(fixture(&format!("{CLIENT}/consume.params.json"))).unwrap();
     (consume.transport_id, consume.producer_id) = (b_recv, producer.clone());
     let resumed = b.client.consume(consume.clone()).await.unwrap().id;
+    // A second consumer needs a second producer (one consumer per producer and
+    // session): C's.
+    let c = server.joined("voice", "C").await;
+    let c_send = c.client.create_transport(CreateTransportParams { direction: Direction::Send }).await.unwrap().id;
+    let mut c_produce = produce.clone();
+    c_produce.transport_id = c_send;
+    c_produce.rtp_parameters.encodings[0].ssrc = c_produce.rtp_parameters.encodings[0].ssrc.map(|s| s.wrapping_add(7));
+    consume.producer_id = c.client.produce(c_produce).await.unwrap().id;
     let kept_paused = b.client.consume(consume).await.unwrap().id;
     b.client.resume_consumer(ConsumerParams { consumer_id: resumed.clone() }).await.unwrap();
     assert!(!engine_paused(&b, &resumed).await && engine_paused(&b, &kept_paused).await);
@@ -98,6 +106,6 @@ async fn voice_state_is_announced_listed_and_applied_to_producers_and_consumers(
     let resumed_event = b.event_where("producerResumed", |e| matches!(e, Event::ProducerResumed { .. })).await;
     assert_eq!(resumed_event, Event::ProducerResumed { peer_id: a.peer_id(), producer_id: producer });
 
-    drop((a, b, late, lonely));
+    drop((a, b, c, late, lonely));
     server.wait_counts("everything released", |c| *c == dspeak_server::Counts::default()).await;
 }
