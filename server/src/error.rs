@@ -425,6 +425,25 @@ impl From<MediaError> for EngineError {
     }
 }
 
+/// `From<MediaError>` for a method's error type that can answer only some of the
+/// engine's refusals: each listed [`EngineError`] variant keeps its meaning (the same
+/// variant name on both sides); anything else is a bug for that method and becomes its
+/// `Internal` (the text is logged only). One narrowing per method keeps the `api!`
+/// errors column exact.
+macro_rules! narrow_engine_error {
+    ($(#[$doc:meta])* $ty:ident { $($variant:ident $(($inner:ident))?),* $(,)? }) => {
+        impl From<MediaError> for $ty {
+            $(#[$doc])*
+            fn from(e: MediaError) -> Self {
+                match EngineError::from(e) {
+                    $(EngineError::$variant $(($inner))? => $ty::$variant $(($inner))?,)*
+                    other => $ty::Internal(other.to_string()),
+                }
+            }
+        }
+    };
+}
+
 // ---- transports ----
 
 /// Errors of `createTransport`.
@@ -458,16 +477,11 @@ codes!(CreateTransportError {
     NotJoined(NotJoined),
 });
 
-impl From<MediaError> for CreateTransportError {
+narrow_engine_error!(
     /// A transport being created cannot be missing or in a wrong state: the engine
     /// saying so is a bug, answered as an internal error.
-    fn from(e: MediaError) -> Self {
-        match e {
-            MediaError::Unavailable => CreateTransportError::Unavailable,
-            other => CreateTransportError::Internal(other.to_string()),
-        }
-    }
-}
+    CreateTransportError { Unavailable }
+);
 
 /// Errors of `connectTransport` and `restartIce`.
 #[derive(Debug, thiserror::Error)]
@@ -500,19 +514,11 @@ codes!(TransportError {
     NotFound(NotFound),
 });
 
-impl From<MediaError> for TransportError {
+narrow_engine_error!(
     /// Connecting and restarting ICE involve no codec: an engine saying so is a bug,
     /// answered as an internal error.
-    fn from(e: MediaError) -> Self {
-        match e {
-            MediaError::Unavailable => TransportError::Unavailable,
-            MediaError::NotFound { kind, id } => TransportError::NotFound(NotFound { kind, id }),
-            MediaError::InvalidState(m) => TransportError::InvalidState(m),
-            MediaError::InvalidParams(m) => TransportError::InvalidParams(m),
-            other => TransportError::Internal(other.to_string()),
-        }
-    }
-}
+    TransportError { Unavailable, NotFound(e), InvalidState(m), InvalidParams(m) }
+);
 
 // ---- producers ----
 
@@ -604,17 +610,11 @@ codes!(ProducerError {
     NotFound(NotFound),
 });
 
-impl From<MediaError> for ProducerError {
+narrow_engine_error!(
     /// Pausing, resuming or closing a producer checks no state: an engine saying so is
     /// a bug, answered as an internal error.
-    fn from(e: MediaError) -> Self {
-        match e {
-            MediaError::Unavailable => ProducerError::Unavailable,
-            MediaError::NotFound { kind, id } => ProducerError::NotFound(NotFound { kind, id }),
-            other => ProducerError::Internal(other.to_string()),
-        }
-    }
-}
+    ProducerError { Unavailable, NotFound(e) }
+);
 
 /// Errors of `setVoiceState`.
 #[derive(Debug, thiserror::Error)]
@@ -635,16 +635,11 @@ codes!(VoiceStateError {
     NotJoined(NotJoined),
 });
 
-impl From<MediaError> for VoiceStateError {
+narrow_engine_error!(
     /// Pausing the session's own producers and consumers checks no state: anything
     /// but a missing worker is a bug, answered as an internal error.
-    fn from(e: MediaError) -> Self {
-        match e {
-            MediaError::Unavailable => VoiceStateError::Unavailable,
-            other => VoiceStateError::Internal(other.to_string()),
-        }
-    }
-}
+    VoiceStateError { Unavailable }
+);
 
 // ---- consumers ----
 
@@ -714,17 +709,11 @@ pub enum ConsumerError {
 }
 codes!(ConsumerError { Unavailable => Unavailable, Internal => Internal; NotJoined(NotJoined), NotFound(NotFound) });
 
-impl From<MediaError> for ConsumerError {
+narrow_engine_error!(
     /// These commands check no state: an engine saying so is a bug, answered as an
     /// internal error.
-    fn from(e: MediaError) -> Self {
-        match e {
-            MediaError::Unavailable => ConsumerError::Unavailable,
-            MediaError::NotFound { kind, id } => ConsumerError::NotFound(NotFound { kind, id }),
-            other => ConsumerError::Internal(other.to_string()),
-        }
-    }
-}
+    ConsumerError { Unavailable, NotFound(e) }
+);
 
 #[cfg(test)]
 mod tests {
