@@ -61,6 +61,8 @@ struct Shared {
     metrics: metrics::Metrics,
     drain: drain::Drain,
     webhooks: webhooks::Webhooks,
+    /// The resume tokens of sessions that can be resumed.
+    resume_tokens: session::ResumeTokens,
 }
 
 impl Shared {
@@ -347,6 +349,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         drain: drain::Drain::default(),
         webhooks,
+        resume_tokens: session::ResumeTokens::default(),
     });
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })
