@@ -165,15 +165,16 @@ impl Session {
     }
 
     /// The connection of attachment `epoch` ended. A joined session with a resume
-    /// token detaches for the grace period; any other ends once `keep` (the last
-    /// strong handle) is dropped.
+    /// token detaches for the grace period (unless the server drains); any other ends
+    /// once `keep` (the last strong handle) is dropped.
     async fn connection_closed(&mut self, epoch: u64, keep: SessionHandle) {
         if epoch != self.resume.epoch {
             return; // An old connection of a session resumed elsewhere.
         }
         let grace = self.shared.config.resume_grace;
         let Some(j) = &self.joined else { return };
-        if self.resume.token.is_none() || grace.is_zero() {
+        // A draining server lets its clients go: they move to another server.
+        if self.resume.token.is_none() || grace.is_zero() || self.shared.drain.is_draining() {
             return;
         }
         tracing::info!(grace_ms = grace.as_millis() as u64, "connection lost; waiting for resume");
