@@ -237,7 +237,10 @@ mod tests {
     }
 
     fn timestamp(e: &Sequenced) -> i64 {
-        serde_json::from_str::<serde_json::Value>(e.event.get()).ok().and_then(|v| v["timestamp"].as_i64()).unwrap_or(-1)
+        serde_json::from_str::<serde_json::Value>(e.event.get())
+            .ok()
+            .and_then(|v| v["timestamp"].as_i64())
+            .unwrap_or(-1)
     }
 
     #[test]

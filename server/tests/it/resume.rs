@@ -90,7 +90,10 @@ async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_event
     assert_eq!((welcome["type"].as_str(), token_of(&welcome)), (Some("welcome"), next_token));
     for (n, seq) in (1..=3).zip(2..) {
         let e = next_raw_event(&mut a).await;
-        assert_eq!((e["type"].as_str(), e["seq"].as_u64(), &e["payload"]["n"]), (Some("broadcast"), Some(seq), &json!(n)));
+        assert_eq!(
+            (e["type"].as_str(), e["seq"].as_u64(), &e["payload"]["n"]),
+            (Some("broadcast"), Some(seq), &json!(n))
+        );
     }
     b.event_where("A reconnected", |e| matches!(e, Event::PeerReconnected { peer_id } if peer_id.as_str() == a_peer))
         .await;
