@@ -25,6 +25,16 @@ afterAll(async () => {
   expect(recorder.checked.events).toBeGreaterThan(5);
 });
 
+/** The `peerJoined` event of a Bob without token. */
+const bobJoined = (peerId: string) => ({
+  seq: expect.any(Number),
+  type: "peerJoined",
+  peerId,
+  displayName: "Bob",
+  identity: null,
+  metadata: null,
+});
+
 describe("session", () => {
   it("answers ping with pong and the server time", async () => {
     const client = await connect();
@@ -107,14 +117,7 @@ describe("session", () => {
     const b = await bob.join({ room: "peers-room", displayName: "Bob" });
     const joined = await joinedSeen;
     // Typed: `joined` is a PeerJoinedEvent, so displayName is a string field.
-    expect(joined).toEqual({
-      seq: expect.any(Number),
-      type: "peerJoined",
-      peerId: b.peerId,
-      displayName: "Bob",
-      identity: null,
-      metadata: null,
-    });
+    expect(joined).toEqual(bobJoined(b.peerId));
 
     const leftSeen = ann.waitFor("peerLeft");
     await bob.leave();
@@ -138,14 +141,7 @@ describe("session", () => {
     const b = await bob.join({ room: "since-room", displayName: "Bob" });
     await arrived; // Already delivered: a plain waitFor would wait for the next one.
     await expect(ann.waitFor("peerJoined", { timeoutMs: 300 })).rejects.toMatchObject({ name: "DspeakTimeoutError" });
-    expect(await ann.waitFor("peerJoined", { since, timeoutMs: 300 })).toEqual({
-      seq: expect.any(Number),
-      type: "peerJoined",
-      peerId: b.peerId,
-      displayName: "Bob",
-      identity: null,
-      metadata: null,
-    });
+    expect(await ann.waitFor("peerJoined", { since, timeoutMs: 300 })).toEqual(bobJoined(b.peerId));
     // `filter` applies to remembered events too; a later mark excludes them.
     await expect(
       ann.waitFor("peerJoined", { since, filter: (e) => e.displayName === "Carol", timeoutMs: 300 }),

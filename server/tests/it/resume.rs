@@ -40,6 +40,15 @@ async fn next_raw_event(ws: &mut RawWs) -> Value {
     }
 }
 
+/// A raw client subscribed and joined to `room` as `A`: the connection, its resume
+/// token and its peer id.
+async fn raw_joined(url: &str, room: &str) -> (RawWs, String, String) {
+    let (mut ws, welcome) = raw_subscribed(url).await;
+    let joined = ws.request(2, "join", json!({ "room": room, "displayName": "A" })).await;
+    let peer_id = joined["result"]["peerId"].as_str().unwrap_or_else(|| panic!("joined: {joined}")).to_owned();
+    (ws, token_of(&welcome), peer_id)
+}
+
 fn token_of(welcome: &Value) -> String {
     let token = welcome["resumeToken"].as_str().expect("welcome carries a resume token").to_owned();
     assert_eq!(token.len(), 64, "256 bits, hex");
@@ -59,9 +68,7 @@ fn resume_failure(answer: &Value) -> &str {
 #[tokio::test]
 async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_events_in_order() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
-    let (mut a, welcome) = raw_subscribed(&server.url()).await;
-    let joined = a.request(2, "join", json!({ "room": "r", "displayName": "A" })).await;
-    let a_peer = joined["result"]["peerId"].as_str().expect("joined").to_owned();
+    let (mut a, token, a_peer) = raw_joined(&server.url(), "r").await;
     let transport = a.request(3, "createTransport", json!({ "direction": "recv" })).await;
     let transport_id = transport["result"]["id"].as_str().expect("created").to_owned();
     let mut b = server.joined("r", "B").await;
@@ -78,12 +85,12 @@ async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_event
     }
 
     let mut a = RawWs::connect(&server.url()).await;
-    let resumed = a.request(1, "resume", resume_params(&token_of(&welcome), 1)).await;
+    let resumed = a.request(1, "resume", resume_params(&token, 1)).await;
     let result = &resumed["result"];
     assert_eq!(result["peerId"], a_peer.as_str(), "{resumed}");
     assert_eq!((result["room"].as_str(), result["replayed"].as_u64()), (Some("r"), Some(3)));
     let next_token = result["resumeToken"].as_str().expect("a new token").to_owned();
-    assert_ne!(next_token, token_of(&welcome), "rotated");
+    assert_ne!(next_token, token, "rotated");
     let subscribed = a.request(2, "subscribeEvents", json!([])).await;
     assert!(subscribed.get("result").is_some(), "{subscribed}");
     let welcome = next_raw_event(&mut a).await;
@@ -117,9 +124,7 @@ async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_event
 #[tokio::test]
 async fn without_resume_the_grace_period_ends_in_a_normal_leave_and_counts_return_to_zero() {
     let server = server_with_grace(Duration::from_secs(1), 256).await;
-    let (mut a, welcome) = raw_subscribed(&server.url()).await;
-    let joined = a.request(2, "join", json!({ "room": "g", "displayName": "A" })).await;
-    let a_peer = joined["result"]["peerId"].as_str().expect("joined").to_owned();
+    let (mut a, token, a_peer) = raw_joined(&server.url(), "g").await;
     for (id, direction) in [(3, "send"), (4, "recv")] {
         let created = a.request(id, "createTransport", json!({ "direction": direction })).await;
         assert!(created.get("result").is_some(), "{created}");
@@ -136,7 +141,7 @@ async fn without_resume_the_grace_period_ends_in_a_normal_leave_and_counts_retur
 
     // Its token expired with it.
     let mut late = RawWs::connect(&server.url()).await;
-    let answer = late.request(1, "resume", resume_params(&token_of(&welcome), 0)).await;
+    let answer = late.request(1, "resume", resume_params(&token, 0)).await;
     assert_eq!(resume_failure(&answer), "unknownToken");
 
     drop((b, late));
@@ -146,8 +151,7 @@ async fn without_resume_the_grace_period_ends_in_a_normal_leave_and_counts_retur
 #[tokio::test]
 async fn an_explicit_leave_or_a_grace_of_zero_ends_the_session_at_once() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
-    let (mut a, _) = raw_subscribed(&server.url()).await;
-    a.request(2, "join", json!({ "room": "l", "displayName": "A" })).await;
+    let (mut a, ..) = raw_joined(&server.url(), "l").await;
     let mut b = server.joined("l", "B").await;
     a.request(3, "leave", json!({})).await;
     b.event_where("A left", |e| matches!(e, Event::PeerLeft { .. })).await;
@@ -159,14 +163,13 @@ async fn an_explicit_leave_or_a_grace_of_zero_ends_the_session_at_once() {
 #[tokio::test]
 async fn resuming_while_the_old_connection_is_still_open_closes_it() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
-    let (mut old, welcome) = raw_subscribed(&server.url()).await;
-    old.request(2, "join", json!({ "room": "h", "displayName": "A" })).await;
+    let (mut old, token, _) = raw_joined(&server.url(), "h").await;
     let mut b = server.joined("h", "B").await;
     next_raw_event(&mut old).await; // B joined: seq 1
 
     // The client gave up on `old` (half-open as far as it knows) and resumes.
     let mut new = RawWs::connect(&server.url()).await;
-    let resumed = new.request(1, "resume", resume_params(&token_of(&welcome), 1)).await;
+    let resumed = new.request(1, "resume", resume_params(&token, 1)).await;
     assert_eq!(resumed["result"]["replayed"], 0, "{resumed}");
     assert!(old.closed_within(TIMEOUT).await, "the server closes the old connection");
     let subscribed = new.request(2, "subscribeEvents", json!([])).await;
@@ -182,8 +185,7 @@ async fn resuming_while_the_old_connection_is_still_open_closes_it() {
 #[tokio::test]
 async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
     let server = server_with_grace(Duration::from_secs(30), 2).await;
-    let (mut a, welcome) = raw_subscribed(&server.url()).await;
-    a.request(2, "join", json!({ "room": "b", "displayName": "A" })).await;
+    let (a, token, _) = raw_joined(&server.url(), "b").await;
     let mut b = server.joined("b", "B").await;
     a.reset().await;
     b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { .. })).await;
@@ -192,7 +194,7 @@ async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
     }
     // A missed seq 1 (peerJoined) and three broadcasts; the buffer holds two.
     let mut a = RawWs::connect(&server.url()).await;
-    let answer = a.request(1, "resume", resume_params(&token_of(&welcome), 0)).await;
+    let answer = a.request(1, "resume", resume_params(&token, 0)).await;
     assert_eq!(resume_failure(&answer), "eventsLost");
     assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("join afresh"), "{answer}");
     b.event_where("A left", |e| matches!(e, Event::PeerLeft { .. })).await;
@@ -204,10 +206,8 @@ async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
 #[tokio::test]
 async fn wrong_reused_and_guessed_tokens_find_nothing() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
-    let (mut a, welcome) = raw_subscribed(&server.url()).await;
-    a.request(2, "join", json!({ "room": "x", "displayName": "A" })).await;
+    let (a, token, _) = raw_joined(&server.url(), "x").await;
     let mut b = server.joined("x", "B").await;
-    let token = token_of(&welcome);
     a.reset().await;
     b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { .. })).await;
 
