@@ -537,6 +537,7 @@ export class DspeakClient extends GeneratedMethods {
   }
 
   #scheduleReconnect(options: { [K in keyof ReconnectOptions]-?: number }): void {
+    if (this.#reconnectTimer !== undefined) return; // An attempt is already scheduled.
     if (this.#attempts >= options.maxAttempts) {
       this.#shutdown(`gave up reconnecting after ${this.#attempts} attempts`);
       return;
@@ -590,16 +591,42 @@ export class DspeakClient extends GeneratedMethods {
   /** Why the last resume failed (for `rejoined`). */
   #lastResumeError: Error | undefined;
 
-  /** `resume` as the first call of a new connection, then the event stream. */
+  /** Resolved once the event with this `seq` (the last replayed one) has been handled. */
+  #seqWaiter: { seq: number; resolve: () => void } | undefined;
+
+  /**
+   * `resume` as the first call of a new connection, then the event stream; resolves once
+   * the replayed events have been delivered.
+   */
   async #resume(): Promise<{ result: ResumeResult; welcome: WelcomeEvent }> {
     let result: ResumeResult | undefined;
+    const lastSeq = this.#lastSeq;
     const welcome = await this.#open(async (socket) => {
-      const params = { resumeToken: this.#resumeToken ?? "", lastSeq: this.#lastSeq };
-      result = (await this.#send(socket, "resume", params, {})) as ResumeResult;
+      result = (await this.#send(socket, "resume", { resumeToken: this.#resumeToken ?? "", lastSeq }, {})) as ResumeResult;
       this.#resumeToken = result.resumeToken;
     });
     // `#open` only resolves after `first` succeeded.
-    return { result: result as ResumeResult, welcome };
+    const resumed = result as ResumeResult;
+    // The replayed events follow `welcome`, numbered lastSeq + 1 … lastSeq + replayed.
+    const last = lastSeq + resumed.replayed;
+    if (this.#lastSeq < last) {
+      const timeoutMs = this.#options.connectTimeoutMs ?? 10_000;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.#seqWaiter = undefined;
+          reject(new DspeakTimeoutError("resume (replayed events)", timeoutMs));
+        }, timeoutMs);
+        this.#seqWaiter = {
+          seq: last,
+          resolve: () => {
+            clearTimeout(timer);
+            this.#seqWaiter = undefined;
+            resolve();
+          },
+        };
+      });
+    }
+    return { result: resumed, welcome };
   }
 
   /** A new session is up after a lost connection: join the room again if the client was in one. */
@@ -752,15 +779,17 @@ export class DspeakClient extends GeneratedMethods {
   }
 
   #onEvent(event: Event): void {
-    if (!knownEventTypes.has(event.type)) return; // Newer server: ignore what we do not know.
     if (event.type === "welcome") {
       // A new session starts counting from 1; a resumed one goes on.
       if (event.sessionId !== this.#welcomeSession) this.#lastSeq = 0;
       this.#welcomeSession = event.sessionId;
       this.#resumeToken = event.resumeToken;
     } else if (typeof event.seq === "number" && event.seq > this.#lastSeq) {
+      // Counted even when this SDK does not know the type: the server must not replay it.
       this.#lastSeq = event.seq;
+      if (this.#seqWaiter && this.#lastSeq >= this.#seqWaiter.seq) this.#seqWaiter.resolve();
     }
+    if (!knownEventTypes.has(event.type)) return; // Newer server: ignore what we do not know.
     this.#history.push({ mark: this.#received++, event });
     if (this.#history.length > (this.#options.eventHistory ?? 256)) this.#history.shift();
     if (event.type === "welcome") this.#welcomeWaiter?.(event);
