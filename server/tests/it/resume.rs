@@ -267,3 +267,18 @@ async fn wrong_reused_and_guessed_tokens_find_nothing() {
         .await
         .expect_err("B's connection already made calls");
 }
+
+#[tokio::test]
+async fn a_resumed_connection_counts_as_joined_for_the_join_timeout() {
+    let mut config = Config { resume_grace: Duration::from_secs(30), ..Config::for_tests() };
+    config.connections.join_timeout_secs = 1;
+    let server = spawn_server_with(config).await;
+    let (a, token, _) = raw_joined(&server.url(), "t").await;
+    a.reset().await;
+    let mut a = RawWs::connect(&server.url()).await;
+    let resumed = a.request(1, "resume", resume_params(&token, 0)).await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pong = a.request(2, "ping", json!({})).await;
+    assert!(pong.get("result").is_some(), "still open after the join timeout: {pong}");
+}
