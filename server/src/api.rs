@@ -13,6 +13,10 @@
 //! order, and each handler queues its job on the session actor synchronously in its
 //! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
 //! in wire order, and the actor applies them one at a time.
+//!
+//! Resume: a connection's calls go to its own new session, or, once `resume` (its
+//! first call) has answered, to the resumed one; a client waits for that answer before
+//! its next call (calls pipelined behind `resume` reach the new session).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -164,9 +168,10 @@ impl<S> tower::Layer<S> for NewSession {
 }
 
 /// Per-connection RPC middleware: owns the connection's hold on its session (which
-/// `resume` may swap for a resumed one) and hands the session to every call, limits the connection's request rate, counts its requests in flight (the
-/// connection layer stops reading at `--max-in-flight`) and accounts for the answers
-/// it queues. Dropping it (the connection closed) releases the session.
+/// `resume` may swap for a resumed one) and hands the session to every call, limits
+/// the connection's request rate, counts its requests in flight (the connection layer
+/// stops reading at `--max-in-flight`) and accounts for the answers it queues.
+/// Dropping it (the connection closed) tells the session, which detaches or ends.
 #[derive(Clone)]
 pub(crate) struct SessionLayer<S> {
     inner: S,
