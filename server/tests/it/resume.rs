@@ -282,3 +282,23 @@ async fn a_resumed_connection_counts_as_joined_for_the_join_timeout() {
     let pong = a.request(2, "ping", json!({})).await;
     assert!(pong.get("result").is_some(), "still open after the join timeout: {pong}");
 }
+
+#[tokio::test]
+async fn the_typed_client_reads_each_events_seq() {
+    use dspeak_schema::client::CallExt;
+
+    let server = spawn_server().await;
+    let client = client_at(&server.url()).await;
+    let mut events = client.subscribe_sequenced_events().await.unwrap();
+    let mut next = async || tokio::time::timeout(TIMEOUT, events.next()).await.ok().flatten().and_then(Result::ok);
+    let welcome = next().await.expect("welcome");
+    assert!(matches!(welcome.event, Event::Welcome { .. }) && welcome.seq == 0, "{welcome:?}");
+    client
+        .join(dspeak_schema::rooms::JoinParams { room: "s".into(), display_name: "A".into(), token: None })
+        .await
+        .unwrap();
+    let _b = server.joined("s", "B").await;
+    client.ping().await.unwrap();
+    let seqs = [next().await, next().await].map(|e| e.map(|e| (e.event.kind(), e.seq)));
+    assert_eq!(seqs, [Some(("peerJoined", 1)), Some(("pong", 2))]);
+}
