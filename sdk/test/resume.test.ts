@@ -162,6 +162,35 @@ describe("auto-resume", () => {
   });
 });
 
+describe("voice room after a rejoin", () => {
+  it("rebuilds its transports on the new session", async () => {
+    const net = network();
+    const client = await short.connect({ WebSocket: net.WebSocket, reconnect: { minDelayMs: 100, maxDelayMs: 400 } });
+    const room = await joinVoiceRoom({
+      client,
+      room: "rebuild",
+      displayName: "Ann",
+      device: () => Device.factory({ handlerFactory: FakeHandler.createFactory(fakeParameters) }),
+      onError: (e) => {
+        throw e;
+      },
+    });
+    const before = { peerId: room.joined.peerId, transport: room.recvTransport.id };
+    const rebuilt = new Promise<void>((resolve) => room.on("rebuilt", () => resolve()));
+    net.state.down = true;
+    net.cut();
+    await new Promise((r) => setTimeout(r, 1500)); // past the server's 1 s grace
+    net.state.down = false;
+    await rebuilt;
+    expect(room.joined.peerId).not.toBe(before.peerId);
+    expect(room.recvTransport.id).not.toBe(before.transport);
+    expect(room.recvTransport.closed).toBe(false);
+    // The new transport is the new session's: the server knows it.
+    await client.getStats({ id: room.recvTransport.id });
+    await room.leave();
+  });
+});
+
 describe("ICE restart", () => {
   it("restarts ICE on a transport that stays disconnected or failed for 2 s, not on a short blip", async () => {
     // mediasoup-client's FakeHandler (no WebRTC stack in Node) offers `setConnectionState`
