@@ -49,6 +49,16 @@ async fn raw_joined(url: &str, room: &str) -> (RawWs, String, String) {
     (ws, token_of(&welcome), peer_id)
 }
 
+/// `A` (raw) and `B` (typed) in `room`, then A's connection reset and B told: A's
+/// resume token and B.
+async fn detached_a(server: &TestServer, room: &str) -> (String, Peer) {
+    let (a, token, _) = raw_joined(&server.url(), room).await;
+    let mut b = server.joined(room, "B").await;
+    a.reset().await;
+    b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { .. })).await;
+    (token, b)
+}
+
 fn token_of(welcome: &Value) -> String {
     let token = welcome["resumeToken"].as_str().expect("welcome carries a resume token").to_owned();
     assert_eq!(token.len(), 64, "256 bits, hex");
@@ -185,10 +195,7 @@ async fn resuming_while_the_old_connection_is_still_open_closes_it() {
 #[tokio::test]
 async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
     let server = server_with_grace(Duration::from_secs(30), 2).await;
-    let (a, token, _) = raw_joined(&server.url(), "b").await;
-    let mut b = server.joined("b", "B").await;
-    a.reset().await;
-    b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { .. })).await;
+    let (token, mut b) = detached_a(&server, "b").await;
     for n in 0..3 {
         b.client.broadcast(BroadcastParams { payload: json!(n) }).await.unwrap();
     }
@@ -206,10 +213,7 @@ async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
 #[tokio::test]
 async fn wrong_reused_and_guessed_tokens_find_nothing() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
-    let (a, token, _) = raw_joined(&server.url(), "x").await;
-    let mut b = server.joined("x", "B").await;
-    a.reset().await;
-    b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { .. })).await;
+    let (token, mut b) = detached_a(&server, "x").await;
 
     // 1,000 guesses, each on a connection of its own (resume is only a first call),
     // among them near misses of the real token.
