@@ -16,7 +16,7 @@
 //! a session that was resumed elsewhere changes nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -31,14 +31,33 @@ use crate::events::Lost;
 /// Bytes of randomness in a resume token (256 bits; the token is their hex).
 const TOKEN_BYTES: usize = 32;
 
-/// The resume tokens in use, each with its session. A token is removed when it is
-/// used, rotated or its session ends.
+/// The resume tokens in use, each with its session (a token is removed when it is
+/// used, rotated or its session ends), and how many sessions are detached.
 #[derive(Debug, Default)]
-pub(crate) struct ResumeTokens(Mutex<HashMap<String, WeakSessionHandle>>);
+pub(crate) struct ResumeTokens {
+    tokens: Mutex<HashMap<String, WeakSessionHandle>>,
+    detached: Arc<AtomicUsize>,
+}
+
+/// One detached session's place among the detached sessions; freed on drop.
+#[derive(Debug)]
+struct DetachedSlot(Arc<AtomicUsize>);
+
+impl Drop for DetachedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl ResumeTokens {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, WeakSessionHandle>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more detached session, unless `max` are detached already.
+    fn detach_slot(&self, max: usize) -> Option<DetachedSlot> {
+        let taken = self.detached.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
+        taken.ok().map(|_| DetachedSlot(self.detached.clone()))
     }
 
     /// A new token for `session`, from the OS CSPRNG.
@@ -95,8 +114,9 @@ pub(super) struct ResumeState {
     conn: Weak<Conn>,
     /// The current resume token, once `welcome` handed one out.
     token: Option<String>,
-    /// Set while detached: keeps the session alive without a connection.
-    keepalive: Option<SessionHandle>,
+    /// Set while detached: keeps the session alive without a connection, and holds its
+    /// place among the detached sessions.
+    keepalive: Option<(SessionHandle, DetachedSlot)>,
     /// What the next event stream replays (set by `resume`).
     replay: Option<crate::events::Replay>,
 }
@@ -177,9 +197,14 @@ impl Session {
         if self.resume.token.is_none() || grace.is_zero() || self.shared.drain.is_draining() {
             return;
         }
+        // Detached sessions hold what connections held; at most `--max-connections` of them.
+        let Some(slot) = self.shared.resume_tokens.detach_slot(self.shared.config.max_connections as usize) else {
+            tracing::warn!("connection lost; too many detached sessions to wait for a resume");
+            return;
+        };
         tracing::info!(grace_ms = grace.as_millis() as u64, "connection lost; waiting for resume");
         self.events.detach();
-        self.resume.keepalive = Some(keep);
+        self.resume.keepalive = Some((keep, slot));
         let event = Event::PeerReconnecting { peer_id: j.peer_id.clone() };
         change_rooms(&self.shared, |r| r.fan_out(&j.room, Some(&j.peer_id), &event));
         let me = self.me.clone();
@@ -306,5 +331,16 @@ mod tests {
         assert!(tokens.take(&a).is_some());
         assert!(tokens.take(&a).is_none(), "a token works once");
         assert_eq!(tokens.len(), 1);
+    }
+
+    #[test]
+    fn detached_sessions_are_capped_and_free_their_place() {
+        let tokens = ResumeTokens::default();
+        let first = tokens.detach_slot(2);
+        let second = tokens.detach_slot(2);
+        assert!(first.is_some() && second.is_some());
+        assert!(tokens.detach_slot(2).is_none(), "the third waits for none");
+        drop(first);
+        assert!(tokens.detach_slot(2).is_some(), "a resumed or ended session frees its place");
     }
 }

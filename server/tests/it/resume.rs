@@ -306,3 +306,18 @@ async fn the_typed_client_reads_each_events_seq() {
     let seqs = [next().await, next().await].map(|e| e.map(|e| (e.event.kind(), e.seq)));
     assert_eq!(seqs, [Some(("peerJoined", 1)), Some(("pong", 2))]);
 }
+
+#[tokio::test]
+async fn at_most_max_connections_sessions_wait_detached() {
+    let config = Config { resume_grace: Duration::from_secs(30), max_connections: 2, ..Config::for_tests() };
+    let server = spawn_server_with(config).await;
+    let mut b = server.joined("cap", "B").await;
+    for expected in ["peerReconnecting", "peerReconnecting", "peerLeft"] {
+        let (a, _, a_peer) = raw_joined(&server.url(), "cap").await;
+        b.event_where("A joined", |e| matches!(e, Event::PeerJoined { peer_id, .. } if peer_id.as_str() == a_peer))
+            .await;
+        a.reset().await;
+        let e = b.event_where("A gone", |e| matches!(e, Event::PeerReconnecting { .. } | Event::PeerLeft { .. })).await;
+        assert_eq!(e.kind(), expected, "two detached sessions at most: {e:?}");
+    }
+}
