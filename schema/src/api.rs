@@ -180,6 +180,11 @@ api! {
     /// Joins (and creates on first join) a room.
     join: Join = "join", Rooms, (JoinParams) -> JoinResult,
         [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable];
+    /// Resumes a session whose connection dropped, as the first call on a new
+    /// connection: same peer, room, transports, producers and consumers; the next event
+    /// stream replays the events after `lastSeq`.
+    resume: Resume = "resume", Rooms, (ResumeParams) -> ResumeResult,
+        [ResumeFailed, InvalidState, Unavailable];
     /// Leaves the room, closing the session's transports, producers and consumers.
     leave: Leave = "leave", Rooms, () -> Empty,
         [NotJoined, Unavailable];

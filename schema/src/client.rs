@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 pub use crate::api::DspeakClient;
 use crate::api::{EVENTS, Method};
-use crate::events::Event;
+use crate::events::{Event, SequencedEvent};
 
 /// Already-serialized params, sent as they are.
 struct RawParams(Option<Box<RawValue>>);
@@ -40,6 +40,17 @@ pub trait CallExt: ClientT + SubscriptionClientT + Sync {
 
     /// Opens the session's event stream (`subscribeEvents`).
     fn subscribe_events(&self) -> impl std::future::Future<Output = Result<Subscription<Event>, ClientError>> + Send
+    where
+        Self: Sized,
+    {
+        self.subscribe(EVENTS.subscribe, RawParams(None), EVENTS.unsubscribe)
+    }
+
+    /// Opens the session's event stream with each event's `seq` (what `resume`'s
+    /// `lastSeq` needs).
+    fn subscribe_sequenced_events(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Subscription<SequencedEvent>, ClientError>> + Send
     where
         Self: Sized,
     {

@@ -11,9 +11,11 @@ use crate::ids::{ConsumerId, PeerId, ProducerId, SessionId};
 use crate::ortc::MediaKind;
 use crate::rooms::UnixMillis;
 
-/// One event pushed to a session.
+/// One event pushed to a session. On the wire every event also carries its `seq`
+/// (see [`SequencedEvent`]); the schema lists it on every variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[schemars(transform = with_seq)]
 pub enum Event {
     /// Always the first event of a stream.
     Welcome {
@@ -23,6 +25,10 @@ pub enum Event {
         server: String,
         /// Server version.
         version: String,
+        /// The secret that resumes this session on a new connection (`resume`) after
+        /// its connection drops without `leave`. Single use: `resume` answers with the
+        /// next one, and every `welcome` carries the current one.
+        resume_token: String,
     },
     /// Sent to a subscribed session for each of its `ping`s.
     Pong {
@@ -117,6 +123,18 @@ pub enum Event {
         /// When the server closes what is left, in milliseconds since the Unix epoch.
         deadline_ms: UnixMillis,
     },
+    /// A peer's connection dropped without `leave`: it stays in the room (its media
+    /// keeps flowing) for the server's resume grace period, then leaves (`peerLeft`)
+    /// unless it resumes (`peerReconnected`).
+    PeerReconnecting {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// A peer that was reconnecting resumed its session on a new connection.
+    PeerReconnected {
+        /// The peer.
+        peer_id: PeerId,
+    },
 }
 
 impl Event {
@@ -136,8 +154,70 @@ impl Event {
             Event::ProducerResumed { .. } => "producerResumed",
             Event::ConsumerClosed { .. } => "consumerClosed",
             Event::ServerDraining { .. } => "serverDraining",
+            Event::PeerReconnecting { .. } => "peerReconnecting",
+            Event::PeerReconnected { .. } => "peerReconnected",
         }
     }
+}
+
+/// One item of the event stream: an [`Event`] with its sequence number, as one flat
+/// object (`{"seq": 7, "type": "peerJoined", …}`). Clients that do not know `seq`
+/// read the event as before.
+///
+/// The events of a session are numbered from 1 in the order they were queued; a
+/// resumed session goes on with the same numbers, and `resume`'s `lastSeq` is the
+/// last number the client got. `welcome` and `serverDraining` describe the stream
+/// itself, not the session: they carry `seq: 0`, are sent again on every new stream
+/// and are never replayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SequencedEvent {
+    /// The event's number in its session (0: a stream's own `welcome` or
+    /// `serverDraining`).
+    pub seq: u32,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Adds the required `seq` member to every variant of [`Event`]'s schema: the wire
+/// shape of [`SequencedEvent`], under the name `Event`.
+fn with_seq(schema: &mut schemars::Schema) {
+    let seq = serde_json::json!({
+        "description": "The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).",
+        "type": "integer",
+        "format": "uint32",
+        "minimum": 0,
+    });
+    let Some(variants) = schema.get_mut("oneOf").and_then(|v| v.as_array_mut()) else { return };
+    for variant in variants {
+        if let Some(properties) = variant.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            properties.insert("seq".to_owned(), seq.clone());
+        }
+        if let Some(required) = variant.get_mut("required").and_then(|r| r.as_array_mut()) {
+            required.push("seq".into());
+        }
+    }
+}
+
+/// Why `resume` failed: the `data.reason` of its `resumeFailed` error. The client
+/// then joins afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ResumeFailReason {
+    /// No session has this token: it is wrong, was already used, or its session
+    /// ended (the grace period passed, or it left or was removed).
+    UnknownToken,
+    /// Events after `lastSeq` are no longer in the session's replay buffer (or
+    /// `lastSeq` is ahead of the session's last event).
+    EventsLost,
+}
+
+/// The `data` of a `resumeFailed` error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeFailed {
+    /// Why the session could not be resumed.
+    pub reason: ResumeFailReason,
 }
 
 /// Why the server ended a session's event stream: the `data.reason` of the error the

@@ -145,3 +145,31 @@ pub struct BroadcastResult {
     /// How many other peers the event was queued for.
     pub delivered: u32,
 }
+
+/// Params of `resume`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeParams {
+    /// The session's current resume token (from `welcome`, or from the last `resume`).
+    pub resume_token: String,
+    /// The `seq` of the last event the client received (0 if none).
+    pub last_seq: u32,
+}
+
+/// Result of `resume`: the session is attached to this connection. Its next
+/// `subscribeEvents` stream starts with `welcome` (with the new token), then every
+/// event after `lastSeq`, in order, then live events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeResult {
+    /// The resumed session's id (as in `welcome`).
+    pub session_id: SessionId,
+    /// Its peer id in the room (unchanged).
+    pub peer_id: PeerId,
+    /// Its room.
+    pub room: String,
+    /// The next resume token; the one just used is no longer valid.
+    pub resume_token: String,
+    /// How many missed events the next event stream replays after `welcome`.
+    pub replayed: u32,
+}

@@ -1,7 +1,14 @@
 import type { CallOptions } from "./call.js";
 import { DspeakConnectionError, DspeakError, DspeakTimeoutError } from "./errors.js";
 import { EVENT_TYPES, GeneratedMethods, SUBSCRIPTION, type MethodName, type Methods } from "./generated/api.js";
-import type { Event, JoinResult, SessionEndReason, WelcomeEvent } from "./generated/types.js";
+import type {
+  Event,
+  JoinParams,
+  JoinResult,
+  ResumeResult,
+  SessionEndReason,
+  WelcomeEvent,
+} from "./generated/types.js";
 
 /** The `type` of an event. */
 export type EventType = Event["type"];
@@ -26,6 +33,48 @@ export interface ReconnectedInfo {
   welcome: WelcomeEvent;
 }
 
+/** What `on("reconnecting")` receives: an attempt to get the session back is about to start. */
+export interface ReconnectingInfo {
+  /** 1 for the first attempt after the connection was lost. */
+  attempt: number;
+  /**
+   * `true`: the attempt resumes the same session (`resume`); `false`: it opens a new
+   * session (and joins the room again, if the client was in one).
+   */
+  resuming: boolean;
+}
+
+/**
+ * What `on("resumed")` receives: the same session is back on a new connection. Its
+ * room, peer id, transports, producers and consumers never went away; the events sent
+ * meanwhile were delivered (in order) before this.
+ */
+export interface ResumedInfo {
+  /** The session's id (unchanged). */
+  sessionId: string;
+  /** The peer id (unchanged). */
+  peerId: string;
+  /** How many missed events were replayed. */
+  replayed: number;
+  /** The `welcome` of the new connection. */
+  welcome: WelcomeEvent;
+}
+
+/**
+ * What `on("rejoined")` receives: resuming failed (the grace period passed, or missed
+ * events were no longer buffered), so the client opened a new session and joined the
+ * same room again. Everything media-related of the old session is gone: create new
+ * transports (`joinVoiceRoom` rebuilds its own).
+ */
+export interface RejoinedInfo {
+  /** The new session's `welcome`. */
+  welcome: WelcomeEvent;
+  /** The new `join` result. */
+  joined: JoinResult;
+  /** Why resuming was not possible. */
+  error: Error;
+}
+
 /**
  * What `on("sessionEnded")` receives: the server ended this session's event stream and
  * took it out of its room. The connection stays open; the client subscribes again by
@@ -48,8 +97,14 @@ export interface LifecycleEvents {
   sessionEnded: SessionEndedInfo;
   /** The connection was lost. Pending calls have been rejected with `DspeakConnectionError`. */
   disconnected: DisconnectedInfo;
-  /** A new connection and session are up (with `reconnect`). Join the room again. */
+  /** A new connection and session are up (with `reconnect`), and the client was in no room. */
   reconnected: ReconnectedInfo;
+  /** An attempt to get the session back starts (with `reconnect`). */
+  reconnecting: ReconnectingInfo;
+  /** The same session is back (with `reconnect`, after `resume`). */
+  resumed: ResumedInfo;
+  /** Resuming failed; a new session joined the same room (with `reconnect`). */
+  rejoined: RejoinedInfo;
   /** The client is closed for good (`close()`, or reconnecting gave up). */
   closed: { reason: string };
   /** A message that belongs to no request: an error answered with `id: null`, or unreadable JSON. */
@@ -84,6 +139,11 @@ export interface ReconnectOptions {
   maxDelayMs?: number | undefined;
   /** Attempts before giving up and closing (default: unlimited). */
   maxAttempts?: number | undefined;
+  /**
+   * How long after losing the connection the client tries to resume its session before
+   * it joins afresh (default 20 000 ms: the server's default `--resume-grace`).
+   */
+  resumeWithinMs?: number | undefined;
 }
 
 /** One message on the wire, for logging or validation (`trace` option). */
@@ -102,9 +162,12 @@ export interface DspeakClientOptions {
   /** Timeout of opening the connection and receiving `welcome` (default 10 000 ms). */
   connectTimeoutMs?: number | undefined;
   /**
-   * Reconnect after the connection is lost (default: off). Requests are never replayed:
-   * the new connection is a new session, so the app must join its room again (listen
-   * for `reconnected`).
+   * Reconnect after the connection is lost (default: off). In a room, the client first
+   * resumes the same session (`resume`, with backoff, within `resumeWithinMs`): the
+   * room, media and every event sent meanwhile survive (`reconnecting`, then
+   * `resumed`). If that fails it opens a new session and joins the same room again
+   * (`rejoined`). Outside a room it opens a new session (`reconnected`). Requests that
+   * were pending when the connection dropped are rejected, never replayed.
    */
   reconnect?: boolean | ReconnectOptions | undefined;
   /** Called with every message sent and received. */
@@ -187,6 +250,14 @@ export class DspeakClient extends GeneratedMethods {
   readonly #history: Array<{ mark: EventMark; event: Event }> = [];
   /** The room this session is in, as far as the client knows. */
   #joined: JoinResult | undefined;
+  /** The params of the last successful `join` (to join again after a failed resume). */
+  #joinParams: JoinParams | undefined;
+  /** The session's current resume token (from `welcome` or `resume`). */
+  #resumeToken: string | undefined;
+  /** The `seq` of the last event of the session received. */
+  #lastSeq = 0;
+  /** Until when (ms since the epoch) reconnecting resumes instead of joining afresh. */
+  #resumeUntil = 0;
 
   /** Creates a client; call `connect()` next (or use `DspeakClient.connect(options)`). */
   constructor(options: DspeakClientOptions) {
@@ -253,6 +324,11 @@ export class DspeakClient extends GeneratedMethods {
    */
   async close(): Promise<void> {
     if (this.#state === "closed") return;
+    if (this.#joined && this.#state === "open") {
+      // Leave explicitly: a connection that just closes keeps the session waiting for
+      // a resume (the server's grace period).
+      await this.leave({ timeoutMs: 1000 }).catch(() => undefined);
+    }
     const socket = this.#socket;
     if (socket && socket.readyState <= OPEN) {
       // Wait (briefly) for the close handshake, so the server has seen it.
@@ -278,12 +354,14 @@ export class DspeakClient extends GeneratedMethods {
     if (method === "join") {
       return answer.then((result) => {
         this.#joined = result as JoinResult;
+        this.#joinParams = params as JoinParams;
         return result;
       });
     }
     if (method === "leave") {
       return answer.then((result) => {
         this.#joined = undefined;
+        this.#joinParams = undefined;
         return result;
       });
     }
@@ -366,8 +444,11 @@ export class DspeakClient extends GeneratedMethods {
 
   // --- connection -------------------------------------------------------------------
 
-  /** Opens a socket, subscribes, and resolves with the welcome. */
-  #open(): Promise<WelcomeEvent> {
+  /**
+   * Opens a socket, runs `first` on it (`resume`), subscribes, and resolves with the
+   * welcome.
+   */
+  #open(first?: (socket: WebSocketLike) => Promise<void>): Promise<WelcomeEvent> {
     const timeoutMs = this.#options.connectTimeoutMs ?? 10_000;
     return new Promise<WelcomeEvent>((resolve, reject) => {
       let settled = false;
@@ -414,10 +495,10 @@ export class DspeakClient extends GeneratedMethods {
           socket.onclose = (event: { code?: number; reason?: string }) => this.#onClose(socket, event);
           resolve(welcome);
         };
-        // Subscribe before anything else: the stream starts with `welcome`.
-        this.#send(socket, SUBSCRIPTION.subscribe, {}, {}).catch((error: unknown) =>
-          fail(error instanceof Error ? error : new Error(String(error))),
-        );
+        // Subscribe before anything else (but `first`): the stream starts with `welcome`.
+        (first ? first(socket) : Promise.resolve())
+          .then(() => this.#send(socket, SUBSCRIPTION.subscribe, {}, {}))
+          .catch((error: unknown) => fail(error instanceof Error ? error : new Error(String(error))));
       };
     });
   }
@@ -427,13 +508,16 @@ export class DspeakClient extends GeneratedMethods {
     const code = event.code ?? 1006;
     const reason = event.reason ?? "";
     this.#rejectPending(`connection lost (${code}${reason ? `: ${reason}` : ""})`);
-    this.#welcome = undefined;
-    this.#joined = undefined;
     const reconnect = this.#reconnectOptions();
+    // A session in a room waits on the server for a while: resume it.
+    const resumable = reconnect !== undefined && this.#joined !== undefined && this.#resumeToken !== undefined;
+    this.#welcome = undefined;
+    if (!resumable) this.#joined = undefined;
     this.#emit("disconnected", { code, reason, willReconnect: reconnect !== undefined });
     if (reconnect) {
       this.#state = "reconnecting";
       this.#attempts = 0;
+      this.#resumeUntil = resumable ? Date.now() + reconnect.resumeWithinMs : 0;
       this.#scheduleReconnect(reconnect);
     } else {
       this.#shutdown(`connection lost (${code})`);
@@ -448,29 +532,124 @@ export class DspeakClient extends GeneratedMethods {
       minDelayMs: o.minDelayMs ?? 250,
       maxDelayMs: o.maxDelayMs ?? 5000,
       maxAttempts: o.maxAttempts ?? Number.POSITIVE_INFINITY,
+      resumeWithinMs: o.resumeWithinMs ?? 20_000,
     };
   }
 
   #scheduleReconnect(options: { [K in keyof ReconnectOptions]-?: number }): void {
+    if (this.#reconnectTimer !== undefined) return; // An attempt is already scheduled.
     if (this.#attempts >= options.maxAttempts) {
       this.#shutdown(`gave up reconnecting after ${this.#attempts} attempts`);
       return;
     }
-    const delay = Math.min(options.maxDelayMs, options.minDelayMs * 2 ** this.#attempts);
+    const resuming = Date.now() < this.#resumeUntil;
+    // The first resume goes at once: the session is waiting.
+    const delay = resuming && this.#attempts === 0 ? 0 : Math.min(options.maxDelayMs, options.minDelayMs * 2 ** this.#attempts);
     this.#attempts += 1;
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       if (this.#state !== "reconnecting") return;
+      const resuming = Date.now() < this.#resumeUntil;
+      this.#emit("reconnecting", { attempt: this.#attempts, resuming });
+      const retry = () => {
+        if (this.#state === "reconnecting") this.#scheduleReconnect(options);
+      };
+      if (resuming) {
+        this.#resume().then(
+          ({ result, welcome }) => {
+            this.#attempts = 0;
+            this.#resumeUntil = 0;
+            this.#emit("resumed", {
+              sessionId: result.sessionId,
+              peerId: result.peerId,
+              replayed: result.replayed,
+              welcome,
+            });
+          },
+          (error: unknown) => {
+            if (error instanceof DspeakError && error.codeName === "resumeFailed") {
+              // The session is gone (or missed too much): join afresh, now.
+              this.#resumeUntil = 0;
+              this.#lastResumeError = error;
+              this.#attempts = 0;
+            }
+            retry();
+          },
+        );
+        return;
+      }
       this.#open().then(
-        (welcome) => {
-          this.#attempts = 0;
-          this.#emit("reconnected", { sessionId: welcome.sessionId, welcome });
-        },
-        () => {
-          if (this.#state === "reconnecting") this.#scheduleReconnect(options);
-        },
+        (welcome) => this.#afterFreshSession(welcome).then(() => (this.#attempts = 0), retry),
+        retry,
       );
     }, delay);
+  }
+
+  /** The session of the last `welcome` (its `seq`s are counted in `#lastSeq`). */
+  #welcomeSession: string | undefined;
+
+  /** Why the last resume failed (for `rejoined`). */
+  #lastResumeError: Error | undefined;
+
+  /** Resolved once the event with this `seq` (the last replayed one) has been handled. */
+  #seqWaiter: { seq: number; resolve: () => void } | undefined;
+
+  /**
+   * `resume` as the first call of a new connection, then the event stream; resolves once
+   * the replayed events have been delivered.
+   */
+  async #resume(): Promise<{ result: ResumeResult; welcome: WelcomeEvent }> {
+    let result: ResumeResult | undefined;
+    const lastSeq = this.#lastSeq;
+    const welcome = await this.#open(async (socket) => {
+      result = (await this.#send(socket, "resume", { resumeToken: this.#resumeToken ?? "", lastSeq }, {})) as ResumeResult;
+      this.#resumeToken = result.resumeToken;
+    });
+    // `#open` only resolves after `first` succeeded.
+    const resumed = result as ResumeResult;
+    // The replayed events follow `welcome`, numbered lastSeq + 1 … lastSeq + replayed.
+    const last = lastSeq + resumed.replayed;
+    if (this.#lastSeq < last) {
+      const timeoutMs = this.#options.connectTimeoutMs ?? 10_000;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.#seqWaiter = undefined;
+          reject(new DspeakTimeoutError("resume (replayed events)", timeoutMs));
+        }, timeoutMs);
+        this.#seqWaiter = {
+          seq: last,
+          resolve: () => {
+            clearTimeout(timer);
+            this.#seqWaiter = undefined;
+            resolve();
+          },
+        };
+      });
+    }
+    return { result: resumed, welcome };
+  }
+
+  /** A new session is up after a lost connection: join the room again if the client was in one. */
+  async #afterFreshSession(welcome: WelcomeEvent): Promise<void> {
+    const params = this.#joined ? this.#joinParams : undefined;
+    this.#joined = undefined;
+    if (!params) {
+      this.#emit("reconnected", { sessionId: welcome.sessionId, welcome });
+      return;
+    }
+    let joined: JoinResult;
+    try {
+      joined = await this.join(params);
+    } catch (error) {
+      // The room cannot be joined again (e.g. the token expired): a new session, no room.
+      this.#joinParams = undefined;
+      this.#emit("error", { error: error instanceof Error ? error : new Error(String(error)) });
+      this.#emit("reconnected", { sessionId: welcome.sessionId, welcome });
+      return;
+    }
+    const error = this.#lastResumeError ?? new DspeakConnectionError("the session could not be resumed in time");
+    this.#lastResumeError = undefined;
+    this.#emit("rejoined", { welcome, joined, error });
   }
 
   /** Final state: nothing pending, no timers, iterators ended, `closed` emitted once. */
@@ -600,6 +779,16 @@ export class DspeakClient extends GeneratedMethods {
   }
 
   #onEvent(event: Event): void {
+    if (event.type === "welcome") {
+      // A new session starts counting from 1; a resumed one goes on.
+      if (event.sessionId !== this.#welcomeSession) this.#lastSeq = 0;
+      this.#welcomeSession = event.sessionId;
+      this.#resumeToken = event.resumeToken;
+    } else if (typeof event.seq === "number" && event.seq > this.#lastSeq) {
+      // Counted even when this SDK does not know the type: the server must not replay it.
+      this.#lastSeq = event.seq;
+      if (this.#seqWaiter && this.#lastSeq >= this.#seqWaiter.seq) this.#seqWaiter.resolve();
+    }
     if (!knownEventTypes.has(event.type)) return; // Newer server: ignore what we do not know.
     this.#history.push({ mark: this.#received++, event });
     if (this.#history.length > (this.#options.eventHistory ?? 256)) this.#history.shift();

@@ -36,6 +36,11 @@ export interface JoinVoiceRoomOptions {
   onConsumerClosed?: ((consumer: Consumer, info: { peerId: string; producerId: string }) => void) | undefined;
   /** Called when consuming a producer failed; the room stays usable. Default: `console.warn`. */
   onError?: ((error: unknown) => void) | undefined;
+  /**
+   * How long a transport may stay `failed` or `disconnected` before the room restarts
+   * its ICE (`restartIce` on the server, then `transport.restartIce()`); default 2000 ms.
+   */
+  iceRestartAfterMs?: number | undefined;
 }
 
 /** What `VoiceRoom.on()` accepts, with what its handlers receive. */
@@ -44,11 +49,18 @@ export interface VoiceRoomEvents {
   peerUpdated: PeerInfo;
   /** A peer left the room. */
   peerLeft: { peerId: string };
+  /** A transport's ICE was restarted after it stayed failed or disconnected. */
+  iceRestarted: { transportId: string; direction: Direction };
+  /**
+   * The client could not resume its session and joined the room again as a new
+   * session (`rejoined`): the room rebuilt its transports, producer and consumers.
+   */
+  rebuilt: { joined: JoinResult };
 }
 
 /** A joined voice room: what `joinVoiceRoom` resolves with. */
 export interface VoiceRoom {
-  /** The `join` result (peer id, peers and producers at join time). */
+  /** The `join` result (peer id, peers and producers at join time; renewed on `rebuilt`). */
   readonly joined: JoinResult;
   /** The loaded device. */
   readonly device: Device;
@@ -93,8 +105,11 @@ export interface VoiceRoom {
  * already in the room, send `track`, consume every new producer (`producerAdded`), and close consumers
  * whose producer went away (`producerClosed` / `consumerClosed`).
  *
- * After a reconnect (`client.on("reconnected")`) the session is new: call
- * `joinVoiceRoom` again with a new device.
+ * Connection loss (with the client's `reconnect`): a resumed session keeps everything;
+ * when the client had to join afresh (`rejoined`) the room rebuilds its transports,
+ * producer and consumers on the new session (`rebuilt`). A transport that stays
+ * `failed` or `disconnected` for `iceRestartAfterMs` gets an ICE restart
+ * (`iceRestarted`).
  */
 export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<VoiceRoom> {
   const { client } = options;
@@ -127,6 +142,8 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
   const handlers: { [K in keyof VoiceRoomEvents]: Set<(event: VoiceRoomEvents[K]) => void> } = {
     peerUpdated: new Set(),
     peerLeft: new Set(),
+    iceRestarted: new Set(),
+    rebuilt: new Set(),
   };
   const emit = <K extends keyof VoiceRoomEvents>(type: K, event: VoiceRoomEvents[K]) => {
     for (const handler of handlers[type]) handler(event);
@@ -162,10 +179,41 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
   let producer: Producer | undefined;
   let left = false;
 
+  const iceRestartAfterMs = options.iceRestartAfterMs ?? 2000;
+  /** Restarts ICE while the transport stays failed or disconnected (once per period). */
+  const watchIce = (transport: Transport, direction: Direction): void => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bad = () => transport.connectionState === "failed" || transport.connectionState === "disconnected";
+    const check = () => {
+      timer = undefined;
+      if (left || transport.closed || !bad()) return;
+      const again = () => {
+        if (!timer && !left && !transport.closed) timer = setTimeout(check, iceRestartAfterMs);
+      };
+      // While the client reconnects, wait: the restart needs the session.
+      if (client.state !== "open") return again();
+      client
+        .restartIce({ transportId: transport.id })
+        .then((iceParameters) => transport.restartIce({ iceParameters }))
+        .then(() => emit("iceRestarted", { transportId: transport.id, direction }))
+        .catch(onError)
+        .finally(again);
+    };
+    transport.on("connectionstatechange", () => {
+      if (bad()) {
+        timer ??= setTimeout(check, iceRestartAfterMs);
+      } else {
+        clearTimeout(timer);
+        timer = undefined;
+      }
+    });
+  };
+
   const createTransport = async (device: Device, direction: Direction): Promise<Transport> => {
     const created = await client.createTransport({ direction });
     const options = toTransportOptions(created);
     const transport = direction === "send" ? device.createSendTransport(options) : device.createRecvTransport(options);
+    watchIce(transport, direction);
     transport.on("connect", ({ dtlsParameters }, callback, errback) => {
       client
         .connectTransport({ transportId: transport.id, dtlsParameters: fromDtlsParameters(dtlsParameters) })
@@ -218,11 +266,8 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     throw error;
   }
   for (const peer of joined.peers) if (!peers.has(peer.peerId)) peers.set(peer.peerId, peer);
-  try {
-    device = typeof options.device === "function" ? await options.device() : options.device;
-    if (!device.loaded) {
-      await device.load({ routerRtpCapabilities: toDeviceRtpCapabilities(joined.routerRtpCapabilities) });
-    }
+  /** Creates the media of a joined session: transports, consumers, the producer. */
+  const setUpMedia = async (device: Device, joined: JoinResult): Promise<void> => {
     // Hear the room first: consuming what is already there comes before sending, so
     // the first audio arrives after the fewest round trips.
     recvTransport = await createTransport(device, "recv");
@@ -233,6 +278,21 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
       sendTransport = await createTransport(device, "send");
       producer = await sendTransport.produce({ track: options.track, stopTracks: false });
     }
+  };
+  /** Closes the media here (the server side is closed by `leave`, or already gone). */
+  const closeMedia = (): void => {
+    for (const producerId of [...consumers.keys()]) closeConsumer(producerId);
+    producer?.close();
+    sendTransport?.close();
+    recvTransport?.close();
+    producer = sendTransport = recvTransport = undefined;
+  };
+  try {
+    device = typeof options.device === "function" ? await options.device() : options.device;
+    if (!device.loaded) {
+      await device.load({ routerRtpCapabilities: toDeviceRtpCapabilities(joined.routerRtpCapabilities) });
+    }
+    await setUpMedia(device, joined);
   } catch (error) {
     unsubscribe();
     sendTransport?.close();
@@ -242,13 +302,37 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
   }
   ready = true;
   for (const task of backlog.splice(0)) enqueue(task);
+  const loaded = device;
+  // A new session joined the room for this client: its old media is gone on the server.
+  subscriptions.push(
+    client.on("rejoined", (e) =>
+      enqueue(async () => {
+        if (left) return;
+        closeMedia();
+        joined = e.joined;
+        peers.clear();
+        for (const peer of joined.peers) peers.set(peer.peerId, peer);
+        await setUpMedia(loaded, joined);
+        emit("rebuilt", { joined });
+      }),
+    ),
+  );
 
   const room: VoiceRoom = {
-    joined,
+    get joined() {
+      return joined;
+    },
     device,
-    sendTransport,
-    recvTransport,
-    producer,
+    get sendTransport() {
+      return sendTransport;
+    },
+    get recvTransport() {
+      // Set up before the room is returned (and again on `rebuilt`).
+      return recvTransport as Transport;
+    },
+    get producer() {
+      return producer;
+    },
     consumers,
     peers,
     get voiceState() {
@@ -292,10 +376,7 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
       left = true;
       unsubscribe();
       await chain.catch(() => undefined);
-      for (const producerId of [...consumers.keys()]) closeConsumer(producerId);
-      producer?.close();
-      sendTransport?.close();
-      recvTransport?.close();
+      closeMedia();
       try {
         await client.leave();
       } catch (error) {

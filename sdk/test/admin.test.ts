@@ -72,6 +72,7 @@ describe("AdminClient", () => {
     const muted = ann.mark();
     await backend.mutePeer(room, bobJoined.peerId, true);
     expect(await ann.waitFor("peerUpdated", { since: muted })).toEqual({
+      seq: expect.any(Number),
       type: "peerUpdated",
       peerId: bobJoined.peerId,
       serverMuted: true,
@@ -80,7 +81,7 @@ describe("AdminClient", () => {
 
     const heard = bob.waitFor("broadcast", { filter: (e) => e.from === null });
     expect(await backend.broadcast(room, { notice: "closing soon" })).toEqual({ delivered: 2 });
-    expect(await heard).toEqual({ type: "broadcast", from: null, payload: { notice: "closing soon" } });
+    expect(await heard).toEqual({ seq: expect.any(Number), type: "broadcast", from: null, payload: { notice: "closing soon" } });
   });
 
   it("refuses tokens that are not admin tokens, and unknown rooms", async () => {

@@ -25,6 +25,16 @@ afterAll(async () => {
   expect(recorder.checked.events).toBeGreaterThan(5);
 });
 
+/** The `peerJoined` event of a Bob without token. */
+const bobJoined = (peerId: string) => ({
+  seq: expect.any(Number),
+  type: "peerJoined",
+  peerId,
+  displayName: "Bob",
+  identity: null,
+  metadata: null,
+});
+
 describe("session", () => {
   it("answers ping with pong and the server time", async () => {
     const client = await connect();
@@ -35,7 +45,7 @@ describe("session", () => {
     expect(pong.type).toBe("pong");
     expect(pong.timestamp).toBeGreaterThanOrEqual(before - 1000);
     expect(pong.timestamp).toBeLessThanOrEqual(Date.now() + 1000);
-    expect((await events.next()).value).toEqual({ type: "pong", timestamp: pong.timestamp });
+    expect((await events.next()).value).toEqual({ seq: expect.any(Number), type: "pong", timestamp: pong.timestamp });
     await events.return?.();
   });
 
@@ -85,7 +95,7 @@ describe("session", () => {
     const received = bob.waitFor("broadcast");
     expect(await ann.broadcast({ payload })).toEqual({ delivered: 1 });
     const event = await received;
-    expect(event).toEqual({ type: "broadcast", from: a.peerId, payload });
+    expect(event).toEqual({ seq: expect.any(Number), type: "broadcast", from: a.peerId, payload });
     // Any JSON value is a payload.
     const second = bob.waitFor("broadcast");
     await ann.broadcast({ payload: "just a string" });
@@ -107,11 +117,11 @@ describe("session", () => {
     const b = await bob.join({ room: "peers-room", displayName: "Bob" });
     const joined = await joinedSeen;
     // Typed: `joined` is a PeerJoinedEvent, so displayName is a string field.
-    expect(joined).toEqual({ type: "peerJoined", peerId: b.peerId, displayName: "Bob", identity: null, metadata: null });
+    expect(joined).toEqual(bobJoined(b.peerId));
 
     const leftSeen = ann.waitFor("peerLeft");
     await bob.leave();
-    expect(await leftSeen).toEqual({ type: "peerLeft", peerId: b.peerId });
+    expect(await leftSeen).toEqual({ seq: expect.any(Number), type: "peerLeft", peerId: b.peerId });
 
     // Disconnecting counts as leaving.
     const carol = await connect();
@@ -131,13 +141,7 @@ describe("session", () => {
     const b = await bob.join({ room: "since-room", displayName: "Bob" });
     await arrived; // Already delivered: a plain waitFor would wait for the next one.
     await expect(ann.waitFor("peerJoined", { timeoutMs: 300 })).rejects.toMatchObject({ name: "DspeakTimeoutError" });
-    expect(await ann.waitFor("peerJoined", { since, timeoutMs: 300 })).toEqual({
-      type: "peerJoined",
-      peerId: b.peerId,
-      displayName: "Bob",
-      identity: null,
-      metadata: null,
-    });
+    expect(await ann.waitFor("peerJoined", { since, timeoutMs: 300 })).toEqual(bobJoined(b.peerId));
     // `filter` applies to remembered events too; a later mark excludes them.
     await expect(
       ann.waitFor("peerJoined", { since, filter: (e) => e.displayName === "Carol", timeoutMs: 300 }),

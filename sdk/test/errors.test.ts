@@ -19,6 +19,7 @@ import {
 /** Codes that need a server set up in a way these tests do not cover. */
 const NOT_REACHED: ErrorCodeName[] = [
   "unavailable", // needs a server that is shutting down
+  "resumeFailed", // reached by the client's own resume (test/resume.test.ts)
   "parseError", // the SDK never sends malformed JSON
   "invalidRequest", // the SDK never sends malformed requests
   "internalError", // a server bug

@@ -13,6 +13,10 @@
 //! order, and each handler queues its job on the session actor synchronously in its
 //! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
 //! in wire order, and the actor applies them one at a time.
+//!
+//! Resume: a connection's calls go to its own new session, or, once `resume` (its
+//! first call) has answered, to the resumed one; a client waits for that answer before
+//! its next call (calls pipelined behind `resume` reach the new session).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -40,12 +44,12 @@ use crate::conn::{self, Conn};
 use crate::drain::DrainWatch;
 use crate::error::{
     AdminAuthError, AdminBroadcastError, AdminError, AreaError, BroadcastError, CallError, Code, ConsumeError,
-    ConsumerError, CreateTransportError, JoinError, NotJoined, ProduceError, ProducerError, TransportError,
-    VoiceStateError,
+    ConsumerError, CreateTransportError, JoinError, NotJoined, ProduceError, ProducerError, ResumeError,
+    TransportError, VoiceStateError,
 };
-use crate::events::{self, EventReceiver, Pushed};
+use crate::events::{self, Pushed};
 use crate::limits::TokenBucket;
-use crate::session::{Session, SessionHandle, WeakSessionHandle};
+use crate::session::{ConnSession, EventStream, Session, SessionHandle, TakenEvents, WeakSessionHandle};
 use crate::{StartError, unix_millis};
 
 /// Outgoing messages jsonrpsee buffers per connection.
@@ -151,9 +155,10 @@ impl<S> tower::Layer<S> for NewSession {
 
     fn layer(&self, inner: S) -> SessionLayer<S> {
         let shared = &self.shared;
+        let session = SessionHandle::spawn(shared.clone(), Arc::downgrade(&self.conn));
         SessionLayer {
             inner,
-            session: SessionHandle::spawn(shared.clone()),
+            session: ConnSession::new(session.attach_first()),
             shared: shared.clone(),
             requests: self.requests.clone(),
             conn: self.conn.clone(),
@@ -162,14 +167,15 @@ impl<S> tower::Layer<S> for NewSession {
     }
 }
 
-/// Per-connection RPC middleware: owns the connection's session and hands it to every
-/// call, limits the connection's request rate, counts its requests in flight (the
-/// connection layer stops reading at `--max-in-flight`) and accounts for the answers
-/// it queues. Dropping it (the connection closed) releases the session.
+/// Per-connection RPC middleware: owns the connection's hold on its session (which
+/// `resume` may swap for a resumed one) and hands the session to every call, limits
+/// the connection's request rate, counts its requests in flight (the connection layer
+/// stops reading at `--max-in-flight`) and accounts for the answers it queues.
+/// Dropping it (the connection closed) tells the session, which detaches or ends.
 #[derive(Clone)]
 pub(crate) struct SessionLayer<S> {
     inner: S,
-    session: SessionHandle,
+    session: Arc<ConnSession>,
     shared: Arc<Shared>,
     requests: Arc<Mutex<TokenBucket>>,
     conn: Arc<Conn>,
@@ -207,14 +213,21 @@ where
             let error = to_rpc_error(&request.method, &CallError::RateLimited);
             Some(MethodResponse::error(request.id.clone(), error))
         } else {
-            request.extensions_mut().insert(self.session.clone());
+            let first = FirstCall(self.session.first_call());
+            request.extensions_mut().insert(self.session.current());
             request.extensions_mut().insert(conn.clone());
             if request.method == EVENTS.subscribe {
                 request.extensions_mut().insert(self.shared.drain.watch());
             }
+            if request.method == methods::Resume::NAME {
+                request.extensions_mut().insert(first);
+                request.extensions_mut().insert(self.session.clone());
+                request.extensions_mut().insert(self.shared.clone());
+            }
             None
         };
-        let joining = request.method_name() == methods::Join::NAME;
+        // A resumed session counts as joined, like a joined one.
+        let joining = [methods::Join::NAME, methods::Resume::NAME].contains(&request.method_name());
         let inner = self.inner.clone();
         async move {
             let response = match refusal {
@@ -245,6 +258,7 @@ where
 fn module() -> RpcModule<()> {
     let mut m = RpcModule::new(());
     register_ping(&mut m);
+    register_resume(&mut m);
     routes(&mut m);
     register_events(&mut m);
     register_discover(&mut m);
@@ -345,6 +359,52 @@ fn register_ping(module: &mut RpcModule<()>) {
         .expect("ping is registered once");
 }
 
+/// Whether a call is the first on its connection (given to `resume`).
+#[derive(Clone, Copy, Debug)]
+struct FirstCall(bool);
+
+/// `resume`: attaches the connection to the session of a resume token, in place of
+/// the connection's own new session.
+fn register_resume(module: &mut RpcModule<()>) {
+    module
+        .register_async_method(methods::Resume::NAME, |params, _, ext| async move {
+            let name = methods::Resume::NAME;
+            let p = parse::<<methods::Resume as Method>::Params>(&params).map_err(|e| to_rpc_error(name, &e))?;
+            let (Some(slot), Some(shared), Some(first)) =
+                (ext.get::<Arc<ConnSession>>(), ext.get::<Arc<Shared>>(), ext.get::<FirstCall>())
+            else {
+                return Err(to_rpc_error(name, &CallError::NoSession));
+            };
+            let conn = ext.get::<Arc<Conn>>().map(Arc::downgrade).unwrap_or_default();
+            let resumed = if first.0 {
+                crate::session::resume(&shared.resume_tokens, p, conn).await
+            } else {
+                Err(ResumeError::NotFirstCall)
+            };
+            match resumed {
+                Ok((result, attachment)) => {
+                    slot.replace(attachment);
+                    Ok(result)
+                }
+                Err(e) => {
+                    let error = to_rpc_error(name, &e);
+                    Err(match e.reason() {
+                        Some(reason) => {
+                            let data = dspeak_schema::events::ResumeFailed { reason };
+                            ErrorObjectOwned::owned(error.code(), error.message().to_owned(), Some(data))
+                        }
+                        None => error,
+                    })
+                }
+            }
+        })
+        .expect("resume is registered once");
+}
+
+/// How long a resumed session's new subscription waits for the old connection's
+/// stream to give the queue back (it was closed when the session resumed).
+const STREAM_HANDOVER: Duration = Duration::from_secs(5);
+
 /// `subscribeEvents`: streams the session's event queue, `welcome` first.
 fn register_events(module: &mut RpcModule<()>) {
     module
@@ -360,22 +420,39 @@ fn register_events(module: &mut RpcModule<()>) {
                 };
                 let taken =
                     taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
-                let ((session_id, rx), owner) = match taken {
+                let ((session_id, resume_token, taken), owner) = match taken {
                     Ok(t) => t,
                     Err(e) => {
                         pending.reject(e).await;
                         return Ok(());
                     }
                 };
+                let stream = match taken {
+                    TakenEvents::Now(stream) => stream,
+                    TakenEvents::Later(handover) => match tokio::time::timeout(STREAM_HANDOVER, handover).await {
+                        Ok(Ok(stream)) => stream,
+                        _ => {
+                            pending.reject(to_rpc_error(name, &CallError::Closed)).await;
+                            return Ok(());
+                        }
+                    },
+                };
                 let drain = ext.get::<DrainWatch>().cloned();
-                let sink = pending.accept().await?;
+                let sink = match pending.accept().await {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        owner.post(move |s| Box::pin(s.return_events(stream.rx)));
+                        return Err(e.into());
+                    }
+                };
                 let welcome = Event::Welcome {
                     session_id,
                     server: SERVER_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
+                    resume_token,
                 };
                 let conn = ext.get::<Arc<Conn>>().cloned();
-                stream_events(sink, events::serialize(&welcome), rx, owner, drain, conn).await
+                stream_events(sink, events::serialize(&welcome), stream, owner, drain, conn).await
             },
         )
         .expect("subscription names are unique");
@@ -383,26 +460,33 @@ fn register_events(module: &mut RpcModule<()>) {
 
 /// Forwards queued events to the client until it unsubscribes or disconnects, or the
 /// session ends the stream (eviction); then hands the queue back to the session.
-/// `serverDraining` is sent once the server drains (right after `welcome` if it
-/// already does).
+/// `welcome` comes first, then after a `resume` the events the client missed, then
+/// the queue (skipping what the replay covered). `serverDraining` is sent once the
+/// server drains (right after `welcome` if it already does). Each event is sent with
+/// its `seq` (0 for `welcome` and `serverDraining`).
 async fn stream_events(
     sink: SubscriptionSink,
     welcome: events::RawEvent,
-    mut rx: EventReceiver,
+    stream: EventStream,
     owner: WeakSessionHandle,
     drain: Option<DrainWatch>,
     conn: Option<Arc<Conn>>,
 ) -> SubscriptionResult {
-    let send_event = |event: &events::RawEvent| {
+    let EventStream { mut rx, replay } = stream;
+    let send_event = |seq: u32, event: &events::RawEvent| {
+        let raw = events::with_seq(seq, event);
         if let Some(conn) = &conn {
             // The notification wraps the event in about 80 bytes.
-            conn.queued(event.get().len() + 80);
+            conn.queued(raw.get().len() + 80);
         }
-        let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
         sink.send(SubscriptionMessage::from(raw))
     };
     let result = async {
-        send_event(&welcome).await.map_err(|e| e.to_string())?;
+        send_event(0, &welcome).await.map_err(|e| e.to_string())?;
+        let replay = replay.unwrap_or_default();
+        for event in &replay.events {
+            send_event(event.seq, &event.event).await.map_err(|e| e.to_string())?;
+        }
         let mut drain = drain;
         loop {
             let draining = async {
@@ -415,13 +499,15 @@ async fn stream_events(
                 next = rx.next() => next,
                 Ok(deadline_ms) = draining => {
                     drain = None;
-                    send_event(&events::serialize(&Event::ServerDraining { deadline_ms })).await.map_err(|e| e.to_string())?;
+                    send_event(0, &events::serialize(&Event::ServerDraining { deadline_ms })).await.map_err(|e| e.to_string())?;
                     continue;
                 }
                 () = sink.closed() => return Ok(()),
             };
             match next {
-                Ok(Some(event)) => send_event(&event).await.map_err(|e| e.to_string())?,
+                // Queued before the resume: replayed already, or seen by the client.
+                Ok(Some(event)) if event.seq <= replay.through => {}
+                Ok(Some(event)) => send_event(event.seq, &event.event).await.map_err(|e| e.to_string())?,
                 Ok(None) => return Ok(()),
                 Err(reason) => {
                     let e = to_rpc_error(EVENTS.subscribe, &reason);
@@ -533,7 +619,12 @@ mod tests {
         let ping = CallError::codes().into_iter().filter(|c| *c != CallError::Closed.code());
         assert_eq!(app(ping), listed(methods::Ping::ERRORS), "ping");
 
-        let mut routed: Vec<&str> = possible.0.iter().map(|(name, ..)| *name).chain([methods::Ping::NAME]).collect();
+        // `resume` answers on the connection, outside any session's handlers.
+        let resume = ResumeError::codes().into_iter().chain(CallError::codes());
+        assert_eq!(app(resume), listed(methods::Resume::ERRORS), "resume");
+
+        let mut routed: Vec<&str> =
+            possible.0.iter().map(|(name, ..)| *name).chain([methods::Ping::NAME, methods::Resume::NAME]).collect();
         let mut table: Vec<&str> = METHODS.iter().map(|m| m.name).collect();
         routed.sort_unstable();
         table.sort_unstable();

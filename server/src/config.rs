@@ -154,6 +154,17 @@ pub struct Config {
     #[arg(long, env = "DSPEAK_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
+    /// How long a joined session whose connection dropped without `leave` stays in
+    /// its room (media flowing, others told `peerReconnecting`) waiting for `resume`:
+    /// seconds, or a number with s, m or h; `0` leaves at once.
+    #[arg(long, env = "DSPEAK_RESUME_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub resume_grace: Duration,
+
+    /// Events kept per session for `resume` to replay; a client that missed more
+    /// joins afresh.
+    #[arg(long, env = "DSPEAK_RESUME_BUFFER", default_value_t = 256)]
+    pub resume_buffer: usize,
+
     /// Per-server and per-session limits.
     #[command(flatten)]
     pub limits: Limits,
@@ -371,6 +382,10 @@ impl Config {
             webhook_timeout_secs: 10,
             allow_anonymous: false,
             max_token_ttl_secs: 24 * 3600,
+            // Tests of other areas expect a dropped connection to leave at once; resume
+            // tests set a grace period.
+            resume_grace: Duration::ZERO,
+            resume_buffer: 256,
             limits: Limits::default(),
             connections: ConnectionLimits::default(),
         }

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 
 use dspeak_media::MediaError;
 use dspeak_schema::ErrorCode;
-use dspeak_schema::events::SessionEndReason;
+use dspeak_schema::events::{ResumeFailReason, SessionEndReason};
 
 /// Where an error lands on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,6 +143,47 @@ codes!(CallError {
     Closed => Unavailable,
     NoSession => Internal,
 });
+
+// ---- resume ----
+
+/// Errors of `resume`.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// No session has this token (wrong, already used, or its session ended).
+    #[error("resume failed: unknown, used or expired resume token; join afresh")]
+    UnknownToken,
+    /// The events after `lastSeq` are no longer buffered; the session has left its room.
+    #[error("resume failed: events after seq {last_seq} are no longer buffered (kept: {kept}); join afresh")]
+    EventsLost {
+        /// The client's `lastSeq`.
+        last_seq: u32,
+        /// What the buffer held, e.g. `12..=267`.
+        kept: String,
+    },
+    /// `resume` was not the first call on its connection.
+    #[error("resume must be the first call on a new connection")]
+    NotFirstCall,
+    /// The server is shutting down.
+    #[error("the server is shutting down or unavailable")]
+    Unavailable,
+}
+codes!(ResumeError {
+    UnknownToken => ResumeFailed,
+    EventsLost => ResumeFailed,
+    NotFirstCall => InvalidState,
+    Unavailable => Unavailable,
+});
+
+impl ResumeError {
+    /// The `data.reason` of a `resumeFailed` error.
+    pub fn reason(&self) -> Option<ResumeFailReason> {
+        match self {
+            ResumeError::UnknownToken => Some(ResumeFailReason::UnknownToken),
+            ResumeError::EventsLost { .. } => Some(ResumeFailReason::EventsLost),
+            ResumeError::NotFirstCall | ResumeError::Unavailable => None,
+        }
+    }
+}
 
 // ---- events ----
 

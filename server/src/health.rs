@@ -55,6 +55,7 @@ mod tests {
             metrics: Default::default(),
             drain: Default::default(),
             webhooks,
+            resume_tokens: Default::default(),
         };
         let ready = probe("/readyz", &shared).unwrap();
         assert_eq!((ready.status, ready.body.as_str()), (http::StatusCode::OK, "ready\n"));

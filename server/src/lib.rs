@@ -8,9 +8,11 @@
 //!   and the effective configuration; [`check`] validates a configuration.
 //! - `api`: the JSON-RPC layer (jsonrpsee): registers the `dspeak-schema` method table,
 //!   creates a session per connection, maps errors to codes. Knows no str0m.
-//! - `session`: one actor per connection owning its state; one file per API area.
+//! - `session`: one actor per connection owning its state; one file per API area;
+//!   `session/resume.rs`: sessions that outlive a dropped connection (`resume`).
 //! - `room`: rooms as a state machine (members, producers, fan-out) returning effects.
-//! - `events`: bounded per-session event queues and the slow-consumer policy.
+//! - `events`: bounded per-session event queues (numbered, with a replay log for
+//!   `resume`) and the slow-consumer policy.
 //! - the media engine is the `dspeak-media` crate (workers, str0m transports,
 //!   forwarding, traffic counters), driven through one `RouterHandle` per room.
 //! - `conn`: the connection layer: accept loop, HTTP, WebSocket upgrades and the
@@ -61,6 +63,8 @@ struct Shared {
     metrics: metrics::Metrics,
     drain: drain::Drain,
     webhooks: webhooks::Webhooks,
+    /// The resume tokens of sessions that can be resumed.
+    resume_tokens: session::ResumeTokens,
 }
 
 impl Shared {
@@ -347,6 +351,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         drain: drain::Drain::default(),
         webhooks,
+        resume_tokens: session::ResumeTokens::default(),
     });
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })

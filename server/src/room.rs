@@ -390,7 +390,7 @@ impl<M: Mailbox, W> Room<M, W> {
         let mut delivered = 0;
         for m in self.members.iter().filter(|m| Some(&m.peer_id) != except) {
             match m.mailbox.push(&event) {
-                Pushed::Queued => delivered += 1,
+                Pushed::Queued | Pushed::Kept => delivered += 1,
                 Pushed::Overflowed => fx.push(Effect::Notice(m.mailbox.clone(), MemberNotice::Evict)),
                 Pushed::Dropped => {}
             }

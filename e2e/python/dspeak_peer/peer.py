@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -389,6 +391,37 @@ class Peer:
                 return p["producerId"]
         ev = await self.wait_event("producerAdded", timeout=timeout, peerId=peer_id)
         return ev["producerId"]
+
+    # ---------------------------------------------------------------- resume
+    @property
+    def last_seq(self) -> int:
+        """The `seq` of the last event of the session received (0: none)."""
+        return max((ev.get("seq", 0) for ev in self.events), default=0)
+
+    def reset_signaling(self) -> None:
+        """Kill the WebSocket with a TCP reset (SO_LINGER 0, then abort): no close frame,
+        no FIN. The media transports stay up."""
+        transport = self.rpc.ws.transport
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    async def resume(self, url: str = DEFAULT_URL, timeout: float = 5.0) -> dict:
+        """Resume the session on a new WebSocket: `resume` with the last token and
+        `lastSeq`, then `subscribeEvents` (welcome, then the missed events)."""
+        token = self.welcome["resumeToken"] if self.welcome else None
+        last_seq = self.last_seq
+        await self.rpc.close()
+        self.rpc = JsonRpcClient(self.name, self.rpc.request_timeout)
+        self.rpc.on_notification = self._on_notification
+        await self.rpc.connect(url, timeout)
+        result = await self.rpc.request("resume", {"resumeToken": token, "lastSeq": last_seq},
+                                        timeout)
+        m = self.mark()
+        self.subscription = await self.rpc.request("subscribeEvents", {}, timeout)
+        self.welcome = await self.wait_event("welcome", timeout=timeout, since=m)
+        log.info("[%s] resumed after seq %d: %s", self.name, last_seq, result)
+        return result
 
     # ---------------------------------------------------------------- teardown
     async def disconnect(self) -> None:

@@ -83,4 +83,8 @@ export interface VoiceRoomHooks {
   timings(): TimingSnapshot;
   /** Errors shown to the user so far. */
   errors(): string[];
+  /** Closes the page's WebSocket as a network change would (the client then resumes). */
+  dropConnection(): void;
+  /** ICE restarts of the room's transports so far. */
+  iceRestarts(): number;
 }

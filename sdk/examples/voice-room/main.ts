@@ -49,6 +49,19 @@ const ui = {
 const params = new URLSearchParams(location.search);
 const serverUrl = params.get("server") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
 
+/** The page's open WebSockets, for `window.dspeak.dropConnection()`. */
+const sockets = new Set<WebSocket>();
+/** The browser's WebSocket, remembering the sockets the client opens. */
+class PageWebSocket extends WebSocket {
+  constructor(url: string) {
+    super(url);
+    sockets.add(this);
+    this.addEventListener("close", () => sockets.delete(this));
+  }
+}
+/** ICE restarts of the voice room's transports so far. */
+let iceRestarts = 0;
+
 interface PeerInfo {
   peerId: string;
   displayName: string;
@@ -194,6 +207,7 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
   try {
     client = await DspeakClient.connect({
       url: serverUrl,
+      WebSocket: PageWebSocket,
       reconnect: { maxAttempts: 20, maxDelayMs: 3000 },
       trace: calls.trace,
     });
@@ -274,6 +288,18 @@ async function enterRoom(conn: Connection): Promise<void> {
   }
   m.room = room;
   m.selfId = room.joined.peerId;
+  room.on("iceRestarted", () => iceRestarts++);
+  room.on("rebuilt", ({ joined }) => {
+    // The session could not be resumed: the room joined again as a new peer.
+    m.selfId = joined.peerId;
+    m.peers.clear();
+    m.producers.clear();
+    for (const p of joined.peers) m.peers.set(p.peerId, { peerId: p.peerId, displayName: p.displayName });
+    for (const p of joined.producers) m.producers.set(p.producerId, { peerId: p.peerId, paused: p.paused });
+    setState("joined");
+    setStatus("Reconnected as a new session.");
+    render();
+  });
   m.joinedAt = performance.now();
   for (const p of room.joined.peers) {
     m.names.set(p.peerId, p.displayName);
@@ -338,13 +364,26 @@ function listen(conn: Connection): void {
     client.on("producerResumed", (e) => setPaused(m(), e.producerId, e.peerId, false)),
     client.on("disconnected", (e) => {
       if (!e.willReconnect || state === "leaving" || state === "left") return;
-      // The server has already dropped the old session, its room membership and media.
+      if (client.joined) {
+        // The server keeps the session (and its media) for a while: resume it.
+        setState("reconnecting");
+        setStatus("Connection lost, resuming…", true);
+        render();
+        return;
+      }
+      // Not in a room yet: the next session joins afresh.
       const old = conn.membership;
       conn.membership = newMembership();
       void old.room?.leave().catch(() => undefined);
       for (const producerId of [...old.listening.keys()]) stopListening(old, producerId);
       setState("reconnecting");
       setStatus("Connection lost, reconnecting…", true);
+      render();
+    }),
+    client.on("resumed", () => {
+      if (state !== "reconnecting") return;
+      setState("joined");
+      setStatus("Reconnected.");
       render();
     }),
     client.on("reconnected", () => {
@@ -755,5 +794,9 @@ const hooks: VoiceRoomHooks = {
     };
   },
   errors: () => [...shownErrors],
+  dropConnection: () => {
+    for (const socket of sockets) socket.close(4000, "dropped from the page");
+  },
+  iceRestarts: () => iceRestarts,
 };
 (window as unknown as { dspeak: VoiceRoomHooks }).dspeak = hooks;

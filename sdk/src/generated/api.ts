@@ -29,6 +29,8 @@ import type {
   ProduceParams,
   ProduceResult,
   ProducerParams,
+  ResumeParams,
+  ResumeResult,
   RtpCapabilities,
   SetVoiceStateParams,
   Stats,
@@ -45,6 +47,8 @@ export interface Methods {
   ping: { params: NoParams; result: PingResult };
   /** Joins (and creates on first join) a room. */
   join: { params: JoinParams; result: JoinResult };
+  /** Resumes a session whose connection dropped, as the first call on a new connection: same peer, room, transports, producers and consumers; the next event stream replays the events after `lastSeq`. */
+  resume: { params: ResumeParams; result: ResumeResult };
   /** Leaves the room, closing the session's transports, producers and consumers. */
   leave: { params: NoParams; result: Empty };
   /** Sends a JSON payload to every other peer of the room. */
@@ -106,6 +110,7 @@ export interface MethodInfo {
 export const METHODS = [
   { name: "ping", area: "rooms", noParams: true, errors: ["limitExceeded"] },
   { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "resume", area: "rooms", noParams: false, errors: ["limitExceeded", "invalidState", "unavailable", "resumeFailed"] },
   { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
   { name: "setVoiceState", area: "rooms", noParams: false, errors: ["notJoined", "limitExceeded", "unavailable"] },
@@ -138,7 +143,7 @@ export const SUBSCRIPTION = {
 } as const;
 
 /** Every event `type` the server sends, in declaration order. Ignore types you do not know. */
-export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "voiceStateUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining"] as const;
+export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "voiceStateUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining", "peerReconnecting", "peerReconnected"] as const;
 
 /** Documented JSON-RPC error codes: the application codes (1000-1099) and the standard ones the server answers with. */
 export const ErrorCode = {
@@ -166,6 +171,8 @@ export const ErrorCode = {
   unsupported: 1010,
   /** The server is shutting down or temporarily unavailable. */
   unavailable: 1011,
+  /** The session cannot be resumed (unknown, used or expired token, or missed events no longer buffered); join afresh. */
+  resumeFailed: 1013,
   /** The message is not valid JSON. */
   parseError: -32700,
   /** The message is not a valid JSON-RPC 2.0 request. */
@@ -201,6 +208,7 @@ export const ERROR_CODE_INFO: Readonly<Record<number, { name: ErrorCodeName; des
   1009: { name: "tokenExpired", description: "The access token has expired or is not yet valid." },
   1010: { name: "unsupported", description: "The requested media parameters are not supported." },
   1011: { name: "unavailable", description: "The server is shutting down or temporarily unavailable." },
+  1013: { name: "resumeFailed", description: "The session cannot be resumed (unknown, used or expired token, or missed events no longer buffered); join afresh." },
   [-32700]: { name: "parseError", description: "The message is not valid JSON." },
   [-32600]: { name: "invalidRequest", description: "The message is not a valid JSON-RPC 2.0 request." },
   [-32601]: { name: "methodNotFound", description: "No method with this name exists." },
@@ -227,6 +235,11 @@ export abstract class GeneratedMethods {
   /** Joins (and creates on first join) a room. */
   join(params: JoinParams, options?: CallOptions): Promise<JoinResult> {
     return this.call("join", params, options);
+  }
+
+  /** Resumes a session whose connection dropped, as the first call on a new connection: same peer, room, transports, producers and consumers; the next event stream replays the events after `lastSeq`. */
+  resume(params: ResumeParams, options?: CallOptions): Promise<ResumeResult> {
+    return this.call("resume", params, options);
   }
 
   /** Leaves the room, closing the session's transports, producers and consumers. */

@@ -55,7 +55,8 @@ export type TcpType = "passive";
  */
 export type IceCandidateType = "host";
 /**
- * One event pushed to a session.
+ * One event pushed to a session. On the wire every event also carries its `seq`
+ * (see [`SequencedEvent`]); the schema lists it on every variant.
  */
 export type Event =
   | WelcomeEvent
@@ -70,7 +71,9 @@ export type Event =
   | ProducerPausedEvent
   | ProducerResumedEvent
   | ConsumerClosedEvent
-  | ServerDrainingEvent;
+  | ServerDrainingEvent
+  | PeerReconnectingEvent
+  | PeerReconnectedEvent;
 /**
  * One WebSocket connection (a session).
  */
@@ -79,6 +82,11 @@ export type SessionId = string;
  * The constant `"pong"`.
  */
 export type PongType = "pong";
+/**
+ * Why `resume` failed: the `data.reason` of its `resumeFailed` error. The client
+ * then joins afresh.
+ */
+export type ResumeFailReason = "unknownToken" | "eventsLost";
 /**
  * Why the server ended a session's event stream: the `data.reason` of the error the
  * stream ends with. The session left its room; its connection stays open and it may
@@ -727,6 +735,16 @@ export interface Empty {}
  */
 export interface WelcomeEvent {
   /**
+   * The secret that resumes this session on a new connection (`resume`) after
+   * its connection drops without `leave`. Single use: `resume` answers with the
+   * next one, and every `welcome` carries the current one.
+   */
+  resumeToken: string;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  /**
    * Server name, `dspeak`.
    */
   server: string;
@@ -745,6 +763,10 @@ export interface WelcomeEvent {
  */
 export interface PongEvent {
   /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  /**
    * Server time in milliseconds since the Unix epoch.
    */
   timestamp: number;
@@ -762,6 +784,10 @@ export interface BroadcastEvent {
    * The payload as sent.
    */
   payload: unknown;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "broadcast";
 }
 /**
@@ -784,6 +810,10 @@ export interface PeerJoinedEvent {
    * The new peer.
    */
   peerId: PeerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "peerJoined";
 }
 /**
@@ -795,6 +825,10 @@ export interface PeerUpdatedEvent {
    * The peer.
    */
   peerId: PeerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   /**
    * Whether the server muted it: its producers are paused and it cannot resume
    * them until unmuted.
@@ -820,6 +854,10 @@ export interface VoiceStateUpdatedEvent {
    */
   selfMute: boolean;
   /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  /**
    * Whether the server muted it.
    */
   serverMuted: boolean;
@@ -833,6 +871,10 @@ export interface PeerLeftEvent {
    * The peer that left.
    */
   peerId: PeerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "peerLeft";
 }
 /**
@@ -851,6 +893,10 @@ export interface ProducerAddedEvent {
    * The new producer.
    */
   producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "producerAdded";
 }
 /**
@@ -865,6 +911,10 @@ export interface ProducerClosedEvent {
    * The closed producer.
    */
   producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "producerClosed";
 }
 /**
@@ -879,6 +929,10 @@ export interface ProducerPausedEvent {
    * The paused producer.
    */
   producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "producerPaused";
 }
 /**
@@ -893,6 +947,10 @@ export interface ProducerResumedEvent {
    * The resumed producer.
    */
   producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "producerResumed";
 }
 /**
@@ -907,6 +965,10 @@ export interface ConsumerClosedEvent {
    * The producer it consumed.
    */
   producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "consumerClosed";
 }
 /**
@@ -919,7 +981,41 @@ export interface ServerDrainingEvent {
    * When the server closes what is left, in milliseconds since the Unix epoch.
    */
   deadlineMs: number;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
   type: "serverDraining";
+}
+/**
+ * A peer's connection dropped without `leave`: it stays in the room (its media
+ * keeps flowing) for the server's resume grace period, then leaves (`peerLeft`)
+ * unless it resumes (`peerReconnected`).
+ */
+export interface PeerReconnectingEvent {
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  type: "peerReconnecting";
+}
+/**
+ * A peer that was reconnecting resumed its session on a new connection.
+ */
+export interface PeerReconnectedEvent {
+  /**
+   * The peer.
+   */
+  peerId: PeerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  type: "peerReconnected";
 }
 /**
  * Params of `getStats`.
@@ -1104,6 +1200,7 @@ export interface JsonRpcError {
       | 1009
       | 1010
       | 1011
+      | 1013
       | -32700
       | -32600
       | -32601
@@ -1308,6 +1405,55 @@ export interface ProducerParams {
    * Producer id.
    */
   producerId: ProducerId;
+}
+/**
+ * The `data` of a `resumeFailed` error.
+ */
+export interface ResumeFailed {
+  /**
+   * Why the session could not be resumed.
+   */
+  reason: ResumeFailReason;
+}
+/**
+ * Params of `resume`.
+ */
+export interface ResumeParams {
+  /**
+   * The `seq` of the last event the client received (0 if none).
+   */
+  lastSeq: number;
+  /**
+   * The session's current resume token (from `welcome`, or from the last `resume`).
+   */
+  resumeToken: string;
+}
+/**
+ * Result of `resume`: the session is attached to this connection. Its next
+ * `subscribeEvents` stream starts with `welcome` (with the new token), then every
+ * event after `lastSeq`, in order, then live events.
+ */
+export interface ResumeResult {
+  /**
+   * Its peer id in the room (unchanged).
+   */
+  peerId: PeerId;
+  /**
+   * How many missed events the next event stream replays after `welcome`.
+   */
+  replayed: number;
+  /**
+   * The next resume token; the one just used is no longer valid.
+   */
+  resumeToken: string;
+  /**
+   * Its room.
+   */
+  room: string;
+  /**
+   * The resumed session's id (as in `welcome`).
+   */
+  sessionId: SessionId;
 }
 /**
  * The `data` of the error that ends an event stream.

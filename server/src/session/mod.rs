@@ -4,8 +4,9 @@
 //! producers and consumers. Requests reach it as jobs on one unbounded channel and
 //! run one at a time, so the requests of a session are applied in the order they
 //! arrive (see `api` for why that is also the wire order). When the connection closes,
-//! every strong [`SessionHandle`] is dropped, the job channel ends, and the actor
-//! closes everything the session owned before it stops.
+//! its [`Attachment`] tells the session: a joined session detaches and waits for
+//! `resume` (`resume.rs`); otherwise every strong [`SessionHandle`] is dropped, the job
+//! channel ends, and the actor closes everything the session owned before it stops.
 //!
 //! The methods themselves live in one file per API area. This module also holds the
 //! room registry's lock: `change_rooms` applies one change of the `room` state machine
@@ -15,6 +16,7 @@
 mod admin;
 mod consumers;
 mod producers;
+mod resume;
 mod rooms;
 mod transports;
 mod voice;
@@ -40,6 +42,8 @@ use crate::limits::TokenBucket;
 use crate::room::{Effect, Mailbox, MemberNotice, Rooms};
 use dspeak_media::RouterHandle;
 
+pub(crate) use resume::{ConnSession, ResumeTokens, resume};
+
 /// A unit of work run on a session's actor with exclusive access to it.
 type Job = Box<dyn for<'a> FnOnce(&'a mut Session) -> BoxFuture<'a, ()> + Send>;
 
@@ -51,7 +55,32 @@ pub(crate) struct Session {
     events: EventSender,
     /// Taken by the first `subscribeEvents`.
     events_rx: Option<EventReceiver>,
+    /// The attachment whose subscription holds `events_rx`.
+    stream_epoch: u64,
+    /// A resumed session's new subscription, waiting for the old one to give the
+    /// queue back.
+    stream_waiter: Option<oneshot::Sender<EventStream>>,
     joined: Option<Joined>,
+    /// Attachment, detachment and resume.
+    resume: resume::ResumeState,
+    /// Set to stop the actor after the current job (a detached session's end).
+    finished: bool,
+}
+
+/// What an event subscription streams: the queue, and after a `resume` the events
+/// the client missed.
+#[derive(Debug)]
+pub(crate) struct EventStream {
+    pub(crate) rx: EventReceiver,
+    pub(crate) replay: Option<events::Replay>,
+}
+
+/// `subscribeEvents`' hold on the queue: now, or once an old connection's stream of
+/// a resumed session gives it back.
+#[derive(Debug)]
+pub(crate) enum TakenEvents {
+    Now(EventStream),
+    Later(oneshot::Receiver<EventStream>),
 }
 
 /// The room registry of the server, with the sessions' mailboxes and the workers.
@@ -185,10 +214,10 @@ pub(crate) struct WeakSessionHandle {
 
 impl SessionHandle {
     /// Starts a new session actor for a new connection.
-    pub(crate) fn spawn(shared: Arc<Shared>) -> SessionHandle {
+    pub(crate) fn spawn(shared: Arc<Shared>, conn: std::sync::Weak<crate::conn::Conn>) -> SessionHandle {
         let id = SessionId::new(uuid::Uuid::new_v4().to_string());
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        let (events, events_rx) = events::channel(shared.config.event_queue);
+        let (events, events_rx) = events::channel(shared.config.event_queue, shared.config.resume_buffer);
         let handle = SessionHandle { jobs, events: events.clone() };
         let session = Session {
             id: id.clone(),
@@ -196,7 +225,11 @@ impl SessionHandle {
             me: handle.downgrade(),
             events,
             events_rx: Some(events_rx),
+            stream_epoch: 0,
+            stream_waiter: None,
             joined: None,
+            resume: resume::ResumeState::new(conn),
+            finished: false,
         };
         shared.counts.sessions.fetch_add(1, Ordering::Relaxed);
         // `room` and `peer` are recorded on join, so every line of a joined session has them.
@@ -286,7 +319,11 @@ impl Session {
         tracing::debug!("session opened");
         while let Some(job) = jobs.recv().await {
             job(&mut self).await;
+            if self.finished {
+                break;
+            }
         }
+        self.forget_resume_token();
         self.leave_room().await;
         self.shared.counts.sessions.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("session closed");
@@ -300,16 +337,37 @@ impl Session {
         self.joined.as_mut().ok_or(NotJoined)
     }
 
-    /// Takes the event stream (once per session).
-    pub(crate) fn take_events(&mut self) -> Result<(SessionId, EventReceiver), SubscribeError> {
-        let mut rx = self.events_rx.take().ok_or(SubscribeError::AlreadySubscribed)?;
-        rx.set_subscribed(true);
-        Ok((self.id.clone(), rx))
+    /// Takes the event stream (once per connection at a time), with the session's id
+    /// and resume token for `welcome`. After a `resume`, while the old connection's
+    /// subscription still holds the queue, the stream comes once it gives it back.
+    pub(crate) fn take_events(&mut self) -> Result<(SessionId, String, TakenEvents), SubscribeError> {
+        let taken = match self.events_rx.take() {
+            Some(mut rx) => {
+                rx.set_subscribed(true);
+                TakenEvents::Now(EventStream { rx, replay: self.resume.take_replay() })
+            }
+            None if self.stream_epoch != self.resume.epoch() && self.stream_waiter.is_none() => {
+                let (tx, rx) = oneshot::channel();
+                self.stream_waiter = Some(tx);
+                TakenEvents::Later(rx)
+            }
+            None => return Err(SubscribeError::AlreadySubscribed),
+        };
+        self.stream_epoch = self.resume.epoch();
+        Ok((self.id.clone(), self.resume_token(), taken))
     }
 
     /// Gives back the event stream when its subscription ends, so the session can
-    /// subscribe again.
+    /// subscribe again (or hands it to the resumed connection's waiting subscription).
     pub(crate) async fn return_events(&mut self, mut rx: EventReceiver) {
+        if let Some(waiter) = self.stream_waiter.take() {
+            rx.set_subscribed(true);
+            let stream = EventStream { rx, replay: self.resume.take_replay() };
+            match waiter.send(stream) {
+                Ok(()) => return,
+                Err(stream) => rx = stream.rx,
+            }
+        }
         rx.set_subscribed(false);
         self.events_rx = Some(rx);
     }
@@ -349,7 +407,7 @@ mod tests {
         // A session whose actor is gone (the connection closed, or the server is
         // shutting down) answers `unavailable` instead of hanging.
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        let (events, _events_rx) = events::channel(1);
+        let (events, _events_rx) = events::channel(1, 0);
         let handle = SessionHandle { jobs, events };
         drop(jobs_rx);
         let result = handle.call(|_| Box::pin(async {})).await;

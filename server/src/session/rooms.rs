@@ -162,5 +162,9 @@ impl Session {
     pub(super) async fn evict(&mut self, reason: StreamEnd) {
         self.leave_room().await;
         self.events.end_stream(reason);
+        if self.resume.is_detached() {
+            // Nothing left to resume: the session ends now.
+            self.end_detached();
+        }
     }
 }

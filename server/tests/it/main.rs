@@ -13,6 +13,7 @@ mod ice_tcp;
 mod media;
 mod ops;
 mod pymediasoup;
+mod resume;
 mod rooms;
 mod security;
 mod soak;

@@ -84,3 +84,17 @@ async fn a_deafened_pymediasoup_peer_receives_nothing_until_undeafened() {
     pytest(python, "test_voice_state.py", &[("DSPEAK_URL", server.url())]).await;
     server.wait_counts("everything released", |c| *c == Counts::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pymediasoup_peer_whose_websocket_is_reset_resumes_and_keeps_hearing() {
+    let Some(python) = python() else { return };
+    let config = Config {
+        resume_grace: Duration::from_secs(20),
+        metrics_listen: Some((Ipv4Addr::LOCALHOST, 0).into()),
+        ..Config::for_tests()
+    };
+    let server = spawn_server_with(wildcard(config)).await;
+    let metrics = format!("http://{}/metrics", server.handle.metrics_addr().expect("metrics listener"));
+    pytest(python, "test_resume.py", &[("DSPEAK_URL", server.url()), ("DSPEAK_METRICS", metrics)]).await;
+    server.wait_counts("everything released", |c| *c == Counts::default()).await;
+}

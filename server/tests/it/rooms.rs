@@ -39,8 +39,9 @@ async fn welcome_is_the_first_event_and_carries_session_and_version() {
     let _other = server.joined("w", "Bob").await;
     let mut events = client.subscribe(EVENTS.subscribe, rpc_params![], EVENTS.unsubscribe).await.unwrap();
     match next_event(&mut events).await {
-        Event::Welcome { session_id, server: name, version } => {
+        Event::Welcome { session_id, server: name, version, resume_token } => {
             assert_eq!(session_id, joined.session_id);
+            assert_eq!(resume_token.len(), 64, "a 256-bit resume token");
             assert_eq!(name, "dspeak");
             assert_eq!(version, env!("CARGO_PKG_VERSION"));
         }

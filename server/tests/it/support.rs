@@ -328,6 +328,27 @@ impl RawWs {
         }
     }
 
+    /// Drops the connection with a TCP reset (SO_LINGER 0): no close frame, no FIN.
+    pub async fn reset(self) {
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            tcp.set_zero_linger().expect("SO_LINGER 0");
+        }
+        drop(self);
+    }
+
+    /// Whether the server closes the connection within `wait` (reading and dropping
+    /// whatever comes before).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Sends a request and waits for its response, which must match the schema.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
         let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
