@@ -5,33 +5,35 @@
 //! finds the caller's session and maps domain errors to JSON-RPC error objects in one
 //! place ([`to_rpc_error`]). It knows nothing of rooms' or media's internals.
 //!
-//! `serve` starts the runtime and the connection layer (`conn`), which hands each
-//! WebSocket to jsonrpsee with this module and a [`SessionLayer`].
+//! `serve` starts the runtime and the connection layer (`conn`). A WebSocket's frame
+//! loop (`socket`) calls its [`WsService`]: the [`SessionLayer`] middleware around
+//! [`Dispatch`], which calls the module's methods and answers `subscribeEvents` with an
+//! [`EventStream`] the loop writes out. An HTTP POST goes to jsonrpsee's HTTP call with
+//! the same module and middleware.
 //!
-//! Request order: jsonrpsee spawns one task per incoming message. The server runs on
-//! a dedicated current-thread runtime, whose scheduler runs spawned tasks in FIFO
-//! order, and each handler queues its job on the session actor synchronously in its
-//! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
-//! in wire order, and the actor applies them one at a time.
+//! Request order: the frame loop polls each request's future once as soon as the
+//! request is read, in wire order, and each handler queues its job on the session actor
+//! synchronously in that first poll ([`SessionHandle::call`]). So the jobs of one
+//! connection reach its actor in wire order, and the actor applies them one at a time.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dspeak_schema::events::SessionEnded;
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
-use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
-use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
-    SubscriptionSink, stop_channel,
-};
-use jsonrpsee::types::error::reject_too_big_request;
-use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
-use jsonrpsee::{Extensions, MethodResponse};
+use jsonrpsee::server::ResponsePayload;
+use jsonrpsee::server::{BatchRequestConfig, MethodCallback, Methods, RpcModule, ServerConfig, stop_channel};
+use jsonrpsee::types::error::{ErrorCode, reject_too_big_request};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
+use jsonrpsee::{ConnectionId, Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tower::layer::util::{Identity, Stack};
 
@@ -48,9 +50,6 @@ use crate::limits::TokenBucket;
 use crate::session::{Session, SessionHandle, WeakSessionHandle};
 use crate::{StartError, unix_millis};
 
-/// Outgoing messages jsonrpsee buffers per connection.
-const OUTGOING_BUFFER: u32 = 128;
-
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
 /// once the server has stopped and every session has closed.
 pub(crate) fn serve(
@@ -64,21 +63,13 @@ pub(crate) fn serve(
     // every other connection of the runtime.
     openrpc_document();
     let config = &shared.config;
+    // What jsonrpsee's HTTP call uses (WebSockets are served by `socket`).
     let server_config = ServerConfig::builder()
         .max_connections(config.max_connections)
         .max_request_body_size(config.max_message_bytes)
-        .max_response_body_size(config.max_message_bytes.saturating_mul(4))
-        .max_subscriptions_per_connection(4)
-        // Outgoing messages buffered per connection before the sender waits. Events
-        // are queued in the session first, so this stays small.
-        .set_message_buffer_capacity(OUTGOING_BUFFER)
+        .max_response_body_size(max_response_bytes(config) as u32)
         .set_batch_request_config(BatchRequestConfig::Disabled)
-        .enable_ws_ping(
-            PingConfig::new()
-                .ping_interval(config.ws_ping_interval())
-                .inactive_limit(config.ws_ping_interval())
-                .max_failures(3),
-        )
+        .http_only()
         .build();
     let listener = {
         let _guard = runtime.enter();
@@ -122,6 +113,23 @@ pub(crate) fn serve(
     Ok(done_rx)
 }
 
+/// The largest answer: four times `--max-message-bytes` (a bigger one is answered with
+/// jsonrpsee's "response too big" error instead).
+pub(crate) fn max_response_bytes(config: &crate::Config) -> usize {
+    config.max_message_bytes.saturating_mul(4) as usize
+}
+
+/// The RPC service of one WebSocket connection: its session middleware around
+/// [`Dispatch`].
+pub(crate) type WsService = SessionLayer<Dispatch>;
+
+/// The RPC service of a new WebSocket connection (and with it, its session).
+pub(crate) fn ws_service(shared: Arc<Shared>, conn: Arc<Conn>, methods: Methods) -> WsService {
+    let dispatch = Dispatch { methods, max_response: max_response_bytes(&shared.config) };
+    let requests = request_bucket(&shared);
+    session_middleware(shared, conn, requests).service(dispatch)
+}
+
 /// The RPC middleware of one WebSocket, or of one HTTP POST: creates its session and
 /// applies its bounds. `requests` is the request-rate bucket of the connection (an
 /// HTTP connection's POSTs share one).
@@ -163,9 +171,9 @@ impl<S> tower::Layer<S> for NewSession {
 }
 
 /// Per-connection RPC middleware: owns the connection's session and hands it to every
-/// call, limits the connection's request rate, counts its requests in flight (the
-/// connection layer stops reading at `--max-in-flight`) and accounts for the answers
-/// it queues. Dropping it (the connection closed) releases the session.
+/// call, limits the connection's request rate and the size of params, counts every call
+/// in the metrics and tells the connection when the session has joined. Dropping it (the
+/// connection closed) releases the session.
 #[derive(Clone)]
 pub(crate) struct SessionLayer<S> {
     inner: S,
@@ -198,7 +206,6 @@ where
         let shared = self.shared.clone();
         let method = crate::metrics::known_method(&request.method);
         let conn = self.conn.clone();
-        let in_flight = conn.request();
         let max = self.max_request_bytes;
         let refusal = if request.params.as_ref().map_or(0, |p| p.get().len()) > max as usize {
             // Like jsonrpsee's own answer to an oversized message: id null.
@@ -225,8 +232,6 @@ where
             if joining && response.is_success() {
                 conn.joined();
             }
-            conn.queued(response.as_json().get().len());
-            drop(in_flight);
             response
         }
     }
@@ -241,12 +246,231 @@ where
     }
 }
 
-/// Builds the RPC module: every method of the schema's table and the event stream.
+impl<S> SessionLayer<S> {
+    /// The connection ended: its session is released (the actor closes everything the
+    /// session owned once the requests still queued on it have run).
+    pub(crate) fn connection_closed(self) {
+        drop(self);
+    }
+}
+
+/// The innermost RPC service of a WebSocket: calls the module's methods (as jsonrpsee's
+/// own service does) and answers `subscribeEvents`/`unsubscribeEvents` itself. A
+/// subscription's answer carries its [`EventStream`] in its extensions
+/// ([`NewStream`]); the frame loop takes it and writes the events.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    methods: Methods,
+    max_response: usize,
+}
+
+/// In the extensions of a `subscribeEvents` answer: the stream to write after it.
+#[derive(Clone)]
+pub(crate) struct NewStream(Arc<Mutex<Option<EventStream>>>);
+
+impl NewStream {
+    /// Takes the stream (once).
+    pub(crate) fn take(&self) -> Option<EventStream> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// In the extensions of an `unsubscribeEvents` answer that ended the stream.
+#[derive(Clone, Copy)]
+pub(crate) struct EndStream;
+
+impl RpcServiceT for Dispatch {
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let Request { id, method, params, extensions, .. } = request;
+        let params = Params::new(params.as_ref().map(|p| p.get()));
+        if method == EVENTS.subscribe {
+            return Either::Right(subscribe(id.into_owned(), extensions, self.max_response));
+        }
+        let response = if method == EVENTS.unsubscribe {
+            unsubscribe(id, &params, extensions)
+        } else {
+            match self.methods.method(&method) {
+                Some(MethodCallback::Async(callback)) => {
+                    let (id, params) = (id.into_owned(), params.into_owned());
+                    return Either::Right(callback(id, params, ConnectionId(0), self.max_response, extensions));
+                }
+                Some(MethodCallback::Sync(callback)) => callback(id, params, self.max_response, extensions),
+                // The module registers no subscriptions (events are ours) and no others.
+                Some(_) | None => MethodResponse::error(id, ErrorObjectOwned::from(ErrorCode::MethodNotFound)),
+            }
+        };
+        Either::Left(std::future::ready(response))
+    }
+
+    fn batch<'a>(&self, _: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        // The frame loop refuses batches before they get here.
+        std::future::ready(MethodResponse::error(Id::Null, ErrorObjectOwned::from(ErrorCode::InvalidRequest)))
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        std::future::ready(MethodResponse::notification().with_extensions(n.extensions))
+    }
+}
+
+/// `subscribeEvents`: takes the session's event queue (queued on the actor now, to keep
+/// the wire order) and answers the subscription id, with the stream in the answer's
+/// extensions.
+fn subscribe(id: Id<'static>, ext: Extensions, max_response: usize) -> BoxFuture<'static, MethodResponse> {
+    let name = EVENTS.subscribe;
+    let taken = session(&ext).map(|s| s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })));
+    Box::pin(async move {
+        let taken = match taken {
+            Ok(call) => call.await,
+            Err(e) => Err(e),
+        };
+        let taken = taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
+        let (conn, ((session_id, rx), owner)) = match (ext.get::<Arc<Conn>>(), taken) {
+            (Some(conn), Ok(taken)) => (conn.clone(), taken),
+            (_, Err(e)) => return MethodResponse::error(id, e),
+            (None, Ok(_)) => return MethodResponse::error(id, to_rpc_error(name, &CallError::NoSession)),
+        };
+        let subscription = conn.new_subscription();
+        let welcome = Event::Welcome {
+            session_id,
+            server: SERVER_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let drain = ext.get::<DrainWatch>().cloned();
+        let stream = EventStream::new(subscription, events::serialize(&welcome), rx, owner, drain);
+        let mut extensions = Extensions::new();
+        extensions.insert(NewStream(Arc::new(Mutex::new(Some(stream)))));
+        MethodResponse::response(id, ResponsePayload::success(subscription), max_response).with_extensions(extensions)
+    })
+}
+
+/// `unsubscribeEvents [id]`: `true` (and the stream ends) if `id` is the connection's
+/// current subscription, else `false`.
+fn unsubscribe(id: Id<'_>, params: &Params<'_>, ext: Extensions) -> MethodResponse {
+    let Ok(subscription) = params.clone().one::<u64>() else {
+        let error = CallError::InvalidParams("params must be [subscription id]".into());
+        return MethodResponse::error(id, to_rpc_error(EVENTS.unsubscribe, &error));
+    };
+    let ended = ext.get::<Arc<Conn>>().is_some_and(|conn| conn.end_subscription(subscription));
+    let mut extensions = Extensions::new();
+    if ended {
+        extensions.insert(EndStream);
+    }
+    MethodResponse::response(id, ResponsePayload::success(ended), usize::MAX).with_extensions(extensions)
+}
+
+/// A session's event stream while it is subscribed: `welcome` first, then the queued
+/// events, `serverDraining` once the server drains, and at the end maybe an error (the
+/// session was evicted, replaced, removed). Dropping it hands the queue back to the
+/// session, which may subscribe again.
+pub(crate) struct EventStream {
+    /// The notification up to the event: `{"jsonrpc":"2.0","method":…,"params":{"subscription":…,"result":`.
+    prefix: String,
+    subscription: u64,
+    welcome: Option<events::RawEvent>,
+    rx: Option<EventReceiver>,
+    owner: WeakSessionHandle,
+    drain: Option<Pin<Box<dyn Future<Output = Option<i64>> + Send>>>,
+}
+
+/// What an event stream has next.
+pub(crate) enum Next {
+    /// An event, to be written with [`EventStream::notification`].
+    Event(events::RawEvent),
+    /// The last message: the error the stream ends with.
+    End(Box<RawValue>),
+}
+
+impl EventStream {
+    fn new(
+        subscription: u64,
+        welcome: events::RawEvent,
+        rx: EventReceiver,
+        owner: WeakSessionHandle,
+        drain: Option<DrainWatch>,
+    ) -> Self {
+        let prefix = format!(
+            r#"{{"jsonrpc":"2.0","method":{},"params":{{"subscription":{subscription},"result":"#,
+            serde_json::Value::from(EVENTS.notification)
+        );
+        let drain = drain.map(|mut watch| -> Pin<Box<dyn Future<Output = Option<i64>> + Send>> {
+            Box::pin(async move { watch.wait_for(Option::is_some).await.ok().and_then(|d| *d) })
+        });
+        EventStream { prefix, subscription, welcome: Some(welcome), rx: Some(rx), owner, drain }
+    }
+
+    /// The subscription's id.
+    pub(crate) fn subscription(&self) -> u64 {
+        self.subscription
+    }
+
+    /// The parts of the notification that carries `event`, to be written one after the
+    /// other (the event itself is shared by every recipient, never copied per session).
+    pub(crate) fn notification<'a>(&'a self, event: &'a RawValue) -> [&'a [u8]; 3] {
+        [self.prefix.as_bytes(), event.get().as_bytes(), b"}}"]
+    }
+
+    /// The next message; `None` once the stream is over.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Next>> {
+        if let Some(welcome) = self.welcome.take() {
+            return Poll::Ready(Some(Next::Event(welcome)));
+        }
+        if let Some(drain) = &mut self.drain
+            && let Poll::Ready(deadline) = drain.as_mut().poll(cx)
+        {
+            self.drain = None;
+            if let Some(deadline_ms) = deadline {
+                return Poll::Ready(Some(Next::Event(events::serialize(&Event::ServerDraining { deadline_ms }))));
+            }
+        }
+        let Some(rx) = &mut self.rx else { return Poll::Ready(None) };
+        match rx.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(event))) => Poll::Ready(Some(Next::Event(event))),
+            Poll::Ready(Ok(None)) => {
+                self.give_back();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(reason)) => {
+                self.give_back();
+                let e = to_rpc_error(EVENTS.subscribe, &reason);
+                let data = SessionEnded { reason: reason.reason() };
+                let error = ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data));
+                let payload = jsonrpsee::types::response::SubscriptionPayloadError {
+                    subscription: jsonrpsee::types::SubscriptionId::Num(self.subscription),
+                    error,
+                };
+                let message = jsonrpsee::types::response::SubscriptionError::new(EVENTS.notification.into(), payload);
+                // Plain data (strings and numbers): serializing cannot fail.
+                let json = serde_json::value::to_raw_value(&message).expect("an error notification serializes");
+                Poll::Ready(Some(Next::End(json)))
+            }
+        }
+    }
+
+    /// Hands the event queue back to the session (once).
+    fn give_back(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            self.owner.post(move |s| Box::pin(s.return_events(rx)));
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// Builds the RPC module: every method of the schema's table but the event stream
+/// (which [`Dispatch`] answers).
 fn module() -> RpcModule<()> {
     let mut m = RpcModule::new(());
     register_ping(&mut m);
     routes(&mut m);
-    register_events(&mut m);
     register_discover(&mut m);
     m
 }
@@ -343,99 +567,6 @@ fn register_ping(module: &mut RpcModule<()>) {
             Ok::<_, ErrorObjectOwned>(PingResult { kind: PongType::Pong, timestamp })
         })
         .expect("ping is registered once");
-}
-
-/// `subscribeEvents`: streams the session's event queue, `welcome` first.
-fn register_events(module: &mut RpcModule<()>) {
-    module
-        .register_subscription(
-            EVENTS.subscribe,
-            EVENTS.notification,
-            EVENTS.unsubscribe,
-            |_params, pending: PendingSubscriptionSink, _, ext| async move {
-                let name = EVENTS.subscribe;
-                let taken = match session(&ext) {
-                    Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
-                    Err(e) => Err(e),
-                };
-                let taken =
-                    taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
-                let ((session_id, rx), owner) = match taken {
-                    Ok(t) => t,
-                    Err(e) => {
-                        pending.reject(e).await;
-                        return Ok(());
-                    }
-                };
-                let drain = ext.get::<DrainWatch>().cloned();
-                let sink = pending.accept().await?;
-                let welcome = Event::Welcome {
-                    session_id,
-                    server: SERVER_NAME.to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                };
-                let conn = ext.get::<Arc<Conn>>().cloned();
-                stream_events(sink, events::serialize(&welcome), rx, owner, drain, conn).await
-            },
-        )
-        .expect("subscription names are unique");
-}
-
-/// Forwards queued events to the client until it unsubscribes or disconnects, or the
-/// session ends the stream (eviction); then hands the queue back to the session.
-/// `serverDraining` is sent once the server drains (right after `welcome` if it
-/// already does).
-async fn stream_events(
-    sink: SubscriptionSink,
-    welcome: events::RawEvent,
-    mut rx: EventReceiver,
-    owner: WeakSessionHandle,
-    drain: Option<DrainWatch>,
-    conn: Option<Arc<Conn>>,
-) -> SubscriptionResult {
-    let send_event = |event: &events::RawEvent| {
-        if let Some(conn) = &conn {
-            // The notification wraps the event in about 80 bytes.
-            conn.queued(event.get().len() + 80);
-        }
-        let raw: Box<serde_json::value::RawValue> = (**event).to_owned();
-        sink.send(SubscriptionMessage::from(raw))
-    };
-    let result = async {
-        send_event(&welcome).await.map_err(|e| e.to_string())?;
-        let mut drain = drain;
-        loop {
-            let draining = async {
-                match &mut drain {
-                    Some(w) => w.wait_for(Option::is_some).await.map(|d| d.unwrap_or_default()),
-                    None => std::future::pending().await,
-                }
-            };
-            let next = tokio::select! {
-                next = rx.next() => next,
-                Ok(deadline_ms) = draining => {
-                    drain = None;
-                    send_event(&events::serialize(&Event::ServerDraining { deadline_ms })).await.map_err(|e| e.to_string())?;
-                    continue;
-                }
-                () = sink.closed() => return Ok(()),
-            };
-            match next {
-                Ok(Some(event)) => send_event(&event).await.map_err(|e| e.to_string())?,
-                Ok(None) => return Ok(()),
-                Err(reason) => {
-                    let e = to_rpc_error(EVENTS.subscribe, &reason);
-                    let data = SessionEnded { reason: reason.reason() };
-                    let error = ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data));
-                    let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
-                    return Err(SubscriptionError::from_json(json));
-                }
-            }
-        }
-    }
-    .await;
-    owner.post(move |s| Box::pin(s.return_events(rx)));
-    result
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.

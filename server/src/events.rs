@@ -8,10 +8,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use dspeak_schema::Event;
+use futures_util::task::AtomicWaker;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::error::StreamEnd;
 
@@ -59,7 +61,8 @@ struct Shared {
     subscribed: AtomicBool,
     /// Why the stream must end, once its queued events are out.
     end: Mutex<Option<StreamEnd>>,
-    ended: Notify,
+    /// The receiver waiting for an event or the end.
+    ended: AtomicWaker,
 }
 
 /// A new event queue with room for `capacity` events.
@@ -93,29 +96,35 @@ impl EventSender {
     /// Ends the current stream with `reason` after the events already queued.
     pub(crate) fn end_stream(&self, reason: StreamEnd) {
         *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        self.shared.ended.notify_one();
+        self.shared.ended.wake();
     }
 }
 
 impl EventReceiver {
     /// The next event; `Err` with the reason once the stream must end (after the
     /// queued events); `Ok(None)` if every sender is gone.
+    #[cfg(test)]
     pub(crate) async fn next(&mut self) -> Result<Option<RawEvent>, StreamEnd> {
-        tokio::select! {
-            biased;
-            event = self.rx.recv() => Ok(event),
-            () = self.shared.ended.notified() => {
-                if let Ok(event) = self.rx.try_recv() {
-                    // Not drained yet: keep the signal for the next call.
-                    self.shared.ended.notify_one();
-                    return Ok(Some(event));
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next event (see `next`).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<RawEvent>, StreamEnd>> {
+        if let Poll::Ready(event) = self.rx.poll_recv(cx) {
+            return Poll::Ready(Ok(event));
+        }
+        self.shared.ended.register(cx.waker());
+        let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match end {
+            // An event queued just before the end goes first.
+            Some(reason) => match self.rx.try_recv() {
+                Ok(event) => {
+                    *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                    Poll::Ready(Ok(Some(event)))
                 }
-                let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
-                match end {
-                    Some(reason) => Err(reason),
-                    None => Ok(self.rx.recv().await),
-                }
-            }
+                Err(_) => Poll::Ready(Err(reason)),
+            },
+            None => Poll::Pending,
         }
     }
 
