@@ -67,7 +67,7 @@ pub(crate) fn serve(
     let server_config = ServerConfig::builder()
         .max_connections(config.max_connections)
         .max_request_body_size(config.max_message_bytes)
-        .max_response_body_size(max_response_bytes(config) as u32)
+        .max_response_body_size(config.max_response_bytes() as u32)
         .set_batch_request_config(BatchRequestConfig::Disabled)
         .http_only()
         .build();
@@ -113,19 +113,13 @@ pub(crate) fn serve(
     Ok(done_rx)
 }
 
-/// The largest answer: four times `--max-message-bytes` (a bigger one is answered with
-/// jsonrpsee's "response too big" error instead).
-pub(crate) fn max_response_bytes(config: &crate::Config) -> usize {
-    config.max_message_bytes.saturating_mul(4) as usize
-}
-
 /// The RPC service of one WebSocket connection: its session middleware around
 /// [`Dispatch`].
 pub(crate) type WsService = SessionLayer<Dispatch>;
 
 /// The RPC service of a new WebSocket connection (and with it, its session).
 pub(crate) fn ws_service(shared: Arc<Shared>, conn: Arc<Conn>, methods: Methods) -> WsService {
-    let dispatch = Dispatch { methods, max_response: max_response_bytes(&shared.config) };
+    let dispatch = Dispatch { methods, max_response: shared.config.max_response_bytes() };
     let requests = request_bucket(&shared);
     session_middleware(shared, conn, requests).service(dispatch)
 }
