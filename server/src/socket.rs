@@ -42,8 +42,6 @@ const READS_PER_TURN: usize = 4;
 /// Events are taken from the session's queue only while less than this is unsent (a
 /// slow reader's events wait in its bounded queue, whose overflow evicts it).
 const EVENTS_HIGH_WATER: usize = 64 * 1024;
-/// An emptied output buffer with more capacity than this is freed.
-const KEEP_CAPACITY: usize = 512;
 /// How long a closing connection may take to take its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pings without an answer (or any other frame) before the connection is closed.
@@ -119,9 +117,11 @@ impl Outbox {
     /// than `budget` bytes unsent.
     fn frame(&mut self, opcode: u8, parts: &[&[u8]], budget: usize) -> Result<(), Reason> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.unsent() + frame::header_len(len) + len > budget {
+        let frame_len = frame::header_len(len) + len;
+        if self.unsent() + frame_len > budget {
             return Err(Reason::Outbound);
         }
+        self.buf.reserve(frame_len);
         frame::write_header(&mut self.buf, opcode, len);
         for part in parts {
             self.buf.extend_from_slice(part);
@@ -161,11 +161,8 @@ impl Outbox {
                 }
             }
         }
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        // Freed: an idle connection holds no buffer.
+        self.buf = Vec::new();
         self.written = 0;
         self.boundary = 0;
         Poll::Ready(Ok(()))
