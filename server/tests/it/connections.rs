@@ -13,6 +13,7 @@ use jsonrpsee::ws_client::WsClientBuilder;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::*;
@@ -209,13 +210,16 @@ async fn a_connection_that_does_not_join_in_time_is_closed() {
     let start = Instant::now();
     let ended = tokio::time::timeout(TIMEOUT, async {
         while let Some(Ok(message)) = idle.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+            if let Message::Close(close) = message {
+                return close;
             }
         }
+        None
     })
     .await;
-    assert!(ended.is_ok(), "the unjoined connection is still open");
+    let close = ended.expect("the unjoined connection is still open").expect("a close frame");
+    assert_eq!(close.code, CloseCode::Policy, "closed with 1008: {close:?}");
+    assert!(close.reason.contains("join"), "the reason says why: {close:?}");
     assert!(start.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", start.elapsed());
     // The honest client joined at once and stays connected past the join timeout.
     tokio::time::sleep(Duration::from_millis(500)).await;
