@@ -175,7 +175,8 @@ type Pending = BoxFuture<'static, MethodResponse>;
 /// One WebSocket connection after the upgrade.
 pub(crate) struct Socket {
     io: TcpStream,
-    rpc: WsService,
+    /// The connection's RPC service and session; `None` once the connection closes.
+    rpc: Option<WsService>,
     conn: Arc<Conn>,
     limits: Limits,
     state: State,
@@ -204,7 +205,7 @@ impl Socket {
         let now = Instant::now();
         Socket {
             io,
-            rpc,
+            rpc: Some(rpc),
             conn,
             limits,
             state: State::Open,
@@ -228,13 +229,43 @@ impl Socket {
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer, stopped);
         std::future::poll_fn(|cx| self.poll(cx, timer.as_mut(), stopped.as_mut())).await;
-        // Answers nobody will read; their sessions' jobs still run.
+        self.end_session();
+    }
+
+    /// The connection is over for the session layer (it is closing or closed): answers
+    /// nobody will read are dropped (their jobs still run on the session), the event
+    /// stream goes back to the session, and the session layer is told, once.
+    fn end_session(&mut self) {
         self.in_flight = FuturesUnordered::new();
         self.stream = None;
-        self.rpc.connection_closed();
+        if let Some(rpc) = self.rpc.take() {
+            rpc.connection_closed();
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>, stopped: Pin<&mut impl Future>) -> Poll<()> {
+        if self.poll_turn(cx, timer.as_mut(), stopped).is_ready() {
+            return Poll::Ready(());
+        }
+        // A close started outside the timer (budget, client, shutdown) arms its deadline.
+        if let State::Closing { deadline, .. } = self.state
+            && timer.deadline() > deadline
+        {
+            timer.as_mut().reset(deadline);
+            if timer.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        Poll::Pending
+    }
+
+    /// One turn of the connection: timers, answers, reading, events, writing.
+    fn poll_turn(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+        stopped: Pin<&mut impl Future>,
+    ) -> Poll<()> {
         if self.state == State::Open && stopped.poll(cx).is_ready() {
             self.close(Reason::Shutdown);
         }
@@ -349,8 +380,7 @@ impl Socket {
         frame::write_close(&mut close, code, text);
         self.out.buf.extend_from_slice(&close);
         self.state = State::Closing { deadline: Instant::now() + CLOSE_GRACE, shut_down: false };
-        self.in_flight = FuturesUnordered::new();
-        self.stream = None;
+        self.end_session();
         self.rbuf = Vec::new();
         self.message = Vec::new();
     }
@@ -521,7 +551,8 @@ impl Socket {
                     request.params.map(|p| p.into_owned()),
                     request.id.into_owned(),
                 );
-                let mut call: Pending = Box::pin(self.rpc.call(request));
+                let Some(rpc) = &self.rpc else { return Ok(()) };
+                let mut call: Pending = Box::pin(rpc.call(request));
                 // The first poll queues the request on its session: now, in wire order.
                 match call.as_mut().poll(cx) {
                     Poll::Ready(answer) => self.answer(answer),
