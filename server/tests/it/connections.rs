@@ -273,3 +273,38 @@ async fn a_json_rpc_post_is_bounded_like_a_websocket() {
     assert!(codes.contains(&Some(i64::from(dspeak_schema::ErrorCode::LimitExceeded.code()))), "{codes:?}");
     server.client().await.ping().await.expect("the server still answers");
 }
+
+#[tokio::test]
+async fn a_connection_over_its_outbound_budget_gets_close_code_1008_with_the_reason() {
+    let mut config = Config::for_tests();
+    config.connections.max_outbound_bytes = 64 * 1024;
+    let server = spawn_server_with(config).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url()).await.unwrap();
+    // Answers of ~50 KB each, never read while sending: the kernel's buffers fill, then
+    // the server's budget.
+    let requests = 1_000;
+    for id in 0..requests {
+        let discover = json!({"jsonrpc": "2.0", "id": id, "method": "rpc.discover"}).to_string();
+        if tokio::time::timeout(TIMEOUT, ws.send(Message::text(discover))).await.map_or(true, |r| r.is_err()) {
+            break;
+        }
+    }
+    let mut answers = 0;
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(_) => answers += 1,
+                Message::Close(close) => return close,
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the connection was closed")
+    .expect("with a close frame");
+    assert_eq!(close.code, CloseCode::Policy, "{close:?}");
+    assert!(close.reason.contains("unread"), "the reason says why: {close:?}");
+    assert!(answers < requests, "answers past the budget were dropped, not sent ({answers})");
+    server.client().await.ping().await.expect("the server still serves");
+}
