@@ -438,9 +438,14 @@ impl EventStream {
                     error,
                 };
                 let message = jsonrpsee::types::response::SubscriptionError::new(EVENTS.notification.into(), payload);
-                // Plain data (strings and numbers): serializing cannot fail.
-                let json = serde_json::value::to_raw_value(&message).expect("an error notification serializes");
-                Poll::Ready(Some(Next::End(json)))
+                match serde_json::value::to_raw_value(&message) {
+                    Ok(json) => Poll::Ready(Some(Next::End(json))),
+                    Err(error) => {
+                        // Plain strings and numbers: not expected; the stream just ends.
+                        tracing::error!(%error, "cannot serialize the end of an event stream");
+                        Poll::Ready(None)
+                    }
+                }
             }
         }
     }

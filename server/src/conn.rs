@@ -188,13 +188,12 @@ async fn handle(
     let headers = response.headers_mut();
     headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
     headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
-    // Base64 is always a valid header value.
-    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, http::HeaderValue::from_str(&accept).expect("base64"));
+    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
     response
 }
 
 /// The `Sec-WebSocket-Accept` of a valid WebSocket (version 13) upgrade request.
-fn websocket_accept<B>(request: &http::Request<B>) -> Option<String> {
+fn websocket_accept<B>(request: &http::Request<B>) -> Option<http::HeaderValue> {
     let headers = request.headers();
     let has = |name: http::header::HeaderName, token: &str| {
         headers
@@ -209,7 +208,7 @@ fn websocket_accept<B>(request: &http::Request<B>) -> Option<String> {
         && has(http::header::CONNECTION, "upgrade")
         && headers.get(http::header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let key = headers.get(http::header::SEC_WEBSOCKET_KEY).filter(|_| valid)?;
-    Some(crate::frame::accept_key(key.as_bytes()))
+    http::HeaderValue::from_str(&crate::frame::accept_key(key.as_bytes())).ok()
 }
 
 /// Whether a WebSocket upgrade from `origin` is allowed: `--allowed-origins` (a comma
