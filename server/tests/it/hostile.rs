@@ -298,3 +298,81 @@ async fn udp_garbage_and_forged_ice_checks_never_reach_a_transport() {
         other => panic!("expected transport stats, got {other:?}"),
     }
 }
+
+/// A masked client frame.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n @ ..126 => frame.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one whole (unmasked, unfragmented) server text frame.
+async fn server_text(tcp: &mut TcpStream) -> Value {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x81, "a whole text frame");
+    let len = match head[1] {
+        126 => {
+            let mut n = [0u8; 2];
+            tcp.read_exact(&mut n).await.unwrap();
+            usize::from(u16::from_be_bytes(n))
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            tcp.read_exact(&mut n).await.unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => usize::from(n),
+    };
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_assembled_and_oversized_ones_skipped() {
+    let mut config = Config::for_tests();
+    config.max_message_bytes = 1024;
+    let server = spawn_server_with(config).await;
+    // The handshake and a first frame (a ping with id 1), by hand.
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let mut tcp = raw_frame(server.handle.local_addr(), 0x1, ping).await;
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 1);
+    // One request in three fragments, a ping frame between two of them, in one write.
+    let request = br#"{"jsonrpc":"2.0","id":2,"method":"ping","params":{}}"#;
+    let (a, rest) = request.split_at(10);
+    let (b, c) = rest.split_at(20);
+    let mut bytes = client_frame(false, 0x1, a);
+    bytes.extend(client_frame(false, 0x0, b));
+    bytes.extend(client_frame(true, 0x9, b"hi"));
+    bytes.extend(client_frame(true, 0x0, c));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut pong = [0u8; 4];
+    tcp.read_exact(&mut pong).await.unwrap();
+    assert_eq!(pong, [0x8A, 2, b'h', b'i'], "the ping in between is answered first");
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 2);
+    // An oversized message in two fragments: -32007 (id null), once; the rest is skipped.
+    let pad = "x".repeat(800);
+    let big = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"pad":"{pad}{pad}"}}}}"#);
+    let (a, b) = big.as_bytes().split_at(big.len() / 2);
+    let mut bytes = client_frame(false, 0x1, a);
+    bytes.extend(client_frame(true, 0x0, b));
+    bytes.extend(client_frame(true, 0x1, br#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#));
+    tcp.write_all(&bytes).await.unwrap();
+    let refused = tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap();
+    assert_eq!((refused["id"].clone(), refused["error"]["code"].clone()), (Value::Null, json!(-32007)), "{refused}");
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 4);
+}
