@@ -14,6 +14,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 use crate::support::*;
 
@@ -203,11 +205,7 @@ async fn raw_frame(addr: std::net::SocketAddr, opcode: u8, payload: &[u8]) -> Tc
     let mut response = [0u8; 1024];
     let n = tcp.read(&mut response).await.unwrap();
     assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 101"), "upgraded");
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    tcp.write_all(&frame).await.unwrap();
+    tcp.write_all(&client_frame(true, opcode, payload)).await.unwrap();
     tcp
 }
 
@@ -299,24 +297,13 @@ async fn udp_garbage_and_forged_ice_checks_never_reach_a_transport() {
     }
 }
 
-/// A masked client frame.
+/// A masked client frame (written by tungstenite).
 fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [7u8, 1, 9, 3];
-    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n @ ..126 => frame.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    let header =
+        FrameHeader { is_final: fin, opcode: OpCode::from(opcode), mask: Some([7, 1, 9, 3]), ..FrameHeader::default() };
+    let mut out = Vec::new();
+    Frame::from_payload(header, payload.to_vec().into()).format(&mut out).expect("writing to a Vec");
+    out
 }
 
 /// Reads one whole (unmasked, unfragmented) server text frame.
