@@ -110,6 +110,15 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// One producer floods packets; its consumer must receive at most 100 per second.
+    Police {
+        /// Packets per second the producer sends.
+        #[arg(long, default_value_t = 2000.0)]
+        pps: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
     /// A few seconds of every scenario at small N, asserting correctness (for CI).
     Smoke,
     /// Runs a dspeak server until stdin closes (used by the `idle` scenario).
@@ -207,6 +216,7 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
         Command::JoinStorm { peers, runs } => {
             media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
         }
+        Command::Police { pps, secs } => media::police(&cpus, pps, secs).await?.print(&command_line),
         Command::Smoke => smoke(&targets, &cpus, &command_line).await?,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
     }
@@ -273,6 +283,8 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
         ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke ({what}): no delay sample: {row}");
     }
     media::join_storm(cpus, 5, 1, None).await?.print(command_line);
+    // A producer flooding 2,000 packets/s is policed: its consumer gets at most 100/s.
+    media::police(cpus, 2000.0, 2.0).await?.print(command_line);
     println!("smoke: every scenario passed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -5,37 +5,39 @@
 //! finds the caller's session and maps domain errors to JSON-RPC error objects in one
 //! place ([`to_rpc_error`]). It knows nothing of rooms' or media's internals.
 //!
-//! `serve` starts the runtime and the connection layer (`conn`), which hands each
-//! WebSocket to jsonrpsee with this module and a [`SessionLayer`].
+//! `serve` starts the runtime and the connection layer (`conn`). A WebSocket's frame
+//! loop (`socket`) calls its [`WsService`]: the [`SessionLayer`] middleware around
+//! [`Dispatch`], which calls the module's methods and answers `subscribeEvents` with an
+//! [`EventStream`] the loop writes out. An HTTP POST goes to jsonrpsee's HTTP call with
+//! the same module and middleware.
 //!
-//! Request order: jsonrpsee spawns one task per incoming message. The server runs on
-//! a dedicated current-thread runtime, whose scheduler runs spawned tasks in FIFO
-//! order, and each handler queues its job on the session actor synchronously in its
-//! first poll ([`SessionHandle::call`]). So the jobs of one connection reach its actor
-//! in wire order, and the actor applies them one at a time.
+//! Request order: the frame loop polls each request's future once as soon as the
+//! request is read, in wire order, and each handler queues its job on the session actor
+//! synchronously in that first poll ([`SessionHandle::call`]). So the jobs of one
+//! connection reach its actor in wire order, and the actor applies them one at a time.
 //!
 //! Resume: a connection's calls go to its own new session, or, once `resume` (its
 //! first call) has answered, to the resumed one; a client waits for that answer before
 //! its next call (calls pipelined behind `resume` reach the new session).
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dspeak_schema::events::SessionEnded;
 use dspeak_schema::rooms::{PingResult, PongType};
 use dspeak_schema::{EVENTS, Event, Method, SERVER_NAME, methods};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceBuilder, RpcServiceT};
-use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
-use jsonrpsee::server::{
-    BatchRequestConfig, PendingSubscriptionSink, PingConfig, RpcModule, ServerConfig, SubscriptionMessage,
-    SubscriptionSink, stop_channel,
-};
-use jsonrpsee::types::error::reject_too_big_request;
-use jsonrpsee::types::{ErrorObjectOwned, Params, Request};
-use jsonrpsee::{Extensions, MethodResponse};
+use jsonrpsee::server::ResponsePayload;
+use jsonrpsee::server::{BatchRequestConfig, MethodCallback, Methods, RpcModule, ServerConfig, stop_channel};
+use jsonrpsee::types::error::{ErrorCode, reject_too_big_request};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
+use jsonrpsee::{ConnectionId, Extensions, MethodResponse};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tower::layer::util::{Identity, Stack};
 
@@ -47,13 +49,10 @@ use crate::error::{
     ConsumerError, CreateTransportError, JoinError, NotJoined, ProduceError, ProducerError, ResumeError,
     TransportError, VoiceStateError,
 };
-use crate::events::{self, Pushed};
+use crate::events::{self, EventReceiver, Pushed, SeqHead, Sequenced};
 use crate::limits::TokenBucket;
-use crate::session::{ConnSession, EventStream, Session, SessionHandle, TakenEvents, WeakSessionHandle};
+use crate::session::{ConnSession, EventStream as EventQueue, Session, SessionHandle, TakenEvents, WeakSessionHandle};
 use crate::{StartError, unix_millis};
-
-/// Outgoing messages jsonrpsee buffers per connection.
-const OUTGOING_BUFFER: u32 = 128;
 
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
 /// once the server has stopped and every session has closed.
@@ -68,21 +67,13 @@ pub(crate) fn serve(
     // every other connection of the runtime.
     openrpc_document();
     let config = &shared.config;
+    // What jsonrpsee's HTTP call uses (WebSockets are served by `socket`).
     let server_config = ServerConfig::builder()
         .max_connections(config.max_connections)
         .max_request_body_size(config.max_message_bytes)
-        .max_response_body_size(config.max_message_bytes.saturating_mul(4))
-        .max_subscriptions_per_connection(4)
-        // Outgoing messages buffered per connection before the sender waits. Events
-        // are queued in the session first, so this stays small.
-        .set_message_buffer_capacity(OUTGOING_BUFFER)
+        .max_response_body_size(config.max_response_bytes() as u32)
         .set_batch_request_config(BatchRequestConfig::Disabled)
-        .enable_ws_ping(
-            PingConfig::new()
-                .ping_interval(config.ws_ping_interval())
-                .inactive_limit(config.ws_ping_interval())
-                .max_failures(3),
-        )
+        .http_only()
         .build();
     let listener = {
         let _guard = runtime.enter();
@@ -124,6 +115,17 @@ pub(crate) fn serve(
         let _ = done_tx.send(());
     })?;
     Ok(done_rx)
+}
+
+/// The RPC service of one WebSocket connection: its session middleware around
+/// [`Dispatch`].
+pub(crate) type WsService = SessionLayer<Dispatch>;
+
+/// The RPC service of a new WebSocket connection (and with it, its session).
+pub(crate) fn ws_service(shared: Arc<Shared>, conn: Arc<Conn>, methods: Methods) -> WsService {
+    let dispatch = Dispatch { methods, max_response: shared.config.max_response_bytes() };
+    let requests = request_bucket(&shared);
+    session_middleware(shared, conn, requests).service(dispatch)
 }
 
 /// The RPC middleware of one WebSocket, or of one HTTP POST: creates its session and
@@ -169,9 +171,9 @@ impl<S> tower::Layer<S> for NewSession {
 
 /// Per-connection RPC middleware: owns the connection's hold on its session (which
 /// `resume` may swap for a resumed one) and hands the session to every call, limits
-/// the connection's request rate, counts its requests in flight (the connection layer
-/// stops reading at `--max-in-flight`) and accounts for the answers it queues.
-/// Dropping it (the connection closed) tells the session, which detaches or ends.
+/// the connection's request rate and the size of params, counts every call in the
+/// metrics and tells the connection when the session has joined (or resumed). Dropping
+/// it (the connection closed) tells the session, which detaches or ends.
 #[derive(Clone)]
 pub(crate) struct SessionLayer<S> {
     inner: S,
@@ -204,7 +206,6 @@ where
         let shared = self.shared.clone();
         let method = crate::metrics::known_method(&request.method);
         let conn = self.conn.clone();
-        let in_flight = conn.request();
         let max = self.max_request_bytes;
         let refusal = if request.params.as_ref().map_or(0, |p| p.get().len()) > max as usize {
             // Like jsonrpsee's own answer to an oversized message: id null.
@@ -238,8 +239,6 @@ where
             if joining && response.is_success() {
                 conn.joined();
             }
-            conn.queued(response.as_json().get().len());
-            drop(in_flight);
             response
         }
     }
@@ -254,13 +253,279 @@ where
     }
 }
 
-/// Builds the RPC module: every method of the schema's table and the event stream.
+impl<S> SessionLayer<S> {
+    /// The connection ended: its session is released (the actor closes everything the
+    /// session owned once the requests still queued on it have run).
+    pub(crate) fn connection_closed(self) {
+        drop(self);
+    }
+}
+
+/// The innermost RPC service of a WebSocket: calls the module's methods (as jsonrpsee's
+/// own service does) and answers `subscribeEvents`/`unsubscribeEvents` itself. A
+/// subscription's answer carries its [`EventStream`] in its extensions
+/// ([`NewStream`]); the frame loop takes it and writes the events.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    methods: Methods,
+    max_response: usize,
+}
+
+/// In the extensions of a `subscribeEvents` answer: the stream to write after it.
+#[derive(Clone)]
+pub(crate) struct NewStream(Arc<Mutex<Option<EventStream>>>);
+
+impl NewStream {
+    /// Takes the stream (once).
+    pub(crate) fn take(&self) -> Option<EventStream> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// In the extensions of an `unsubscribeEvents` answer that ended the stream.
+#[derive(Clone, Copy)]
+pub(crate) struct EndStream;
+
+impl RpcServiceT for Dispatch {
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let Request { id, method, params, extensions, .. } = request;
+        let params = Params::new(params.as_ref().map(|p| p.get()));
+        if method == EVENTS.subscribe {
+            return Either::Right(subscribe(id.into_owned(), extensions, self.max_response));
+        }
+        let response = if method == EVENTS.unsubscribe {
+            unsubscribe(id, &params, extensions)
+        } else {
+            match self.methods.method(&method) {
+                Some(MethodCallback::Async(callback)) => {
+                    let (id, params) = (id.into_owned(), params.into_owned());
+                    return Either::Right(callback(id, params, ConnectionId(0), self.max_response, extensions));
+                }
+                Some(MethodCallback::Sync(callback)) => callback(id, params, self.max_response, extensions),
+                // The module registers no subscriptions (events are ours) and no others.
+                Some(_) | None => MethodResponse::error(id, ErrorObjectOwned::from(ErrorCode::MethodNotFound)),
+            }
+        };
+        Either::Left(std::future::ready(response))
+    }
+
+    fn batch<'a>(&self, _: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        // The frame loop refuses batches before they get here.
+        std::future::ready(MethodResponse::error(Id::Null, ErrorObjectOwned::from(ErrorCode::InvalidRequest)))
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        std::future::ready(MethodResponse::notification().with_extensions(n.extensions))
+    }
+}
+
+/// How long a resumed session's new subscription waits for the old connection's
+/// stream to give the queue back (it was closed when the session resumed).
+const STREAM_HANDOVER: Duration = Duration::from_secs(5);
+
+/// `subscribeEvents`: takes the session's event queue (queued on the actor now, to keep
+/// the wire order) and answers the subscription id, with the stream in the answer's
+/// extensions. After a `resume` the queue may still be with the old connection's
+/// stream: it waits for it to be given back.
+fn subscribe(id: Id<'static>, ext: Extensions, max_response: usize) -> BoxFuture<'static, MethodResponse> {
+    let name = EVENTS.subscribe;
+    let taken = session(&ext).map(|s| s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })));
+    Box::pin(async move {
+        let taken = match taken {
+            Ok(call) => call.await,
+            Err(e) => Err(e),
+        };
+        let taken = taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
+        let (conn, ((session_id, resume_token, taken), owner)) = match (ext.get::<Arc<Conn>>(), taken) {
+            (Some(conn), Ok(taken)) => (conn.clone(), taken),
+            (_, Err(e)) => return MethodResponse::error(id, e),
+            (None, Ok(_)) => return MethodResponse::error(id, to_rpc_error(name, &CallError::NoSession)),
+        };
+        let queue = match taken {
+            TakenEvents::Now(queue) => queue,
+            TakenEvents::Later(handover) => match tokio::time::timeout(STREAM_HANDOVER, handover).await {
+                Ok(Ok(queue)) => queue,
+                _ => return MethodResponse::error(id, to_rpc_error(name, &CallError::Closed)),
+            },
+        };
+        let subscription = conn.new_subscription();
+        let welcome = Event::Welcome {
+            session_id,
+            server: SERVER_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            resume_token,
+        };
+        let drain = ext.get::<DrainWatch>().cloned();
+        let stream = EventStream::new(subscription, events::serialize(&welcome), queue, owner, drain);
+        let mut extensions = Extensions::new();
+        extensions.insert(NewStream(Arc::new(Mutex::new(Some(stream)))));
+        MethodResponse::response(id, ResponsePayload::success(subscription), max_response).with_extensions(extensions)
+    })
+}
+
+/// `unsubscribeEvents [id]`: `true` (and the stream ends) if `id` is the connection's
+/// current subscription, else `false`.
+fn unsubscribe(id: Id<'_>, params: &Params<'_>, ext: Extensions) -> MethodResponse {
+    let Ok(subscription) = params.clone().one::<u64>() else {
+        let error = CallError::InvalidParams("params must be [subscription id]".into());
+        return MethodResponse::error(id, to_rpc_error(EVENTS.unsubscribe, &error));
+    };
+    let ended = ext.get::<Arc<Conn>>().is_some_and(|conn| conn.end_subscription(subscription));
+    let mut extensions = Extensions::new();
+    if ended {
+        extensions.insert(EndStream);
+    }
+    MethodResponse::response(id, ResponsePayload::success(ended), usize::MAX).with_extensions(extensions)
+}
+
+/// A session's event stream while it is subscribed: `welcome` first, then after a
+/// `resume` the events the client missed, then the queued events (skipping what the
+/// replay covered), `serverDraining` once the server drains, and at the end maybe an
+/// error (the session was evicted, replaced, removed). Each event is written with its
+/// `seq` (0 for `welcome` and `serverDraining`). Dropping it hands the queue back to
+/// the session, which may subscribe again.
+pub(crate) struct EventStream {
+    /// The notification up to the event: `{"jsonrpc":"2.0","method":…,"params":{"subscription":…,"result":`.
+    prefix: String,
+    subscription: u64,
+    welcome: Option<events::RawEvent>,
+    /// After a `resume`: the missed events still to write.
+    replay: std::vec::IntoIter<Sequenced>,
+    /// Queued events up to this number were replayed (or seen) already.
+    through: u32,
+    rx: Option<EventReceiver>,
+    owner: WeakSessionHandle,
+    drain: Option<Pin<Box<dyn Future<Output = Option<i64>> + Send>>>,
+}
+
+/// What an event stream has next.
+pub(crate) enum Next {
+    /// An event, to be written with [`EventStream::notification`].
+    Event(Sequenced),
+    /// The last message: the error the stream ends with.
+    End(Box<RawValue>),
+}
+
+impl EventStream {
+    fn new(
+        subscription: u64,
+        welcome: events::RawEvent,
+        queue: EventQueue,
+        owner: WeakSessionHandle,
+        drain: Option<DrainWatch>,
+    ) -> Self {
+        let EventQueue { rx, replay } = queue;
+        let replay = replay.unwrap_or_default();
+        let prefix = format!(
+            r#"{{"jsonrpc":"2.0","method":{},"params":{{"subscription":{subscription},"result":"#,
+            serde_json::Value::from(EVENTS.notification)
+        );
+        let drain = drain.map(|mut watch| -> Pin<Box<dyn Future<Output = Option<i64>> + Send>> {
+            Box::pin(async move { watch.wait_for(Option::is_some).await.ok().and_then(|d| *d) })
+        });
+        EventStream {
+            prefix,
+            subscription,
+            welcome: Some(welcome),
+            replay: replay.events.into_iter(),
+            through: replay.through,
+            rx: Some(rx),
+            owner,
+            drain,
+        }
+    }
+
+    /// The subscription's id.
+    pub(crate) fn subscription(&self) -> u64 {
+        self.subscription
+    }
+
+    /// The parts of the notification that carries an event (`head` and `members`, from
+    /// [`events::with_seq`]), to be written one after the other (the event itself is
+    /// shared by every recipient, never copied per session).
+    pub(crate) fn notification<'a>(&'a self, head: &'a SeqHead, members: &'a [u8]) -> [&'a [u8]; 4] {
+        [self.prefix.as_bytes(), head.as_bytes(), members, b"}}"]
+    }
+
+    /// The next message; `None` once the stream is over.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Next>> {
+        if let Some(welcome) = self.welcome.take() {
+            return Poll::Ready(Some(Next::Event(Sequenced { seq: 0, event: welcome })));
+        }
+        if let Some(missed) = self.replay.next() {
+            return Poll::Ready(Some(Next::Event(missed)));
+        }
+        if let Some(drain) = &mut self.drain
+            && let Poll::Ready(deadline) = drain.as_mut().poll(cx)
+        {
+            self.drain = None;
+            if let Some(deadline_ms) = deadline {
+                let event = events::serialize(&Event::ServerDraining { deadline_ms });
+                return Poll::Ready(Some(Next::Event(Sequenced { seq: 0, event })));
+            }
+        }
+        let Some(rx) = &mut self.rx else { return Poll::Ready(None) };
+        let mut next = rx.poll_next(cx);
+        // Queued before the resume: replayed already, or seen by the client.
+        while let Poll::Ready(Ok(Some(event))) = &next
+            && event.seq <= self.through
+        {
+            next = rx.poll_next(cx);
+        }
+        match next {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(event))) => Poll::Ready(Some(Next::Event(event))),
+            Poll::Ready(Ok(None)) => {
+                self.give_back();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(reason)) => {
+                self.give_back();
+                let e = to_rpc_error(EVENTS.subscribe, &reason);
+                let data = SessionEnded { reason: reason.reason() };
+                let error = ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data));
+                let payload = jsonrpsee::types::response::SubscriptionPayloadError {
+                    subscription: jsonrpsee::types::SubscriptionId::Num(self.subscription),
+                    error,
+                };
+                let message = jsonrpsee::types::response::SubscriptionError::new(EVENTS.notification.into(), payload);
+                match serde_json::value::to_raw_value(&message) {
+                    Ok(json) => Poll::Ready(Some(Next::End(json))),
+                    Err(error) => {
+                        // Plain strings and numbers: not expected; the stream just ends.
+                        tracing::error!(%error, "cannot serialize the end of an event stream");
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the event queue back to the session (once).
+    fn give_back(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            self.owner.post(move |s| Box::pin(s.return_events(rx)));
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// Builds the RPC module: every method of the schema's table but the event stream
+/// (which [`Dispatch`] answers).
 fn module() -> RpcModule<()> {
     let mut m = RpcModule::new(());
     register_ping(&mut m);
     register_resume(&mut m);
     routes(&mut m);
-    register_events(&mut m);
     register_discover(&mut m);
     m
 }
@@ -399,129 +664,6 @@ fn register_resume(module: &mut RpcModule<()>) {
             }
         })
         .expect("resume is registered once");
-}
-
-/// How long a resumed session's new subscription waits for the old connection's
-/// stream to give the queue back (it was closed when the session resumed).
-const STREAM_HANDOVER: Duration = Duration::from_secs(5);
-
-/// `subscribeEvents`: streams the session's event queue, `welcome` first.
-fn register_events(module: &mut RpcModule<()>) {
-    module
-        .register_subscription(
-            EVENTS.subscribe,
-            EVENTS.notification,
-            EVENTS.unsubscribe,
-            |_params, pending: PendingSubscriptionSink, _, ext| async move {
-                let name = EVENTS.subscribe;
-                let taken = match session(&ext) {
-                    Ok(s) => s.call(|s| Box::pin(async move { s.take_events().map(|t| (t, s.handle())) })).await,
-                    Err(e) => Err(e),
-                };
-                let taken =
-                    taken.map_err(|e| to_rpc_error(name, &e)).and_then(|t| t.map_err(|e| to_rpc_error(name, &e)));
-                let ((session_id, resume_token, taken), owner) = match taken {
-                    Ok(t) => t,
-                    Err(e) => {
-                        pending.reject(e).await;
-                        return Ok(());
-                    }
-                };
-                let stream = match taken {
-                    TakenEvents::Now(stream) => stream,
-                    TakenEvents::Later(handover) => match tokio::time::timeout(STREAM_HANDOVER, handover).await {
-                        Ok(Ok(stream)) => stream,
-                        _ => {
-                            pending.reject(to_rpc_error(name, &CallError::Closed)).await;
-                            return Ok(());
-                        }
-                    },
-                };
-                let drain = ext.get::<DrainWatch>().cloned();
-                let sink = match pending.accept().await {
-                    Ok(sink) => sink,
-                    Err(e) => {
-                        owner.post(move |s| Box::pin(s.return_events(stream.rx)));
-                        return Err(e.into());
-                    }
-                };
-                let welcome = Event::Welcome {
-                    session_id,
-                    server: SERVER_NAME.to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    resume_token,
-                };
-                let conn = ext.get::<Arc<Conn>>().cloned();
-                stream_events(sink, events::serialize(&welcome), stream, owner, drain, conn).await
-            },
-        )
-        .expect("subscription names are unique");
-}
-
-/// Forwards queued events to the client until it unsubscribes or disconnects, or the
-/// session ends the stream (eviction); then hands the queue back to the session.
-/// `welcome` comes first, then after a `resume` the events the client missed, then
-/// the queue (skipping what the replay covered). `serverDraining` is sent once the
-/// server drains (right after `welcome` if it already does). Each event is sent with
-/// its `seq` (0 for `welcome` and `serverDraining`).
-async fn stream_events(
-    sink: SubscriptionSink,
-    welcome: events::RawEvent,
-    stream: EventStream,
-    owner: WeakSessionHandle,
-    drain: Option<DrainWatch>,
-    conn: Option<Arc<Conn>>,
-) -> SubscriptionResult {
-    let EventStream { mut rx, replay } = stream;
-    let send_event = |seq: u32, event: &events::RawEvent| {
-        let raw = events::with_seq(seq, event);
-        if let Some(conn) = &conn {
-            // The notification wraps the event in about 80 bytes.
-            conn.queued(raw.get().len() + 80);
-        }
-        sink.send(SubscriptionMessage::from(raw))
-    };
-    let result = async {
-        send_event(0, &welcome).await.map_err(|e| e.to_string())?;
-        let replay = replay.unwrap_or_default();
-        for event in &replay.events {
-            send_event(event.seq, &event.event).await.map_err(|e| e.to_string())?;
-        }
-        let mut drain = drain;
-        loop {
-            let draining = async {
-                match &mut drain {
-                    Some(w) => w.wait_for(Option::is_some).await.map(|d| d.unwrap_or_default()),
-                    None => std::future::pending().await,
-                }
-            };
-            let next = tokio::select! {
-                next = rx.next() => next,
-                Ok(deadline_ms) = draining => {
-                    drain = None;
-                    send_event(0, &events::serialize(&Event::ServerDraining { deadline_ms })).await.map_err(|e| e.to_string())?;
-                    continue;
-                }
-                () = sink.closed() => return Ok(()),
-            };
-            match next {
-                // Queued before the resume: replayed already, or seen by the client.
-                Ok(Some(event)) if event.seq <= replay.through => {}
-                Ok(Some(event)) => send_event(event.seq, &event.event).await.map_err(|e| e.to_string())?,
-                Ok(None) => return Ok(()),
-                Err(reason) => {
-                    let e = to_rpc_error(EVENTS.subscribe, &reason);
-                    let data = SessionEnded { reason: reason.reason() };
-                    let error = ErrorObjectOwned::owned(e.code(), e.message().to_owned(), Some(data));
-                    let json = serde_json::value::to_raw_value(&error).map_err(|e| e.to_string())?;
-                    return Err(SubscriptionError::from_json(json));
-                }
-            }
-        }
-    }
-    .await;
-    owner.post(move |s| Box::pin(s.return_events(rx)));
-    result
 }
 
 /// Parses params given by name. A missing params member and `[]` are read as `{}`.

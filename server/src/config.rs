@@ -353,6 +353,12 @@ impl Config {
         Duration::from_secs(self.ws_ping_secs.max(1))
     }
 
+    /// The largest answer, four times `--max-message-bytes` (a larger one is answered
+    /// with jsonrpsee's "response too big" error instead).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_mul(4) as usize
+    }
+
     /// A configuration for tests: loopback, free ports, one worker, production-sane limits.
     pub fn for_tests() -> Self {
         Self {

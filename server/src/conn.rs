@@ -3,36 +3,28 @@
 //!
 //! Each accepted TCP connection is served by hyper with a header timeout; a `GET` goes
 //! to `web::respond`. A WebSocket upgrade or a JSON-RPC `POST` is checked (allowed
-//! `Origin`, the connection cap, unjoined connections per source address) and handed
-//! to jsonrpsee's per-connection WebSocket driver, or its HTTP call, with the API's
-//! method table; a `POST` holds its connection slot and its address's unjoined slot
-//! while it runs, and the POSTs of one HTTP connection share one request-rate bucket
-//! (`--request-rate`). Bodies are capped by `--max-message-bytes`. The socket
-//! is wrapped in [`Guarded`], which counts what reaches the kernel and lets the layer
-//! close it at once: when the connection leaves more than `--max-outbound-bytes`
-//! unread, or has not joined a room within `--join-timeout`.
+//! `Origin`, the connection cap, unjoined connections per source address). A `POST`
+//! goes to jsonrpsee's HTTP call with the API's method table; it holds its connection
+//! slot and its address's unjoined slot while it runs, and the POSTs of one HTTP
+//! connection share one request-rate bucket (`--request-rate`). Bodies are capped by
+//! `--max-message-bytes`. An upgrade is answered here (`101`), and once hyper lets go
+//! of the socket the same task runs the connection's frame loop (`socket::Socket`),
+//! which holds the connection's slot until it closes.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jsonrpsee::server::{ConnectionState, HttpResponse, Methods, ServerConfig, StopHandle};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use jsonrpsee::server::{ConnectionState, HttpBody, HttpResponse, Methods, ServerConfig, StopHandle};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Shared;
 use crate::config::Environment;
-
-/// The most one connection reads per turn of the runtime.
-const READ_CHUNK: usize = 2048;
 
 /// What every connection of the listener shares.
 pub(crate) struct Listener {
@@ -76,38 +68,77 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: Arc<Listener>, stop:
     }
 }
 
-/// Serves HTTP/1.1 on one TCP connection (the page, or one WebSocket upgrade).
+/// Serves HTTP/1.1 on one TCP connection (the page, POSTs, or one WebSocket upgrade,
+/// after which the same task serves the WebSocket).
 async fn serve_http(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Listener>) {
-    let guard =
-        Arc::new(Guard { max_in_flight: ctx.shared.config.connections.max_in_flight.max(1), ..Guard::default() });
-    let io = TokioIo::new(Guarded { io: tcp, guard: guard.clone(), must_yield: false });
     let header_timeout = Duration::from_secs(ctx.shared.config.connections.http_header_timeout_secs.max(1));
     let posts = crate::api::request_bucket(&ctx.shared);
-    let service = hyper::service::service_fn(move |request| {
-        let ctx = ctx.clone();
-        let guard = guard.clone();
-        let posts = posts.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(request, peer, ctx, guard, posts).await) }
-    });
+    let upgraded: Arc<Mutex<Option<Upgrade>>> = Arc::default();
+    let service = {
+        let (ctx, upgraded) = (ctx.clone(), upgraded.clone());
+        hyper::service::service_fn(move |request| {
+            let (ctx, upgraded, posts) = (ctx.clone(), upgraded.clone(), posts.clone());
+            async move { Ok::<_, std::convert::Infallible>(handle(request, peer, ctx, posts, upgraded).await) }
+        })
+    };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(io, service)
+        .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
+    // Boxed: hyper's state lives only until the upgrade, the task lives on.
+    if let Err(error) = Box::pin(connection).await {
         tracing::debug!(%error, %peer, "HTTP connection ended");
+    }
+    let upgrade = upgraded.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(upgrade) = upgrade {
+        upgrade.run(&ctx).await;
+    }
+}
+
+/// A WebSocket upgrade that was answered `101`: what its frame loop needs once hyper
+/// hands over the socket.
+struct Upgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    conn: Arc<Conn>,
+    /// The connection's place among `--max-connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Upgrade {
+    async fn run(self, ctx: &Listener) {
+        let upgraded = match self.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return tracing::error!("WebSocket upgrade: not the TCP stream it was served on");
+        };
+        let config = &ctx.shared.config;
+        let limits = crate::socket::Limits {
+            max_message: config.max_message_bytes as usize,
+            max_in_flight: config.connections.max_in_flight.max(1),
+            max_outbound: config.connections.max_outbound_bytes,
+            ping_interval: config.ws_ping_interval(),
+            join_timeout: Duration::from_secs(config.connections.join_timeout_secs.max(1)),
+        };
+        let rpc = crate::api::ws_service(ctx.shared.clone(), self.conn.clone(), ctx.methods.clone());
+        let socket = crate::socket::Socket::new(parts.io.into_inner(), &parts.read_buf, rpc, self.conn, limits);
+        drop(parts.read_buf);
+        socket.run(ctx.stop.clone().shutdown()).await;
     }
 }
 
 /// One HTTP request: a plain `GET` gets the page; an upgrade or a `POST` is checked and
 /// becomes a JSON-RPC session (a `POST`'s lasts for its one call). `posts` is the
-/// request-rate bucket of this HTTP connection's POSTs.
+/// request-rate bucket of this HTTP connection's POSTs; an accepted upgrade is left in
+/// `upgraded` for the connection's task.
 async fn handle(
-    request: http::Request<hyper::body::Incoming>,
+    mut request: http::Request<hyper::body::Incoming>,
     peer: SocketAddr,
     ctx: Arc<Listener>,
-    guard: Arc<Guard>,
     posts: Arc<Mutex<crate::limits::TokenBucket>>,
+    upgraded: Arc<Mutex<Option<Upgrade>>>,
 ) -> HttpResponse {
     let upgrade = request.headers().contains_key(http::header::UPGRADE);
     if !upgrade && request.method() != http::Method::POST {
@@ -119,6 +150,14 @@ async fn handle(
     {
         return crate::web::refuse(http::StatusCode::FORBIDDEN, "this origin may not call this server");
     }
+    let accept = if upgrade {
+        match websocket_accept(&request) {
+            Some(accept) => Some(accept),
+            None => return crate::web::refuse(http::StatusCode::BAD_REQUEST, "not a WebSocket version 13 upgrade"),
+        }
+    } else {
+        None
+    };
     let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
         return crate::web::refuse(http::StatusCode::TOO_MANY_REQUESTS, "too many connections");
     };
@@ -130,51 +169,49 @@ async fn handle(
         );
     };
     let conn = Arc::new(Conn {
-        guard: guard.clone(),
-        closed: Notify::new(),
         joined: AtomicBool::new(false),
         slot: Mutex::new(Some(slot)),
-        budget: config.connections.max_outbound_bytes as i64,
+        subscriptions: AtomicU64::new(0),
+        subscription: AtomicU64::new(0),
+        superseded: AtomicBool::new(false),
+        loop_waker: AtomicWaker::new(),
     });
-    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let state = ConnectionState::new(ctx.stop.clone(), id, permit);
-    if !upgrade {
+    let Some(accept) = accept else {
+        let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = ConnectionState::new(ctx.stop.clone(), id, permit);
         let middleware = crate::api::session_middleware(ctx.shared.clone(), conn, posts);
         let (server_config, methods) = (ctx.server_config.clone(), ctx.methods.clone());
         return jsonrpsee::server::http::call_with_service_builder(request, server_config, state, methods, middleware)
             .await;
-    }
-    let middleware =
-        crate::api::session_middleware(ctx.shared.clone(), conn.clone(), crate::api::request_bucket(&ctx.shared));
-    match jsonrpsee::server::ws::connect(request, ctx.server_config.clone(), ctx.methods.clone(), state, middleware)
-        .await
-    {
-        Ok((response, session)) => {
-            let join_timeout = Duration::from_secs(config.connections.join_timeout_secs.max(1));
-            tokio::spawn(async move {
-                let deadline = tokio::time::sleep(join_timeout);
-                tokio::pin!(session, deadline);
-                let mut waiting_for_join = true;
-                loop {
-                    tokio::select! {
-                        () = &mut session => return,
-                        () = conn.closed.notified() => break,
-                        () = &mut deadline, if waiting_for_join => {
-                            if conn.joined.load(Ordering::Relaxed) {
-                                waiting_for_join = false;
-                            } else {
-                                tracing::debug!(%peer, "closing a connection that did not join in time");
-                                break;
-                            }
-                        }
-                    }
-                }
-                conn.guard.close();
-            });
-            response
-        }
-        Err(response) => response,
-    }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    *upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Upgrade { on_upgrade, conn, _permit: permit });
+    let mut response = HttpResponse::new(HttpBody::empty());
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// The `Sec-WebSocket-Accept` of a valid WebSocket (version 13) upgrade request.
+fn websocket_accept<B>(request: &http::Request<B>) -> Option<http::HeaderValue> {
+    let headers = request.headers();
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    let valid = request.method() == http::Method::GET
+        && has(http::header::UPGRADE, "websocket")
+        && has(http::header::CONNECTION, "upgrade")
+        && headers.get(http::header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let key = headers.get(http::header::SEC_WEBSOCKET_KEY).filter(|_| valid)?;
+    http::HeaderValue::from_str(&crate::frame::accept_key(key.as_bytes())).ok()
 }
 
 /// Whether a WebSocket upgrade from `origin` is allowed: `--allowed-origins` (a comma
@@ -218,16 +255,19 @@ fn source_address(peer: IpAddr, headers: &http::HeaderMap, trusted: &[crate::con
     source.to_canonical()
 }
 
-/// One WebSocket connection's bounds, shared by the connection task and the
-/// connection's RPC middleware.
+/// What a connection's frame loop (or HTTP POST) shares with its RPC middleware.
 pub(crate) struct Conn {
-    guard: Arc<Guard>,
-    /// Fired to make the connection task close the connection.
-    closed: Notify,
     joined: AtomicBool,
     /// The connection's place among its address's unjoined connections, until it joins.
     slot: Mutex<Option<UnjoinedSlot>>,
-    budget: i64,
+    /// Subscription ids given so far.
+    subscriptions: AtomicU64,
+    /// The id of the event stream being written, 0 if none.
+    subscription: AtomicU64,
+    /// The session resumed on another connection: this one must close.
+    superseded: AtomicBool,
+    /// The frame loop, woken by [`Conn::close`].
+    loop_waker: AtomicWaker,
 }
 
 impl Conn {
@@ -237,39 +277,37 @@ impl Conn {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    /// A request arrived; the returned guard counts it in flight until dropped.
-    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
-        self.guard.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.guard.clone())
+    /// Whether the session has joined a room since the connection opened.
+    pub(crate) fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
     }
 
-    /// `bytes` of answer or event are queued for the client; closes the connection
-    /// when its unsent output exceeds the budget.
-    pub(crate) fn queued(&self, bytes: usize) {
-        // A WebSocket frame header of up to 10 bytes goes with each message.
-        let unsent = self.guard.unsent.fetch_add(bytes as i64 + 10, Ordering::Relaxed) + bytes as i64 + 10;
-        if unsent > self.budget {
-            tracing::info!(unsent, budget = self.budget, "closing a connection that does not read its answers");
-            self.close();
-        }
+    /// A new subscription id (unique on this connection).
+    pub(crate) fn new_subscription(&self) -> u64 {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Closes the connection now.
+    /// The event stream `id` is now written to the client.
+    pub(crate) fn stream_started(&self, id: u64) {
+        self.subscription.store(id, Ordering::Relaxed);
+    }
+
+    /// Closes the connection now (its session resumed on another one): the frame loop
+    /// sends a close frame and ends.
     pub(crate) fn close(&self) {
-        self.guard.close();
-        self.closed.notify_one();
+        self.superseded.store(true, Ordering::Relaxed);
+        self.loop_waker.wake();
     }
-}
 
-/// One request in flight; when dropped (answered) reading may resume.
-pub(crate) struct InFlight(Arc<Guard>);
+    /// Whether [`Conn::close`] was called; registers the frame loop to be woken by it.
+    pub(crate) fn poll_superseded(&self, cx: &std::task::Context<'_>) -> bool {
+        self.loop_waker.register(cx.waker());
+        self.superseded.load(Ordering::Relaxed)
+    }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let before = self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if before == self.0.max_in_flight {
-            self.0.reader.wake();
-        }
+    /// Ends subscription `id` if it is the current one; whether it was.
+    pub(crate) fn end_subscription(&self, id: u64) -> bool {
+        id != 0 && self.subscription.compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -300,105 +338,6 @@ impl Drop for UnjoinedSlot {
                 map.remove(&self.source);
             }
         }
-    }
-}
-
-/// What [`Guarded`] shares with the layer: a kill switch, the unsent-byte count and
-/// the requests in flight.
-#[derive(Default)]
-struct Guard {
-    closed: AtomicBool,
-    /// Requests received and not yet answered; at `max_in_flight` reading stops.
-    in_flight: AtomicUsize,
-    max_in_flight: usize,
-    /// Bytes queued for the client minus bytes written to the socket (never below 0).
-    unsent: AtomicI64,
-    reader: AtomicWaker,
-    writer: AtomicWaker,
-}
-
-impl Guard {
-    /// Makes every further read and write fail, and wakes whoever waits on them.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        self.reader.wake();
-        self.writer.wake();
-    }
-
-    fn full(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.closed.load(Ordering::Relaxed) {
-            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the server"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// A TCP stream the connection layer can close from outside (even while a writer
-/// waits on a client that does not read) and that counts the bytes written. It is
-/// also where backpressure happens: after each read it lets the runtime run the
-/// requests that read produced, and while `--max-in-flight` requests are unanswered
-/// it does not read at all.
-struct Guarded {
-    io: TcpStream,
-    guard: Arc<Guard>,
-    /// Set by a read; the next read first yields to the requests it spawned.
-    must_yield: bool,
-}
-
-impl AsyncRead for Guarded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.guard.check()?;
-        this.guard.reader.register(cx.waker());
-        if this.must_yield {
-            this.must_yield = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        if this.guard.full() {
-            // Woken by `Conn::answered` when a request is answered.
-            return Poll::Pending;
-        }
-        // At most READ_CHUNK bytes per turn: one connection's burst of requests is
-        // interleaved with the other connections' instead of running ahead of them.
-        let room = buf.remaining().min(READ_CHUNK);
-        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(room));
-        let read = Pin::new(&mut this.io).poll_read(cx, &mut chunk);
-        let n = chunk.filled().len();
-        buf.advance(n);
-        this.must_yield = matches!(read, Poll::Ready(Ok(()))) && n > 0;
-        read
-    }
-}
-
-impl AsyncWrite for Guarded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.guard.check()?;
-        this.guard.writer.register(cx.waker());
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            let unsent = this.guard.unsent.fetch_sub(n as i64, Ordering::Relaxed) - n as i64;
-            if unsent < 0 {
-                this.guard.unsent.store(0, Ordering::Relaxed);
-            }
-        }
-        written
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.guard.check()?;
-        Pin::new(&mut this.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -355,8 +355,21 @@ pub enum RoomError {
         /// Its peer limit.
         limit: usize,
     },
+    /// The room's peers and producers would not fit in `join`'s answer.
+    #[error(
+        "room '{room}' lists {size} bytes of peers and producers, more than one answer may hold ({limit}); \
+         the server's --max-message-bytes is too small for this room"
+    )]
+    ListingTooLarge {
+        /// Room name.
+        room: String,
+        /// The listing's size as JSON.
+        size: usize,
+        /// What fits.
+        limit: usize,
+    },
 }
-codes!(RoomError { TooManyRooms => LimitExceeded, Full => RoomFull });
+codes!(RoomError { TooManyRooms => LimitExceeded, Full => RoomFull, ListingTooLarge => PayloadTooLarge });
 
 /// Errors of `join`.
 #[derive(Debug, thiserror::Error)]

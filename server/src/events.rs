@@ -16,10 +16,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use dspeak_schema::Event;
+use futures_util::task::AtomicWaker;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::error::StreamEnd;
 
@@ -42,14 +44,52 @@ pub(crate) struct Sequenced {
     pub(crate) event: RawEvent,
 }
 
-/// `event` as sent to one session: `{"seq":N,` followed by the event's own members,
-/// the shape of `dspeak_schema::events::SequencedEvent`.
-pub(crate) fn with_seq(seq: u32, event: &RawValue) -> Box<RawValue> {
+/// `event` as sent to one session, in two parts written one after the other: its
+/// opening `{"seq":N,` and the event's own members (the shared serialized event without
+/// its `{`): the shape of `dspeak_schema::events::SequencedEvent`, without copying the
+/// event per recipient.
+pub(crate) fn with_seq(seq: u32, event: &RawValue) -> (SeqHead, &[u8]) {
     let json = event.get();
+    // An event is a JSON object with at least its `type`.
     let members = json.strip_prefix('{').unwrap_or(json);
-    let joined = format!("{{\"seq\":{seq},{members}");
-    // An event is a JSON object with at least its `type`, so this is valid JSON.
-    RawValue::from_string(joined).unwrap_or_else(|_| event.to_owned())
+    (SeqHead::new(seq), members.as_bytes())
+}
+
+/// `{"seq":N,` for one event, on the stack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SeqHead {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl SeqHead {
+    fn new(seq: u32) -> Self {
+        const OPEN: &[u8] = b"{\"seq\":";
+        let mut buf = [0u8; 24];
+        buf[..OPEN.len()].copy_from_slice(OPEN);
+        let mut digits = [0u8; 10];
+        let (mut n, mut count) = (seq, 0);
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut len = OPEN.len();
+        for digit in digits[..count].iter().rev() {
+            buf[len] = *digit;
+            len += 1;
+        }
+        buf[len] = b',';
+        SeqHead { buf, len: len + 1 }
+    }
+
+    /// The bytes to write.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The events `resume` replays, and the last number given out when it resumed: queued
@@ -103,7 +143,8 @@ struct Shared {
     subscribed: AtomicBool,
     /// Why the stream must end, once its queued events are out.
     end: Mutex<Option<StreamEnd>>,
-    ended: Notify,
+    /// The receiver waiting for an event or the end.
+    ended: AtomicWaker,
     /// Numbering and the replay log; taken for one push at a time, so numbers follow
     /// queue order.
     log: Mutex<Log>,
@@ -190,29 +231,35 @@ impl EventSender {
     /// Ends the current stream with `reason` after the events already queued.
     pub(crate) fn end_stream(&self, reason: StreamEnd) {
         *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        self.shared.ended.notify_one();
+        self.shared.ended.wake();
     }
 }
 
 impl EventReceiver {
     /// The next event; `Err` with the reason once the stream must end (after the
     /// queued events); `Ok(None)` if every sender is gone.
+    #[cfg(test)]
     pub(crate) async fn next(&mut self) -> Result<Option<Sequenced>, StreamEnd> {
-        tokio::select! {
-            biased;
-            event = self.rx.recv() => Ok(event),
-            () = self.shared.ended.notified() => {
-                if let Ok(event) = self.rx.try_recv() {
-                    // Not drained yet: keep the signal for the next call.
-                    self.shared.ended.notify_one();
-                    return Ok(Some(event));
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next event (see `next`).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Sequenced>, StreamEnd>> {
+        if let Poll::Ready(event) = self.rx.poll_recv(cx) {
+            return Poll::Ready(Ok(event));
+        }
+        self.shared.ended.register(cx.waker());
+        let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match end {
+            // An event queued just before the end goes first.
+            Some(reason) => match self.rx.try_recv() {
+                Ok(event) => {
+                    *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                    Poll::Ready(Ok(Some(event)))
                 }
-                let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
-                match end {
-                    Some(reason) => Err(reason),
-                    None => Ok(self.rx.recv().await),
-                }
-            }
+                Err(_) => Poll::Ready(Err(reason)),
+            },
+            None => Poll::Pending,
         }
     }
 
@@ -274,11 +321,17 @@ mod tests {
     #[test]
     fn the_seq_is_written_as_the_first_member_of_the_event() {
         let event = Event::PeerLeft { peer_id: dspeak_schema::PeerId::new("p1".to_owned()) };
-        let sent = with_seq(7, &serialize(&event));
+        let serialized = serialize(&event);
+        let (head, members) = with_seq(7, &serialized);
+        let sent = String::from_utf8([head.as_bytes(), members].concat()).unwrap_or_default();
         let typed = dspeak_schema::events::SequencedEvent { seq: 7, event };
-        assert_eq!(sent.get(), serde_json::to_string(&typed).unwrap_or_default());
-        let back: dspeak_schema::events::SequencedEvent = serde_json::from_str(sent.get()).unwrap_or(typed.clone());
+        assert_eq!(sent, serde_json::to_string(&typed).unwrap_or_default());
+        let back: dspeak_schema::events::SequencedEvent = serde_json::from_str(&sent).unwrap_or(typed.clone());
         assert_eq!(back.seq, 7);
+        for seq in [0, 9, 10, 4_294_967_295] {
+            let (head, _) = with_seq(seq, &serialized);
+            assert_eq!(head.as_bytes(), format!("{{\"seq\":{seq},").as_bytes());
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - the media engine is the `dspeak-media` crate (workers, str0m transports,
 //!   forwarding, traffic counters), driven through one `RouterHandle` per room.
 //! - `conn`: the connection layer: accept loop, HTTP, WebSocket upgrades and the
-//!   per-connection and per-address bounds.
+//!   per-address bounds; `socket`: a WebSocket's frame loop and its per-connection
+//!   bounds; `frame`: the RFC 6455 frame codec.
 //! - `web`: plain HTTP answers: the voice-room demo page at `/`, `/openrpc.json`,
 //!   and the probes.
 //! - `health`: `/healthz` and `/readyz`. `drain`: the graceful drain state.
@@ -35,12 +36,14 @@ mod api;
 mod conn;
 mod drain;
 mod events;
+mod frame;
 mod health;
 mod limits;
 mod metrics;
 mod monitor;
 mod room;
 mod session;
+mod socket;
 mod web;
 mod webhooks;
 

@@ -93,6 +93,9 @@ impl<M> Member<M> {
 pub(crate) struct RoomLimits {
     pub(crate) max_rooms: usize,
     pub(crate) max_peers: usize,
+    /// The most bytes the peers and producers a new member learns may take as JSON
+    /// (what fits in `join`'s answer).
+    pub(crate) max_listing_bytes: usize,
 }
 
 /// What a new member learns on joining.
@@ -133,6 +136,12 @@ impl<M, W> Default for Rooms<M, W> {
     }
 }
 
+/// The length of `value` as JSON.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    // Wire types (strings, numbers, options) always serialize.
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
 impl<M: Mailbox, W: Clone> Rooms<M, W> {
     /// Adds a member to room `name`, creating the room (at time `now`) on a worker from
     /// `place` if needed; the others get `peerJoined`, and older members with the same
@@ -169,7 +178,12 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
                 fx.push(Effect::Notice(old.mailbox.clone(), MemberNotice::Replaced));
             }
         }
-        let peers = room.members.iter().map(Member::info).collect();
+        let peers: Vec<PeerInfo> = room.members.iter().map(Member::info).collect();
+        // Checked before anyone hears of the new member.
+        let size = json_len(&peers) + json_len(&room.producers);
+        if size > limits.max_listing_bytes {
+            return Err(RoomError::ListingTooLarge { room: name.to_owned(), size, limit: limits.max_listing_bytes });
+        }
         let event = Event::PeerJoined {
             peer_id: member.peer_id.clone(),
             display_name: member.display_name.clone(),
@@ -446,7 +460,7 @@ mod tests {
     type TestRooms = Rooms<Inbox, &'static str>;
     type TestEffect = Effect<Inbox, &'static str>;
 
-    const LIMITS: RoomLimits = RoomLimits { max_rooms: 2, max_peers: 3 };
+    const LIMITS: RoomLimits = RoomLimits { max_rooms: 2, max_peers: 3, max_listing_bytes: usize::MAX };
 
     fn member(inbox: &Inbox, identity: Option<&str>) -> Member<Inbox> {
         Member {
@@ -546,9 +560,16 @@ mod tests {
         join(&mut rooms, "r2", &inboxes[3]);
         let third = rooms.join("r3", member(&inboxes[4], None), LIMITS, 9, || unreachable!("no room is created"));
         assert!(matches!(third, Err(RoomError::TooManyRooms { limit: 2 })), "{third:?}");
-        let no_peers = RoomLimits { max_rooms: 9, max_peers: 0 };
+        let no_peers = RoomLimits { max_peers: 0, max_rooms: 9, ..LIMITS };
         assert!(rooms.join("r4", member(&inboxes[4], None), no_peers, 9, || unreachable!()).is_err());
         assert_eq!((rooms.len(), rooms.peers()), (2, 4));
+        // A member whose listing would not fit in one answer is refused before the
+        // others hear of it.
+        let tight = RoomLimits { max_listing_bytes: 64, ..LIMITS };
+        let listed = rooms.join("r2", member(&inboxes[4], None), tight, 9, || unreachable!());
+        assert!(matches!(listed, Err(RoomError::ListingTooLarge { limit: 64, .. })), "{listed:?}");
+        assert_eq!(rooms.peers(), 4);
+        assert!(inboxes[3].take_types().is_empty(), "no peerJoined for the refused member");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use jsonrpsee::server::{HttpBody, HttpResponse};
 
 use crate::Shared;
+use crate::config::Environment;
 
 /// The page's files: path, content type, content.
 const FILES: &[(&str, &str, &str)] = &[
@@ -19,14 +20,24 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/style.css", "text/css; charset=utf-8", include_str!("../../sdk/examples/voice-room/dist/style.css")),
 ];
 
-/// Headers every answer carries: the page runs only its own scripts, talks only to
-/// its own origin's WebSocket, and may use the microphone.
+/// The page's `Content-Security-Policy`: it runs only its own scripts and may use the
+/// microphone. In development it may connect to any WebSocket server (the page's
+/// `?server=ws://host:port`); in production only to its own origin.
+fn content_security_policy(environment: Environment) -> &'static str {
+    match environment {
+        Environment::Development => {
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; \
+             base-uri 'none'; frame-ancestors 'none'"
+        }
+        Environment::Production => {
+            "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; \
+             base-uri 'none'; frame-ancestors 'none'"
+        }
+    }
+}
+
+/// Headers every answer carries besides the content security policy.
 const SECURITY_HEADERS: &[(&str, &str)] = &[
-    (
-        "content-security-policy",
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; \
-         base-uri 'none'; frame-ancestors 'none'",
-    ),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
     ("permissions-policy", "microphone=(self)"),
@@ -35,7 +46,12 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 /// The answer to a plain HTTP request that is not a JSON-RPC POST: the page's files,
 /// `/openrpc.json` and the probes for `GET`/`HEAD`, else 404.
 pub(crate) fn respond(method: &http::Method, path: &str, shared: &Shared) -> HttpResponse {
-    let builder = SECURITY_HEADERS.iter().fold(http::Response::builder(), |b, (name, value)| b.header(*name, *value));
+    let csp = content_security_policy(shared.config.environment());
+    let builder = SECURITY_HEADERS
+        .iter()
+        .fold(http::Response::builder().header("content-security-policy", csp), |b, (name, value)| {
+            b.header(*name, *value)
+        });
     let readable = method == http::Method::GET || method == http::Method::HEAD;
     let probe = readable.then(|| crate::health::probe(path, shared)).flatten();
     let file = match path {

@@ -36,7 +36,6 @@ const ALLOWED_PANICS: &[(&str, &str, &str)] = &[
     ("server/src/api.rs", r#".expect("rpc.discover is registered once")"#, "registered once at start"),
     ("server/src/api.rs", r#".expect("ping is registered once")"#, "registered once at start"),
     ("server/src/api.rs", r#".expect("resume is registered once")"#, "registered once at start"),
-    ("server/src/api.rs", r#".expect("subscription names are unique")"#, "registered once at start"),
     ("server/src/events.rs", r#".expect("events always serialize")"#, "events are plain data"),
     (
         "media/src/lib.rs",

@@ -60,7 +60,15 @@ struct Load {
 }
 
 impl Load {
-    async fn new(url: &str, room: &str, speakers: usize, probe_every: usize, tcp: bool) -> anyhow::Result<Load> {
+    /// A room with `speakers`, each sending `pps` packets per second.
+    async fn new(
+        url: &str,
+        room: &str,
+        speakers: usize,
+        probe_every: usize,
+        tcp: bool,
+        pps: f64,
+    ) -> anyhow::Result<Load> {
         let shared = Shared::new(tcp)?;
         let mut load = Load {
             shared,
@@ -74,7 +82,8 @@ impl Load {
         };
         for i in 0..speakers {
             let ssrc = 0x1000_0000 + i as u32 * 7919;
-            let (client, speaker) = peer::speaker(url, room, &format!("speaker{i}"), &load.shared, ssrc).await?;
+            let (client, mut speaker) = peer::speaker(url, room, &format!("speaker{i}"), &load.shared, ssrc).await?;
+            speaker.period = Duration::from_secs_f64(1.0 / pps);
             let stats = Arc::new(SpeakerStats::default());
             load.producers.push(speaker.producer.clone());
             tokio::spawn(peer::drive_speaker(speaker, load.shared.clone(), stats.clone()));
@@ -299,7 +308,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         None => (std::process::id(), sys::own_threads("dspeak-media-0")),
     };
     ensure!(opts.url.is_some() || !worker.1.is_empty(), "no dspeak-media-0 thread");
-    let load = Load::new(&server.url, "fanout", s, opts.probe_every, opts.tcp).await;
+    let load = Load::new(&server.url, "fanout", s, opts.probe_every, opts.tcp, PPS).await;
     let mut load = match load {
         Ok(l) => l,
         Err(e) => {
@@ -539,7 +548,7 @@ pub(crate) async fn join_storm(cpus: &Cpus, peers: usize, runs: usize, url: Opti
 
 async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result<Vec<Stages>> {
     let room = format!("storm{run}");
-    let load = Load::new(&server.url, &room, 1, 1, false).await?;
+    let load = Load::new(&server.url, &room, 1, 1, false, PPS).await?;
     let producers = load.producers.clone();
     let mut clients = Vec::with_capacity(peers);
     for _ in 0..peers {
@@ -594,4 +603,42 @@ async fn storm_run(server: &Running, peers: usize, run: usize) -> anyhow::Result
     }
     load.stop();
     Ok(stages)
+}
+
+/// What the engine lets through per producer: 100 packets/s (its `Policer`).
+const POLICED_PPS: f64 = 100.0;
+
+/// Policing over real sockets: one str0m speaker floods `pps` packets/s into a room and
+/// one listener consumes it; its consumer must receive at most 100 packets/s (the
+/// producer's policer drops the rest). Measured over `secs` after the listener receives.
+pub(crate) async fn police(cpus: &Cpus, pps: f64, secs: f64) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "policing: one producer flooding, one consumer",
+        &["sent pkt/s", "consumer received pkt/s", "limit pkt/s", "ok"],
+    );
+    let server = target::dspeak_in_process(target::bench_config(100), cpus).await?;
+    let mut load = Load::new(&server.url, "police", 1, 1, false, pps).await?;
+    load.grow(1).await?;
+    // The policer's first second may let a burst through; measure after it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = |load: &Load| load.speakers[0].sent.load(Ordering::Relaxed);
+    let received = |load: &Load| load.snapshot().iter().map(|(r, _)| r).sum::<u64>();
+    let (sent0, received0, t0) = (sent(&load), received(&load), Instant::now());
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let sent_pps = (sent(&load) - sent0) as f64 / elapsed;
+    let received_pps = (received(&load) - received0) as f64 / elapsed;
+    load.stop();
+    // A second's worth of slack for where the window falls on the policer's second.
+    let ok = sent_pps >= 10.0 * POLICED_PPS && received_pps > 0.0 && received_pps <= POLICED_PPS * (1.0 + 1.0 / secs);
+    report.row(
+        vec![format!("{sent_pps:.0}"), format!("{received_pps:.1}"), format!("{POLICED_PPS:.0}"), ok.to_string()],
+        json!({"sent_pps": sent_pps, "received_pps": received_pps, "limit_pps": POLICED_PPS, "ok": ok}),
+    );
+    report.note(format!(
+        "One str0m WebRTC speaker asked to send {pps:.0} packets/s, one str0m listener consuming it, over UDP; \
+         rates over {secs} s after the listener first received and one more second."
+    ));
+    ensure!(ok, "policing: sent {sent_pps:.0}/s, the consumer received {received_pps:.1}/s (limit {POLICED_PPS}/s)");
+    Ok(report)
 }

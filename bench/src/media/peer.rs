@@ -259,6 +259,8 @@ impl ClientTransport {
 pub(crate) struct Speaker {
     pub(crate) producer: ProducerId,
     pub(crate) transport: ClientTransport,
+    /// Time between two packets (20 ms: a voice stream).
+    pub(crate) period: Duration,
     ssrc: u32,
     mid: Mid,
     payload_type: u8,
@@ -286,7 +288,10 @@ pub(crate) async fn speaker(
         api.declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
     }
     let produced = client.produce(params).await.context("produce")?;
-    Ok((client, Speaker { producer: produced.id, transport, ssrc, mid, payload_type }))
+    Ok((
+        client,
+        Speaker { producer: produced.id, transport, period: Duration::from_millis(20), ssrc, mid, payload_type },
+    ))
 }
 
 /// A listener transport consuming `producers`.
@@ -421,10 +426,11 @@ fn on_listener_event(e: Event, stats: &ListenerStats, recording: bool, epoch: In
     }
 }
 
-/// Runs a speaker until `shared.stop`: 50 packets/s.
+/// Runs a speaker until `shared.stop`: one packet per `period` (50 packets/s unless
+/// changed).
 pub(crate) async fn drive_speaker(mut s: Speaker, shared: Arc<Shared>, stats: Arc<SpeakerStats>) {
     let mut buf = vec![0u8; 2048];
-    let period = Duration::from_millis(20);
+    let period = s.period;
     let mut next_send = tokio::time::Instant::now() + period;
     let mut seq: u64 = 1 + u64::from(s.ssrc % 1000);
     let mut rtp_time: u32 = s.ssrc;

@@ -15,6 +15,10 @@ use dspeak_media::router;
 /// Longest room name and display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
+/// Room for a JSON-RPC answer's envelope around `join`'s result (`jsonrpc`, a request id
+/// of up to about 100 characters).
+const ANSWER_ENVELOPE: usize = 128;
+
 fn check_name(what: &'static str, value: &str) -> Result<(), JoinError> {
     if value.trim().is_empty() {
         return Err(JoinError::EmptyName(what));
@@ -63,7 +67,23 @@ impl Session {
             voice: VoiceState::default(),
             mailbox: self.mailbox(),
         };
-        let limits = RoomLimits { max_rooms: config.limits.max_rooms, max_peers: config.max_peers_per_room };
+        let router_rtp_capabilities = router::capabilities();
+        // What the answer takes besides the peers and producers it lists.
+        let mut answer = JoinResult {
+            peer_id: peer_id.clone(),
+            session_id: self.id.clone(),
+            identity: info.identity.clone(),
+            metadata: info.metadata.clone(),
+            peers: Vec::new(),
+            producers: Vec::new(),
+            router_rtp_capabilities,
+        };
+        let fixed = serde_json::to_vec(&answer).map_or(usize::MAX, |v| v.len()) + ANSWER_ENVELOPE;
+        let limits = RoomLimits {
+            max_rooms: config.limits.max_rooms,
+            max_peers: config.max_peers_per_room,
+            max_listing_bytes: config.max_response_bytes().saturating_sub(fixed),
+        };
         let (engine, now) = (&self.shared.engine, crate::unix_millis());
         let (joined, opened) =
             change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, || Arc::new(engine.router())) {
@@ -81,17 +101,10 @@ impl Session {
         tracing::Span::current().record("room", p.room.as_str()).record("peer", peer_id.to_string());
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
         let rate = config.limits.broadcast_rate;
-        let (identity, metadata) = (info.identity.clone(), info.metadata.clone());
         self.joined = Some(Joined::new(p.room, joined.worker, info, grants, rate));
-        Ok(JoinResult {
-            peer_id,
-            session_id: self.id.clone(),
-            identity,
-            metadata,
-            peers: joined.peers,
-            producers: joined.producers,
-            router_rtp_capabilities: router::capabilities(),
-        })
+        answer.peers = joined.peers;
+        answer.producers = joined.producers;
+        Ok(answer)
     }
 
     /// `leave`: leaves the room, closing everything the session had in it.

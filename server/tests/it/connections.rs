@@ -13,6 +13,7 @@ use jsonrpsee::ws_client::WsClientBuilder;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::*;
@@ -209,13 +210,16 @@ async fn a_connection_that_does_not_join_in_time_is_closed() {
     let start = Instant::now();
     let ended = tokio::time::timeout(TIMEOUT, async {
         while let Some(Ok(message)) = idle.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+            if let Message::Close(close) = message {
+                return close;
             }
         }
+        None
     })
     .await;
-    assert!(ended.is_ok(), "the unjoined connection is still open");
+    let close = ended.expect("the unjoined connection is still open").expect("a close frame");
+    assert_eq!(close.code, CloseCode::Policy, "closed with 1008: {close:?}");
+    assert!(close.reason.contains("join"), "the reason says why: {close:?}");
     assert!(start.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", start.elapsed());
     // The honest client joined at once and stays connected past the join timeout.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -268,4 +272,39 @@ async fn a_json_rpc_post_is_bounded_like_a_websocket() {
     }
     assert!(codes.contains(&Some(i64::from(dspeak_schema::ErrorCode::LimitExceeded.code()))), "{codes:?}");
     server.client().await.ping().await.expect("the server still answers");
+}
+
+#[tokio::test]
+async fn a_connection_over_its_outbound_budget_gets_close_code_1008_with_the_reason() {
+    let mut config = Config::for_tests();
+    config.connections.max_outbound_bytes = 64 * 1024;
+    let server = spawn_server_with(config).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url()).await.unwrap();
+    // Answers of ~50 KB each, never read while sending: the kernel's buffers fill, then
+    // the server's budget.
+    let requests = 1_000;
+    for id in 0..requests {
+        let discover = json!({"jsonrpc": "2.0", "id": id, "method": "rpc.discover"}).to_string();
+        if tokio::time::timeout(TIMEOUT, ws.send(Message::text(discover))).await.map_or(true, |r| r.is_err()) {
+            break;
+        }
+    }
+    let mut answers = 0;
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(_) => answers += 1,
+                Message::Close(close) => return close,
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the connection was closed")
+    .expect("with a close frame");
+    assert_eq!(close.code, CloseCode::Policy, "{close:?}");
+    assert!(close.reason.contains("unread"), "the reason says why: {close:?}");
+    assert!(answers < requests, "answers past the budget were dropped, not sent ({answers})");
+    server.client().await.ping().await.expect("the server still serves");
 }

@@ -14,6 +14,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 use crate::support::*;
 
@@ -203,11 +205,7 @@ async fn raw_frame(addr: std::net::SocketAddr, opcode: u8, payload: &[u8]) -> Tc
     let mut response = [0u8; 1024];
     let n = tcp.read(&mut response).await.unwrap();
     assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 101"), "upgraded");
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    tcp.write_all(&frame).await.unwrap();
+    tcp.write_all(&client_frame(true, opcode, payload)).await.unwrap();
     tcp
 }
 
@@ -297,4 +295,71 @@ async fn udp_garbage_and_forged_ice_checks_never_reach_a_transport() {
         }
         other => panic!("expected transport stats, got {other:?}"),
     }
+}
+
+/// A masked client frame (written by tungstenite).
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let header =
+        FrameHeader { is_final: fin, opcode: OpCode::from(opcode), mask: Some([7, 1, 9, 3]), ..FrameHeader::default() };
+    let mut out = Vec::new();
+    Frame::from_payload(header, payload.to_vec().into()).format(&mut out).expect("writing to a Vec");
+    out
+}
+
+/// Reads one whole (unmasked, unfragmented) server text frame.
+async fn server_text(tcp: &mut TcpStream) -> Value {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x81, "a whole text frame");
+    let len = match head[1] {
+        126 => {
+            let mut n = [0u8; 2];
+            tcp.read_exact(&mut n).await.unwrap();
+            usize::from(u16::from_be_bytes(n))
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            tcp.read_exact(&mut n).await.unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => usize::from(n),
+    };
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_assembled_and_oversized_ones_skipped() {
+    let mut config = Config::for_tests();
+    config.max_message_bytes = 1024;
+    let server = spawn_server_with(config).await;
+    // The handshake and a first frame (a ping with id 1), by hand.
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let mut tcp = raw_frame(server.handle.local_addr(), 0x1, ping).await;
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 1);
+    // One request in three fragments, a ping frame between two of them, in one write.
+    let request = br#"{"jsonrpc":"2.0","id":2,"method":"ping","params":{}}"#;
+    let (a, rest) = request.split_at(10);
+    let (b, c) = rest.split_at(20);
+    let mut bytes = client_frame(false, 0x1, a);
+    bytes.extend(client_frame(false, 0x0, b));
+    bytes.extend(client_frame(true, 0x9, b"hi"));
+    bytes.extend(client_frame(true, 0x0, c));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut pong = [0u8; 4];
+    tcp.read_exact(&mut pong).await.unwrap();
+    assert_eq!(pong, [0x8A, 2, b'h', b'i'], "the ping in between is answered first");
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 2);
+    // An oversized message in two fragments: -32007 (id null), once; the rest is skipped.
+    let pad = "x".repeat(800);
+    let big = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"pad":"{pad}{pad}"}}}}"#);
+    let (a, b) = big.as_bytes().split_at(big.len() / 2);
+    let mut bytes = client_frame(false, 0x1, a);
+    bytes.extend(client_frame(true, 0x0, b));
+    bytes.extend(client_frame(true, 0x1, br#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#));
+    tcp.write_all(&bytes).await.unwrap();
+    let refused = tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap();
+    assert_eq!((refused["id"].clone(), refused["error"]["code"].clone()), (Value::Null, json!(-32007)), "{refused}");
+    assert_eq!(tokio::time::timeout(TIMEOUT, server_text(&mut tcp)).await.unwrap()["id"], 4);
 }

@@ -296,3 +296,36 @@ async fn broadcast_payloads_arrive_as_sent_to_the_last_digit() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_join_whose_answer_would_not_fit_is_refused_before_the_peer_is_added() {
+    let mut config = Config::for_tests();
+    // Answers of at most 8 KiB: a few dozen peers with long names fill one.
+    config.max_message_bytes = 2048;
+    let server = spawn_server_with(config).await;
+    let mut observer = server.subscribed().await;
+    observer.join("crowded", "observer").await;
+    let mut members = Vec::new();
+    let (refused, code) = loop {
+        let client = server.client().await;
+        let name = format!("{:0>64}", members.len());
+        let params = JoinParams { room: "crowded".into(), display_name: name, token: None };
+        match client.join(params).await {
+            Ok(_) => members.push(client),
+            Err(e) => break (client, code_of::<()>(Err(e))),
+        }
+        assert!(members.len() < 200, "every join fitted in an answer of 8 KiB");
+    };
+    assert_eq!(code, ErrorCode::PayloadTooLarge.code(), "after {} members", members.len());
+    assert!(members.len() > 10, "only {} members fitted", members.len());
+    // The refused peer was never added: the room counts the others, and the observer
+    // heard of each of them and of nobody else.
+    assert_eq!(server.handle.counts().peers, members.len() + 1);
+    for _ in 0..members.len() {
+        let joined = observer.next_event().await;
+        assert!(matches!(joined, Event::PeerJoined { .. }), "{joined:?}");
+    }
+    observer.no_event(Duration::from_millis(300)).await;
+    // The refused session is still usable.
+    refused.ping().await.expect("the refused client is still served");
+}

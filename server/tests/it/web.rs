@@ -38,6 +38,7 @@ async fn the_page_carries_security_headers_and_the_openrpc_document_is_served_ov
     ] {
         assert!(head.contains(header), "{header} missing: {head}");
     }
+    assert!(head.contains("connect-src 'self' ws: wss:"), "development: `?server=` may name any server: {head}");
     let (head, body) = http_get(addr, "/openrpc.json").await;
     assert!(head.starts_with("HTTP/1.1 200") && head.contains("application/json"), "{head}");
     let over_http: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -65,4 +66,22 @@ async fn an_idle_http_connection_is_closed_after_the_header_timeout() {
     assert!(ended.is_ok(), "an idle keep-alive connection is still open");
     assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "it was answered first");
     server.client().await.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_production_the_page_may_connect_to_its_own_origin_only() {
+    // The page's `?server=` names another server only in development: in production its
+    // content security policy lets it connect to its own origin alone.
+    let mut config = dspeak_server::Config::for_tests();
+    config.environment = Some(dspeak_server::config::Environment::Production);
+    config.auth_secret = Some("a-production-secret-of-enough-length".parse().unwrap());
+    config.announced_address = vec!["127.0.0.1".into()];
+    let server = spawn_server_with(config).await;
+    let (head, _) = http_get(server.handle.local_addr(), "/").await;
+    let csp = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-security-policy:").map(str::to_owned))
+        .expect("a content security policy");
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+    assert!(!csp.contains("ws:") && !csp.contains("wss:"), "no other WebSocket server: {csp}");
 }
