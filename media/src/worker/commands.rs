@@ -11,6 +11,7 @@ use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
 use super::{Consumer, Producer, SeqRewriter, Worker};
 use crate::dtls::Expected;
+use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::handle::ClosedConsumer;
 use crate::router::{self, ProducerStream};
@@ -26,7 +27,8 @@ impl Worker {
     ) -> Result<IceParameters, MediaError> {
         let now = Instant::now();
         let tcp = self.tcp.is_some();
-        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?;
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?
+            .with_consent_timeout(self.consent_timeout);
         transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
         let ice = transport.ice_parameters();
         let ufrag = transport.local_ufrag.clone();
@@ -133,12 +135,18 @@ impl Worker {
         let rtp_parameters = {
             let transport = self.transport_of(transport_id, owner)?;
             let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
-            let declared = transport.declare_mid(&mid)?;
-            transport.declare_stream(declared, ssrc);
+            transport.declare_mid(&mid)?;
             let stream = self.producers.get(&producer_id).map(|p| &p.stream);
             let Some(stream) = stream else { return Err(MediaError::not_found("producer", &producer_id)) };
             router::consumer_parameters(stream, caps, mid, ssrc)
         };
+        let mid_ext = rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == router::MID_URI)
+            .map(|e| e.id)
+            .zip(rtp_parameters.mid.as_deref());
+        let cname = rtp_parameters.rtcp.cname.clone().unwrap_or_default();
         let consumer = Consumer {
             owner: owner.clone(),
             transport: key,
@@ -148,8 +156,9 @@ impl Worker {
             paused: true,
             seq: SeqRewriter::new(((random >> 64) & 0x3fff) as u64),
             timestamp_offset: (random >> 96) as u32,
-            packets: 0,
-            bytes: 0,
+            header: RtpHeader::new(router::OPUS_PT, ssrc, mid_ext),
+            cname: cname.into(),
+            sent: SentClock::new(Instant::now()),
         };
         self.consumers.insert(id.clone(), consumer);
         if let Some(p) = self.producers.get_mut(&producer_id) {
@@ -321,8 +330,8 @@ impl Worker {
                 paused: c.paused,
                 producer_paused,
                 ssrc: c.ssrc,
-                packets_sent: c.packets as u32,
-                bytes_sent: c.bytes as f64,
+                packets_sent: c.sent.packets as u32,
+                bytes_sent: c.sent.octets as f64,
             });
         }
         Err(MediaError::not_found("transport, producer or consumer", id))

@@ -10,11 +10,14 @@
 //! - `io`: demultiplexing. STUN binding requests are routed by the server ufrag in
 //!   their USERNAME, which also teaches the worker the client's address; every other
 //!   datagram is routed by its source address (UDP) or its connection (ICE-TCP).
-//! - `forward`: the per-packet path. A wake-up reads up to [`RECV_BATCH`] datagrams;
-//!   RTP from producers is written to every consumer's transport (a slab index, no id
-//!   hashing); then each transport written to gets one str0m timeout, which encrypts
-//!   and queues everything written to it, and the queued datagrams leave in
-//!   `sendmmsg` batches (`udp`).
+//! - `forward`: the per-packet path, outside str0m. A wake-up reads up to
+//!   [`RECV_BATCH`] datagrams; str0m decrypts what producers send; for every consumer
+//!   of it the worker writes the consumer's prebuilt header (patched sequence number,
+//!   timestamp, marker) and the payload into a per-wake-up arena, seals it in place
+//!   with the consumer transport's SRTP context, and the arena leaves in `sendmmsg`
+//!   batches (`udp`): no str0m call, allocation or hash per forwarded packet. Each
+//!   consumer's sender report + SDES is also the worker's (`send_reports`, about once
+//!   a second, SRTCP).
 //! - `commands`: what the router handle asks for (create, connect, produce, …).
 //!
 //! Timers sit in a heap, so a wake-up touches only the transports due.
@@ -38,12 +41,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dtls::Identity;
+use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::router::ProducerStream;
 use crate::tcp::{TcpConns, TcpEvent};
 use crate::traffic::{LocalTraffic, Traffic};
 use crate::transport::{Sink, Transport};
-use crate::udp::{MediaSocket, Outgoing, Route};
+use crate::udp::{Arena, MediaSocket, Outgoing, Route};
 use forward::SeqRewriter;
 
 type Command = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -127,8 +131,12 @@ struct Consumer {
     paused: bool,
     seq: SeqRewriter,
     timestamp_offset: u32,
-    packets: u64,
-    bytes: u64,
+    /// The RTP header it sends, prebuilt.
+    header: RtpHeader,
+    /// The CNAME of its SDES.
+    cname: Box<str>,
+    /// What it sent, for its stats and sender reports.
+    sent: SentClock,
 }
 
 /// The state of one worker thread.
@@ -156,10 +164,16 @@ pub(crate) struct Worker {
     rtp: Vec<(TransportKey, RtpPacket)>,
     /// Scratch for one transport's drain (reused).
     drained: Vec<RtpPacket>,
-    /// Transports written to since their last timeout.
-    written: Vec<TransportKey>,
-    /// Datagrams to send at the end of the wake-up.
+    /// Datagrams str0m wants sent, sent at the end of the wake-up.
     out: Vec<Outgoing>,
+    /// Datagrams the worker sealed itself (forwarded RTP, sender reports).
+    arena: Arena,
+    /// The same, for consumers reached over ICE-TCP.
+    tcp_arena: Arena,
+    /// How long a client address keeps consent without a valid ICE check.
+    consent_timeout: Duration,
+    /// When consumers' sender reports are next looked at.
+    next_reports: Instant,
     /// Transports by deadline. An entry whose deadline is no longer the transport's
     /// `scheduled` one is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, TransportKey)>>,
@@ -180,6 +194,7 @@ pub(crate) fn spawn(
     locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
     cpu: Option<usize>,
+    consent_timeout: Duration,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
     let locals: Arc<[SocketAddr]> = locals.into();
@@ -229,8 +244,11 @@ pub(crate) fn spawn(
                 traffic: LocalTraffic::default(),
                 rtp: Vec::new(),
                 drained: Vec::new(),
-                written: Vec::new(),
                 out: Vec::new(),
+                arena: Arena::default(),
+                tcp_arena: Arena::default(),
+                consent_timeout,
+                next_reports: now,
                 timers: BinaryHeap::new(),
                 tcp_dropped: 0,
                 rate_mark: (now, 0),
@@ -246,6 +264,8 @@ pub(crate) fn spawn(
 const RECV_BATCH: usize = 64;
 /// Forwarded datagrams queued before they are handed to the kernel.
 const SEND_BATCH: usize = 32;
+/// How often consumers are looked at for a due sender report.
+const REPORT_TICK: Duration = Duration::from_millis(200);
 
 impl Worker {
     async fn run(
@@ -302,9 +322,27 @@ impl Worker {
     }
 
     /// Hands the queued packets over: TCP frames to their connections, datagrams to
-    /// the kernel.
+    /// the kernel; str0m's first (handshakes), then the worker's own.
     fn flush(&mut self) {
         self.tcp_dropped += flush(&self.socket, self.tcp.as_ref(), &mut self.out);
+        self.flush_arenas();
+    }
+
+    /// Hands the worker's own sealed packets over.
+    fn flush_arenas(&mut self) {
+        self.socket.send_arena(&mut self.arena);
+        if self.tcp_arena.is_empty() {
+            return;
+        }
+        if let Some(tcp) = &self.tcp {
+            for p in self.tcp_arena.packets() {
+                if let Route::Tcp(conn) = p.route {
+                    // The connection's writer frames it (RFC 4571) and owns its bytes.
+                    self.tcp_dropped += u64::from(!tcp.send(conn, self.tcp_arena.data(p).to_vec()));
+                }
+            }
+        }
+        self.tcp_arena.clear();
     }
 
     fn update_counts(&self) {
@@ -318,9 +356,9 @@ impl Worker {
     }
 
     /// The earliest transport deadline (at most a second away, so idle TCP
-    /// connections are looked for every second).
+    /// connections are looked for every second), or sender reports, if sooner.
     fn next_wakeup(&self) -> Instant {
-        let idle = Instant::now() + Duration::from_secs(1);
+        let idle = (Instant::now() + Duration::from_secs(1)).min(self.next_reports);
         self.timers.peek().map_or(idle, |Reverse((t, _))| (*t).min(idle))
     }
 
@@ -367,6 +405,10 @@ impl Worker {
         }
         // Timers never yield RTP; drop anything unexpected rather than forward late.
         self.drained.clear();
+        if now >= self.next_reports {
+            self.next_reports = now + REPORT_TICK;
+            self.send_reports(now);
+        }
     }
 
     fn key_of(&self, id: &TransportId, owner: &PeerId) -> Result<TransportKey, MediaError> {
