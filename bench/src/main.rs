@@ -271,6 +271,10 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             "media smoke ({what}): packets lost: {row}"
         );
         ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke ({what}): no delay sample: {row}");
+        ensure!(
+            row["sender_reports_total"].as_u64() > Some(0),
+            "media smoke ({what}): no sane sender report decrypted by a listener: {row}"
+        );
     }
     media::join_storm(cpus, 5, 1, None).await?.print(command_line);
     println!("smoke: every scenario passed in {:.1} s", started.elapsed().as_secs_f64());

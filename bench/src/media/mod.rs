@@ -147,6 +147,11 @@ impl Load {
         all
     }
 
+    /// Sane sender reports the probe listeners decrypted so far.
+    fn sender_reports(&self) -> u64 {
+        self.listeners.iter().map(|l| l.sender_reports.load(Ordering::Relaxed)).sum()
+    }
+
     fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
@@ -367,6 +372,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "kernel_udp_drops": ws.iter().map(|w| w.kernel_drops).sum::<u64>(),
                 "server_send_drops_total": server.media_send_drops(),
                 "received": ws.iter().map(|w| w.received).sum::<u64>(),
+                "sender_reports_total": load.sender_reports(),
                 "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
             }),
         );
