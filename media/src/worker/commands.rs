@@ -148,6 +148,7 @@ impl Worker {
             .zip(rtp_parameters.mid.as_deref());
         let cname = rtp_parameters.rtcp.cname.clone().unwrap_or_default();
         let consumer = Consumer {
+            id: id.clone(),
             owner: owner.clone(),
             transport: key,
             producer: producer_id.clone(),
@@ -160,9 +161,10 @@ impl Worker {
             cname: cname.into(),
             sent: SentClock::new(Instant::now()),
         };
-        self.consumers.insert(id.clone(), consumer);
+        let consumer_key = self.consumers.insert(consumer);
+        self.consumer_keys.insert(id.clone(), consumer_key);
         if let Some(p) = self.producers.get_mut(&producer_id) {
-            p.consumers.push(id.clone());
+            p.consumers.push(consumer_key);
         }
         Ok(ConsumeResult { id, producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
     }
@@ -177,7 +179,7 @@ impl Worker {
         self.owned_producer(id, owner)?;
         let producer = self.producers.get_mut(id).ok_or_else(|| MediaError::not_found("producer", id))?;
         if producer.paused && !paused {
-            for c in &producer.consumers {
+            for &c in &producer.consumers {
                 if let Some(c) = self.consumers.get_mut(c) {
                     c.seq.resync();
                 }
@@ -194,7 +196,7 @@ impl Worker {
         owner: &PeerId,
         paused: bool,
     ) -> Result<(), MediaError> {
-        let consumer = match self.consumers.get_mut(id) {
+        let consumer = match self.consumer_keys.get(id).and_then(|&k| self.consumers.get_mut(k)) {
             Some(c) if &c.owner == owner => c,
             _ => return Err(MediaError::not_found("consumer", id)),
         };
@@ -235,7 +237,8 @@ impl Worker {
         producer
             .consumers
             .into_iter()
-            .filter_map(|c| {
+            .filter_map(|key| {
+                let c = self.consumers.get(key)?.id.clone();
                 let owner = self.remove_consumer(&c)?;
                 Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
             })
@@ -244,9 +247,10 @@ impl Worker {
 
     /// Closes a consumer; returns its owner if it existed.
     fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
-        let consumer = self.consumers.remove(id)?;
+        let key = self.consumer_keys.remove(id)?;
+        let consumer = self.consumers.try_remove(key)?;
         if let Some(p) = self.producers.get_mut(&consumer.producer) {
-            p.consumers.retain(|c| c != id);
+            p.consumers.retain(|&c| c != key);
         }
         if let Some(t) = self.transports.get_mut(consumer.transport) {
             t.remove_mid(&consumer.mid);
@@ -256,7 +260,7 @@ impl Worker {
 
     /// Closes a consumer of `owner`.
     pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
-        match self.consumers.get(id) {
+        match self.consumer_keys.get(id).and_then(|&k| self.consumers.get(k)) {
             Some(c) if &c.owner == owner => {
                 self.remove_consumer(id);
                 Ok(())
@@ -290,7 +294,7 @@ impl Worker {
             closed.extend(self.close_producer(&p));
         }
         let consumers: Vec<ConsumerId> =
-            self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(k, _)| k.clone()).collect();
+            self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(_, c)| c.id.clone()).collect();
         for c in consumers {
             self.remove_consumer(&c);
         }
@@ -323,7 +327,8 @@ impl Worker {
                 });
             }
         }
-        if let Some(c) = self.consumers.get(&ConsumerId::from(id)).filter(|c| &c.owner == owner) {
+        let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
+        if let Some(c) = consumer.filter(|c| &c.owner == owner) {
             let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),

@@ -99,8 +99,8 @@ impl Worker {
             }
             return self.traffic.drop(DropReason::Policed);
         }
-        for consumer_id in &producer.consumers {
-            let Some(consumer) = self.consumers.get_mut(consumer_id) else {
+        for &consumer_key in &producer.consumers {
+            let Some(consumer) = self.consumers.get_mut(consumer_key) else {
                 continue;
             };
             if consumer.paused {
@@ -154,7 +154,7 @@ impl Worker {
     /// second per consumer that has sent something), sealed with SRTCP.
     pub(super) fn send_reports(&mut self, now: Instant) {
         let wall = SystemTime::now();
-        for consumer in self.consumers.values_mut() {
+        for (_, consumer) in self.consumers.iter_mut() {
             if !consumer.sent.report_due(now) {
                 continue;
             }
