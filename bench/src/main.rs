@@ -281,6 +281,10 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             "media smoke ({what}): packets lost: {row}"
         );
         ensure!(row["delay_samples"].as_u64() > Some(0), "media smoke ({what}): no delay sample: {row}");
+        ensure!(
+            row["sender_reports_total"].as_u64() > Some(0),
+            "media smoke ({what}): no sane sender report decrypted by a listener: {row}"
+        );
     }
     media::join_storm(cpus, 5, 1, None).await?.print(command_line);
     // A producer flooding 2,000 packets/s is policed: its consumer gets at most 100/s.

@@ -157,3 +157,30 @@ pub(crate) fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Sends `total` copies of `data` to `to` in `sendmmsg(2)` calls of `batch` datagrams
+/// (the baseline of the worker's batched sends).
+pub(crate) fn send_batches(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    data: &[u8],
+    batch: usize,
+    total: usize,
+) -> anyhow::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
+    let slices: Vec<[IoSlice<'_>; 1]> = (0..batch).map(|_| [IoSlice::new(data)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = (0..batch).map(|_| Some(SockaddrStorage::from(to))).collect();
+    let no_control: [ControlMessage<'_>; 0] = [];
+    let mut sent = 0;
+    while sent < total {
+        let n = batch.min(total - sent);
+        let done = sendmmsg(socket.as_raw_fd(), &mut headers, &slices[..n], &addrs[..n], no_control, MsgFlags::empty())
+            .context("sendmmsg")?
+            .count();
+        sent += done.max(1);
+    }
+    Ok(())
+}

@@ -81,8 +81,13 @@ pub(crate) fn bench_config(connections: usize) -> Config {
     let mut config = Config::for_tests();
     config.workers = 1;
     config.max_connections = (connections + 1_000) as u32;
-    config.max_peers_per_room = config.max_peers_per_room.max(2_000);
-    config.event_queue = config.event_queue.max(1024);
+    config.max_peers_per_room = config.max_peers_per_room.max(2_100);
+    // Every peer of a room gets every join: a room of 2,000 listeners queues more than
+    // the default 1,024 events for a peer that reads them in bursts.
+    config.event_queue = config.event_queue.max(4096);
+    // The `join` answer lists every peer already there: 2,000 of them exceed the
+    // default answer limit (4 × 64 KiB).
+    config.max_message_bytes = config.max_message_bytes.max(256 * 1024);
     // Benchmarks measure capacity, not the per-client abuse limits (the token buckets
     // still run and cost what they cost).
     config.limits.request_rate = 1_000_000_000;

@@ -2,6 +2,7 @@
 //! server reads its flags.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 /// The media engine's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct EngineConfig {
     pub tcp: bool,
     /// Pin worker i to the i-th CPU the process may run on (modulo their number).
     pub pin_workers: bool,
+    /// Stop sending to a client address that has sent no valid ICE check for this
+    /// long (consent freshness, RFC 7675: 30 s; clients check every few seconds).
+    pub consent_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -33,6 +37,10 @@ impl Default for EngineConfig {
             announced: Vec::new(),
             tcp: true,
             pin_workers: false,
+            consent_timeout: CONSENT_TIMEOUT,
         }
     }
 }
+
+/// RFC 7675 §5.1: consent expires 30 s after the last successful check.
+pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,6 +6,10 @@
 //! certificate; [`verify`] then checks it against the fingerprint the client sent,
 //! before any media flows.
 //!
+//! The same wrapper captures the SRTP keying material and the negotiated profile
+//! (RFC 5764 §4.2), which the worker needs to seal forwarded RTP itself
+//! ([`crate::srtp::SrtpSender`]).
+//!
 //! The wrapper also builds the DTLS instances itself (dimpl, as str0m's aws-lc-rs
 //! provider does) from one shared, once-validated dimpl `Config`: str0m's provider
 //! builds and self-validates a new one for every `Rtc` (a few ECDH and ECDSA operations,
@@ -24,8 +28,35 @@ use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider,
 
 use crate::error::MediaError;
 
-/// Where a transport's DTLS instance leaves the peer's certificate (DER).
-pub(crate) type PeerCertSlot = Arc<Mutex<Option<Vec<u8>>>>;
+/// What a transport's DTLS instance reports besides str0m's own use of it.
+#[derive(Default)]
+pub(crate) struct Captured {
+    /// The peer's certificate (DER).
+    pub(crate) peer_cert: Option<Vec<u8>>,
+    /// The exported SRTP keying material.
+    pub(crate) keying: Option<Keying>,
+}
+
+/// SRTP keying material exported by DTLS, with what is needed to use it.
+pub(crate) struct Keying {
+    /// Client write key, server write key, client salt, server salt (RFC 5764 §4.2).
+    pub(crate) material: Vec<u8>,
+    /// The negotiated profile.
+    pub(crate) profile: dimpl::SrtpProfile,
+    /// Whether we were the DTLS client (we then send with the client halves).
+    pub(crate) active: bool,
+}
+
+impl std::fmt::Debug for Keying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key bytes.
+        f.debug_struct("Keying").field("profile", &self.profile).field("active", &self.active).finish_non_exhaustive()
+    }
+}
+
+/// Where a transport's DTLS instance leaves the peer's certificate and the keying
+/// material.
+pub(crate) type PeerCertSlot = Arc<Mutex<Captured>>;
 
 thread_local! {
     /// The slot for the next DTLS instance created on this thread. `RtcConfig::build`
@@ -223,8 +254,18 @@ impl DtlsInstance for CapturingInstance {
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
         let out = self.inner.poll_output(buf);
-        if let (DtlsOutput::PeerCert(der), Some(slot)) = (&out, &self.slot) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(der.to_vec());
+        if let Some(slot) = &self.slot {
+            match &out {
+                DtlsOutput::PeerCert(der) => {
+                    slot.lock().unwrap_or_else(|e| e.into_inner()).peer_cert = Some(der.to_vec());
+                }
+                DtlsOutput::KeyingMaterial(material, profile) => {
+                    let keying =
+                        Keying { material: material.to_vec(), profile: *profile, active: self.inner.is_active() };
+                    slot.lock().unwrap_or_else(|e| e.into_inner()).keying = Some(keying);
+                }
+                _ => {}
+            }
         }
         out
     }

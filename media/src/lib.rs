@@ -17,14 +17,15 @@
 //! - `udp`: batched datagram output (`sendmmsg`); `tcp`: ICE-TCP connections.
 //! - `traffic`: per-worker packet/byte/drop counters, published once per wake-up and
 //!   read by [`Engine::workers`] for scrapes.
-//! - `srtp`: SRTP/SRTCP sealing from DTLS keying material (not on the forwarding path
-//!   yet).
+//! - `srtp`: SRTP/SRTCP sealing from DTLS keying material; `egress`: the consumers'
+//!   prebuilt RTP headers and sender reports, which the worker seals and sends itself.
 //! - `speaker`: active-speaker detection from RFC 6464 audio levels (smoothed level,
 //!   hysteresis, minimum hold; not wired to the worker yet).
 //! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
 mod config;
 mod dtls;
+mod egress;
 mod error;
 mod handle;
 mod ice;
@@ -49,7 +50,7 @@ use nix::sys::socket::{
 
 use dspeak_schema::ortc::{IceCandidate, IceCandidateType, Protocol, TcpType};
 
-pub use config::EngineConfig;
+pub use config::{CONSENT_TIMEOUT, EngineConfig};
 pub use dtls::crypto_provider;
 pub use error::MediaError;
 pub use handle::{ClosedConsumer, RouterHandle};
@@ -140,6 +141,7 @@ impl Engine {
                 locals,
                 identity.clone(),
                 cpus.get(index % cpus.len().max(1)).copied(),
+                config.consent_timeout,
             )?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);

@@ -7,11 +7,9 @@
 //! Profiles: `AES128_CM_HMAC_SHA1_80` (RFC 3711, what aiortc negotiates) and
 //! `AEAD_AES_128_GCM` / `AEAD_AES_256_GCM` (RFC 7714, what browsers negotiate).
 //!
-//! Not on the forwarding path yet: the worker still forwards through str0m. The tests
-//! check the key derivation against RFC 3711's vectors and every profile's sealed
-//! packets byte for byte against str0m's own SRTP.
-// Only the tests use it until the forwarding path seals with it.
-#![allow(dead_code)]
+//! The worker seals every forwarded packet and its own sender reports with it
+//! (`worker::forward`). The tests check the key derivation against RFC 3711's vectors
+//! and every profile's sealed packets byte for byte against str0m's own SRTP.
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};

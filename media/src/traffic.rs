@@ -24,11 +24,14 @@ pub enum DropReason {
     Policed,
     /// A datagram that belongs to no transport (unknown source, unsigned ICE check).
     Unroutable,
+    /// Not forwarded to one consumer whose client has sent no valid ICE check for the
+    /// consent timeout (RFC 7675).
+    NoConsent,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
@@ -36,6 +39,7 @@ impl DropReason {
         DropReason::Stale,
         DropReason::Policed,
         DropReason::Unroutable,
+        DropReason::NoConsent,
     ];
 
     /// The `reason` label.
@@ -48,6 +52,7 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::Policed => "policed",
             DropReason::Unroutable => "unroutable",
+            DropReason::NoConsent => "no_consent",
         }
     }
 }

@@ -3,7 +3,13 @@
 //! The worker feeds it datagrams and timeouts; [`Transport::drain`] sends what str0m
 //! wants sent and hands received RTP back to the worker for forwarding. The peer's
 //! DTLS certificate is checked against the client's fingerprint on `Connected`,
-//! before any RTP is let through.
+//! before any RTP is let through; the DTLS keying material then becomes the
+//! transport's [`SrtpSender`], with which the worker seals forwarded RTP and its own
+//! sender reports itself (str0m never sends RTP on a consumer's SSRC: it has no
+//! stream for it).
+//!
+//! Consent freshness (RFC 7675, as an ICE-lite agent sees it): a client address that
+//! has sent no valid ICE check for the consent timeout is not sent to any more.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::dtls::{self, Expected, Identity, PeerCertSlot};
 use crate::error::MediaError;
 use crate::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::srtp::{Profile, SrtpSender};
 use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
@@ -23,7 +30,7 @@ use str0m::format::{Codec, FormatParams};
 use str0m::ice::StunMessage;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
 /// DTLS progress of a transport.
@@ -72,6 +79,10 @@ pub(crate) struct Sink<'a> {
 pub(crate) struct Remote {
     pub(crate) addr: SocketAddr,
     pub(crate) route: Route,
+    /// When its last valid check arrived (consent, RFC 7675).
+    pub(crate) checked: Instant,
+    /// When a check from it last carried USE-CANDIDATE (the client nominated it).
+    pub(crate) nominated: Option<Instant>,
 }
 
 impl Remote {
@@ -106,8 +117,12 @@ pub(crate) struct Transport {
     pub(crate) next_timeout: Instant,
     /// The deadline the worker's timer queue holds for this transport.
     pub(crate) scheduled: Option<Instant>,
-    /// RTP was written since the last timeout: str0m sends it on the next input.
-    pub(crate) written: bool,
+    /// Seals what the worker sends itself; set once DTLS is connected and verified.
+    pub(crate) srtp: Option<SrtpSender>,
+    /// The SRTCP index of the next RTCP packet the worker sends (31 bits).
+    pub(crate) srtcp_index: u32,
+    /// How long a client address keeps consent without a valid check.
+    consent_timeout: Duration,
     /// Client addresses seen in valid ICE checks (the worker routes them here).
     pub(crate) remotes: Vec<Remote>,
     /// MIDs declared on this transport.
@@ -184,12 +199,20 @@ impl Transport {
             ice: IceConnectionState::New,
             next_timeout: now,
             scheduled: None,
-            written: false,
+            srtp: None,
+            srtcp_index: 0,
+            consent_timeout: crate::config::CONSENT_TIMEOUT,
             remotes: Vec::new(),
             mids: Vec::new(),
             producers: HashMap::new(),
             counters: TransportCounters::default(),
         })
+    }
+
+    /// Sets how long a client address keeps consent without a valid check.
+    pub(crate) fn with_consent_timeout(mut self, timeout: Duration) -> Transport {
+        self.consent_timeout = timeout;
+        self
     }
 
     /// The server's ICE parameters for the client.
@@ -261,14 +284,18 @@ impl Transport {
         }
     }
 
-    /// Remembers a client address that sent a valid check and how to reach it (a
-    /// later UDP check may arrive on another local address). Returns whether the
-    /// address is new.
-    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, route: Route) -> bool {
-        let learnt = Remote { addr, route };
+    /// Remembers a client address that sent a valid check at `now` and how to reach it
+    /// (a later UDP check may arrive on another local address); `nominated`: the check
+    /// carried USE-CANDIDATE. Returns whether the address is new.
+    pub(crate) fn learn_remote(&mut self, addr: SocketAddr, route: Route, now: Instant, nominated: bool) -> bool {
+        let learnt = Remote { addr, route, checked: now, nominated: nominated.then_some(now) };
         match self.remotes.iter_mut().find(|r| r.addr == addr && r.protocol() == learnt.protocol()) {
             Some(known) => {
                 known.route = route;
+                known.checked = now;
+                if nominated {
+                    known.nominated = Some(now);
+                }
                 false
             }
             None => {
@@ -276,6 +303,18 @@ impl Transport {
                 true
             }
         }
+    }
+
+    /// Whether a remote still has the client's consent at `now` (RFC 7675).
+    fn has_consent(&self, remote: &Remote, now: Instant) -> bool {
+        now.saturating_duration_since(remote.checked) < self.consent_timeout
+    }
+
+    /// Where the worker sends this transport's media at `now`: the client address
+    /// nominated last (else the one checked last) among those that still have consent;
+    /// `None` once every address has gone quiet for the consent timeout.
+    pub(crate) fn destination(&self, now: Instant) -> Option<Remote> {
+        self.remotes.iter().filter(|r| self.has_consent(r, now)).max_by_key(|r| (r.nominated, r.checked)).copied()
     }
 
     /// Forgets a closed TCP connection.
@@ -326,21 +365,23 @@ impl Transport {
             self.next_timeout = now + Duration::from_secs(3600);
             return;
         }
-        self.written = false;
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(transport = %self.id, error = %e, "timeout failed");
         }
         self.drain(now, sink);
     }
 
-    /// Declares a media section (MID) for a producer or consumer.
+    /// Declares a media section (MID) for a producer or consumer. Only a producer's
+    /// exists in str0m (which receives it); a consumer's is the worker's alone.
     pub(crate) fn declare_mid(&mut self, mid: &str) -> Result<Mid, MediaError> {
         // str0m maps characters other than letters and digits to '_': compare as it does.
         if self.mids.iter().any(|m| Mid::from(m.as_str()) == Mid::from(mid)) {
             return Err(MediaError::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
         }
         let m = Mid::from(mid);
-        self.rtc.direct_api().declare_media(m, MediaKind::Audio);
+        if self.direction == Direction::Send {
+            self.rtc.direct_api().declare_media(m, MediaKind::Audio);
+        }
         self.mids.push(mid.to_owned());
         Ok(m)
     }
@@ -348,7 +389,9 @@ impl Transport {
     /// Frees a MID.
     pub(crate) fn remove_mid(&mut self, mid: &str) {
         self.mids.retain(|m| m != mid);
-        self.rtc.direct_api().remove_media(Mid::from(mid));
+        if self.direction == Direction::Send {
+            self.rtc.direct_api().remove_media(Mid::from(mid));
+        }
     }
 
     /// Starts receiving a producer's stream.
@@ -356,34 +399,11 @@ impl Transport {
         self.rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
     }
 
-    /// Starts a consumer's outgoing stream.
-    pub(crate) fn declare_stream(&mut self, mid: Mid, ssrc: u32) {
-        self.rtc.direct_api().declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
-    }
-
-    /// Queues one forwarded RTP packet on a consumer stream. str0m sends written packets
-    /// on its next input, not in the drain after the write: the worker calls
-    /// [`Transport::timeout`] once per wake-up for every transport it wrote to
-    /// ([`Transport::written`]), however many packets it wrote.
-    pub(crate) fn write_rtp(
-        &mut self,
-        now: Instant,
-        ssrc: u32,
-        seq: u64,
-        timestamp: u32,
-        marker: bool,
-        payload: Arc<[u8]>,
-    ) -> bool {
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx(&Ssrc::from(ssrc)) else {
-            return false;
-        };
-        let write = RtpWrite::new(Pt::from(OPUS_PT), SeqNo::from(seq), timestamp, now, payload)
-            .marker(marker)
-            .ext_vals(ExtensionValues::default());
-        tx.write_rtp(write);
-        self.written = true;
-        true
+    /// Counts what the worker sent itself on this transport (forwarded RTP, its own
+    /// sender reports), so the transport's stats include it.
+    pub(crate) fn count_sent(&mut self, bytes: usize) {
+        self.counters.packets_sent += 1;
+        self.counters.bytes_sent += bytes as u64;
     }
 
     /// Sends all pending output and handles events until str0m wants a timeout.
@@ -397,6 +417,8 @@ impl Transport {
                 Ok(Output::Transmit(t)) => {
                     let known = self.remotes.iter().find(|r| r.addr == t.destination && r.protocol() == t.proto);
                     let route = match known {
+                        // Consent expired: nothing more goes there (RFC 7675).
+                        Some(remote) if !self.has_consent(remote, now) => continue,
                         Some(remote) => remote.route,
                         // TCP needs a connection; UDP may leave with the kernel's pick.
                         None if t.proto == Protocol::Udp => Route::Udp(None),
@@ -420,14 +442,25 @@ impl Transport {
     fn on_event(&mut self, event: Event, sink: &mut Sink<'_>) {
         match event {
             Event::Connected => {
-                let cert = self.peer_cert.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let verified = match (&self.expected, cert) {
+                let captured = std::mem::take(&mut *self.peer_cert.lock().unwrap_or_else(|e| e.into_inner()));
+                let verified = match (&self.expected, captured.peer_cert) {
                     (Some(expected), Some(cert)) => dtls::verify(expected, &cert),
                     _ => false,
                 };
                 if verified {
-                    tracing::debug!(transport = %self.id, "DTLS connected");
-                    self.dtls = DtlsState::Connected;
+                    match captured.keying.as_ref().map(sender) {
+                        Some(Ok(srtp)) => {
+                            tracing::debug!(transport = %self.id, profile = ?srtp.profile(), "DTLS connected");
+                            self.srtp = Some(srtp);
+                            self.dtls = DtlsState::Connected;
+                        }
+                        failed => {
+                            let error = failed.and_then(Result::err).map(|e| e.to_string());
+                            tracing::warn!(transport = %self.id, ?error, "no usable SRTP keys after DTLS; closing");
+                            self.dtls = DtlsState::Failed;
+                            self.rtc.disconnect();
+                        }
+                    }
                 } else {
                     tracing::warn!(transport = %self.id, "peer certificate does not match the fingerprint; closing");
                     self.dtls = DtlsState::Failed;
@@ -439,6 +472,13 @@ impl Transport {
             _ => {}
         }
     }
+}
+
+/// The sealing half of the SRTP keys DTLS exported.
+fn sender(keying: &dtls::Keying) -> Result<SrtpSender, MediaError> {
+    let profile = Profile::from_dtls(keying.profile)
+        .ok_or_else(|| MediaError::Internal(format!("SRTP profile {:?} is not supported", keying.profile)))?;
+    SrtpSender::new(profile, &keying.material, keying.active)
 }
 
 /// Header extensions str0m parses and writes on a transport. Consumers get the
@@ -454,3 +494,33 @@ fn extension_map(direction: Direction) -> ExtensionMap {
 }
 
 const _: () = assert!(OPUS_CLOCK_RATE == 48_000, "str0m is configured with FORTY_EIGHT_KHZ");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consent freshness (RFC 7675) with a short timeout: media goes to the address the
+    /// client nominated last, falls back to another one that still checks in, and
+    /// stops once every address has been quiet for the timeout.
+    #[test]
+    fn media_goes_only_where_consent_is_fresh() {
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(2);
+        let mut t =
+            Transport::new(TransportId::from("t"), PeerId::from("p"), Direction::Recv, &identity, &locals, false, t0)
+                .unwrap()
+                .with_consent_timeout(timeout);
+        assert_eq!(t.destination(t0), None, "no check yet");
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
+        assert!(t.learn_remote(a, Route::Udp(None), t0, true));
+        assert!(t.learn_remote(b, Route::Udp(None), t0 + Duration::from_secs(1), false));
+        assert_eq!(t.destination(t0 + Duration::from_secs(1)).map(|r| r.addr), Some(a), "the nominated one");
+        let later = t0 + timeout + Duration::from_millis(500);
+        assert_eq!(t.destination(later).map(|r| r.addr), Some(b), "a's consent expired");
+        assert!(!t.learn_remote(a, Route::Udp(None), later, false), "a known address");
+        assert_eq!(t.destination(later).map(|r| r.addr), Some(a), "a checked in again and is still nominated");
+        assert_eq!(t.destination(later + timeout), None, "every address quiet for the timeout");
+    }
+}

@@ -7,9 +7,11 @@
 //! address the client sent to, not from the kernel's preferred source for the client
 //! (RFC 8445 §7.2.5.2.1: strict ICE agents drop asymmetric responses).
 //!
-//! While the worker handles one wake-up, everything its transports want to send is
-//! queued as [`Outgoing`]; [`MediaSocket::send_all`] hands the queue to the kernel with
-//! one `sendmmsg(2)` per run of up to 64 datagrams from the same source address.
+//! While the worker handles one wake-up, everything str0m wants to send is queued as
+//! [`Outgoing`], and what the worker seals itself (forwarded RTP, its sender reports)
+//! is written into an [`Arena`]: one reused byte buffer, no allocation per packet.
+//! [`MediaSocket::send_all`] and [`MediaSocket::send_arena`] hand them to the kernel
+//! with one `sendmmsg(2)` per run of up to 64 datagrams from the same source address.
 //!
 //! On a dual-stack socket (`::`), IPv4 peers show up as IPv4-mapped IPv6 addresses;
 //! they are unmapped on the way in and mapped again on the way out, so the rest of the
@@ -48,6 +50,69 @@ impl Route {
             Route::Udp(from) => from,
             Route::Tcp(_) => None,
         }
+    }
+}
+
+/// Packets the worker sealed itself in one wake-up, back to back in one buffer that
+/// keeps its capacity from one wake-up to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Arena {
+    bytes: Vec<u8>,
+    packets: Vec<ArenaPacket>,
+}
+
+/// Where one packet of an [`Arena`] lies and where it goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArenaPacket {
+    start: usize,
+    len: usize,
+    pub(crate) to: SocketAddr,
+    pub(crate) route: Route,
+}
+
+impl Arena {
+    /// Appends a packet: `fill` gets `max` zeroed bytes to write into and returns the
+    /// length it used (`None`: nothing is added).
+    pub(crate) fn push(
+        &mut self,
+        to: SocketAddr,
+        route: Route,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        let start = self.bytes.len();
+        self.bytes.resize(start + max, 0);
+        let len = fill(&mut self.bytes[start..]).filter(|&len| len <= max);
+        self.bytes.truncate(start + len.unwrap_or(0));
+        let len = len?;
+        self.packets.push(ArenaPacket { start, len, to, route });
+        Some(len)
+    }
+
+    /// Packets queued.
+    pub(crate) fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// The queued packets.
+    pub(crate) fn packets(&self) -> &[ArenaPacket] {
+        &self.packets
+    }
+
+    /// The bytes of a queued packet.
+    pub(crate) fn data(&self, packet: &ArenaPacket) -> &[u8] {
+        &self.bytes[packet.start..packet.start + packet.len]
+    }
+
+    /// Forgets every packet (the buffer keeps its capacity).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.packets.clear();
     }
 }
 
@@ -122,11 +187,30 @@ impl MediaSocket {
         if out.is_empty() {
             return;
         }
-        let dropped = sys::send_all(&self.socket, out, self.v6, self.wildcard);
+        let dropped =
+            sys::send_all(&self.socket, out.len(), |i| (&out[i].data, out[i].to, out[i].route), self.v6, self.wildcard);
+        self.count_dropped(dropped);
+        out.clear();
+    }
+
+    /// Sends the arena's datagrams and clears it, counting what the kernel refuses as
+    /// [`MediaSocket::send_all`] does. The arena holds datagrams only (ICE-TCP frames
+    /// go to their connections).
+    pub(crate) fn send_arena(&self, arena: &mut Arena) {
+        if arena.is_empty() {
+            return;
+        }
+        let packets = &arena.packets;
+        let item = |i: usize| (arena.data(&packets[i]), packets[i].to, packets[i].route);
+        let dropped = sys::send_all(&self.socket, packets.len(), item, self.v6, self.wildcard);
+        self.count_dropped(dropped);
+        arena.clear();
+    }
+
+    fn count_dropped(&self, dropped: u64) {
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        out.clear();
     }
 
     /// Datagrams dropped so far because the kernel refused them.
@@ -161,7 +245,7 @@ mod sys {
     };
     use tokio::net::UdpSocket;
 
-    use super::{Outgoing, Received, on_wire};
+    use super::{Received, Route, on_wire};
 
     /// Datagrams per `sendmmsg` call.
     const BATCH: usize = 64;
@@ -239,10 +323,17 @@ mod sys {
         }
     }
 
-    /// Sends `out`; returns how many datagrams the kernel refused (they are dropped).
-    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, wildcard: bool) -> u64 {
+    /// Sends the `count` datagrams `item(i)` gives (bytes, destination, route);
+    /// returns how many the kernel refused (they are dropped).
+    pub(super) fn send_all<'a>(
+        socket: &UdpSocket,
+        count: usize,
+        item: impl Fn(usize) -> (&'a [u8], SocketAddr, Route),
+        v6: bool,
+        wildcard: bool,
+    ) -> u64 {
         let fd = socket.as_raw_fd();
-        let n = out.len().min(BATCH);
+        let n = count.min(BATCH);
         // `sendmmsg` shares one set of control messages over a call, and a header
         // with control space always sends it: one set of headers per kind.
         let mut plain = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
@@ -250,17 +341,19 @@ mod sys {
         let mut with_source = wildcard.then(|| MultiHeaders::<SockaddrStorage>::preallocate(n, Some(space)));
         let mut slices: Vec<[IoSlice<'_>; 1]> = Vec::with_capacity(n);
         let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(n);
-        let mut rest = out;
+        let mut next = 0;
         let mut dropped = 0;
-        while let Some(first) = rest.first() {
-            let source = |o: &Outgoing| if wildcard { o.route.source() } else { None };
-            let from = source(first);
-            let run = rest.iter().take(BATCH).take_while(|o| source(o) == from).count();
-            let chunk = &rest[..run];
+        let source = |i: usize| if wildcard { item(i).2.source() } else { None };
+        while next < count {
+            let from = source(next);
+            let run = (next..count.min(next + BATCH)).take_while(|&i| source(i) == from).count();
             slices.clear();
             addrs.clear();
-            slices.extend(chunk.iter().map(|o| [IoSlice::new(&o.data)]));
-            addrs.extend(chunk.iter().map(|o| Some(SockaddrStorage::from(on_wire(o.to, v6)))));
+            for i in next..next + run {
+                let (data, to, _) = item(i);
+                slices.push([IoSlice::new(data)]);
+                addrs.push(Some(SockaddrStorage::from(on_wire(to, v6))));
+            }
             let sent = match (from, with_source.as_mut()) {
                 (Some(from), Some(headers)) => {
                     let info = PacketInfo::new(from, v6);
@@ -275,7 +368,7 @@ mod sys {
             // The kernel stops at the first datagram it refuses: drop that one, go on.
             let sent = sent.unwrap_or(0);
             dropped += u64::from(sent == 0);
-            rest = &rest[sent.max(1).min(rest.len())..];
+            next += sent.clamp(1, run);
         }
         dropped
     }
@@ -287,7 +380,9 @@ mod sys {
 
     use tokio::net::UdpSocket;
 
-    use super::{Outgoing, Received, on_wire};
+    use std::net::SocketAddr;
+
+    use super::{Received, Route, on_wire};
 
     pub(super) fn enable_pktinfo(_: &std::net::UdpSocket, _: bool) -> io::Result<()> {
         Ok(())
@@ -298,8 +393,19 @@ mod sys {
         Ok(Received { len, source, local: None })
     }
 
-    pub(super) fn send_all(socket: &UdpSocket, out: &[Outgoing], v6: bool, _: bool) -> u64 {
-        out.iter().filter(|o| socket.try_send_to(&o.data, on_wire(o.to, v6)).is_err()).count() as u64
+    pub(super) fn send_all<'a>(
+        socket: &UdpSocket,
+        count: usize,
+        item: impl Fn(usize) -> (&'a [u8], SocketAddr, Route),
+        v6: bool,
+        _: bool,
+    ) -> u64 {
+        (0..count)
+            .filter(|&i| {
+                let (data, to, _) = item(i);
+                socket.try_send_to(data, on_wire(to, v6)).is_err()
+            })
+            .count() as u64
     }
 }
 

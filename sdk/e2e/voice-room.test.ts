@@ -320,6 +320,19 @@ phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
   expect(bobHearsAlice.energy, "Alice's audio energy keeps rising at Bob").toBeGreaterThan(0);
   expect(aliceHearsBob.packets, "Alice hears Bob too").toBeGreaterThanOrEqual(MIN_PACKETS);
 
+  // The server sends each consumer's sender reports itself (SRTCP, about once a second):
+  // Chromium's remote-outbound-rtp must agree with what Bob received.
+  const sr = bobHearsAlice.after.remoteOutbound;
+  figures.senderReport = { ...sr, packetsReceived: bobHearsAlice.after.packetsReceived };
+  note(`sender report at Bob for Alice: ${JSON.stringify(sr)} (Bob received ${bobHearsAlice.after.packetsReceived})`);
+  expect(sr, "Chromium has the server's sender reports (remote-outbound-rtp)").toBeDefined();
+  expect(sr!.reportsSent, "at least one sender report a second").toBeGreaterThanOrEqual(1);
+  const { packetsReceived, packetsLost } = bobHearsAlice.after;
+  // A report is at most about a second older than the receive counters.
+  expect(sr!.packetsSent, "the report's packet count follows what arrived").toBeGreaterThanOrEqual(packetsReceived - 100);
+  expect(sr!.packetsSent, "the report counts no packets that never left").toBeLessThanOrEqual(packetsReceived + packetsLost + 5);
+  expect(sr!.bytesSent / sr!.packetsSent, "payload octets per packet look like Opus").toBeGreaterThan(2);
+
   // The page shows it: both rows, Alice's microphone on, her speaking ring lit at some point.
   await expect.poll(() => row(bob, "Alice").count()).toBe(1);
   await expect.poll(() => row(alice, "Bob").count()).toBe(1);

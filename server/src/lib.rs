@@ -177,6 +177,7 @@ fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartErr
         announced: config.announced_address.clone(),
         tcp: !config.no_rtc_tcp,
         pin_workers: config.pin_workers,
+        consent_timeout: dspeak_media::CONSENT_TIMEOUT,
     })
 }
 

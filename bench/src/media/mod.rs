@@ -156,6 +156,11 @@ impl Load {
         all
     }
 
+    /// Sane sender reports the probe listeners decrypted so far.
+    fn sender_reports(&self) -> u64 {
+        self.listeners.iter().map(|l| l.sender_reports.load(Ordering::Relaxed)).sum()
+    }
+
     fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
@@ -235,10 +240,12 @@ async fn measure(load: &Load, server_worker: &WorkerThreads, window: Duration) -
     }
 }
 
-/// The same-run baseline for the worker's cost: CPU time of one `sendto` of a
+/// The same-run baseline for the worker's cost: CPU time per datagram of sending a
 /// 150-byte datagram over loopback from a thread on the server CPUs, to a socket a
-/// thread on the client CPUs drains (the kernel work a forwarded packet cannot avoid).
-fn udp_send_baseline(cpus: &Cpus) -> anyhow::Result<f64> {
+/// thread on the client CPUs drains (the kernel work a forwarded packet cannot avoid):
+/// one `sendto` each with `batch` 1, else `sendmmsg` calls of `batch` datagrams (the
+/// worker's batches are 32).
+fn udp_send_baseline(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
     const SENDS: u32 = 50_000;
     let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
     rx.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -257,8 +264,12 @@ fn udp_send_baseline(cpus: &Cpus) -> anyhow::Result<f64> {
         let tid = nix::unistd::gettid().as_raw();
         let pid = std::process::id();
         let cpu0 = sys::thread_cpu(pid, tid);
-        for _ in 0..SENDS {
-            let _ = tx.send_to(&data, to);
+        if batch <= 1 {
+            for _ in 0..SENDS {
+                let _ = tx.send_to(&data, to);
+            }
+        } else {
+            sys::send_batches(&tx, to, &data, batch, SENDS as usize)?;
         }
         let cpu = sys::thread_cpu(pid, tid).saturating_sub(cpu0);
         Ok(cpu.as_nanos() as f64 / f64::from(SENDS))
@@ -288,6 +299,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
             "worker CPU %",
             "worker ns/forwarded pkt",
             "× one sendto",
+            "× one sendmmsg datagram",
             "load-client CPU %",
             "ok",
         ],
@@ -317,7 +329,8 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         }
     };
     let window = Duration::from_secs_f64(opts.secs);
-    let send_ns = udp_send_baseline(cpus)?;
+    let send_ns = udp_send_baseline(cpus, 1)?;
+    let mmsg_ns = udp_send_baseline(cpus, 32)?;
     let mut best: Option<(usize, f64, f64, f64, f64)> = None;
     let mut failed_at = None;
     for &n in &opts.listeners {
@@ -352,6 +365,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 util.show(0),
                 ns.show(0),
                 format!("{:.1}", ns.median / send_ns),
+                format!("{:.2}", ns.median / mmsg_ns),
                 cutil.show(0),
                 if ok { "✓".into() } else { "✗".into() },
             ],
@@ -361,12 +375,13 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "forwarded_per_s": rate.json(), "loss_pct": loss.json(),
                 "delay_p50_ms": p50.json(), "delay_p99_ms": p99.json(),
                 "worker_cpu_pct": util.json(), "worker_ns_per_packet": ns.json(),
-                "client_cpu_pct": cutil.json(), "ok": ok, "udp_sendto_ns": send_ns,
+                "client_cpu_pct": cutil.json(), "ok": ok, "udp_sendto_ns": send_ns, "udp_sendmmsg_ns": mmsg_ns,
                 "delay_samples": ws.iter().map(|w| w.delay_samples).sum::<usize>(),
                 "late_sends": ws.iter().map(|w| w.late_sends).sum::<u64>(),
                 "kernel_udp_drops": ws.iter().map(|w| w.kernel_drops).sum::<u64>(),
                 "server_send_drops_total": server.media_send_drops(),
                 "received": ws.iter().map(|w| w.received).sum::<u64>(),
+                "sender_reports_total": load.sender_reports(),
                 "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
             }),
         );
@@ -393,7 +408,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         None => report.note("No step passed."),
     }
     report.note(format!(
-        "Baseline measured in the same run: one 150-byte loopback `sendto` from a thread on the server CPU costs {send_ns:.0} ns of its CPU (50,000 sends to a socket drained on the client CPU); \"× one sendto\" is the worker's cost per forwarded packet in those units."
+        "Baseline measured in the same run: one 150-byte loopback `sendto` from a thread on the server CPU costs {send_ns:.0} ns of its CPU (50,000 sends to a socket drained on the client CPU); \"× one sendto\" is the worker's cost per forwarded packet in those units. The same in `sendmmsg` calls of 32 datagrams (the worker's batch): {mmsg_ns:.0} ns per datagram (\"× one sendmmsg datagram\")."
     ));
     if let Some(n) = failed_at {
         report.note(format!("First failing step: {n} listeners."));

@@ -103,6 +103,9 @@ pub(crate) struct ListenerStats {
     pub(crate) connected_at: AtomicU64,
     /// End-to-end delays in µs (probe listeners, while recording).
     pub(crate) delays: Mutex<Vec<u32>>,
+    /// Sender reports str0m decrypted (SRTCP) with a packet count that is neither zero
+    /// nor more than this listener received on that stream (probe listeners).
+    pub(crate) sender_reports: AtomicU64,
 }
 
 /// What a speaker measured.
@@ -407,6 +410,15 @@ fn on_listener_event(e: Event, stats: &ListenerStats, recording: bool, epoch: In
         Event::Connected => {
             stats.connected_at.store((epoch.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
             stats.connected.store(true, Ordering::Relaxed);
+        }
+        Event::SenderFeedback(f) => {
+            let info = f.sender_info;
+            let received =
+                stats.streams.iter().find(|s| s.ssrc == *info.ssrc).map(|s| s.received.load(Ordering::Relaxed));
+            // The report may count a packet still on its way here.
+            if received.is_some_and(|r| info.sender_packet_count > 0 && u64::from(info.sender_packet_count) <= r + 5) {
+                stats.sender_reports.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Event::RtpPacket(p) => {
             if stats.first_audio.load(Ordering::Relaxed) == 0 {

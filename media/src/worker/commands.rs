@@ -11,6 +11,7 @@ use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
 use super::{Consumer, Producer, SeqRewriter, Worker};
 use crate::dtls::Expected;
+use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::handle::ClosedConsumer;
 use crate::router::{self, ProducerStream};
@@ -26,7 +27,8 @@ impl Worker {
     ) -> Result<IceParameters, MediaError> {
         let now = Instant::now();
         let tcp = self.tcp.is_some();
-        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?;
+        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?
+            .with_consent_timeout(self.consent_timeout);
         transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
         let ice = transport.ice_parameters();
         let ufrag = transport.local_ufrag.clone();
@@ -133,13 +135,20 @@ impl Worker {
         let rtp_parameters = {
             let transport = self.transport_of(transport_id, owner)?;
             let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
-            let declared = transport.declare_mid(&mid)?;
-            transport.declare_stream(declared, ssrc);
+            transport.declare_mid(&mid)?;
             let stream = self.producers.get(&producer_id).map(|p| &p.stream);
             let Some(stream) = stream else { return Err(MediaError::not_found("producer", &producer_id)) };
             router::consumer_parameters(stream, caps, mid, ssrc)
         };
+        let mid_ext = rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == router::MID_URI)
+            .map(|e| e.id)
+            .zip(rtp_parameters.mid.as_deref());
+        let cname = rtp_parameters.rtcp.cname.clone().unwrap_or_default();
         let consumer = Consumer {
+            id: id.clone(),
             owner: owner.clone(),
             transport: key,
             producer: producer_id.clone(),
@@ -148,12 +157,14 @@ impl Worker {
             paused: true,
             seq: SeqRewriter::new(((random >> 64) & 0x3fff) as u64),
             timestamp_offset: (random >> 96) as u32,
-            packets: 0,
-            bytes: 0,
+            header: RtpHeader::new(router::OPUS_PT, ssrc, mid_ext),
+            cname: cname.into(),
+            sent: SentClock::new(Instant::now()),
         };
-        self.consumers.insert(id.clone(), consumer);
+        let consumer_key = self.consumers.insert(consumer);
+        self.consumer_keys.insert(id.clone(), consumer_key);
         if let Some(p) = self.producers.get_mut(&producer_id) {
-            p.consumers.push(id.clone());
+            p.consumers.push(consumer_key);
         }
         Ok(ConsumeResult { id, producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
     }
@@ -168,7 +179,7 @@ impl Worker {
         self.owned_producer(id, owner)?;
         let producer = self.producers.get_mut(id).ok_or_else(|| MediaError::not_found("producer", id))?;
         if producer.paused && !paused {
-            for c in &producer.consumers {
+            for &c in &producer.consumers {
                 if let Some(c) = self.consumers.get_mut(c) {
                     c.seq.resync();
                 }
@@ -185,7 +196,7 @@ impl Worker {
         owner: &PeerId,
         paused: bool,
     ) -> Result<(), MediaError> {
-        let consumer = match self.consumers.get_mut(id) {
+        let consumer = match self.consumer_keys.get(id).and_then(|&k| self.consumers.get_mut(k)) {
             Some(c) if &c.owner == owner => c,
             _ => return Err(MediaError::not_found("consumer", id)),
         };
@@ -226,7 +237,8 @@ impl Worker {
         producer
             .consumers
             .into_iter()
-            .filter_map(|c| {
+            .filter_map(|key| {
+                let c = self.consumers.get(key)?.id.clone();
                 let owner = self.remove_consumer(&c)?;
                 Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
             })
@@ -235,9 +247,10 @@ impl Worker {
 
     /// Closes a consumer; returns its owner if it existed.
     fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
-        let consumer = self.consumers.remove(id)?;
+        let key = self.consumer_keys.remove(id)?;
+        let consumer = self.consumers.try_remove(key)?;
         if let Some(p) = self.producers.get_mut(&consumer.producer) {
-            p.consumers.retain(|c| c != id);
+            p.consumers.retain(|&c| c != key);
         }
         if let Some(t) = self.transports.get_mut(consumer.transport) {
             t.remove_mid(&consumer.mid);
@@ -247,7 +260,7 @@ impl Worker {
 
     /// Closes a consumer of `owner`.
     pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
-        match self.consumers.get(id) {
+        match self.consumer_keys.get(id).and_then(|&k| self.consumers.get(k)) {
             Some(c) if &c.owner == owner => {
                 self.remove_consumer(id);
                 Ok(())
@@ -281,7 +294,7 @@ impl Worker {
             closed.extend(self.close_producer(&p));
         }
         let consumers: Vec<ConsumerId> =
-            self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(k, _)| k.clone()).collect();
+            self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(_, c)| c.id.clone()).collect();
         for c in consumers {
             self.remove_consumer(&c);
         }
@@ -314,15 +327,16 @@ impl Worker {
                 });
             }
         }
-        if let Some(c) = self.consumers.get(&ConsumerId::from(id)).filter(|c| &c.owner == owner) {
+        let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
+        if let Some(c) = consumer.filter(|c| &c.owner == owner) {
             let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),
                 paused: c.paused,
                 producer_paused,
                 ssrc: c.ssrc,
-                packets_sent: c.packets as u32,
-                bytes_sent: c.bytes as f64,
+                packets_sent: c.sent.packets as u32,
+                bytes_sent: c.sent.octets as f64,
             });
         }
         Err(MediaError::not_found("transport, producer or consumer", id))

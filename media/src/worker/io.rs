@@ -26,8 +26,9 @@ impl Worker {
             Some(&key) if !is_stun(data) => key,
             _ if !is_stun(data) => return self.traffic.drop(DropReason::Unroutable),
             _ => match self.authenticate(data) {
-                Some(key) => {
-                    if self.transports.get_mut(key).is_some_and(|t| t.learn_remote(source, Route::Udp(local))) {
+                Some((key, nominated)) => {
+                    let route = Route::Udp(local);
+                    if self.transports.get_mut(key).is_some_and(|t| t.learn_remote(source, route, now, nominated)) {
                         self.by_addr.insert(source, key);
                     }
                     key
@@ -91,9 +92,10 @@ impl Worker {
     }
 
     /// The transport an ICE check is for, if it is a binding request signed with
-    /// that transport's password (routed by the server ufrag in its USERNAME); the
-    /// transport learns the client's ufrag. Anything else is `None`.
-    fn authenticate(&mut self, data: &[u8]) -> Option<TransportKey> {
+    /// that transport's password (routed by the server ufrag in its USERNAME), and
+    /// whether it nominates its pair (USE-CANDIDATE); the transport learns the client's
+    /// ufrag. Anything else is `None`.
+    fn authenticate(&mut self, data: &[u8]) -> Option<(TransportKey, bool)> {
         let message = StunMessage::parse(data).ok()?;
         if !message.is_binding_request() {
             return None;
@@ -107,7 +109,7 @@ impl Worker {
             return None;
         }
         transport.learn_remote_ufrag(client_ufrag);
-        Some(key)
+        Some((key, message.use_candidate()))
     }
 
     /// Takes a new TCP connection; after an error, stops accepting for a moment.
@@ -138,17 +140,22 @@ impl Worker {
         let key = match attached {
             Some(key) => {
                 if is_binding_request(&data)
-                    && self.authenticate(&data) == Some(key)
-                    && let Some(tcp) = &mut self.tcp
+                    && let Some((checked, nominated)) = self.authenticate(&data)
+                    && checked == key
                 {
-                    tcp.refresh(conn, now);
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.refresh(conn, now);
+                    }
+                    if let Some(t) = self.transports.get_mut(key) {
+                        t.learn_remote(remote, Route::Tcp(conn), now, nominated);
+                    }
                 }
                 key
             }
             None => match self.authenticate(&data) {
-                Some(key) => {
+                Some((key, nominated)) => {
                     if let Some(t) = self.transports.get_mut(key) {
-                        t.learn_remote(remote, Route::Tcp(conn));
+                        t.learn_remote(remote, Route::Tcp(conn), now, nominated);
                     }
                     if let Some(tcp) = &mut self.tcp {
                         tcp.attach(conn, key, now);

@@ -31,6 +31,8 @@ export interface InboundSnapshot {
   totalSamplesDuration: number;
   audioLevel: number;
   jitter: number;
+  /** The server's last sender report on this stream (`remote-outbound-rtp`), if one arrived. */
+  remoteOutbound?: { packetsSent: number; bytesSent: number; reportsSent: number; remoteTimestamp: number };
 }
 
 /** Timestamps (`performance.now()`, ms) of the current join. */

@@ -734,6 +734,7 @@ async function inboundStats(): Promise<InboundSnapshot[]> {
     const entry = [...m.listening].find(([, l]) => l.consumer.rtpParameters.encodings?.[0]?.ssrc === s.ssrc);
     if (!entry) continue;
     const [producerId, l] = entry;
+    const remote = s.remoteId ? report.get(s.remoteId) : undefined;
     out.push({
       peerId: l.peerId,
       displayName: m.names.get(l.peerId) ?? l.peerId,
@@ -745,6 +746,14 @@ async function inboundStats(): Promise<InboundSnapshot[]> {
       totalSamplesDuration: s.totalSamplesDuration ?? 0,
       audioLevel: s.audioLevel ?? 0,
       jitter: s.jitter ?? 0,
+      remoteOutbound: remote
+        ? {
+            packetsSent: remote.packetsSent ?? 0,
+            bytesSent: remote.bytesSent ?? 0,
+            reportsSent: remote.reportsSent ?? 0,
+            remoteTimestamp: remote.remoteTimestamp ?? 0,
+          }
+        : undefined,
     });
   }
   return out;
