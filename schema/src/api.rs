@@ -179,7 +179,7 @@ api! {
         [];
     /// Joins (and creates on first join) a room.
     join: Join = "join", Rooms, (JoinParams) -> JoinResult,
-        [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable];
+        [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable, WrongNode];
     /// Leaves the room, closing the session's transports, producers and consumers.
     leave: Leave = "leave", Rooms, () -> Empty,
         [NotJoined, Unavailable];

@@ -30,6 +30,7 @@ use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
 use crate::events::SessionEnded;
+use crate::rooms::WrongNode;
 
 /// The JSON Schema dialect of the bundle.
 pub const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -71,7 +72,7 @@ const INTERNAL_ERROR: i32 = -32603;
 /// and under [`BUNDLE_METHODS_KEYWORD`] the params/result reference of each method, the
 /// event item reference, the token claims reference and the webhook body reference
 /// (`WebhookEvent`, what webhook receivers get), and the `data` of the error that ends
-/// an event stream (`SessionEnded`).
+/// an event stream (`SessionEnded`), and the `data` of a `wrongNode` error (`WrongNode`).
 ///
 /// To validate a value, resolve a reference such as `#/$defs/JoinResult` against this
 /// document (e.g. ajv: `addSchema(bundle, "dspeak")`, then `getSchema("dspeak#/$defs/JoinResult")`).
@@ -99,6 +100,7 @@ pub fn json_schema_bundle() -> Value {
             "tokenClaims": c.token_claims,
             "webhookEvent": c.webhook_event,
             "sessionEnded": c.session_ended,
+            "wrongNode": c.wrong_node,
         },
         "$defs": c.defs,
     })
@@ -155,6 +157,7 @@ struct Contract {
     token_claims: Value,
     webhook_event: Value,
     session_ended: Value,
+    wrong_node: Value,
 }
 
 impl Contract {
@@ -168,6 +171,8 @@ impl Contract {
         let webhook_event = write.subschema_for::<WebhookEvent>().to_value();
         // The `data` of the error an event stream ends with.
         let session_ended = write.subschema_for::<SessionEnded>().to_value();
+        // The `data` of a `wrongNode` error (cluster mode).
+        let wrong_node = write.subschema_for::<WrongNode>().to_value();
         // Not a method's params, but read by the server all the same (inside `join.token`).
         let token_claims = read.subschema_for::<TokenClaims>().to_value();
         let read_defs = read.take_definitions(true);
@@ -205,7 +210,8 @@ impl Contract {
         let token_claims = named_ref(&mut defs, rename(token_claims), "TokenClaims");
         let webhook_event = named_ref(&mut defs, close_objects(webhook_event), "WebhookEvent");
         let session_ended = named_ref(&mut defs, close_objects(session_ended), "SessionEnded");
-        Contract { defs, methods, event, token_claims, webhook_event, session_ended }
+        let wrong_node = named_ref(&mut defs, close_objects(wrong_node), "WrongNode");
+        Contract { defs, methods, event, token_claims, webhook_event, session_ended, wrong_node }
     }
 }
 

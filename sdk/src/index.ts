@@ -29,6 +29,8 @@ export {
   type LifecycleEvents,
   type ReconnectOptions,
   type ReconnectedInfo,
+  type RedirectedInfo,
+  MAX_JOIN_REDIRECTS,
   type SessionEndedInfo,
   type WebSocketConstructor,
   type WebSocketLike,

@@ -55,6 +55,7 @@ mod tests {
             metrics: Default::default(),
             drain: Default::default(),
             webhooks,
+            cluster: None,
         };
         let ready = probe("/readyz", &shared).unwrap();
         assert_eq!((ready.status, ready.body.as_str()), (http::StatusCode::OK, "ready\n"));

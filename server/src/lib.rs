@@ -23,6 +23,8 @@
 //! - `limits`: rate limiting.
 //! - `webhooks`: signed room and peer events POSTed to the application's backend.
 //! - [`error`]: errors per area and their wire codes.
+//! - `cluster`: cluster mode (`--redis-url`): the node registry and room placement in
+//!   Redis, behind the `Cluster` handle `join` asks.
 
 pub mod auth;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod config_file;
 pub mod error;
 
 mod api;
+mod cluster;
 mod conn;
 mod drain;
 mod events;
@@ -61,6 +64,8 @@ struct Shared {
     metrics: metrics::Metrics,
     drain: drain::Drain,
     webhooks: webhooks::Webhooks,
+    /// Cluster mode (`--redis-url`); `None` on a single node.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Shared {
@@ -90,6 +95,18 @@ impl Shared {
     /// made by one synchronous method).
     fn rooms(&self) -> MutexGuard<'_, session::ServerRooms> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// What the cluster's heartbeat publishes about this node.
+    fn cluster_state(&self) -> cluster::LocalState {
+        let (rooms, peers) = {
+            let registry = self.rooms();
+            (registry.summaries(None).into_iter().map(|s| s.room).collect(), registry.peers())
+        };
+        let consumers = self.engine.counts().consumers;
+        cluster::LocalState { rooms, peers, consumers, draining: self.drain.is_draining() }
     }
 }
 
@@ -292,6 +309,9 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             _ => format!("auth secret set ({chars} characters)"),
         });
     }
+    if cluster::settings(&config.cluster)?.is_some() {
+        report.push("cluster mode: Redis URL and node URL set (Redis is not contacted by check)".into());
+    }
     let engine_config = engine_config(config)?;
     let (_, announced) = dspeak_media::media_addresses(&engine_config)?;
     let announced: Vec<String> = announced.iter().map(ToString::to_string).collect();
@@ -336,6 +356,7 @@ pub async fn run(
     if let Some(warning) = check_auth(&config)? {
         tracing::warn!("{warning}");
     }
+    let cluster = cluster::settings(&config.cluster)?.map(cluster::Cluster::start).transpose()?;
     let webhooks = webhooks::Webhooks::start(&config)?;
     conn::raise_open_file_limit();
     let engine = dspeak_media::Engine::start(&engine_config(&config)?)?;
@@ -347,7 +368,13 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         drain: drain::Drain::default(),
         webhooks,
+        cluster,
     });
+    if let Some(cluster) = &shared.cluster {
+        tracing::info!(node = cluster.node_id(), "cluster mode");
+        let weak = Arc::downgrade(&shared);
+        cluster.attach(Box::new(move || weak.upgrade().map(|shared| shared.cluster_state())));
+    }
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })
 }

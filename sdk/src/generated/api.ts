@@ -105,7 +105,7 @@ export interface MethodInfo {
 /** Every method in table order: its API area, whether it takes params, and its application errors. */
 export const METHODS = [
   { name: "ping", area: "rooms", noParams: true, errors: ["limitExceeded"] },
-  { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable", "wrongNode"] },
   { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
   { name: "setVoiceState", area: "rooms", noParams: false, errors: ["notJoined", "limitExceeded", "unavailable"] },
@@ -166,6 +166,8 @@ export const ErrorCode = {
   unsupported: 1010,
   /** The server is shutting down or temporarily unavailable. */
   unavailable: 1011,
+  /** The room is hosted by another node: connect to data.url and join there. */
+  wrongNode: 1012,
   /** The message is not valid JSON. */
   parseError: -32700,
   /** The message is not a valid JSON-RPC 2.0 request. */
@@ -201,6 +203,7 @@ export const ERROR_CODE_INFO: Readonly<Record<number, { name: ErrorCodeName; des
   1009: { name: "tokenExpired", description: "The access token has expired or is not yet valid." },
   1010: { name: "unsupported", description: "The requested media parameters are not supported." },
   1011: { name: "unavailable", description: "The server is shutting down or temporarily unavailable." },
+  1012: { name: "wrongNode", description: "The room is hosted by another node: connect to data.url and join there." },
   [-32700]: { name: "parseError", description: "The message is not valid JSON." },
   [-32600]: { name: "invalidRequest", description: "The message is not a valid JSON-RPC 2.0 request." },
   [-32601]: { name: "methodNotFound", description: "No method with this name exists." },

@@ -1,0 +1,157 @@
+//! Cluster mode (`--redis-url`): many nodes behind one address, each room hosted by one
+//! node, placed and found through Redis.
+//!
+//! [`Cluster`] is the small handle the rest of the server uses: `join` asks
+//! [`Cluster::place`] before the peer is added (here, or `wrongNode` with the owner's
+//! URL), and the session layer tells [`Cluster::released`] when a room closes. The Redis
+//! side — the node registry, the room leases and their scripts — lives in `redis.rs`,
+//! on a thread of its own, so a slow or dead Redis never holds up the signaling runtime.
+//! Redis holds only node records and the room → node mapping: nothing per session,
+//! per event or per packet.
+
+mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StartError;
+use crate::config::ClusterArgs;
+use crate::error::PlacementError;
+
+/// How often a node writes its record and renews the leases of its rooms.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long a node record and a room lease live without a heartbeat: a node that stops
+/// (or is killed) loses its rooms after this.
+const LEASE: Duration = Duration::from_secs(6);
+
+/// How long one Redis command may take before the node counts Redis as down.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What a node publishes about itself with every heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LocalState {
+    /// The rooms open on this node (their leases are renewed).
+    pub(crate) rooms: Vec<String>,
+    /// Joined peers.
+    pub(crate) peers: usize,
+    /// Consumers in the media engine.
+    pub(crate) consumers: usize,
+    /// Draining: the node takes no new rooms.
+    pub(crate) draining: bool,
+}
+
+impl LocalState {
+    /// The placement score: rooms go to the live node with the lowest.
+    fn load(&self) -> usize {
+        self.peers + self.consumers
+    }
+}
+
+/// Reads this node's [`LocalState`] for a heartbeat.
+pub(crate) type StateSource = Box<dyn Fn() -> Option<LocalState> + Send + Sync>;
+
+/// Where a room is hosted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On this node: go on with the join.
+    Here,
+    /// On the node with this `--node-url`.
+    Elsewhere(String),
+}
+
+/// A request to the cluster thread.
+enum Command {
+    /// Where `room` is hosted (placing it when it is nowhere); `local` is whether it is
+    /// open on this node now (kept when Redis is down).
+    Place { room: String, local: bool, reply: oneshot::Sender<Result<Placement, PlacementError>> },
+    /// `room` closed on this node: give up its lease.
+    Released(String),
+    /// Where the heartbeat reads this node's state from.
+    Attach(StateSource),
+    /// The server stops: deregister and end the thread.
+    Stop,
+}
+
+/// The handle to the cluster thread (cheap to clone).
+#[derive(Clone, Debug)]
+pub(crate) struct Cluster {
+    commands: mpsc::UnboundedSender<Command>,
+    node_id: Arc<str>,
+}
+
+/// The cluster settings, checked: both flags, a parsable Redis URL.
+pub(crate) struct Settings {
+    redis: ::redis::Client,
+    node_url: String,
+}
+
+/// Checks the cluster flags: `None` without `--redis-url` (a single node).
+pub(crate) fn settings(args: &ClusterArgs) -> Result<Option<Settings>, StartError> {
+    let Some(redis_url) = &args.redis_url else {
+        if args.node_url.is_some() {
+            return Err(StartError::Config("--node-url is only used in cluster mode: set --redis-url too".into()));
+        }
+        return Ok(None);
+    };
+    let node_url = args.node_url.clone().ok_or_else(|| {
+        StartError::Config(
+            "cluster mode (--redis-url) needs --node-url (or DSPEAK_NODE_URL): the WebSocket URL clients use \
+             to reach this node, e.g. wss://node-a.example:443"
+                .into(),
+        )
+    })?;
+    if !(node_url.starts_with("ws://") || node_url.starts_with("wss://")) {
+        return Err(StartError::Config(format!("--node-url must be a ws:// or wss:// URL, not `{node_url}`")));
+    }
+    let redis = ::redis::Client::open(redis_url.as_str())
+        .map_err(|e| StartError::Config(format!("--redis-url `{redis_url}` is not a Redis URL: {e}")))?;
+    Ok(Some(Settings { redis, node_url }))
+}
+
+impl Cluster {
+    /// Starts the cluster thread for a node with these settings. Redis is connected
+    /// lazily: a node starts (and serves nothing new) while Redis is down.
+    pub(crate) fn start(settings: Settings) -> Result<Cluster, StartError> {
+        let node_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let node = redis::Node { id: node_id.to_string(), url: settings.node_url };
+        std::thread::Builder::new()
+            .name("dspeak-cluster".into())
+            .spawn(move || redis::run(settings.redis, node, rx))?;
+        Ok(Cluster { commands, node_id })
+    }
+
+    /// This node's id in the registry.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Gives the heartbeat its source of this node's state.
+    pub(crate) fn attach(&self, source: StateSource) {
+        let _ = self.commands.send(Command::Attach(source));
+    }
+
+    /// Where `room` is hosted; places it (on the least loaded live node, preferring this
+    /// one on a tie) when no node has it. `local`: the room is open here now.
+    pub(crate) async fn place(&self, room: &str, local: bool) -> Result<Placement, PlacementError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Place { room: room.to_owned(), local, reply };
+        if self.commands.send(command).is_err() {
+            return Err(PlacementError::RedisDown(room.to_owned()));
+        }
+        answer.await.unwrap_or_else(|_| Err(PlacementError::RedisDown(room.to_owned())))
+    }
+
+    /// `room` closed on this node: its lease is given up at once.
+    pub(crate) fn released(&self, room: &str) {
+        let _ = self.commands.send(Command::Released(room.to_owned()));
+    }
+
+    /// Deregisters the node and ends the thread (its leases are given up).
+    pub(crate) fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+}

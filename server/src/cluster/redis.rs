@@ -1,0 +1,252 @@
+//! The Redis side of cluster mode, on its own thread and runtime: the node registry
+//! (a heartbeat every `HEARTBEAT`), room placement and room leases, each one Lua script
+//! so that it is atomic in Redis.
+//!
+//! Keys: `dspeak:nodes` (the set of node ids), `dspeak:node:<id>` (a hash: `url`,
+//! `load`, `rooms`, `peers`, `consumers`, `draining`; expires after `LEASE`) and
+//! `dspeak:room:<name>` (the owner's node id; a lease the owner renews with every
+//! heartbeat, so a dead node's rooms are free after `LEASE`).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+use super::{Command, HEARTBEAT, LEASE, LocalState, Placement, REDIS_TIMEOUT, StateSource};
+use crate::error::PlacementError;
+
+/// This node, as the registry knows it.
+pub(super) struct Node {
+    pub(super) id: String,
+    pub(super) url: String,
+}
+
+/// Finds the owner of room `ARGV[1]`, or places it on the live, not draining node with
+/// the lowest load (`ARGV[2]`, this node, wins a tie) with a lease of `ARGV[3]` ms.
+/// A room whose owner's record has expired is placed again. Returns `{id, url}`, or
+/// nothing when no node takes new rooms. The chosen node's load goes up by one, so a
+/// burst of placements between two heartbeats spreads.
+static PLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key = 'dspeak:room:' .. ARGV[1]
+local owner = redis.call('GET', key)
+if owner then
+  local url = redis.call('HGET', 'dspeak:node:' .. owner, 'url')
+  if url then return {owner, url} end
+end
+local best, best_load, best_url
+for _, id in ipairs(redis.call('SMEMBERS', 'dspeak:nodes')) do
+  local n = redis.call('HMGET', 'dspeak:node:' .. id, 'url', 'load', 'draining')
+  if not n[1] then
+    redis.call('SREM', 'dspeak:nodes', id)
+  elseif n[3] ~= '1' then
+    local load = tonumber(n[2]) or 0
+    if best == nil or load < best_load or (load == best_load and id == ARGV[2]) then
+      best, best_load, best_url = id, load, n[1]
+    end
+  end
+end
+if not best then return false end
+redis.call('SET', key, best, 'PX', ARGV[3])
+redis.call('HINCRBY', 'dspeak:node:' .. best, 'load', 1)
+return {best, best_url}
+",
+    )
+});
+
+/// The heartbeat of node `ARGV[1]`: writes its record (`ARGV[2]` url, `ARGV[3]` load,
+/// `ARGV[4]` peers, `ARGV[5]` consumers, `ARGV[6]` draining) with a lifetime of
+/// `ARGV[7]` ms, and renews the lease of each room from `ARGV[8]` on, taking back any
+/// that has none (after Redis lost its data). Returns the rooms another node owns.
+static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id, ttl = ARGV[1], ARGV[7]
+local node = 'dspeak:node:' .. id
+redis.call('HSET', node, 'url', ARGV[2], 'load', ARGV[3], 'peers', ARGV[4], 'consumers', ARGV[5],
+  'draining', ARGV[6], 'rooms', #ARGV - 7)
+redis.call('PEXPIRE', node, ttl)
+redis.call('SADD', 'dspeak:nodes', id)
+local lost = {}
+for i = 8, #ARGV do
+  local key = 'dspeak:room:' .. ARGV[i]
+  local owner = redis.call('GET', key)
+  if owner == false or owner == id then
+    redis.call('SET', key, id, 'PX', ttl)
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+",
+    )
+});
+
+/// Gives up room `ARGV[2]` if node `ARGV[1]` owns it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key = 'dspeak:room:' .. ARGV[2]
+if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+return 1
+",
+    )
+});
+
+/// Deregisters node `ARGV[1]` and gives up the rooms it owns from `ARGV[2]` on.
+static DEREGISTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', 'dspeak:node:' .. ARGV[1])
+redis.call('SREM', 'dspeak:nodes', ARGV[1])
+for i = 2, #ARGV do
+  local key = 'dspeak:room:' .. ARGV[i]
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 1
+",
+    )
+});
+
+/// The cluster thread: serves `commands` and beats until `Stop` or until the server's
+/// handle is gone.
+pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: cannot start its runtime; every new room is refused");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = match ConnectionManager::new_lazy_with_config(client, config) {
+            Ok(redis) => redis,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: cannot set up the Redis connection; every new room is refused");
+                return;
+            }
+        };
+        let mut node = Beats { redis, node, source: None, up: None };
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Place { room, local, reply }) => {
+                        let redis = node.redis.clone();
+                        let id = node.node.id.clone();
+                        tokio::spawn(async move {
+                            let _ = reply.send(place(redis, &id, &room, local).await);
+                        });
+                    }
+                    Some(Command::Released(room)) => {
+                        let mut redis = node.redis.clone();
+                        let id = node.node.id.clone();
+                        tokio::spawn(async move {
+                            let released: redis::RedisResult<i64> =
+                                RELEASE.arg(&id).arg(&room).invoke_async(&mut redis).await;
+                            if let Err(e) = released {
+                                tracing::debug!(room, error = %e, "cluster: lease not released (it expires)");
+                            }
+                        });
+                    }
+                    Some(Command::Attach(source)) => {
+                        node.source = Some(source);
+                        node.beat().await;
+                    }
+                    Some(Command::Stop) | None => break,
+                },
+                _ = tick.tick() => node.beat().await,
+            }
+        }
+        node.deregister().await;
+    });
+}
+
+/// Answers `place` from Redis. When Redis is down, a room open here stays here.
+async fn place(mut redis: ConnectionManager, id: &str, room: &str, local: bool) -> Result<Placement, PlacementError> {
+    let placed: redis::RedisResult<Option<(String, String)>> =
+        PLACE.arg(room).arg(id).arg(LEASE.as_millis() as u64).invoke_async(&mut redis).await;
+    match placed {
+        Ok(Some((owner, _))) if owner == id => Ok(Placement::Here),
+        Ok(Some((_, url))) => Ok(Placement::Elsewhere(url)),
+        Ok(None) => Err(PlacementError::NoNode(room.to_owned())),
+        Err(e) if local => {
+            tracing::warn!(room, error = %e, "cluster: Redis unreachable; the room is open here, so it stays here");
+            Ok(Placement::Here)
+        }
+        Err(e) => {
+            tracing::warn!(room, error = %e, "cluster: Redis unreachable; new room refused");
+            Err(PlacementError::RedisDown(room.to_owned()))
+        }
+    }
+}
+
+/// The heartbeat's state: the connection, this node, and whether Redis answered last.
+struct Beats {
+    redis: ConnectionManager,
+    node: Node,
+    source: Option<StateSource>,
+    up: Option<bool>,
+}
+
+impl Beats {
+    /// This node's state now (`None` before `attach` or once the server is gone).
+    fn state(&self) -> Option<LocalState> {
+        self.source.as_ref().and_then(|source| source())
+    }
+
+    /// Writes the node record and renews the room leases; logs when Redis goes away
+    /// and comes back, and any room another node took.
+    async fn beat(&mut self) {
+        let Some(state) = self.state() else { return };
+        let mut script = HEARTBEAT_SCRIPT.prepare_invoke();
+        script
+            .arg(&self.node.id)
+            .arg(&self.node.url)
+            .arg(state.load())
+            .arg(state.peers)
+            .arg(state.consumers)
+            .arg(u8::from(state.draining))
+            .arg(LEASE.as_millis() as u64)
+            .arg(&state.rooms);
+        let result: redis::RedisResult<Vec<String>> = script.invoke_async(&mut self.redis).await;
+        match result {
+            Ok(lost) => {
+                if self.up != Some(true) {
+                    tracing::info!(node = %self.node.id, url = %self.node.url, rooms = state.rooms.len(), "cluster: registered in Redis");
+                }
+                self.up = Some(true);
+                for room in lost {
+                    tracing::error!(room, "cluster: another node holds the lease of a room open here");
+                }
+            }
+            Err(e) => {
+                if self.up != Some(false) {
+                    tracing::warn!(error = %e, "cluster: Redis unreachable; open rooms keep working, new rooms are refused");
+                }
+                self.up = Some(false);
+            }
+        }
+    }
+
+    /// Removes the node record and gives up its rooms' leases (best effort: they
+    /// expire anyway).
+    async fn deregister(&mut self) {
+        let rooms = self.state().map(|s| s.rooms).unwrap_or_default();
+        let mut script = DEREGISTER.prepare_invoke();
+        script.arg(&self.node.id).arg(&rooms);
+        let done: redis::RedisResult<i64> = script.invoke_async(&mut self.redis).await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "cluster: not deregistered (the record expires)");
+        }
+    }
+}
