@@ -103,7 +103,7 @@ impl Shared {
     fn cluster_state(&self) -> cluster::LocalState {
         let (rooms, peers) = {
             let registry = self.rooms();
-            (registry.summaries(None).into_iter().map(|s| s.room).collect(), registry.peers())
+            (registry.summaries(None), registry.peers())
         };
         let consumers = self.engine.counts().consumers;
         cluster::LocalState { rooms, peers, consumers, draining: self.drain.is_draining() }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use dspeak_schema::admin::RoomSummary;
+
 use crate::StartError;
 use crate::config::ClusterArgs;
 use crate::error::PlacementError;
@@ -33,8 +35,9 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(1500);
 /// What a node publishes about itself with every heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LocalState {
-    /// The rooms open on this node (their leases are renewed).
-    pub(crate) rooms: Vec<String>,
+    /// The rooms open on this node (their leases are renewed), as `adminListRooms`
+    /// lists them; other nodes read them from this node's record.
+    pub(crate) rooms: Vec<RoomSummary>,
     /// Joined peers.
     pub(crate) peers: usize,
     /// Consumers in the media engine.
@@ -71,6 +74,8 @@ enum Command {
     Released(String),
     /// Where the heartbeat reads this node's state from.
     Attach(StateSource),
+    /// The rooms of the other live nodes, as of their last heartbeat.
+    OtherRooms(oneshot::Sender<Option<Vec<RoomSummary>>>),
     /// The server stops: deregister and end the thread.
     Stop,
 }
@@ -143,6 +148,14 @@ impl Cluster {
             return Err(PlacementError::RedisDown(room.to_owned()));
         }
         answer.await.unwrap_or_else(|_| Err(PlacementError::RedisDown(room.to_owned())))
+    }
+
+    /// The rooms the other live nodes host, as of their last heartbeat (at most
+    /// `HEARTBEAT` old); `None` while Redis cannot be reached.
+    pub(crate) async fn other_rooms(&self) -> Option<Vec<RoomSummary>> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::OtherRooms(reply)).ok()?;
+        answer.await.ok().flatten()
     }
 
     /// `room` closed on this node: its lease is given up at once.

@@ -3,13 +3,15 @@
 //! so that it is atomic in Redis.
 //!
 //! Keys: `dspeak:nodes` (the set of node ids), `dspeak:node:<id>` (a hash: `url`,
-//! `load`, `rooms`, `peers`, `consumers`, `draining`; expires after `LEASE`) and
+//! `load`, `rooms`, `peers`, `consumers`, `draining`, and `summaries`, its rooms as
+//! `adminListRooms` lists them, in JSON; expires after `LEASE`) and
 //! `dspeak:room:<name>` (the owner's node id; a lease the owner renews with every
 //! heartbeat, so a dead node's rooms are free after `LEASE`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use dspeak_schema::admin::RoomSummary;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
@@ -58,20 +60,21 @@ return {best, best_url}
 });
 
 /// The heartbeat of node `ARGV[1]`: writes its record (`ARGV[2]` url, `ARGV[3]` load,
-/// `ARGV[4]` peers, `ARGV[5]` consumers, `ARGV[6]` draining) with a lifetime of
-/// `ARGV[7]` ms, and renews the lease of each room from `ARGV[8]` on, taking back any
-/// that has none (after Redis lost its data). Returns the rooms another node owns.
+/// `ARGV[4]` peers, `ARGV[5]` consumers, `ARGV[6]` draining, `ARGV[8]` room summaries)
+/// with a lifetime of `ARGV[7]` ms, and renews the lease of each room from `ARGV[9]` on,
+/// taking back any that has none (after Redis lost its data). Returns the rooms another
+/// node owns.
 static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local id, ttl = ARGV[1], ARGV[7]
 local node = 'dspeak:node:' .. id
 redis.call('HSET', node, 'url', ARGV[2], 'load', ARGV[3], 'peers', ARGV[4], 'consumers', ARGV[5],
-  'draining', ARGV[6], 'rooms', #ARGV - 7)
+  'draining', ARGV[6], 'summaries', ARGV[8], 'rooms', #ARGV - 8)
 redis.call('PEXPIRE', node, ttl)
 redis.call('SADD', 'dspeak:nodes', id)
 local lost = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local key = 'dspeak:room:' .. ARGV[i]
   local owner = redis.call('GET', key)
   if owner == false or owner == id then
@@ -81,6 +84,22 @@ for i = 8, #ARGV do
   end
 end
 return lost
+",
+    )
+});
+
+/// The room summaries (JSON) of every live node but `ARGV[1]`.
+static OTHER_ROOMS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', 'dspeak:nodes')) do
+  if id ~= ARGV[1] then
+    local summaries = redis.call('HGET', 'dspeak:node:' .. id, 'summaries')
+    if summaries then table.insert(out, summaries) end
+  end
+end
+return out
 ",
     )
 });
@@ -158,6 +177,13 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
                             }
                         });
                     }
+                    Some(Command::OtherRooms(reply)) => {
+                        let redis = node.redis.clone();
+                        let id = node.node.id.clone();
+                        tokio::spawn(async move {
+                            let _ = reply.send(other_rooms(redis, &id).await);
+                        });
+                    }
                     Some(Command::Attach(source)) => {
                         node.source = Some(source);
                         node.beat().await;
@@ -190,6 +216,20 @@ async fn place(mut redis: ConnectionManager, id: &str, room: &str, local: bool) 
     }
 }
 
+/// The rooms of the other live nodes, from their records; `None` if Redis fails.
+async fn other_rooms(mut redis: ConnectionManager, id: &str) -> Option<Vec<RoomSummary>> {
+    let lists: redis::RedisResult<Vec<String>> = OTHER_ROOMS.arg(id).invoke_async(&mut redis).await;
+    match lists {
+        Ok(lists) => {
+            Some(lists.iter().filter_map(|l| serde_json::from_str::<Vec<RoomSummary>>(l).ok()).flatten().collect())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: Redis unreachable; listing this node's rooms only");
+            None
+        }
+    }
+}
+
 /// The heartbeat's state: the connection, this node, and whether Redis answered last.
 struct Beats {
     redis: ConnectionManager,
@@ -217,7 +257,8 @@ impl Beats {
             .arg(state.consumers)
             .arg(u8::from(state.draining))
             .arg(LEASE.as_millis() as u64)
-            .arg(&state.rooms);
+            .arg(serde_json::to_string(&state.rooms).unwrap_or_else(|_| "[]".into()))
+            .arg(state.rooms.iter().map(|r| r.room.as_str()).collect::<Vec<_>>());
         let result: redis::RedisResult<Vec<String>> = script.invoke_async(&mut self.redis).await;
         match result {
             Ok(lost) => {
@@ -241,7 +282,8 @@ impl Beats {
     /// Removes the node record and gives up its rooms' leases (best effort: they
     /// expire anyway).
     async fn deregister(&mut self) {
-        let rooms = self.state().map(|s| s.rooms).unwrap_or_default();
+        let rooms: Vec<String> =
+            self.state().map(|s| s.rooms.into_iter().map(|r| r.room).collect()).unwrap_or_default();
         let mut script = DEREGISTER.prepare_invoke();
         script.arg(&self.node.id).arg(&rooms);
         let done: redis::RedisResult<i64> = script.invoke_async(&mut self.redis).await;

@@ -38,11 +38,18 @@ impl Session {
         Ok(())
     }
 
-    /// `adminListRooms`.
+    /// `adminListRooms`. In a cluster: every node's rooms, the others' as of their last
+    /// heartbeat (this node's alone while Redis is unreachable).
     pub(crate) async fn admin_list_rooms(&mut self, p: AdminParams) -> Result<AdminRooms, AdminAuthError> {
         let granted = self.admin(&p.token)?;
         let only = (granted != EVERY_ROOM).then_some(granted.as_str());
-        Ok(AdminRooms { rooms: self.shared.rooms().summaries(only) })
+        let mut rooms = self.shared.rooms().summaries(only);
+        if let Some(cluster) = &self.shared.cluster {
+            let others = cluster.other_rooms().await.unwrap_or_default();
+            rooms.extend(others.into_iter().filter(|r| only.is_none_or(|o| o == r.room)));
+            rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        }
+        Ok(AdminRooms { rooms })
     }
 
     /// `adminListPeers`.

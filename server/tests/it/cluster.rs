@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dspeak_schema::ErrorCode;
+use dspeak_schema::admin::AdminParams;
 use dspeak_schema::client::{DspeakClient, wrong_node};
 use dspeak_schema::rooms::{JoinParams, JoinResult};
 use dspeak_server::Config;
@@ -277,6 +278,47 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop((ann, bob));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn admin_list_rooms_covers_every_node_of_the_cluster() {
+    let Some(redis) = Redis::start().await else { return };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let mut config = secured_config();
+        config.listen = ([127, 0, 0, 1], port).into();
+        config.cluster.redis_url = Some(redis.url());
+        config.cluster.node_url = Some(format!("ws://127.0.0.1:{port}"));
+        nodes.push(spawn_server_with(config).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One room on each node: the second goes to the idle node.
+    let _ann = nodes[0].joined_with(&claims("ann", "on-a"), "Ann").await;
+    let bob = client_at(&nodes[0].url()).await;
+    let token = token(&claims("bob", "on-b"));
+    let e = bob.join(JoinParams { room: "on-b".into(), display_name: "Bob".into(), token: Some(token.clone()) });
+    let moved = wrong_node(&e.await.expect_err("on-b goes to the idle node")).expect("wrongNode");
+    assert_eq!(moved.url, nodes[1].url());
+    let _bob = nodes[1].joined_with(&claims("bob", "on-b"), "Bob").await;
+
+    let admin = client_at(&nodes[0].url()).await;
+    let deadline = Instant::now() + LEASE;
+    loop {
+        let listed = admin.admin_list_rooms(AdminParams { token: admin_token("*") }).await.expect("adminListRooms");
+        let rooms: Vec<(String, u32)> = listed.rooms.iter().map(|r| (r.room.clone(), r.peers)).collect();
+        if rooms == [("on-a".to_owned(), 1), ("on-b".to_owned(), 1)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B's room is not listed on node A: {rooms:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A token for one room sees that room only, wherever it is.
+    let listed = admin.admin_list_rooms(AdminParams { token: admin_token("on-b") }).await.expect("adminListRooms");
+    assert_eq!(listed.rooms.iter().map(|r| r.room.as_str()).collect::<Vec<_>>(), ["on-b"]);
     for n in nodes {
         n.shutdown().await;
     }
