@@ -57,15 +57,23 @@ fn params(room: &str) -> JoinParams {
     JoinParams { room: room.into(), display_name: "bench".into(), token: None }
 }
 
-/// Connects to `url` and joins `room`, following `wrongNode`; returns the time taken,
-/// the hops and the client (still joined).
-async fn timed_join(url: &str, room: &str) -> anyhow::Result<(Duration, usize, WsClient)> {
+/// A measured join: the time taken, the redirects followed, the client (still joined)
+/// and the URL of the node it joined on.
+struct Joined {
+    took: Duration,
+    hops: usize,
+    client: WsClient,
+    url: String,
+}
+
+/// Connects to `url` and joins `room`, following `wrongNode`.
+async fn timed_join(url: &str, room: &str) -> anyhow::Result<Joined> {
     let started = Instant::now();
     let mut url = url.to_owned();
     for hops in 0..=3 {
         let client = connect(&url).await?;
         match client.join(params(room)).await {
-            Ok(_) => return Ok((started.elapsed(), hops, client)),
+            Ok(_) => return Ok(Joined { took: started.elapsed(), hops, client, url }),
             Err(e) => match wrong_node(&e) {
                 Some(moved) => url = moved.url,
                 None => bail!("join {room}: {e}"),
@@ -91,8 +99,7 @@ pub(crate) async fn cluster_join(cpus: &Cpus, rooms: usize, runs: usize) -> anyh
     for _ in 0..runs {
         let redis = redis().await?;
         let single = dspeak_in_process(bench_config(1_000), cpus).await?;
-        let owner = node(&redis, cpus).await?;
-        let other = node(&redis, cpus).await?;
+        let nodes = [node(&redis, cpus).await?, node(&redis, cpus).await?];
         // Both nodes registered (each beats when it starts).
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut cases = [
@@ -102,18 +109,19 @@ pub(crate) async fn cluster_join(cpus: &Cpus, rooms: usize, runs: usize) -> anyh
         ];
         let mut held = Vec::new();
         for i in 0..rooms {
-            // A member holds each room, so every measured join is into an existing room,
-            // placed on `owner`.
+            // A member holds each room, so every measured join is into an existing room
+            // (placed on the less loaded node).
             let room = format!("bench-{i}");
-            let (_, hops, holder) = timed_join(&owner.url, &room).await?;
-            ensure!(hops == 0, "an idle node asked first hosts the room");
-            held.push(holder);
-            held.push(timed_join(&single.url, &room).await?.2);
-            for (case, url) in cases.iter_mut().zip([&single.url, &owner.url, &other.url]) {
-                let (took, hops, client) = timed_join(url, &room).await?;
-                case.samples.push(took);
-                case.hops = case.hops.max(hops);
-                drop(client);
+            let holder = timed_join(&nodes[i % 2].url, &room).await?;
+            let owner = holder.url.clone();
+            let other = nodes.iter().map(|n| n.url.clone()).find(|u| *u != owner).context("two nodes")?;
+            held.push(holder.client);
+            held.push(timed_join(&single.url, &room).await?.client);
+            for (case, url) in cases.iter_mut().zip([&single.url, &owner, &other]) {
+                let joined = timed_join(url, &room).await?;
+                ensure!(*url == *other || joined.hops == 0, "{room}: a join on its node is not redirected");
+                case.samples.push(joined.took);
+                case.hops = case.hops.max(joined.hops);
             }
         }
         drop(held);
@@ -127,7 +135,8 @@ pub(crate) async fn cluster_join(cpus: &Cpus, rooms: usize, runs: usize) -> anyh
                 None => per_case.push((case.name, case.hops, vec![figures])),
             }
         }
-        for running in [single, owner, other] {
+        let [a, b] = nodes;
+        for running in [single, a, b] {
             running.stop().await;
         }
     }

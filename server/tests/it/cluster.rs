@@ -83,8 +83,12 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 /// A node of the cluster in this process, on a port chosen first so its `--node-url`
 /// is known.
 async fn node(redis: &Redis) -> TestServer {
+    node_with(redis, Config::for_tests()).await
+}
+
+/// A node as `node`, from `config`.
+async fn node_with(redis: &Redis, mut config: Config) -> TestServer {
     let port = free_port();
-    let mut config = Config::for_tests();
     config.listen = ([127, 0, 0, 1], port).into();
     config.cluster.redis_url = Some(redis.url());
     config.cluster.node_url = Some(format!("ws://127.0.0.1:{port}"));
@@ -286,15 +290,7 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
 #[tokio::test]
 async fn admin_list_rooms_covers_every_node_of_the_cluster() {
     let Some(redis) = Redis::start().await else { return };
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let port = free_port();
-        let mut config = secured_config();
-        config.listen = ([127, 0, 0, 1], port).into();
-        config.cluster.redis_url = Some(redis.url());
-        config.cluster.node_url = Some(format!("ws://127.0.0.1:{port}"));
-        nodes.push(spawn_server_with(config).await);
-    }
+    let nodes = [node_with(&redis, secured_config()).await, node_with(&redis, secured_config()).await];
     tokio::time::sleep(Duration::from_millis(300)).await;
     // One room on each node: the second goes to the idle node.
     let _ann = nodes[0].joined_with(&claims("ann", "on-a"), "Ann").await;
