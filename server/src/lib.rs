@@ -98,15 +98,21 @@ impl Shared {
     }
 }
 
-impl Shared {
-    /// What the cluster's heartbeat publishes about this node.
-    fn cluster_state(&self) -> cluster::LocalState {
+impl cluster::Local for std::sync::Weak<Shared> {
+    fn state(&self) -> Option<cluster::LocalState> {
+        let shared = self.upgrade()?;
         let (rooms, peers) = {
-            let registry = self.rooms();
+            let registry = shared.rooms();
             (registry.summaries(None), registry.peers())
         };
-        let consumers = self.engine.counts().consumers;
-        cluster::LocalState { rooms, peers, consumers, draining: self.drain.is_draining() }
+        let consumers = shared.engine.counts().consumers;
+        Some(cluster::LocalState { rooms, peers, consumers, draining: shared.drain.is_draining() })
+    }
+
+    fn lost(&self, room: &str) {
+        if let Some(shared) = self.upgrade() {
+            session::remove_members(&shared, room);
+        }
     }
 }
 
@@ -372,8 +378,7 @@ pub async fn run(
     });
     if let Some(cluster) = &shared.cluster {
         tracing::info!(node = cluster.node_id(), "cluster mode");
-        let weak = Arc::downgrade(&shared);
-        cluster.attach(Box::new(move || weak.upgrade().map(|shared| shared.cluster_state())));
+        cluster.attach(Box::new(Arc::downgrade(&shared)));
     }
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })

@@ -53,8 +53,19 @@ impl LocalState {
     }
 }
 
-/// Reads this node's [`LocalState`] for a heartbeat.
-pub(crate) type StateSource = Box<dyn Fn() -> Option<LocalState> + Send + Sync>;
+/// This node as the cluster thread sees it: its state for each heartbeat, and what to
+/// do with a room whose lease another node holds.
+pub(crate) trait Local: Send + Sync + 'static {
+    /// This node's state now; `None` once the server is gone.
+    fn state(&self) -> Option<LocalState>;
+    /// Another node holds the lease of `room`, open here (Redis lost its data and the
+    /// room was placed again before this node took it back): its members are removed,
+    /// so that they join again and reach the one owner.
+    fn lost(&self, room: &str);
+}
+
+/// The boxed [`Local`] the cluster thread keeps.
+pub(crate) type StateSource = Box<dyn Local>;
 
 /// Where a room is hosted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -241,7 +241,7 @@ struct Beats {
 impl Beats {
     /// This node's state now (`None` before `attach` or once the server is gone).
     fn state(&self) -> Option<LocalState> {
-        self.source.as_ref().and_then(|source| source())
+        self.source.as_ref().and_then(|source| source.state())
     }
 
     /// Writes the node record and renews the room leases; logs when Redis goes away
@@ -267,7 +267,13 @@ impl Beats {
                 }
                 self.up = Some(true);
                 for room in lost {
-                    tracing::error!(room, "cluster: another node holds the lease of a room open here");
+                    tracing::error!(
+                        room,
+                        "cluster: another node holds the lease of a room open here; its members are removed"
+                    );
+                    if let Some(source) = &self.source {
+                        source.lost(&room);
+                    }
                 }
             }
             Err(e) => {

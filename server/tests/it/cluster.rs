@@ -69,6 +69,18 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Runs `redis-cli` against it.
+    async fn cli(&self, args: &[&str]) {
+        let status = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli runs");
+        assert!(status.success(), "redis-cli {args:?}: {status}");
+    }
+
     /// Kills it (`kill -9`): its data is gone.
     async fn kill(mut self) -> u16 {
         self.child.kill().await.expect("redis-server is killed");
@@ -318,6 +330,34 @@ async fn admin_list_rooms_covers_every_node_of_the_cluster() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_room_whose_lease_another_node_holds_is_given_up_and_its_members_rejoin_there() {
+    let Some(redis) = Redis::start().await else { return };
+    let node = node(&redis).await;
+    let mut ws = RawWs::connect(&node.url()).await;
+    ws.request(1, "subscribeEvents", serde_json::json!({})).await;
+    let joined = ws.request(2, "join", serde_json::json!({"room": "split", "displayName": "Ann"})).await;
+    assert!(joined.get("result").is_some(), "{joined}");
+    // As after Redis lost its data: another (live) node took the room's lease first.
+    let elsewhere = "ws://127.0.0.1:1";
+    redis.cli(&["HSET", "dspeak:node:intruder", "url", elsewhere, "load", "0"]).await;
+    redis.cli(&["SET", "dspeak:room:split", "intruder", "PX", "60000"]).await;
+    // Within a heartbeat the member is removed, as when the room is closed...
+    let end = loop {
+        let message = ws.recv().await;
+        if let Some(error) = message["params"].get("error") {
+            break error.clone();
+        }
+    };
+    assert_eq!(end["data"], serde_json::json!({"reason": "roomClosed"}), "{end}");
+    node.wait_counts("the room is closed here", |c| c.rooms == 0).await;
+    // ... and joining again leads to the room's one node.
+    let again = ws.request(3, "join", serde_json::json!({"room": "split", "displayName": "Ann"})).await;
+    assert_eq!(raw_code(&again), i64::from(ErrorCode::WrongNode.code()), "{again}");
+    assert_eq!(again["error"]["data"], serde_json::json!({"url": elsewhere}));
+    node.shutdown().await;
 }
 
 /// A `python -m dspeak_peer cluster-talk` peer entering through `urls[0]`.
