@@ -133,4 +133,32 @@ describe.skipIf(!haveRedis)("cluster", () => {
     expect(schemaErrors("WrongNode", error?.data)).toBeUndefined();
     expect(new DspeakError(error!).codeName).toBe("wrongNode");
   });
+
+  // Last: it stops node 0.
+  it("when the room's node goes away, reconnecting goes back to the first URL and join places the room again", async () => {
+    const [a, b] = nodes as [TestServer, TestServer];
+    const holder = await connect(a.url);
+    await holder.join({ room: "cluster-r3", displayName: "Holder" });
+    expect(holder.url).toBe(a.url);
+    const carl = await DspeakClient.connect({
+      url: b.url,
+      WebSocket,
+      requestTimeoutMs: 5000,
+      trace: recorder.trace,
+      reconnect: { minDelayMs: 50, maxDelayMs: 200 },
+    });
+    clients.push(carl);
+    await carl.join({ room: "cluster-r3", displayName: "Carl" });
+    expect(carl.url).toBe(a.url);
+
+    const reconnected = new Promise((resolve) => carl.on("reconnected", resolve));
+    await a.stop();
+    await reconnected;
+    expect(carl.url).toBe(b.url);
+    // Node 0 gave up its rooms when it stopped: the room is placed on node 1.
+    const joined = await carl.join({ room: "cluster-r3", displayName: "Carl" });
+    expect(joined.peers).toEqual([]);
+    expect(carl.url).toBe(b.url);
+    expect(recorder.problems).toEqual([]);
+  });
 });

@@ -113,7 +113,7 @@ pub(crate) fn serve(
             }
             shared.engine.stop();
             if let Some(cluster) = &shared.cluster {
-                cluster.stop();
+                cluster.stop().await;
             }
             if let Some(monitor) = monitor {
                 monitor.abort();

@@ -87,8 +87,8 @@ enum Command {
     Attach(StateSource),
     /// The rooms of the other live nodes, as of their last heartbeat.
     OtherRooms(oneshot::Sender<Option<Vec<RoomSummary>>>),
-    /// The server stops: deregister and end the thread.
-    Stop,
+    /// The server stops: deregister, end the thread, then answer.
+    Stop(oneshot::Sender<()>),
 }
 
 /// The handle to the cluster thread (cheap to clone).
@@ -174,8 +174,12 @@ impl Cluster {
         let _ = self.commands.send(Command::Released(room.to_owned()));
     }
 
-    /// Deregisters the node and ends the thread (its leases are given up).
-    pub(crate) fn stop(&self) {
-        let _ = self.commands.send(Command::Stop);
+    /// Deregisters the node (its leases are given up, so its rooms can be placed again
+    /// at once) and ends the thread; waits for it at most as long as a Redis command.
+    pub(crate) async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Stop(done)).is_ok() {
+            let _ = tokio::time::timeout(REDIS_TIMEOUT * 2, stopped).await;
+        }
     }
 }

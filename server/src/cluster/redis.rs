@@ -115,15 +115,24 @@ return 1
     )
 });
 
-/// Deregisters node `ARGV[1]` and gives up the rooms it owns from `ARGV[2]` on.
+/// Deregisters node `ARGV[1]` and gives up the rooms it owns: those from `ARGV[2]` on
+/// and those of its last heartbeat (rooms closed since may not be released yet).
 static DEREGISTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('DEL', 'dspeak:node:' .. ARGV[1])
-redis.call('SREM', 'dspeak:nodes', ARGV[1])
-for i = 2, #ARGV do
-  local key = 'dspeak:room:' .. ARGV[i]
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+local id = ARGV[1]
+local node = 'dspeak:node:' .. id
+local rooms = {}
+for i = 2, #ARGV do table.insert(rooms, ARGV[i]) end
+local summaries = redis.call('HGET', node, 'summaries')
+if summaries then
+  for _, r in ipairs(cjson.decode(summaries)) do table.insert(rooms, r.room) end
+end
+redis.call('DEL', node)
+redis.call('SREM', 'dspeak:nodes', id)
+for _, room in ipairs(rooms) do
+  local key = 'dspeak:room:' .. room
+  if redis.call('GET', key) == id then redis.call('DEL', key) end
 end
 return 1
 ",
@@ -188,7 +197,12 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
                         node.source = Some(source);
                         node.beat().await;
                     }
-                    Some(Command::Stop) | None => break,
+                    Some(Command::Stop(done)) => {
+                        node.deregister().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => break,
                 },
                 _ = tick.tick() => node.beat().await,
             }
