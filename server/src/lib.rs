@@ -237,6 +237,9 @@ impl ServerHandle {
         let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         if self.shared.drain.start(deadline_ms) {
             tracing::info!(rooms = self.shared.rooms().len(), deadline_ms, "draining: new joins are refused");
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.beat_now();
+            }
         }
         let shared = self.shared.clone();
         async move {

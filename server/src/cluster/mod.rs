@@ -85,6 +85,8 @@ enum Command {
     Released(String),
     /// Where the heartbeat reads this node's state from.
     Attach(StateSource),
+    /// Beat now (the node started draining: it takes no new rooms from now on).
+    Beat,
     /// The rooms of the other live nodes, as of their last heartbeat.
     OtherRooms(oneshot::Sender<Option<Vec<RoomSummary>>>),
     /// The server stops: deregister, end the thread, then answer.
@@ -167,6 +169,12 @@ impl Cluster {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::OtherRooms(reply)).ok()?;
         answer.await.ok().flatten()
+    }
+
+    /// Publishes this node's state now rather than at the next heartbeat (e.g. it
+    /// started draining).
+    pub(crate) fn beat_now(&self) {
+        let _ = self.commands.send(Command::Beat);
     }
 
     /// `room` closed on this node: its lease is given up at once.

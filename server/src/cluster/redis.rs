@@ -193,6 +193,7 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
                             let _ = reply.send(other_rooms(redis, &id).await);
                         });
                     }
+                    Some(Command::Beat) => node.beat().await,
                     Some(Command::Attach(source)) => {
                         node.source = Some(source);
                         node.beat().await;

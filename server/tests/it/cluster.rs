@@ -300,6 +300,35 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
 }
 
 #[tokio::test]
+async fn a_draining_node_takes_no_new_rooms() {
+    let Some(redis) = Redis::start().await else { return };
+    let nodes = nodes(&redis, 2).await;
+    let mut ann = subscribed_at(&nodes[0].url()).await;
+    ann.join("kept", "Ann").await;
+    let drained = nodes[0].handle.drain(Duration::from_secs(60));
+    // A new room asked of the draining node goes to the other one at once...
+    let bob = client_at(&nodes[0].url()).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let moved = loop {
+        match bob.join(params("fresh", "Bob")).await {
+            Err(e) if wrong_node(&e).is_some() => break wrong_node(&e).expect("wrongNode"),
+            other => assert!(Instant::now() < deadline, "a draining node took a new room: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(moved.url, nodes[1].url());
+    // ... while its open room stays there, and closes when its last member leaves.
+    let cid = client_at(&nodes[1].url()).await;
+    let e = cid.join(params("kept", "Cid")).await.expect_err("kept stays on the draining node");
+    assert_eq!(wrong_node(&e).expect("wrongNode").url, nodes[0].url());
+    ann.client.leave().await.expect("leave");
+    assert_eq!(tokio::time::timeout(TIMEOUT, drained).await.expect("drained"), dspeak_server::Drained::Empty);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn admin_list_rooms_covers_every_node_of_the_cluster() {
     let Some(redis) = Redis::start().await else { return };
     let nodes = [node_with(&redis, secured_config()).await, node_with(&redis, secured_config()).await];
