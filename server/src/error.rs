@@ -287,8 +287,24 @@ pub enum AdminError {
     /// The call is not authorized.
     #[error(transparent)]
     Auth(#[from] AdminAuthError),
+    /// Cluster mode: the room's node answered that the room or peer does not exist.
+    #[error("{0}")]
+    RemoteNotFound(String),
+    /// Cluster mode: the room's node (or Redis) did not answer the forwarded call.
+    #[error("room '{0}' is hosted by another node, which did not answer; retry later")]
+    Unreachable(String),
+    /// Cluster mode: the room's node answered with an unexpected error; logged.
+    #[error("forwarded admin call: {0}")]
+    Remote(String),
 }
-codes!(AdminError { WrongRoom => Forbidden; NotFound(NotFound), Auth(AdminAuthError) });
+codes!(AdminError {
+    WrongRoom => Forbidden,
+    RemoteNotFound => NotFound,
+    Unreachable => Unavailable,
+    Remote => Internal;
+    NotFound(NotFound),
+    Auth(AdminAuthError),
+});
 
 impl From<TokenError> for AdminError {
     fn from(e: TokenError) -> Self {

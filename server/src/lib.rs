@@ -114,6 +114,20 @@ impl cluster::Local for std::sync::Weak<Shared> {
             session::remove_members(&shared, room);
         }
     }
+
+    fn admin(
+        &self,
+        method: String,
+        params: serde_json::Value,
+    ) -> futures_util::future::BoxFuture<'static, serde_json::Value> {
+        let shared = self.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => session::answer_forwarded(shared, method, params).await,
+                None => serde_json::json!({ "error": api::to_rpc_error(&method, &error::CallError::Closed) }),
+            }
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -381,7 +395,7 @@ pub async fn run(
     });
     if let Some(cluster) = &shared.cluster {
         tracing::info!(node = cluster.node_id(), "cluster mode");
-        cluster.attach(Box::new(Arc::downgrade(&shared)));
+        cluster.attach(Arc::new(Arc::downgrade(&shared)));
     }
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })

@@ -14,6 +14,7 @@ mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use dspeak_schema::admin::RoomSummary;
@@ -28,6 +29,9 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a node record and a room lease live without a heartbeat: a node that stops
 /// (or is killed) loses its rooms after this.
 const LEASE: Duration = Duration::from_secs(6);
+
+/// How long a forwarded admin call may take, there and back.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How long one Redis command may take before the node counts Redis as down.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -53,8 +57,9 @@ impl LocalState {
     }
 }
 
-/// This node as the cluster thread sees it: its state for each heartbeat, and what to
-/// do with a room whose lease another node holds.
+/// This node as the cluster thread sees it: its state for each heartbeat, what to do
+/// with a room whose lease another node holds, and how to answer an admin call another
+/// node forwards.
 pub(crate) trait Local: Send + Sync + 'static {
     /// This node's state now; `None` once the server is gone.
     fn state(&self) -> Option<LocalState>;
@@ -62,10 +67,24 @@ pub(crate) trait Local: Send + Sync + 'static {
     /// room was placed again before this node took it back): its members are removed,
     /// so that they join again and reach the one owner.
     fn lost(&self, room: &str);
+    /// Answers an admin call on a room of this node that another node forwarded: the
+    /// JSON-RPC answer's `{"result": …}` or `{"error": …}`.
+    fn admin(&self, method: String, params: serde_json::Value) -> BoxFuture<'static, serde_json::Value>;
 }
 
-/// The boxed [`Local`] the cluster thread keeps.
-pub(crate) type StateSource = Box<dyn Local>;
+/// The [`Local`] the cluster thread keeps.
+pub(crate) type StateSource = Arc<dyn Local>;
+
+/// What became of an admin call on a room, asked of the cluster.
+#[derive(Debug)]
+pub(crate) enum Forwarded {
+    /// The room is not another node's: handle the call here.
+    Local,
+    /// The room's node answered (`{"result": …}` or `{"error": …}`).
+    Answer(serde_json::Value),
+    /// The room's node (or Redis) did not answer in time.
+    Unreachable,
+}
 
 /// Where a room is hosted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +104,8 @@ enum Command {
     Released(String),
     /// Where the heartbeat reads this node's state from.
     Attach(StateSource),
+    /// Forwards an admin call on `room` to the room's node, if that is another one.
+    Forward { room: String, method: String, params: serde_json::Value, reply: oneshot::Sender<Forwarded> },
     /// Beat now (the node started draining: it takes no new rooms from now on).
     Beat,
     /// The rooms of the other live nodes, as of their last heartbeat.
@@ -175,6 +196,18 @@ impl Cluster {
     /// started draining).
     pub(crate) fn beat_now(&self) {
         let _ = self.commands.send(Command::Beat);
+    }
+
+    /// An admin call on `room`: when another node hosts it, the call is sent to that
+    /// node over Redis pub/sub and its answer returned; `Local` when the room is this
+    /// node's or nowhere.
+    pub(crate) async fn forward(&self, room: &str, method: &str, params: serde_json::Value) -> Forwarded {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Forward { room: room.to_owned(), method: method.to_owned(), params, reply };
+        if self.commands.send(command).is_err() {
+            return Forwarded::Unreachable;
+        }
+        answer.await.unwrap_or(Forwarded::Unreachable)
     }
 
     /// `room` closed on this node: its lease is given up at once.

@@ -7,16 +7,24 @@
 //! `adminListRooms` lists them, in JSON; expires after `LEASE`) and
 //! `dspeak:room:<name>` (the owner's node id; a lease the owner renews with every
 //! heartbeat, so a dead node's rooms are free after `LEASE`).
+//!
+//! Admin calls on a room of another node go over pub/sub: the request to
+//! `dspeak:admin:<owner id>` (`{id, from, method, params}`), the answer to
+//! `dspeak:reply:<asking node id>` (`{id, answer}`).
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use dspeak_schema::admin::RoomSummary;
+use futures_util::StreamExt;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Command, HEARTBEAT, LEASE, LocalState, Placement, REDIS_TIMEOUT, StateSource};
+use super::{Command, FORWARD_TIMEOUT, Forwarded, HEARTBEAT, LEASE, LocalState, Placement, REDIS_TIMEOUT, StateSource};
 use crate::error::PlacementError;
 
 /// This node, as the registry knows it.
@@ -155,13 +163,14 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let redis = match ConnectionManager::new_lazy_with_config(client, config) {
+        let redis = match ConnectionManager::new_lazy_with_config(client.clone(), config) {
             Ok(redis) => redis,
             Err(e) => {
                 tracing::error!(error = %e, "cluster: cannot set up the Redis connection; every new room is refused");
                 return;
             }
         };
+        let relay = Arc::new(Relay::default());
         let mut node = Beats { redis, node, source: None, up: None };
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,8 +202,16 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
                             let _ = reply.send(other_rooms(redis, &id).await);
                         });
                     }
+                    Some(Command::Forward { room, method, params, reply }) => {
+                        let (redis, id, relay) = (node.redis.clone(), node.node.id.clone(), relay.clone());
+                        tokio::spawn(async move {
+                            let _ = reply.send(forward(redis, &id, &relay, &room, method, params).await);
+                        });
+                    }
                     Some(Command::Beat) => node.beat().await,
                     Some(Command::Attach(source)) => {
+                        let (redis, id) = (node.redis.clone(), node.node.id.clone());
+                        tokio::spawn(listen(client.clone(), redis, id, source.clone(), relay.clone()));
                         node.source = Some(source);
                         node.beat().await;
                     }
@@ -210,6 +227,126 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
         }
         node.deregister().await;
     });
+}
+
+/// The admin calls this node forwarded and waits an answer for, by request id.
+#[derive(Default)]
+struct Relay {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
+}
+
+impl Relay {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
+        // A plain map: a panic cannot leave it half-changed.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self) -> (u64, oneshot::Receiver<Value>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting().insert(id, tx);
+        (id, rx)
+    }
+
+    fn forget(&self, id: u64) {
+        self.waiting().remove(&id);
+    }
+
+    /// An answer arrived on this node's reply channel.
+    fn answered(&self, payload: &str) {
+        let Ok(reply) = serde_json::from_str::<Value>(payload) else { return };
+        let Some(id) = reply["id"].as_u64() else { return };
+        if let Some(waiter) = self.waiting().remove(&id) {
+            let _ = waiter.send(reply["answer"].clone());
+        }
+    }
+}
+
+/// Sends an admin call on `room` to the room's node when that is another one, and
+/// waits for its answer.
+async fn forward(
+    mut redis: ConnectionManager,
+    id: &str,
+    relay: &Relay,
+    room: &str,
+    method: String,
+    params: Value,
+) -> Forwarded {
+    let owner: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(format!("dspeak:room:{room}")).query_async(&mut redis).await;
+    let owner = match owner {
+        Ok(Some(owner)) if owner != id => owner,
+        Ok(_) => return Forwarded::Local,
+        Err(e) => {
+            tracing::warn!(room, error = %e, "cluster: Redis unreachable; admin call not forwarded");
+            return Forwarded::Unreachable;
+        }
+    };
+    let (request, answer) = relay.register();
+    let message = json!({ "id": request, "from": id, "method": method, "params": params }).to_string();
+    let receivers: redis::RedisResult<i64> =
+        redis::cmd("PUBLISH").arg(format!("dspeak:admin:{owner}")).arg(message).query_async(&mut redis).await;
+    if !matches!(receivers, Ok(n) if n > 0) {
+        relay.forget(request);
+        tracing::warn!(room, owner, "cluster: the room's node does not listen; admin call not forwarded");
+        return Forwarded::Unreachable;
+    }
+    match tokio::time::timeout(FORWARD_TIMEOUT, answer).await {
+        Ok(Ok(answer)) => Forwarded::Answer(answer),
+        _ => {
+            relay.forget(request);
+            tracing::warn!(room, owner, "cluster: the room's node did not answer a forwarded admin call");
+            Forwarded::Unreachable
+        }
+    }
+}
+
+/// Listens on this node's channels (reconnecting while Redis is away): admin calls
+/// other nodes forward, answered by `local`, and the answers to the calls this node
+/// forwarded.
+async fn listen(client: redis::Client, redis: ConnectionManager, id: String, local: StateSource, relay: Arc<Relay>) {
+    let (requests, replies) = (format!("dspeak:admin:{id}"), format!("dspeak:reply:{id}"));
+    loop {
+        let subscribed = tokio::time::timeout(REDIS_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&[&requests, &replies]).await?;
+            redis::RedisResult::Ok(pubsub)
+        })
+        .await;
+        if let Ok(Ok(mut pubsub)) = subscribed {
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(payload) = message.get_payload::<String>() else { continue };
+                if message.get_channel_name() == replies {
+                    relay.answered(&payload);
+                } else {
+                    tokio::spawn(answer(redis.clone(), local.clone(), payload));
+                }
+            }
+        }
+        if local.state().is_none() {
+            return; // the server is gone
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Runs an admin call another node forwarded and publishes the answer to its channel.
+async fn answer(mut redis: ConnectionManager, local: StateSource, payload: String) {
+    let Ok(request) = serde_json::from_str::<Value>(&payload) else { return };
+    let (Some(id), Some(from), Some(method)) =
+        (request["id"].as_u64(), request["from"].as_str(), request["method"].as_str())
+    else {
+        return;
+    };
+    let answer = local.admin(method.to_owned(), request["params"].clone()).await;
+    let reply = json!({ "id": id, "answer": answer }).to_string();
+    let sent: redis::RedisResult<i64> =
+        redis::cmd("PUBLISH").arg(format!("dspeak:reply:{from}")).arg(reply).query_async(&mut redis).await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cluster: answer to a forwarded admin call not sent");
+    }
 }
 
 /// Answers `place` from Redis. When Redis is down, a room open here stays here.

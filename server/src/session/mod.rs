@@ -14,6 +14,8 @@
 
 mod admin;
 mod consumers;
+
+pub(crate) use admin::answer_forwarded;
 mod producers;
 mod rooms;
 mod transports;

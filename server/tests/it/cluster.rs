@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dspeak_schema::ErrorCode;
-use dspeak_schema::admin::AdminParams;
+use dspeak_schema::admin::{AdminBroadcastParams, AdminParams, AdminPeerParams, AdminRoomParams};
 use dspeak_schema::client::{DspeakClient, wrong_node};
 use dspeak_schema::rooms::{JoinParams, JoinResult};
 use dspeak_server::Config;
@@ -329,7 +329,7 @@ async fn a_draining_node_takes_no_new_rooms() {
 }
 
 #[tokio::test]
-async fn admin_list_rooms_covers_every_node_of_the_cluster() {
+async fn the_admin_api_covers_every_node_of_the_cluster() {
     let Some(redis) = Redis::start().await else { return };
     let nodes = [node_with(&redis, secured_config()).await, node_with(&redis, secured_config()).await];
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -340,7 +340,7 @@ async fn admin_list_rooms_covers_every_node_of_the_cluster() {
     let e = bob.join(JoinParams { room: "on-b".into(), display_name: "Bob".into(), token: Some(token.clone()) });
     let moved = wrong_node(&e.await.expect_err("on-b goes to the idle node")).expect("wrongNode");
     assert_eq!(moved.url, nodes[1].url());
-    let _bob = nodes[1].joined_with(&claims("bob", "on-b"), "Bob").await;
+    let mut bob = nodes[1].joined_with(&claims("bob", "on-b"), "Bob").await;
 
     let admin = client_at(&nodes[0].url()).await;
     let deadline = Instant::now() + LEASE;
@@ -356,6 +356,23 @@ async fn admin_list_rooms_covers_every_node_of_the_cluster() {
     // A token for one room sees that room only, wherever it is.
     let listed = admin.admin_list_rooms(AdminParams { token: admin_token("on-b") }).await.expect("adminListRooms");
     assert_eq!(listed.rooms.iter().map(|r| r.room.as_str()).collect::<Vec<_>>(), ["on-b"]);
+
+    // Admin actions on node B's room, called on node A, are forwarded to node B.
+    let room = |room: &str| AdminRoomParams { token: admin_token("*"), room: room.into() };
+    let peers = admin.admin_list_peers(room("on-b")).await.expect("forwarded adminListPeers");
+    assert_eq!(peers.peers.iter().map(|p| p.display_name.as_str()).collect::<Vec<_>>(), ["Bob"]);
+    let payload = serde_json::json!({"notice": "from node A"});
+    let sent = AdminBroadcastParams { token: admin_token("*"), room: "on-b".into(), payload: payload.clone() };
+    assert_eq!(admin.admin_broadcast(sent).await.expect("forwarded adminBroadcast").delivered, 1);
+    let heard = bob.event_where("the broadcast", |e| matches!(e, dspeak_schema::Event::Broadcast { .. })).await;
+    assert_eq!(heard, dspeak_schema::Event::Broadcast { from: None, payload });
+    let nobody = AdminPeerParams { token: admin_token("*"), room: "on-b".into(), peer_id: "nobody".into() };
+    let e = admin.admin_remove_peer(nobody).await.expect_err("no such peer on node B");
+    assert_eq!(code_of::<()>(Err(e)), ErrorCode::NotFound.code());
+    admin.admin_close_room(room("on-b")).await.expect("forwarded adminCloseRoom");
+    nodes[1].wait_counts("node B's room closed", |c| c.rooms == 0).await;
+    // A room nowhere is not found, as on a single node.
+    assert_eq!(code_of(admin.admin_list_peers(room("nowhere")).await), ErrorCode::NotFound.code());
     for n in nodes {
         n.shutdown().await;
     }
