@@ -24,6 +24,16 @@ if [ ! -x "${DSPEAK_CHROMIUM:-/usr/bin/chromium}" ] || ! command -v nft >/dev/nu
   fi
 fi
 
+step "redis-server for the cluster tests"
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  else
+    echo "redis-server is missing: run 'apt-get install -y redis-server' as root (the cluster tests are skipped)" >&2
+  fi
+fi
+
 step "Python e2e virtualenv (.venv)"
 if [ ! -x .venv/bin/python ] || ! cmp -s e2e/python/requirements.txt .venv/.requirements 2>/dev/null \
    || ! cmp -s e2e/python/constraints.txt .venv/.constraints 2>/dev/null; then

@@ -8,11 +8,14 @@
 //! Layout:
 //! - `signaling`: `ping`, `broadcast`, `idle` (each also against the Node baseline).
 //! - `media`: `fanout` and `join-storm` with synthetic str0m WebRTC clients (`media::peer`).
+//! - `cluster`: `cluster-join`, join latency on one node and in cluster mode (real
+//!   `redis-server`), with and without a `wrongNode` redirect.
 //! - `target`: starting, pinning and measuring the servers.
 //! - `ws`: the raw WebSocket load client for both protocols.
 //! - `report`: percentiles, median/min/max, tables.
 //! - `sys`: /proc, affinity, fd limit.
 
+mod cluster;
 mod media;
 mod report;
 mod signaling;
@@ -119,6 +122,16 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// Join latency: one node vs cluster mode (real `redis-server`), with and without a
+    /// `wrongNode` redirect.
+    ClusterJoin {
+        /// Joins per setup and run.
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        /// Runs (fresh servers and Redis each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A few seconds of every scenario at small N, asserting correctness (for CI).
     Smoke,
     /// Runs a dspeak server until stdin closes (used by the `idle` scenario).
@@ -217,6 +230,9 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
             media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
         }
         Command::Police { pps, secs } => media::police(&cpus, pps, secs).await?.print(&command_line),
+        Command::ClusterJoin { rooms, runs } => {
+            cluster::cluster_join(&cpus, rooms, runs).await?.print(&command_line);
+        }
         Command::Smoke => smoke(&targets, &cpus, &command_line).await?,
         Command::Serve { .. } => unreachable!("handled before the runtime starts"),
     }

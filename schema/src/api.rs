@@ -179,7 +179,7 @@ api! {
         [];
     /// Joins (and creates on first join) a room.
     join: Join = "join", Rooms, (JoinParams) -> JoinResult,
-        [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable];
+        [AlreadyJoined, RoomFull, PayloadTooLarge, Forbidden, Unauthorized, TokenExpired, Unavailable, WrongNode];
     /// Resumes a session whose connection dropped, as the first call on a new
     /// connection: same peer, room, transports, producers and consumers; the next event
     /// stream replays the events after `lastSeq`.

@@ -65,3 +65,15 @@ impl<T: CallExt> DspeakClient for T {}
 pub async fn connect(url: &str) -> Result<jsonrpsee::ws_client::WsClient, ClientError> {
     jsonrpsee::ws_client::WsClientBuilder::default().build(url).await
 }
+
+/// The typed `wrongNode` answer (cluster mode) in a call's error: the room is hosted by
+/// the node at [`WrongNode::url`], where the client connects and joins again. `None` for
+/// any other error.
+pub fn wrong_node(error: &ClientError) -> Option<crate::rooms::WrongNode> {
+    match error {
+        ClientError::Call(e) if e.code() == crate::ErrorCode::WrongNode.code() => {
+            e.data().and_then(|data| serde_json::from_str(data.get()).ok())
+        }
+        _ => None,
+    }
+}

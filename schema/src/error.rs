@@ -69,6 +69,9 @@ error_codes! {
     Unsupported = 1010, "unsupported", "The requested media parameters are not supported.";
     /// The server is shutting down or a media worker is unavailable.
     Unavailable = 1011, "unavailable", "The server is shutting down or temporarily unavailable.";
+    /// Cluster mode: the room is hosted by another node; `data.url` (`WrongNode`) is the
+    /// URL to connect to and join again.
+    WrongNode = 1012, "wrongNode", "The room is hosted by another node: connect to data.url and join there.";
     /// `resume` found no session to resume (wrong, used or expired token), or the
     /// events the client missed are no longer buffered; `data.reason` says which.
     ResumeFailed = 1013, "resumeFailed", "The session cannot be resumed (unknown, used or expired token, or missed events no longer buffered); join afresh.";

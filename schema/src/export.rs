@@ -30,6 +30,7 @@ use crate::api::{Area, EVENTS, EVERY_METHOD_ERRORS, METHODS, MethodInfo};
 use crate::auth::TokenClaims;
 use crate::error::{ErrorCode, STANDARD_ERROR_CODES};
 use crate::events::{ResumeFailed, SessionEnded};
+use crate::rooms::WrongNode;
 
 /// The JSON Schema dialect of the bundle.
 pub const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -71,8 +72,8 @@ const INTERNAL_ERROR: i32 = -32603;
 /// and under [`BUNDLE_METHODS_KEYWORD`] the params/result reference of each method, the
 /// event item reference, the token claims reference and the webhook body reference
 /// (`WebhookEvent`, what webhook receivers get), and the `data` of the error that ends
-/// an event stream (`SessionEnded`), and the `data` of a `resumeFailed` error
-/// (`ResumeFailed`).
+/// an event stream (`SessionEnded`), the `data` of a `resumeFailed` error
+/// (`ResumeFailed`) and of a `wrongNode` error (`WrongNode`).
 ///
 /// To validate a value, resolve a reference such as `#/$defs/JoinResult` against this
 /// document (e.g. ajv: `addSchema(bundle, "dspeak")`, then `getSchema("dspeak#/$defs/JoinResult")`).
@@ -101,6 +102,7 @@ pub fn json_schema_bundle() -> Value {
             "webhookEvent": c.webhook_event,
             "sessionEnded": c.session_ended,
             "resumeFailed": c.resume_failed,
+            "wrongNode": c.wrong_node,
         },
         "$defs": c.defs,
     })
@@ -158,6 +160,7 @@ struct Contract {
     webhook_event: Value,
     session_ended: Value,
     resume_failed: Value,
+    wrong_node: Value,
 }
 
 impl Contract {
@@ -173,6 +176,8 @@ impl Contract {
         let session_ended = write.subschema_for::<SessionEnded>().to_value();
         // The `data` of a `resumeFailed` error.
         let resume_failed = write.subschema_for::<ResumeFailed>().to_value();
+        // The `data` of a `wrongNode` error (cluster mode).
+        let wrong_node = write.subschema_for::<WrongNode>().to_value();
         // Not a method's params, but read by the server all the same (inside `join.token`).
         let token_claims = read.subschema_for::<TokenClaims>().to_value();
         let read_defs = read.take_definitions(true);
@@ -211,7 +216,8 @@ impl Contract {
         let webhook_event = named_ref(&mut defs, close_objects(webhook_event), "WebhookEvent");
         let session_ended = named_ref(&mut defs, close_objects(session_ended), "SessionEnded");
         let resume_failed = named_ref(&mut defs, close_objects(resume_failed), "ResumeFailed");
-        Contract { defs, methods, event, token_claims, webhook_event, session_ended, resume_failed }
+        let wrong_node = named_ref(&mut defs, close_objects(wrong_node), "WrongNode");
+        Contract { defs, methods, event, token_claims, webhook_event, session_ended, resume_failed, wrong_node }
     }
 }
 

@@ -173,3 +173,11 @@ pub struct ResumeResult {
     /// How many missed events the next event stream replays after `welcome`.
     pub replayed: u32,
 }
+
+/// The `data` of a `wrongNode` error (cluster mode): the room is hosted by another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WrongNode {
+    /// The WebSocket URL of the node that hosts the room (its `--node-url`): connect
+    /// there and call `join` again.
+    pub url: String,
+}

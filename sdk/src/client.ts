@@ -1,6 +1,6 @@
 import type { CallOptions } from "./call.js";
 import { DspeakConnectionError, DspeakError, DspeakTimeoutError } from "./errors.js";
-import { EVENT_TYPES, GeneratedMethods, SUBSCRIPTION, type MethodName, type Methods } from "./generated/api.js";
+import { ErrorCode, EVENT_TYPES, GeneratedMethods, SUBSCRIPTION, type MethodName, type Methods } from "./generated/api.js";
 import type {
   Event,
   JoinParams,
@@ -91,6 +91,21 @@ export interface SessionEndedInfo {
   error: DspeakError;
 }
 
+/**
+ * What `on("redirected")` receives: in a cluster, `join` was answered with `wrongNode`,
+ * so the client moved to the node that hosts the room (a new session there) and joins
+ * again.
+ */
+export interface RedirectedInfo {
+  /** The URL of the node the client moved to (`wrongNode`'s `data.url`). */
+  url: string;
+  /** The new session's `welcome` event. */
+  welcome: WelcomeEvent;
+}
+
+/** How many `wrongNode` answers one `join` follows before it gives up. */
+export const MAX_JOIN_REDIRECTS = 3;
+
 /** Connection lifecycle notifications, next to the server's events. */
 export interface LifecycleEvents {
   /** The server ended the session's membership and event stream (see `SessionEndedInfo`). */
@@ -107,6 +122,8 @@ export interface LifecycleEvents {
   rejoined: RejoinedInfo;
   /** The client is closed for good (`close()`, or reconnecting gave up). */
   closed: { reason: string };
+  /** `join` moved the client to the node that hosts the room (cluster mode): a new session. */
+  redirected: RedirectedInfo;
   /** A message that belongs to no request: an error answered with `id: null`, or unreadable JSON. */
   error: { error: Error };
 }
@@ -229,8 +246,8 @@ const knownEventTypes: ReadonlySet<string> = new Set(EVENT_TYPES);
  * else, so `welcome` is always the first event.
  */
 export class DspeakClient extends GeneratedMethods {
-  /** The server URL. */
-  readonly url: string;
+  /** The URL the client is connected to: `options.url`, or the node `join` moved it to. */
+  #url: string;
 
   readonly #options: DspeakClientOptions;
   readonly #WebSocket: WebSocketConstructor;
@@ -262,7 +279,7 @@ export class DspeakClient extends GeneratedMethods {
   /** Creates a client; call `connect()` next (or use `DspeakClient.connect(options)`). */
   constructor(options: DspeakClientOptions) {
     super();
-    this.url = options.url;
+    this.#url = options.url;
     this.#options = options;
     const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WebSocketClass) {
@@ -276,6 +293,14 @@ export class DspeakClient extends GeneratedMethods {
     const client = new DspeakClient(options);
     await client.connect();
     return client;
+  }
+
+  /**
+   * The server URL: `options.url`, or in a cluster the node `join` moved the client to
+   * (`wrongNode`). Reconnecting tries it first, then `options.url` again.
+   */
+  get url(): string {
+    return this.#url;
   }
 
   /** The connection state. */
@@ -350,14 +375,14 @@ export class DspeakClient extends GeneratedMethods {
     params: Methods[M]["params"],
     options?: CallOptions,
   ): Promise<Methods[M]["result"]> {
-    const answer = this.#request(method, params, options) as Promise<Methods[M]["result"]>;
     if (method === "join") {
-      return answer.then((result) => {
-        this.#joined = result as JoinResult;
+      return this.#join(params, options).then((result) => {
+        this.#joined = result;
         this.#joinParams = params as JoinParams;
-        return result;
+        return result as Methods[M]["result"];
       });
     }
+    const answer = this.#request(method, params, options) as Promise<Methods[M]["result"]>;
     if (method === "leave") {
       return answer.then((result) => {
         this.#joined = undefined;
@@ -440,6 +465,55 @@ export class DspeakClient extends GeneratedMethods {
     if (this.#state === "closed") queue.end();
     else this.#iterators.add(queue);
     return queue;
+  }
+
+  /**
+   * `join`, following `wrongNode` (cluster mode): the client moves to the node that
+   * hosts the room (`data.url`: a new connection and session) and joins there, at most
+   * `MAX_JOIN_REDIRECTS` times.
+   */
+  async #join(params: unknown, options: CallOptions | undefined): Promise<JoinResult> {
+    for (let hops = 0; ; hops++) {
+      try {
+        return (await this.#request("join", params, options)) as JoinResult;
+      } catch (error) {
+        const url = wrongNodeUrl(error);
+        if (url === undefined || hops >= MAX_JOIN_REDIRECTS) throw error;
+        await this.#moveTo(url);
+      }
+    }
+  }
+
+  /** Closes the current connection (no reconnect) and opens one to `url`. */
+  async #moveTo(url: string): Promise<void> {
+    const old = this.#socket;
+    if (old) {
+      old.onmessage = old.onerror = old.onclose = null;
+      try {
+        old.close(1000, "redirected to the room's node");
+      } catch {
+        // Already closing.
+      }
+    }
+    this.#rejectPending(`moved to ${url}`);
+    this.#welcome = undefined;
+    this.#joined = undefined;
+    this.#url = url;
+    this.#state = "connecting";
+    try {
+      const welcome = await this.#open();
+      this.#emit("redirected", { url, welcome });
+    } catch (error) {
+      // The room's node cannot be reached (it may have just died): the client goes back
+      // to its first URL, so that a later `join` can place the room again.
+      this.#url = this.#options.url;
+      try {
+        await this.#open();
+      } catch (again) {
+        this.#shutdown(again instanceof Error ? again.message : String(again));
+      }
+      throw error;
+    }
   }
 
   // --- connection -------------------------------------------------------------------
@@ -572,6 +646,10 @@ export class DspeakClient extends GeneratedMethods {
               this.#resumeUntil = 0;
               this.#lastResumeError = error;
               this.#attempts = 0;
+            } else if (this.#attempts >= 2 && this.#url !== this.#options.url) {
+              // The node `join` moved to stays unreachable (it may be gone): try the
+              // first URL, where a failed resume leads to a fresh join.
+              this.#url = this.#options.url;
             }
             retry();
           },
@@ -580,7 +658,11 @@ export class DspeakClient extends GeneratedMethods {
       }
       this.#open().then(
         (welcome) => this.#afterFreshSession(welcome).then(() => (this.#attempts = 0), retry),
-        retry,
+        () => {
+          // A node `join` moved to may be gone: the next attempts go to the first URL.
+          this.#url = this.#options.url;
+          retry();
+        },
       );
     }, delay);
   }
@@ -869,4 +951,11 @@ function sessionEndReason(error: DspeakError): SessionEndReason {
   if (error.message.startsWith("replaced:")) return "replaced";
   if (error.message.startsWith("removed:")) return "removed";
   return "evicted";
+}
+
+/** The `data.url` of a `wrongNode` error, or `undefined` for any other error. */
+function wrongNodeUrl(error: unknown): string | undefined {
+  if (!(error instanceof DspeakError) || error.code !== ErrorCode.wrongNode) return undefined;
+  const url = (error.data as { url?: unknown } | undefined)?.url;
+  return typeof url === "string" ? url : undefined;
 }

@@ -32,6 +32,8 @@ export {
   type ReconnectingInfo,
   type RejoinedInfo,
   type ResumedInfo,
+  type RedirectedInfo,
+  MAX_JOIN_REDIRECTS,
   type SessionEndedInfo,
   type WebSocketConstructor,
   type WebSocketLike,

@@ -107,6 +107,9 @@ pub(crate) fn serve(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             shared.engine.stop();
+            if let Some(cluster) = &shared.cluster {
+                cluster.stop().await;
+            }
             if let Some(monitor) = monitor {
                 monitor.abort();
             }
@@ -691,7 +694,7 @@ pub(crate) fn to_rpc_error<E: AreaError + ?Sized>(method: &str, e: &E) -> ErrorO
     match e.code() {
         Code::App(code) => {
             tracing::debug!(method, code = code.code(), error = %e, "refused");
-            ErrorObjectOwned::owned(code.code(), e.to_string(), None::<()>)
+            ErrorObjectOwned::owned(code.code(), e.to_string(), e.data())
         }
         Code::InvalidParams => {
             let code = jsonrpsee::types::error::INVALID_PARAMS_CODE;

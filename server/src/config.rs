@@ -173,6 +173,25 @@ pub struct Config {
     /// limits, allowed origins.
     #[command(flatten)]
     pub connections: ConnectionLimits,
+
+    /// Cluster mode: several nodes share rooms through Redis.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster mode: rooms placed on and found through Redis. Off without `--redis-url`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ClusterArgs {
+    /// Redis URL (`redis://host:port/db`) that turns cluster mode on: nodes register
+    /// there, and each room is placed on one node; a `join` elsewhere is answered with
+    /// `wrongNode` and the owner's `--node-url`. Without it the server runs alone.
+    #[arg(long, env = "DSPEAK_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// The WebSocket URL clients use to reach this node, e.g. `wss://node-a.example:443`
+    /// (required with `--redis-url`): other nodes send it to clients in `wrongNode`.
+    #[arg(long, env = "DSPEAK_NODE_URL")]
+    pub node_url: Option<String>,
 }
 
 /// Bounds of the connection layer: what one socket or one address may hold.
@@ -394,6 +413,7 @@ impl Config {
             resume_buffer: 256,
             limits: Limits::default(),
             connections: ConnectionLimits::default(),
+            cluster: ClusterArgs::default(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub trait AreaError: std::error::Error + Send + 'static {
     fn code(&self) -> Code;
     /// Every code a value of this type can have.
     fn codes() -> Vec<Code>;
+    /// The error object's `data`, for the few errors that carry one (`wrongNode`).
+    fn data(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Implements [`AreaError`] for an error type from one list: `Variant => Code` for a
@@ -63,6 +67,13 @@ macro_rules! codes {
                 let mut codes = vec![$(codes!(@code $code)),*];
                 $($(codes.extend(<$inner as AreaError>::codes());)*)?
                 codes
+            }
+            fn data(&self) -> Option<serde_json::Value> {
+                #[allow(unreachable_patterns)]
+                match self {
+                    $($(Self::$nested(e) => e.data(),)*)?
+                    _ => None,
+                }
             }
         }
     };
@@ -317,8 +328,24 @@ pub enum AdminError {
     /// The call is not authorized.
     #[error(transparent)]
     Auth(#[from] AdminAuthError),
+    /// Cluster mode: the room's node answered that the room or peer does not exist.
+    #[error("{0}")]
+    RemoteNotFound(String),
+    /// Cluster mode: the room's node (or Redis) did not answer the forwarded call.
+    #[error("room '{0}' is hosted by another node, which did not answer; retry later")]
+    Unreachable(String),
+    /// Cluster mode: the room's node answered with an unexpected error; logged.
+    #[error("forwarded admin call: {0}")]
+    Remote(String),
 }
-codes!(AdminError { WrongRoom => Forbidden; NotFound(NotFound), Auth(AdminAuthError) });
+codes!(AdminError {
+    WrongRoom => Forbidden,
+    RemoteNotFound => NotFound,
+    Unreachable => Unavailable,
+    Remote => Internal;
+    NotFound(NotFound),
+    Auth(AdminAuthError),
+});
 
 impl From<TokenError> for AdminError {
     fn from(e: TokenError) -> Self {
@@ -395,6 +422,9 @@ pub enum JoinError {
     /// The server is draining before a restart and takes no new joins.
     #[error("the server is draining for a restart and accepts no new joins; connect to another server or retry later")]
     Draining,
+    /// Cluster mode: the room is elsewhere, or cannot be placed now.
+    #[error(transparent)]
+    Cluster(#[from] PlacementError),
 }
 codes!(JoinError {
     AlreadyJoined => AlreadyJoined,
@@ -404,7 +434,52 @@ codes!(JoinError {
     TooLarge(TooLarge),
     Auth(AuthError),
     Room(RoomError),
+    Cluster(PlacementError),
 });
+
+// ---- cluster ----
+
+/// Cluster mode: why a room cannot be joined on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// Another node hosts the room; `data.url` is its `--node-url`.
+    #[error("room '{room}' is hosted by another node: connect to {url} and join there")]
+    WrongNode {
+        /// The room asked for.
+        room: String,
+        /// The owner's `--node-url`.
+        url: String,
+    },
+    /// Redis cannot be reached, so a room not open on this node cannot be placed.
+    #[error(
+        "cannot place room '{0}': the cluster's Redis is unreachable; rooms already open on this node keep \
+         working, new rooms are refused until it is back; retry in a few seconds"
+    )]
+    RedisDown(String),
+    /// No live node takes new rooms (all draining).
+    #[error("cannot place room '{0}': no node of the cluster takes new rooms (all draining); retry later")]
+    NoNode(String),
+}
+
+impl AreaError for PlacementError {
+    fn code(&self) -> Code {
+        match self {
+            PlacementError::WrongNode { .. } => Code::App(ErrorCode::WrongNode),
+            PlacementError::RedisDown(_) | PlacementError::NoNode(_) => Code::App(ErrorCode::Unavailable),
+        }
+    }
+    fn codes() -> Vec<Code> {
+        vec![Code::App(ErrorCode::WrongNode), Code::App(ErrorCode::Unavailable)]
+    }
+    fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            PlacementError::WrongNode { url, .. } => {
+                serde_json::to_value(dspeak_schema::rooms::WrongNode { url: url.clone() }).ok()
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Errors of `broadcast`.
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,7 @@ mod tests {
             drain: Default::default(),
             webhooks,
             resume_tokens: Default::default(),
+            cluster: None,
         };
         let ready = probe("/readyz", &shared).unwrap();
         assert_eq!((ready.status, ready.body.as_str()), (http::StatusCode::OK, "ready\n"));

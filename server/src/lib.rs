@@ -26,6 +26,8 @@
 //! - `limits`: rate limiting.
 //! - `webhooks`: signed room and peer events POSTed to the application's backend.
 //! - [`error`]: errors per area and their wire codes.
+//! - `cluster`: cluster mode (`--redis-url`): the node registry and room placement in
+//!   Redis, behind the `Cluster` handle `join` asks.
 
 pub mod auth;
 pub mod config;
@@ -33,6 +35,7 @@ pub mod config_file;
 pub mod error;
 
 mod api;
+mod cluster;
 mod conn;
 mod drain;
 mod events;
@@ -68,6 +71,8 @@ struct Shared {
     webhooks: webhooks::Webhooks,
     /// The resume tokens of sessions that can be resumed.
     resume_tokens: session::ResumeTokens,
+    /// Cluster mode (`--redis-url`); `None` on a single node.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Shared {
@@ -97,6 +102,38 @@ impl Shared {
     /// made by one synchronous method).
     fn rooms(&self) -> MutexGuard<'_, session::ServerRooms> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl cluster::Local for std::sync::Weak<Shared> {
+    fn state(&self) -> Option<cluster::LocalState> {
+        let shared = self.upgrade()?;
+        let (rooms, peers) = {
+            let registry = shared.rooms();
+            (registry.summaries(None), registry.peers())
+        };
+        let consumers = shared.engine.counts().consumers;
+        Some(cluster::LocalState { rooms, peers, consumers, draining: shared.drain.is_draining() })
+    }
+
+    fn lost(&self, room: &str) {
+        if let Some(shared) = self.upgrade() {
+            session::remove_members(&shared, room);
+        }
+    }
+
+    fn admin(
+        &self,
+        method: String,
+        params: serde_json::Value,
+    ) -> futures_util::future::BoxFuture<'static, serde_json::Value> {
+        let shared = self.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => session::answer_forwarded(shared, method, params).await,
+                None => serde_json::json!({ "error": api::to_rpc_error(&method, &error::CallError::Closed) }),
+            }
+        })
     }
 }
 
@@ -222,6 +259,9 @@ impl ServerHandle {
         let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         if self.shared.drain.start(deadline_ms) {
             tracing::info!(rooms = self.shared.rooms().len(), deadline_ms, "draining: new joins are refused");
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.beat_now();
+            }
         }
         let shared = self.shared.clone();
         async move {
@@ -300,6 +340,9 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             _ => format!("auth secret set ({chars} characters)"),
         });
     }
+    if cluster::settings(&config.cluster)?.is_some() {
+        report.push("cluster mode: Redis URL and node URL set (Redis is not contacted by check)".into());
+    }
     let engine_config = engine_config(config)?;
     let (_, announced) = dspeak_media::media_addresses(&engine_config)?;
     let announced: Vec<String> = announced.iter().map(ToString::to_string).collect();
@@ -344,6 +387,7 @@ pub async fn run(
     if let Some(warning) = check_auth(&config)? {
         tracing::warn!("{warning}");
     }
+    let cluster = cluster::settings(&config.cluster)?.map(cluster::Cluster::start).transpose()?;
     let webhooks = webhooks::Webhooks::start(&config)?;
     conn::raise_open_file_limit();
     let engine = dspeak_media::Engine::start(&engine_config(&config)?)?;
@@ -356,7 +400,12 @@ pub async fn run(
         drain: drain::Drain::default(),
         webhooks,
         resume_tokens: session::ResumeTokens::default(),
+        cluster,
     });
+    if let Some(cluster) = &shared.cluster {
+        tracing::info!(node = cluster.node_id(), "cluster mode");
+        cluster.attach(Arc::new(Arc::downgrade(&shared)));
+    }
     let stopped = api::serve(listener, metrics_listener, shared.clone(), shutdown)?;
     Ok(ServerHandle { local_addr, metrics_addr, shared, stopped })
 }

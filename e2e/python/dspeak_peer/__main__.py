@@ -1,7 +1,9 @@
 """CLI: `python -m dspeak_peer --url ws://127.0.0.1:8080 scenario two-peers|three-peers`,
-and three helpers: `tone` (produce a tone into a room), `listen` (consume every producer
-of a room and print what was heard) and `talk` (produce a tone and consume everyone else
-in the room, like a person in a call; the server's ops tests use it)."""
+and four helpers: `tone` (produce a tone into a room), `listen` (consume every producer
+of a room and print what was heard), `talk` (produce a tone and consume everyone else
+in the room, like a person in a call; the server's ops tests use it) and `cluster-talk`
+(the same on a cluster: follows `wrongNode`, starts over through the next `--url` when its
+node goes away; the server's cluster test uses it)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +15,7 @@ import sys
 import time
 from typing import List, Optional
 
+from .cluster import cluster_talk
 from .peer import DEFAULT_URL, Peer
 from .scenarios import SCENARIOS
 
@@ -90,6 +93,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     tk.add_argument("--room", required=True)
     tk.add_argument("--freq", type=float, default=440.0)
     tk.add_argument("--duration", type=float, default=30.0)
+    ct = sub.add_parser("cluster-talk")
+    ct.add_argument("--room", required=True)
+    ct.add_argument("--freq", type=float, default=440.0)
+    ct.add_argument("--duration", type=float, default=30.0)
+    ct.add_argument("--also", action="append", default=[],
+                    help="another node's URL, tried in turn after --url when a node goes away")
     args = ap.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -98,6 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(figures, default=str))
     elif args.cmd == "tone":
         asyncio.run(_cli_tone(args.url, args.room, args.freq, args.duration))
+    elif args.cmd == "cluster-talk":
+        asyncio.run(cluster_talk([args.url, *args.also], args.room, args.freq, args.duration))
     elif args.cmd == "talk":
         asyncio.run(_cli_talk(args.url, args.room, args.freq, args.duration))
     else:

@@ -109,7 +109,7 @@ export interface MethodInfo {
 /** Every method in table order: its API area, whether it takes params, and its application errors. */
 export const METHODS = [
   { name: "ping", area: "rooms", noParams: true, errors: ["limitExceeded"] },
-  { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable"] },
+  { name: "join", area: "rooms", noParams: false, errors: ["alreadyJoined", "roomFull", "payloadTooLarge", "forbidden", "limitExceeded", "unauthorized", "tokenExpired", "unavailable", "wrongNode"] },
   { name: "resume", area: "rooms", noParams: false, errors: ["limitExceeded", "invalidState", "unavailable", "resumeFailed"] },
   { name: "leave", area: "rooms", noParams: true, errors: ["notJoined", "limitExceeded", "unavailable"] },
   { name: "broadcast", area: "rooms", noParams: false, errors: ["notJoined", "payloadTooLarge", "forbidden", "limitExceeded", "unavailable"] },
@@ -171,6 +171,8 @@ export const ErrorCode = {
   unsupported: 1010,
   /** The server is shutting down or temporarily unavailable. */
   unavailable: 1011,
+  /** The room is hosted by another node: connect to data.url and join there. */
+  wrongNode: 1012,
   /** The session cannot be resumed (unknown, used or expired token, or missed events no longer buffered); join afresh. */
   resumeFailed: 1013,
   /** The message is not valid JSON. */
@@ -208,6 +210,7 @@ export const ERROR_CODE_INFO: Readonly<Record<number, { name: ErrorCodeName; des
   1009: { name: "tokenExpired", description: "The access token has expired or is not yet valid." },
   1010: { name: "unsupported", description: "The requested media parameters are not supported." },
   1011: { name: "unavailable", description: "The server is shutting down or temporarily unavailable." },
+  1012: { name: "wrongNode", description: "The room is hosted by another node: connect to data.url and join there." },
   1013: { name: "resumeFailed", description: "The session cannot be resumed (unknown, used or expired token, or missed events no longer buffered); join afresh." },
   [-32700]: { name: "parseError", description: "The message is not valid JSON." },
   [-32600]: { name: "invalidRequest", description: "The message is not a valid JSON-RPC 2.0 request." },

@@ -1200,6 +1200,7 @@ export interface JsonRpcError {
       | 1009
       | 1010
       | 1011
+      | 1012
       | 1013
       | -32700
       | -32600
@@ -1677,4 +1678,14 @@ export interface WebhookEvent {
    * The room it happened in.
    */
   room: string;
+}
+/**
+ * The `data` of a `wrongNode` error (cluster mode): the room is hosted by another node.
+ */
+export interface WrongNode {
+  /**
+   * The WebSocket URL of the node that hosts the room (its `--node-url`): connect
+   * there and call `join` again.
+   */
+  url: string;
 }

@@ -15,6 +15,8 @@
 
 mod admin;
 mod consumers;
+
+pub(crate) use admin::answer_forwarded;
 mod producers;
 mod resume;
 mod rooms;
@@ -134,6 +136,23 @@ impl<R, E> Changed for Result<(R, Vec<ServerEffect>), E> {
             Ok((value, effects)) => (Ok(value), effects),
             Err(e) => (Err(e), Vec::new()),
         }
+    }
+}
+
+/// Removes every member of `room` without waiting for them (cluster mode: another node
+/// holds the room's lease): each leaves on its own session and its stream ends as when
+/// the room is closed, so its client joins again and reaches the room's one node.
+pub(crate) fn remove_members(shared: &Shared, room: &str) {
+    let members = shared.rooms().mailboxes(room).unwrap_or_default();
+    for (peer, mailbox) in members {
+        let (room, peer) = (room.to_owned(), peer);
+        mailbox.session.post(move |s| {
+            Box::pin(async move {
+                if s.joined.as_ref().is_some_and(|j| j.room == room && j.peer_id == peer) {
+                    s.evict(crate::error::StreamEnd::RoomClosed).await;
+                }
+            })
+        });
     }
 }
 

@@ -8,7 +8,8 @@ use dspeak_schema::{Event, PeerId};
 
 use super::{Joined, Session, change_rooms, check_json_size};
 use crate::auth;
-use crate::error::{BroadcastError, JoinError, NotJoined, StreamEnd, TooLarge};
+use crate::cluster::Placement;
+use crate::error::{BroadcastError, JoinError, NotJoined, PlacementError, StreamEnd, TooLarge};
 use crate::room::{Effect, Member, RoomLimits};
 use dspeak_media::router;
 
@@ -39,14 +40,15 @@ impl Session {
         if let Some(j) = &self.joined {
             return Err(JoinError::AlreadyJoined(j.room.clone()));
         }
-        if self.shared.drain.is_draining() {
-            return Err(JoinError::Draining);
-        }
         check_name("room", &p.room)?;
         check_name("displayName", &p.display_name)?;
         let config = &self.shared.config;
         let secret = config.auth_secret.as_ref().map(|s| s.expose());
         let grants = auth::admit(secret, p.token.as_deref(), &p.room, config.max_token_ttl_secs)?;
+        self.check_placement(&p.room).await?;
+        if self.shared.drain.is_draining() {
+            return Err(JoinError::Draining);
+        }
         let display_name = grants.name.clone().unwrap_or(p.display_name);
         check_name("displayName", &display_name)?;
         let peer_id = PeerId::new(uuid::Uuid::new_v4().to_string());
@@ -107,6 +109,18 @@ impl Session {
         Ok(answer)
     }
 
+    /// Cluster mode: the room must be hosted here (placed here if it is nowhere yet);
+    /// otherwise `wrongNode` with the owner's URL, or `unavailable` while Redis is down
+    /// and the room is not open here. A single node always goes on.
+    async fn check_placement(&self, room: &str) -> Result<(), JoinError> {
+        let Some(cluster) = &self.shared.cluster else { return Ok(()) };
+        let local = self.shared.rooms().contains(room);
+        match cluster.place(room, local).await? {
+            Placement::Here => Ok(()),
+            Placement::Elsewhere(url) => Err(PlacementError::WrongNode { room: room.to_owned(), url }.into()),
+        }
+    }
+
     /// `leave`: leaves the room, closing everything the session had in it.
     pub(crate) async fn leave(&mut self) -> Result<Empty, NotJoined> {
         self.joined()?;
@@ -129,6 +143,9 @@ impl Session {
             let effects = r.leave(&j.room, &j.peer_id);
             (effects.iter().any(|e| matches!(e, Effect::RoomClosed(_))), effects)
         });
+        if let (true, Some(cluster)) = (closed, &self.shared.cluster) {
+            cluster.released(&j.room);
+        }
         let webhooks = &self.shared.webhooks;
         webhooks.emit(WebhookEventKind::PeerLeft, &j.room, Some(&j.info), None);
         if closed {

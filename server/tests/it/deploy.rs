@@ -127,19 +127,24 @@ fn the_dockerfile_builds_in_rust_and_runs_slim_as_a_non_root_user() {
 }
 
 #[test]
-fn the_compose_file_sets_only_dspeak_variables() {
-    let compose = read("docker-compose.yml");
+fn the_compose_files_set_only_dspeak_variables() {
     let known = known_env();
-    let used: BTreeSet<&str> = compose
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("DSPEAK_"))
-        .collect();
-    assert!(used.contains("DSPEAK_AUTH_SECRET") && used.contains("DSPEAK_ANNOUNCED_ADDRESS"), "{used:?}");
-    for name in used {
-        assert!(known.contains(name), "{name} is not a dspeak variable");
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        let compose = read(file);
+        let used: BTreeSet<&str> = compose
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("DSPEAK_"))
+            .collect();
+        assert!(used.contains("DSPEAK_AUTH_SECRET") && used.contains("DSPEAK_ANNOUNCED_ADDRESS"), "{file}: {used:?}");
+        for name in &used {
+            assert!(known.contains(*name), "{file}: {name} is not a dspeak variable");
+        }
+        assert!(compose.contains("dockerfile: deploy/Dockerfile"), "{file}");
+        assert!(compose.contains("stop_grace_period"), "{file}: docker must wait for the drain");
+        if file.contains("cluster") {
+            assert!(used.contains("DSPEAK_REDIS_URL") && used.contains("DSPEAK_NODE_URL"), "{file}: {used:?}");
+        }
     }
-    assert!(compose.contains("dockerfile: deploy/Dockerfile"));
-    assert!(compose.contains("stop_grace_period"), "docker must wait for the drain");
 }
 
 #[test]

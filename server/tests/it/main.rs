@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod cluster;
 mod connections;
 mod deploy;
 mod errors;

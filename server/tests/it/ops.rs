@@ -167,16 +167,21 @@ async fn probes_answer_on_both_listeners_and_readyz_fails_while_draining() {
 }
 
 /// The real `dspeak` binary, started with `--listen 127.0.0.1:0`.
-struct Binary {
+pub struct Binary {
     child: Child,
-    url: String,
+    pub url: String,
     metrics: SocketAddr,
 }
 
 impl Binary {
     async fn start(args: &[&str]) -> Binary {
+        Binary::start_on("127.0.0.1:0", args).await
+    }
+
+    /// The binary listening on `listen`, with `args`.
+    pub async fn start_on(listen: &str, args: &[&str]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dspeak"))
-            .args(["--listen", "127.0.0.1:0", "--rtc-port", "0", "--rtc-listen-ip", "127.0.0.1", "--workers", "1"])
+            .args(["--listen", listen, "--rtc-port", "0", "--rtc-listen-ip", "127.0.0.1", "--workers", "1"])
             .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .env_remove("NODE_ENV")
@@ -204,7 +209,7 @@ impl Binary {
         Binary { child, url: url.unwrap(), metrics: metrics.unwrap() }
     }
 
-    fn signal(&self, signal: nix::sys::signal::Signal) {
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
     }
