@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::speaker::SpeakerEvents;
+
 /// The media engine's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -22,6 +24,8 @@ pub struct EngineConfig {
     pub tcp: bool,
     /// Pin worker i to the i-th CPU the process may run on (modulo their number).
     pub pin_workers: bool,
+    /// Which voice-activity events rooms get (`Off`: levels are not parsed).
+    pub speaker_events: SpeakerEvents,
 }
 
 impl Default for EngineConfig {
@@ -33,6 +37,7 @@ impl Default for EngineConfig {
             announced: Vec::new(),
             tcp: true,
             pin_workers: false,
+            speaker_events: SpeakerEvents::All,
         }
     }
 }

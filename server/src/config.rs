@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use dspeak_media::SpeakerEvents;
 
 /// Deployment environment, as the seed's `NODE_ENV`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,6 +154,11 @@ pub struct Config {
     /// Allow anonymous joins (no `--auth-secret`) on a non-loopback listen address.
     #[arg(long, env = "DSPEAK_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+
+    /// Voice-activity events of every room: `all` (`activeSpeaker` and `audioLevels`),
+    /// `speaker` (`activeSpeaker` only) or `off` (audio levels are not even parsed).
+    #[arg(long, env = "DSPEAK_SPEAKER_EVENTS", default_value = "all")]
+    pub speaker_events: SpeakerEvents,
 
     /// Per-server and per-session limits.
     #[command(flatten)]
@@ -370,6 +376,7 @@ impl Config {
             webhook_retry_ms: 1000,
             webhook_timeout_secs: 10,
             allow_anonymous: false,
+            speaker_events: SpeakerEvents::All,
             max_token_ttl_secs: 24 * 3600,
             limits: Limits::default(),
             connections: ConnectionLimits::default(),

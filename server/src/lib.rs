@@ -170,6 +170,7 @@ fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartErr
         announced: config.announced_address.clone(),
         tcp: !config.no_rtc_tcp,
         pin_workers: config.pin_workers,
+        speaker_events: config.speaker_events,
     })
 }
 

@@ -16,6 +16,7 @@ mod admin;
 mod consumers;
 mod producers;
 mod rooms;
+mod speaker;
 mod transports;
 mod voice;
 
