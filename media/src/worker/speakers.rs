@@ -56,7 +56,12 @@ impl Worker {
 }
 
 /// Feeds a producer packet's audio level, if it carries one, to its room's detector.
-pub(super) fn observe(rooms: &mut FxHashMap<RoomKey, RoomSpeakers>, producer: &Producer, packet: &RtpPacket, now: Instant) {
+pub(super) fn observe(
+    rooms: &mut FxHashMap<RoomKey, RoomSpeakers>,
+    producer: &Producer,
+    packet: &RtpPacket,
+    now: Instant,
+) {
     if let Some(level) = packet.header.ext_vals.audio_level
         && let Some(room) = rooms.get_mut(&producer.room)
     {
