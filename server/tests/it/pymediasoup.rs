@@ -84,3 +84,11 @@ async fn a_deafened_pymediasoup_peer_receives_nothing_until_undeafened() {
     pytest(python, "test_voice_state.py", &[("DSPEAK_URL", server.url())]).await;
     server.wait_counts("everything released", |c| *c == Counts::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_speaker_follows_the_pymediasoup_peer_that_speaks() {
+    let Some(python) = python() else { return };
+    let server = spawn_server_with(wildcard(Config::for_tests())).await;
+    pytest(python, "test_speaker.py", &[("DSPEAK_URL", server.url())]).await;
+    server.wait_counts("everything released", |c| *c == Counts::default()).await;
+}
