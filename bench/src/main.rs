@@ -150,6 +150,10 @@ struct FanoutArgs {
     /// The in-process server announces `::1`; clients use IPv6 loopback.
     #[arg(long)]
     ipv6: bool,
+    /// The in-process server's `--speaker-events` (`off`: audio levels not parsed, no
+    /// active-speaker detection), to measure what detection costs per packet.
+    #[arg(long, default_value = "all")]
+    speaker_events: dspeak_media::SpeakerEvents,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -229,6 +233,7 @@ fn fanout_options(a: &FanoutArgs, url: &Option<String>) -> media::FanoutOptions 
         server_pid: a.server_pid,
         tcp: a.tcp,
         ipv6: a.ipv6,
+        speaker_events: a.speaker_events,
     }
 }
 
@@ -257,6 +262,7 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             server_pid: None,
             tcp,
             ipv6,
+            speaker_events: dspeak_media::SpeakerEvents::All,
         };
         let fanout = media::fanout(cpus, &opts).await?;
         fanout.print(command_line);

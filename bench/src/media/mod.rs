@@ -44,6 +44,8 @@ pub(crate) struct FanoutOptions {
     pub(crate) tcp: bool,
     /// The in-process server listens on and announces `::1`; clients use `::1`.
     pub(crate) ipv6: bool,
+    /// The in-process server's voice-activity events (its speakers send audio levels).
+    pub(crate) speaker_events: dspeak_media::SpeakerEvents,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -287,6 +289,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         Some(url) => target::external(url),
         None => {
             let mut config = target::bench_config(20_000);
+            config.speaker_events = opts.speaker_events;
             if opts.ipv6 {
                 config.rtc_listen_ip = std::net::Ipv6Addr::LOCALHOST.into();
                 config.announced_address = vec!["::1".into()];
