@@ -70,7 +70,9 @@ export type Event =
   | ProducerPausedEvent
   | ProducerResumedEvent
   | ConsumerClosedEvent
-  | ServerDrainingEvent;
+  | ServerDrainingEvent
+  | ActiveSpeakerEvent
+  | AudioLevelsEvent;
 /**
  * One WebSocket connection (a session).
  */
@@ -261,6 +263,23 @@ export interface RoomSummary {
    * The room's name.
    */
   room: string;
+}
+/**
+ * One producer's level in `audioLevels`.
+ */
+export interface AudioLevel {
+  /**
+   * Its level in dBov, smoothed over ~200 ms: from -50 (quiet) to 0 (loudest).
+   */
+  level: number;
+  /**
+   * The producing peer.
+   */
+  peerId: PeerId;
+  /**
+   * The producer.
+   */
+  producerId: ProducerId;
 }
 /**
  * Params of `broadcast`.
@@ -920,6 +939,35 @@ export interface ServerDrainingEvent {
    */
   deadlineMs: number;
   type: "serverDraining";
+}
+/**
+ * The room's active speaker changed (from the producers' RFC 6464 audio levels: the
+ * loudest producer above -50 dBov, kept at least a second, replaced by one louder
+ * by 6 dB or when it stops speaking; paused producers never speak). Every peer of
+ * the room gets it, the speaker too.
+ */
+export interface ActiveSpeakerEvent {
+  /**
+   * The speaking peer.
+   */
+  peerId: PeerId;
+  /**
+   * Its producer.
+   */
+  producerId: ProducerId;
+  type: "activeSpeaker";
+}
+/**
+ * The producers speaking now, loudest first: at most every 200 ms and only while
+ * someone speaks (off with the server's `--speaker-events speaker|off`). Every peer
+ * of the room gets it.
+ */
+export interface AudioLevelsEvent {
+  /**
+   * Each speaking producer's level.
+   */
+  levels: AudioLevel[];
+  type: "audioLevels";
 }
 /**
  * Params of `getStats`.
