@@ -523,7 +523,7 @@ mod tests {
                 RouterEvent::AudioLevels(l) => levels.push(l),
             }
         }
-        assert_eq!(speakers, [loud.clone()]);
+        assert_eq!(speakers, std::slice::from_ref(&loud));
         assert!((4..=5).contains(&levels.len()), "one per 200 ms over 1 s: {}", levels.len());
         let last = levels.last().unwrap();
         assert_eq!(last.iter().map(|l| &l.peer_id).collect::<Vec<_>>(), [&loud, &quiet], "loudest first");

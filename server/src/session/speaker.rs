@@ -3,8 +3,9 @@
 //!
 //! One task per room, started by the `join` that opens the room; it ends when the
 //! room's router handle is dropped (the room closed), which ends the channel. Events
-//! about producers the room no longer has (closed since, or of an older room of the
-//! same name) are dropped.
+//! about peers that are not members (left since, or of an older room of the same name)
+//! are dropped. (Peers, not producers: a producer reaches the engine just before the
+//! room registry, and a speaker named in between would never be announced.)
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub(super) fn relay(shared: Arc<Shared>, room: String, mut events: RouterEvents)
             change_rooms(&shared, |r| {
                 let event = match event {
                     RouterEvent::ActiveSpeaker { peer_id, producer_id } => {
-                        if r.producer(&room, &producer_id).is_none() {
+                        if r.mailbox(&room, &peer_id).is_none() {
                             return Vec::new();
                         }
                         Event::ActiveSpeaker { peer_id, producer_id }
@@ -30,7 +31,7 @@ pub(super) fn relay(shared: Arc<Shared>, room: String, mut events: RouterEvents)
                     RouterEvent::AudioLevels(levels) => {
                         let levels: Vec<AudioLevel> = levels
                             .into_iter()
-                            .filter(|l| r.producer(&room, &l.producer_id).is_some())
+                            .filter(|l| r.mailbox(&room, &l.peer_id).is_some())
                             .map(|l| AudioLevel { peer_id: l.peer_id, producer_id: l.producer_id, level: l.level })
                             .collect();
                         if levels.is_empty() {
