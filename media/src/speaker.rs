@@ -217,8 +217,8 @@ pub struct ProducerLevel {
     pub peer_id: PeerId,
     /// The producer.
     pub producer_id: ProducerId,
-    /// Smoothed level in dBov (-127..=0), above -50.
-    pub level: f32,
+    /// Smoothed level in dBov (-50..=0), to a tenth of a dB.
+    pub level: f64,
 }
 
 /// What a room's router tells the server (the engine's upward channel).
@@ -321,7 +321,7 @@ impl RoomSpeakers {
                     .iter()
                     .filter_map(|&(key, level)| {
                         let p = self.producers.iter().find(|p| p.key == key)?;
-                        let level = (level * 10.0).round() / 10.0;
+                        let level = (f64::from(level) * 10.0).round() / 10.0;
                         Some(ProducerLevel { peer_id: p.peer_id.clone(), producer_id: p.producer_id.clone(), level })
                     })
                     .collect();

@@ -145,7 +145,7 @@ pub struct AudioLevel {
     /// The producer.
     pub producer_id: ProducerId,
     /// Its level in dBov, smoothed over ~200 ms: from -50 (quiet) to 0 (loudest).
-    pub level: f32,
+    pub level: f64,
 }
 
 impl Event {
