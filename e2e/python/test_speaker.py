@@ -17,14 +17,10 @@ Run by the server's integration test `pymediasoup.rs`:
     DSPEAK_URL=ws://… python -m pytest -s -q test_speaker.py
 """
 import asyncio
-import json
-import os
 import time
 
-import pytest
-
 import dspeak_peer as dp
-from dspeak_peer.scenarios.common import new_room
+from dspeak_peer.scenarios.common import new_room, run_against_server
 
 FIRST_SPEAKER_WITHIN = 1.5
 SWITCH_WITHIN = 2.0
@@ -122,8 +118,4 @@ async def scenario_speaker(url: str) -> dict:
 
 
 def test_the_active_speaker_follows_who_speaks():
-    url = os.environ.get("DSPEAK_URL")
-    if not url:
-        pytest.skip("needs DSPEAK_URL (run by server/tests/it/pymediasoup.rs)")
-    figures = asyncio.run(asyncio.wait_for(scenario_speaker(url), 60))
-    print(f"\n[speaker] figures: {json.dumps(figures)}")
+    run_against_server("speaker", scenario_speaker)

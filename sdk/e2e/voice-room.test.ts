@@ -145,6 +145,16 @@ async function measure(who: Peer, from: string): Promise<{ packets: number; ener
 /** The `li` of `name` in `who`'s peer list. */
 const row = (who: Peer, name: string) => who.page.locator("#peers li.peer", { hasText: name });
 
+/**
+ * Clicks `who`'s toggle `button` (`#mic`, `#deafen`) until it shows `pressed`, then waits
+ * until `observer`'s row of `who` has `attribute` = `pressed`.
+ */
+async function toggle(who: Peer, button: string, pressed: boolean, observer: Peer, attribute: string): Promise<void> {
+  await who.page.click(button);
+  await expect.poll(() => who.page.getAttribute(button, "aria-pressed")).toBe(String(pressed));
+  await eventually(`${observer.name}'s page to show ${who.name} ${attribute}=${pressed}`, async () => (await row(observer, who.name).getAttribute(attribute)) === String(pressed));
+}
+
 async function screenshot(label: string, ...names: string[]): Promise<void> {
   shot++;
   for (const name of names.length ? names : [...peers.keys()]) {
@@ -360,9 +370,7 @@ phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
 phase("Alice mutes: Bob's packets from her stop and his page shows her muted", async () => {
   const alice = peer("Alice");
   const bob = peer("Bob");
-  await alice.page.click("#mic");
-  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("true");
-  await eventually("Bob's page to show Alice muted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "true");
+  await toggle(alice, "#mic", true, bob, "data-muted");
   expect(await row(bob, "Alice").locator(".mic-state").getAttribute("title")).toBe("Muted");
   expect(await row(alice, "Alice").getAttribute("data-muted")).toBe("true");
   expect((await hooks.peers(bob)).find((p: PeerSnapshot) => p.displayName === "Alice")?.mic).toBe("muted");
@@ -379,9 +387,7 @@ phase("Alice mutes: Bob's packets from her stop and his page shows her muted", a
 phase("Alice unmutes: Bob hears her again", async () => {
   const alice = peer("Alice");
   const bob = peer("Bob");
-  await alice.page.click("#mic");
-  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("false");
-  await eventually("Bob's page to show Alice unmuted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "false");
+  await toggle(alice, "#mic", false, bob, "data-muted");
   await sleep(300);
   const unmuted = await measure(bob, "Alice");
   figures.unmuted = { bobFromAlice: unmuted.packets };
@@ -393,18 +399,14 @@ phase("Alice unmutes: Bob hears her again", async () => {
 phase("Bob deafens: no packets reach him, Alice sees it; he undeafens and hears her again", async () => {
   const alice = peer("Alice");
   const bob = peer("Bob");
-  await bob.page.click("#deafen");
-  await expect.poll(() => bob.page.getAttribute("#deafen", "aria-pressed")).toBe("true");
-  await eventually("Alice's page to show Bob deafened", async () => (await row(alice, "Bob").getAttribute("data-deafened")) === "true");
+  await toggle(bob, "#deafen", true, alice, "data-deafened");
   await sleep(500); // packets already in flight
   const deaf = await measure(bob, "Alice");
   figures.deafened = { bobFromAlice: deaf.packets };
   note(`deafened: Bob received ${deaf.packets} packets from Alice in ${WINDOW_MS} ms`);
   expect(deaf.packets, "no packets to a deafened peer").toBe(0);
   await screenshot("bob-deafened");
-  await bob.page.click("#deafen");
-  await expect.poll(() => bob.page.getAttribute("#deafen", "aria-pressed")).toBe("false");
-  await eventually("Alice's page to show Bob undeafened", async () => (await row(alice, "Bob").getAttribute("data-deafened")) === "false");
+  await toggle(bob, "#deafen", false, alice, "data-deafened");
   await sleep(300);
   const undeaf = await measure(bob, "Alice");
   figures.undeafened = { bobFromAlice: undeaf.packets };
