@@ -101,6 +101,15 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// The fan-out with the server's speaker detection off and on, alternating: its
+    /// forwarding cost per packet side by side.
+    SpeakerCost {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Runs per setting (fresh server each).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Peers join at once and consume one speaker: join → first audio.
     JoinStorm {
         /// Peers joining at once.
@@ -207,6 +216,10 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
         Command::TransportCost { fanout, rounds } => {
             let opts = fanout_options(&fanout, &cli.url);
             media::transport_cost(&cpus, &opts, rounds).await?.print(&command_line);
+        }
+        Command::SpeakerCost { fanout, rounds } => {
+            let opts = fanout_options(&fanout, &cli.url);
+            media::speaker_cost(&cpus, &opts, rounds).await?.print(&command_line);
         }
         Command::JoinStorm { peers, runs } => {
             media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
