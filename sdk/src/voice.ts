@@ -89,7 +89,7 @@ export interface VoiceRoom {
   readonly peers: ReadonlyMap<string, VoicePeer>;
   /** This peer's own voice state, as the server last reported it. */
   readonly voiceState: VoiceState;
-  /** The peer id of the room's active speaker (`activeSpeaker`; maybe this peer), if any yet. */
+  /** The peer id of the room's active speaker (`activeSpeaker`; maybe this peer), until it leaves. */
   readonly activeSpeaker: string | undefined;
   /** Whether this peer speaks now, as the server hears it (`audioLevels`). */
   readonly speaking: boolean;
@@ -198,6 +198,7 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
       emit("peerUpdated", peer);
     }),
     client.on("peerLeft", (e) => {
+      if (activeSpeaker === e.peerId) activeSpeaker = undefined;
       if (peers.delete(e.peerId)) emit("peerLeft", { peerId: e.peerId });
     }),
     client.on("voiceStateUpdated", ({ peerId, selfMute, selfDeaf, serverMuted }) => {
