@@ -320,7 +320,9 @@ impl Worker {
                 }
                 () = tokio::time::sleep_until(wakeup) => self.on_timers(),
             }
-            self.tick_speakers(Instant::now());
+            if !self.rooms.is_empty() {
+                self.tick_speakers(Instant::now());
+            }
             self.flush();
             self.update_counts();
         }
