@@ -9,7 +9,7 @@ activity bit always off), so the server's detector has only the levels to go by.
    never the silent B.
 2. A is paused (server side; its client keeps sending loud audio) and B starts
    speaking: every peer gets `activeSpeaker` naming B within 2 s.
-3. A resumes, loud; B speaks quietly (-30 dBov bursts): an `audioLevels` lists both,
+3. A resumes, loud; B speaks quietly (-35 dBov bursts): an `audioLevels` lists both,
    A above B.
 
 Run by the server's integration test `pymediasoup.rs`:
@@ -94,8 +94,10 @@ async def scenario_speaker(url: str) -> dict:
 
         # 3. A loud, B quiet: both listed, A above B.
         quiet = b.tracks[b_pid]
-        quiet.loud_dbov, quiet.quiet_dbov = -30.0, -40.0
+        quiet.loud_dbov, quiet.quiet_dbov = -35.0, -45.0
         await a.request("resumeProducer", {"producerId": a_pid})
+        # Levels are smoothed (~200 ms): compare them once both have settled.
+        await asyncio.sleep(1.0)
         mark = c.mark()
         deadline = time.monotonic() + 3.0
         both = None
