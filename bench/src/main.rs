@@ -104,6 +104,15 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// The fan-out with the server's speaker detection off and on, alternating: its
+    /// forwarding cost per packet side by side.
+    SpeakerCost {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Runs per setting (fresh server each).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Peers join at once and consume one speaker: join → first audio.
     JoinStorm {
         /// Peers joining at once.
@@ -172,6 +181,10 @@ struct FanoutArgs {
     /// The in-process server announces `::1`; clients use IPv6 loopback.
     #[arg(long)]
     ipv6: bool,
+    /// The in-process server's `--speaker-events` (`off`: audio levels not parsed, no
+    /// active-speaker detection), to measure what detection costs per packet.
+    #[arg(long, default_value = "all")]
+    speaker_events: dspeak_media::SpeakerEvents,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -226,6 +239,10 @@ async fn run(cli: Cli, cpus: Cpus, command_line: String) -> anyhow::Result<()> {
             let opts = fanout_options(&fanout, &cli.url);
             media::transport_cost(&cpus, &opts, rounds).await?.print(&command_line);
         }
+        Command::SpeakerCost { fanout, rounds } => {
+            let opts = fanout_options(&fanout, &cli.url);
+            media::speaker_cost(&cpus, &opts, rounds).await?.print(&command_line);
+        }
         Command::JoinStorm { peers, runs } => {
             media::join_storm(&cpus, peers, runs, cli.url.as_deref()).await?.print(&command_line);
         }
@@ -255,6 +272,7 @@ fn fanout_options(a: &FanoutArgs, url: &Option<String>) -> media::FanoutOptions 
         server_pid: a.server_pid,
         tcp: a.tcp,
         ipv6: a.ipv6,
+        speaker_events: a.speaker_events,
     }
 }
 
@@ -283,6 +301,7 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             server_pid: None,
             tcp,
             ipv6,
+            speaker_events: dspeak_media::SpeakerEvents::All,
         };
         let fanout = media::fanout(cpus, &opts).await?;
         fanout.print(command_line);

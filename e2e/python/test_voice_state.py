@@ -8,14 +8,12 @@ Run by the server's integration test `pymediasoup.rs`:
     DSPEAK_URL=ws://… python -m pytest -s -q test_voice_state.py
 """
 import asyncio
-import json
-import os
 import time
 
 import pytest
 
 import dspeak_peer as dp
-from dspeak_peer.scenarios.common import PAUSE_GRACE, new_room, wait_audio
+from dspeak_peer.scenarios.common import PAUSE_GRACE, new_room, run_against_server, wait_audio
 
 FORBIDDEN = 1004
 DEAF_WINDOW = 2.0
@@ -90,8 +88,4 @@ async def scenario_voice_state(url: str) -> dict:
 
 
 def test_a_deafened_peer_receives_nothing_until_undeafened():
-    url = os.environ.get("DSPEAK_URL")
-    if not url:
-        pytest.skip("needs DSPEAK_URL (run by server/tests/it/pymediasoup.rs)")
-    figures = asyncio.run(asyncio.wait_for(scenario_voice_state(url), 60))
-    print(f"\n[voice-state] figures: {json.dumps(figures)}")
+    run_against_server("voice-state", scenario_voice_state)

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::speaker::SpeakerEvents;
+
 /// The media engine's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -26,6 +28,8 @@ pub struct EngineConfig {
     /// Stop sending to a client address that has sent no valid ICE check for this
     /// long (consent freshness, RFC 7675: 30 s; clients check every few seconds).
     pub consent_timeout: Duration,
+    /// Which voice-activity events rooms get (`Off`: levels are not parsed).
+    pub speaker_events: SpeakerEvents,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +42,7 @@ impl Default for EngineConfig {
             tcp: true,
             pin_workers: false,
             consent_timeout: CONSENT_TIMEOUT,
+            speaker_events: SpeakerEvents::All,
         }
     }
 }

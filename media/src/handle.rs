@@ -7,7 +7,7 @@
 //! worker: dropping it frees the place.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dspeak_schema::media::{ConsumeResult, CreateTransportResult, Direction, Stats};
 use dspeak_schema::ortc::{
@@ -18,7 +18,12 @@ use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 use crate::dtls::expected_fingerprint;
 use crate::error::MediaError;
 use crate::router;
-use crate::worker::WorkerHandle;
+use crate::speaker::{self, RouterEvents};
+use crate::worker::{RoomKey, WorkerHandle};
+
+/// The next room's key (unique over the process, so a late command of a closed room
+/// never reaches a new one).
+static NEXT_ROOM: AtomicU64 = AtomicU64::new(1);
 
 /// A consumer the engine closed because its producer closed; its owner must be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,8 @@ pub struct ClosedConsumer {
 #[derive(Debug)]
 pub struct RouterHandle {
     worker: WorkerHandle,
+    /// The room's key on its worker.
+    room: RoomKey,
     /// The host candidates of the worker's port.
     candidates: Arc<[IceCandidate]>,
     /// The server certificate's fingerprints, sha-1 to sha-512.
@@ -42,14 +49,18 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
-    /// Takes a place on `worker` (released on drop).
+    /// Takes a place on `worker` (released on drop); returns the handle and the room's
+    /// upward channel (voice activity), which ends when the handle is dropped.
     pub(crate) fn new(
         worker: WorkerHandle,
         candidates: Arc<[IceCandidate]>,
         fingerprints: Arc<[DtlsFingerprint]>,
-    ) -> Self {
+    ) -> (Self, RouterEvents) {
         worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
-        RouterHandle { worker, candidates, fingerprints }
+        let room = NEXT_ROOM.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = speaker::channel();
+        worker.post(move |w| w.open_room(room, tx));
+        (RouterHandle { worker, room, candidates, fingerprints }, rx)
     }
 
     /// The index of the worker the room is on.
@@ -97,7 +108,8 @@ impl RouterHandle {
         rtp_parameters: &RtpParameters,
     ) -> Result<(), MediaError> {
         let stream = router::producer_stream(kind, rtp_parameters)?;
-        self.worker.call(move |w| w.produce(id, &transport, &owner, stream)).await
+        let room = self.room;
+        self.worker.call(move |w| w.produce(room, id, &transport, &owner, stream)).await
     }
 
     /// A paused consumer of `producer` on a recv transport of `owner`, with RTP
@@ -149,5 +161,7 @@ impl RouterHandle {
 impl Drop for RouterHandle {
     fn drop(&mut self) {
         self.worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
+        let room = self.room;
+        self.worker.post(move |w| w.close_room(room));
     }
 }

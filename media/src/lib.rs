@@ -20,7 +20,8 @@
 //! - `srtp`: SRTP/SRTCP sealing from DTLS keying material; `egress`: the consumers'
 //!   prebuilt RTP headers and sender reports, which the worker seals and sends itself.
 //! - `speaker`: active-speaker detection from RFC 6464 audio levels (smoothed level,
-//!   hysteresis, minimum hold; not wired to the worker yet).
+//!   hysteresis, minimum hold), the per-room state the worker feeds, and the upward
+//!   channel ([`RouterEvent`]s) a router's room gets from [`Engine::router`].
 //! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
 mod config;
@@ -54,6 +55,7 @@ pub use config::{CONSENT_TIMEOUT, EngineConfig};
 pub use dtls::crypto_provider;
 pub use error::MediaError;
 pub use handle::{ClosedConsumer, RouterHandle};
+pub use speaker::{ProducerLevel, RouterEvent, RouterEvents, SpeakerEvents};
 pub use traffic::{DropReason, TrafficSnapshot};
 use worker::{WorkerCounts, WorkerHandle};
 
@@ -142,6 +144,7 @@ impl Engine {
                 identity.clone(),
                 cpus.get(index % cpus.len().max(1)).copied(),
                 config.consent_timeout,
+                config.speaker_events,
             )?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);
@@ -152,8 +155,9 @@ impl Engine {
 
     /// A router for a new room, placed on the least loaded worker: the one forwarding
     /// the fewest packets per second, then the one with the fewest rooms. The room stays
-    /// on that worker until the handle is dropped.
-    pub fn router(&self) -> RouterHandle {
+    /// on that worker until the handle is dropped. With it comes the room's upward
+    /// channel: its `activeSpeaker`/`audioLevels` (per [`EngineConfig::speaker_events`]).
+    pub fn router(&self) -> (RouterHandle, RouterEvents) {
         let worker = least_loaded(self.workers.iter().map(|w| &*w.counts))
             .and_then(|i| self.workers.get(i))
             .expect("the engine has at least one worker");

@@ -2,8 +2,10 @@
 //!
 //! One capability set serves every room: Opus only, mediasoup's default shape
 //! (preferred payload type 100, 48 kHz, 2 channels, `useinbandfec: 1`). Only what the
-//! engine really does is listed: the `mid` header extension, and no RTCP feedback
-//! (audio is not retransmitted and transport-wide congestion control is not run).
+//! engine really does is listed: the `mid` header extension, `ssrc-audio-level` (RFC 6464)
+//! as `recvonly` (producers send it and the engine reads it for active-speaker
+//! detection; it is not forwarded to consumers yet), and no RTCP feedback (audio is not
+//! retransmitted and transport-wide congestion control is not run).
 //! Producers keep their client's payload type; consumers get the router's, and the
 //! engine rewrites it per packet, as mediasoup does.
 
@@ -24,6 +26,13 @@ pub(crate) const PRODUCER_PTS: std::ops::RangeInclusive<u8> = 96..=127;
 /// `urn:ietf:params:rtp-hdrext:sdes:mid` and its router id.
 pub(crate) const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 pub(crate) const MID_EXT_ID: u8 = 1;
+/// `urn:ietf:params:rtp-hdrext:ssrc-audio-level` (RFC 6464) and its router id
+/// (mediasoup's preferred id).
+pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub(crate) const AUDIO_LEVEL_EXT_ID: u8 = 6;
+/// Highest header-extension id of the one-byte form (RFC 8285), the form clients use
+/// for audio.
+pub(crate) const MAX_ONE_BYTE_EXT_ID: u8 = 14;
 const OPUS_MIME: &str = "audio/opus";
 /// Longest MID str0m accepts.
 const MAX_MID_LEN: usize = 16;
@@ -40,13 +49,24 @@ pub fn capabilities() -> RtpCapabilities {
             parameters: CodecParameters::from([("useinbandfec".to_owned(), ParameterValue::Integer(1))]),
             rtcp_feedback: vec![],
         }],
-        header_extensions: vec![RtpHeaderExtension {
-            kind: MediaKind::Audio,
-            uri: MID_URI.into(),
-            preferred_id: MID_EXT_ID,
-            preferred_encrypt: false,
-            direction: Some(RtpHeaderExtensionDirection::Sendrecv),
-        }],
+        header_extensions: vec![
+            RtpHeaderExtension {
+                kind: MediaKind::Audio,
+                uri: MID_URI.into(),
+                preferred_id: MID_EXT_ID,
+                preferred_encrypt: false,
+                direction: Some(RtpHeaderExtensionDirection::Sendrecv),
+            },
+            // Received only: the router reads producers' levels; forwarding them to
+            // consumers (mediasoup's `sendrecv`) needs the engine's own send path.
+            RtpHeaderExtension {
+                kind: MediaKind::Audio,
+                uri: AUDIO_LEVEL_URI.into(),
+                preferred_id: AUDIO_LEVEL_EXT_ID,
+                preferred_encrypt: false,
+                direction: Some(RtpHeaderExtensionDirection::Recvonly),
+            },
+        ],
     }
 }
 
@@ -59,6 +79,9 @@ pub(crate) struct ProducerStream {
     pub(crate) codec_parameters: CodecParameters,
     pub(crate) cname: Option<String>,
     pub(crate) msid: Option<String>,
+    /// The producer's id for `ssrc-audio-level`, when it sends the levels (one-byte
+    /// form ids only).
+    pub(crate) audio_level_id: Option<u8>,
 }
 
 /// Checks a `produce` request against the router and extracts the stream.
@@ -104,6 +127,11 @@ pub(crate) fn producer_stream(kind: MediaKind, rtp: &RtpParameters) -> Result<Pr
         codec_parameters: codec.parameters.clone(),
         cname: rtp.rtcp.cname.clone(),
         msid: rtp.msid.clone(),
+        audio_level_id: rtp
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == AUDIO_LEVEL_URI && (1..=MAX_ONE_BYTE_EXT_ID).contains(&e.id))
+            .map(|e| e.id),
     })
 }
 
@@ -133,6 +161,8 @@ pub(crate) fn consumer_parameters(
     let header_extensions = capabilities()
         .header_extensions
         .into_iter()
+        // What the router only receives is never sent to consumers.
+        .filter(|ours| ours.direction != Some(RtpHeaderExtensionDirection::Recvonly))
         .filter(|ours| caps.header_extensions.iter().any(|theirs| theirs.kind == ours.kind && theirs.uri == ours.uri))
         .map(|ext| RtpHeaderExtensionParameters {
             uri: ext.uri,
@@ -181,6 +211,8 @@ mod tests {
             let stream = producer_stream(MediaKind::Audio, &rtp).unwrap();
             assert_eq!(stream.payload_type, pt, "{client}");
             assert_eq!(stream.mid, "0");
+            // Chromium puts the level on id 1, aiortc on 2 (after its `mid` on 1).
+            assert_eq!(stream.audio_level_id, Some(if pt == 111 { 1 } else { 2 }), "{client}");
         }
     }
 
@@ -211,6 +243,17 @@ mod tests {
                     .all(|e| { theirs.header_extensions.iter().any(|t| t.uri == e.uri && t.id == e.id) })
             );
         }
+    }
+
+    #[test]
+    fn the_audio_level_extension_has_mediasoups_id_and_is_received_only() {
+        let theirs = fixture("mediasoup-wire/getRouterRtpCapabilities.result.json");
+        let theirs = theirs["headerExtensions"].as_array().unwrap();
+        let mediasoup = theirs.iter().find(|e| e["kind"] == "audio" && e["uri"] == AUDIO_LEVEL_URI).unwrap();
+        let ours = capabilities();
+        let ours = ours.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).unwrap();
+        assert_eq!(mediasoup["preferredId"], u64::from(ours.preferred_id));
+        assert_eq!(ours.direction, Some(RtpHeaderExtensionDirection::Recvonly));
     }
 
     #[test]

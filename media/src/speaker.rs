@@ -1,4 +1,4 @@
-//! Active-speaker detection from RFC 6464 audio levels, for issue #18 item 2.
+//! Active-speaker detection from RFC 6464 audio levels.
 //!
 //! One [`SpeakerDetector`] per room, fed one level per received packet
 //! ([`SpeakerDetector::observe`]: a scan of a short vector, no allocation) and asked
@@ -12,13 +12,23 @@
 //! [`SpeakerDetector::levels`] lists the producers above the threshold, loudest first,
 //! for `audioLevels`.
 //!
-//! Not wired yet: the worker does not parse the extension nor run the detector, and
-//! nothing emits `activeSpeaker`/`audioLevels`. The unit tests drive it with
-//! speech-like bursts on a synthetic clock.
+//! The worker keeps a [`RoomSpeakers`] per room (router): the detector, the room's
+//! producers and the upward channel to the server, where it sends
+//! [`RouterEvent::ActiveSpeaker`] on a change and [`RouterEvent::AudioLevels`] at most
+//! every [`LEVELS_EVERY`] while someone speaks. [`LevelCapture`] is how a send
+//! transport's str0m `Rtc`, whose extension map is fixed when it is built, reads the
+//! level on whatever id the producer declares later at `produce`.
+//!
+//! The unit tests drive the detector with speech-like bursts on a synthetic clock.
 
-#![allow(dead_code)]
-
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+use dspeak_schema::{PeerId, ProducerId};
+use str0m::rtp::{ExtensionSerializer, ExtensionValues};
+use tokio::sync::mpsc;
 
 /// Smoothed level above which a producer counts as speaking, in dBov.
 pub(crate) const SPEAKING_DBOV: f32 = -50.0;
@@ -32,6 +42,13 @@ pub(crate) const STALE_AFTER: Duration = Duration::from_millis(500);
 const SMOOTHING: Duration = Duration::from_millis(200);
 /// The level of silence (RFC 6464's 127 means -127 dBov).
 const SILENCE_DBOV: f32 = -127.0;
+/// How often the detector decides.
+pub(crate) const TICK_EVERY: Duration = Duration::from_millis(100);
+/// Shortest interval between two `audioLevels` of a room.
+pub(crate) const LEVELS_EVERY: Duration = Duration::from_millis(200);
+/// Events a room's upward channel holds before new ones are dropped (the worker never
+/// waits on the server).
+const EVENT_QUEUE: usize = 64;
 
 /// One producer's state.
 #[derive(Debug)]
@@ -107,6 +124,7 @@ impl<K: Copy + Eq> SpeakerDetector<K> {
     }
 
     /// The current active speaker.
+    #[cfg(test)]
     pub(crate) fn speaker(&self) -> Option<K> {
         self.current.map(|(k, _)| k)
     }
@@ -149,6 +167,219 @@ impl<K: Copy + Eq> SpeakerDetector<K> {
     fn speaking(&self, e: &Entry<K>, now: Instant) -> Option<f32> {
         let fresh = e.last_at.is_some_and(|t| now.saturating_duration_since(t) < STALE_AFTER);
         (fresh && !e.paused && e.level > SPEAKING_DBOV).then_some(e.level)
+    }
+}
+
+/// Which voice-activity events the engine produces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpeakerEvents {
+    /// `activeSpeaker` and `audioLevels` (the default).
+    #[default]
+    All,
+    /// `activeSpeaker` only.
+    Speaker,
+    /// Neither: audio levels are not even parsed.
+    Off,
+}
+
+impl SpeakerEvents {
+    /// The name of the setting (`all`, `speaker`, `off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeakerEvents::All => "all",
+            SpeakerEvents::Speaker => "speaker",
+            SpeakerEvents::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for SpeakerEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SpeakerEvents {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [SpeakerEvents::All, SpeakerEvents::Speaker, SpeakerEvents::Off]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("'{s}' is not one of all, speaker, off"))
+    }
+}
+
+/// One producer's level in [`RouterEvent::AudioLevels`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProducerLevel {
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// The producer.
+    pub producer_id: ProducerId,
+    /// Smoothed level in dBov (-50..=0), to a tenth of a dB.
+    pub level: f64,
+}
+
+/// What a room's router tells the server (the engine's upward channel).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouterEvent {
+    /// The room's active speaker changed.
+    ActiveSpeaker {
+        /// The speaking peer.
+        peer_id: PeerId,
+        /// Its producer.
+        producer_id: ProducerId,
+    },
+    /// The producers speaking now, loudest first (only while someone speaks).
+    AudioLevels(Vec<ProducerLevel>),
+}
+
+/// The receiving end of a room's upward channel; it ends when the room's
+/// [`RouterHandle`](crate::RouterHandle) is dropped.
+pub type RouterEvents = mpsc::Receiver<RouterEvent>;
+
+/// A new upward channel.
+pub(crate) fn channel() -> (mpsc::Sender<RouterEvent>, RouterEvents) {
+    mpsc::channel(EVENT_QUEUE)
+}
+
+/// A producer as the detector of its room knows it.
+#[derive(Debug)]
+struct RoomProducer {
+    key: u32,
+    peer_id: PeerId,
+    producer_id: ProducerId,
+}
+
+/// The voice activity of one room, owned by its worker.
+#[derive(Debug)]
+pub(crate) struct RoomSpeakers {
+    detector: SpeakerDetector<u32>,
+    producers: Vec<RoomProducer>,
+    events: mpsc::Sender<RouterEvent>,
+    levels: bool,
+    next_levels: Instant,
+    /// Scratch for `levels` (reused).
+    scratch: Vec<(u32, f32)>,
+}
+
+impl RoomSpeakers {
+    /// A room sending its events on `events`; `levels`: whether to send `AudioLevels`.
+    pub(crate) fn new(events: mpsc::Sender<RouterEvent>, levels: bool, now: Instant) -> Self {
+        RoomSpeakers {
+            detector: SpeakerDetector::default(),
+            producers: Vec::new(),
+            events,
+            levels,
+            next_levels: now,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Starts tracking a producer under the worker's `key` for it.
+    pub(crate) fn add(&mut self, key: u32, peer_id: PeerId, producer_id: ProducerId) {
+        self.detector.add(key);
+        self.producers.push(RoomProducer { key, peer_id, producer_id });
+    }
+
+    /// Stops tracking a producer.
+    pub(crate) fn remove(&mut self, key: u32) {
+        self.detector.remove(key);
+        self.producers.retain(|p| p.key != key);
+    }
+
+    /// A producer was paused or resumed (paused producers never speak).
+    pub(crate) fn set_paused(&mut self, key: u32, paused: bool) {
+        self.detector.set_paused(key, paused);
+    }
+
+    /// One packet's level (RFC 6464: 0 loudest, 127 silence).
+    pub(crate) fn observe(&mut self, key: u32, level: u8, now: Instant) {
+        self.detector.observe(key, level, now);
+    }
+
+    /// Whether the room has producers to watch.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Decides at `now` and sends what changed; never waits (a full channel drops).
+    pub(crate) fn tick(&mut self, now: Instant) {
+        if let Some(SpeakerChange::Speaker(key)) = self.detector.tick(now)
+            && let Some(p) = self.producers.iter().find(|p| p.key == key)
+        {
+            let event = RouterEvent::ActiveSpeaker { peer_id: p.peer_id.clone(), producer_id: p.producer_id.clone() };
+            let _ = self.events.try_send(event);
+        }
+        if self.levels && now >= self.next_levels {
+            self.detector.levels(now, &mut self.scratch);
+            if !self.scratch.is_empty() {
+                self.next_levels = now + LEVELS_EVERY;
+                let levels = self
+                    .scratch
+                    .iter()
+                    .filter_map(|&(key, level)| {
+                        let p = self.producers.iter().find(|p| p.key == key)?;
+                        let level = (f64::from(level) * 10.0).round() / 10.0;
+                        Some(ProducerLevel { peer_id: p.peer_id.clone(), producer_id: p.producer_id.clone(), level })
+                    })
+                    .collect();
+                let _ = self.events.try_send(RouterEvent::AudioLevels(levels));
+            }
+        }
+    }
+}
+
+/// A str0m header-extension serializer that parses an RFC 6464 audio level on one
+/// id, once that id is chosen.
+///
+/// str0m fixes a transport's extension map when its `Rtc` is built, but a producer's
+/// ids arrive later with `produce`. So a send transport registers one `LevelCapture`
+/// for each one-byte id (1-14), all sharing one `wanted` id; `produce` sets it. The
+/// one whose id is wanted parses the level into str0m's own
+/// `ExtensionValues::audio_level`/`voice_activity` (no allocation); the others ignore
+/// their element.
+#[derive(Debug)]
+pub(crate) struct LevelCapture {
+    id: u8,
+    wanted: Arc<AtomicU8>,
+}
+
+impl LevelCapture {
+    /// The serializer for extension `id`, parsing when `wanted` holds `id`.
+    pub(crate) fn new(id: u8, wanted: Arc<AtomicU8>) -> Self {
+        LevelCapture { id, wanted }
+    }
+
+    /// A URI str0m can tell apart from the other ids' (it is never signalled).
+    pub(crate) fn uri(id: u8) -> String {
+        format!("urn:dspeak:level-capture:{id}")
+    }
+}
+
+impl ExtensionSerializer for LevelCapture {
+    fn write_to(&self, _buf: &mut [u8], _ev: &ExtensionValues) -> usize {
+        0 // send transports never send RTP
+    }
+
+    fn parse_value(&self, buf: &[u8], ev: &mut ExtensionValues) -> bool {
+        let Some(&byte) = buf.first() else { return false };
+        if self.wanted.load(Ordering::Relaxed) != self.id {
+            return false;
+        }
+        // RFC 6464: the V bit, then the level as -dBov (0..=127).
+        ev.audio_level = Some(-((byte & 0x7f) as i8));
+        ev.voice_activity = Some(byte & 0x80 != 0);
+        true
+    }
+
+    fn is_video(&self) -> bool {
+        false
+    }
+
+    fn is_audio(&self) -> bool {
+        true
     }
 }
 
@@ -250,5 +481,78 @@ mod tests {
         assert!(levels.is_empty(), "no packet for {STALE_AFTER:?}: not speaking");
         d.remove(1);
         assert_eq!(d.speaker(), None);
+    }
+
+    #[test]
+    fn level_capture_parses_only_the_wanted_id() {
+        let wanted = Arc::new(AtomicU8::new(0));
+        let (one, two) = (LevelCapture::new(1, wanted.clone()), LevelCapture::new(2, wanted.clone()));
+        let mut ev = ExtensionValues::default();
+        assert!(!one.parse_value(&[0x89], &mut ev), "no id chosen yet");
+        wanted.store(1, Ordering::Relaxed);
+        assert!(!two.parse_value(&[0x2b], &mut ev));
+        assert_eq!(ev.audio_level, None);
+        assert!(one.parse_value(&[0x89], &mut ev));
+        assert_eq!((ev.audio_level, ev.voice_activity), (Some(-9), Some(true)), "Chromium: V bit set");
+        assert!(one.parse_value(&[0x7f], &mut ev));
+        assert_eq!((ev.audio_level, ev.voice_activity), (Some(-127), Some(false)), "aiortc: V bit off");
+        assert!(!one.parse_value(&[], &mut ev), "an empty element is ignored");
+    }
+
+    #[test]
+    fn a_room_sends_the_speaker_once_and_levels_at_most_every_200_ms_while_someone_speaks() {
+        let t0 = Instant::now();
+        let (tx, mut rx) = channel();
+        let mut room = RoomSpeakers::new(tx, true, t0);
+        let (loud, quiet) = (PeerId::new("loud"), PeerId::new("quiet"));
+        room.add(1, loud.clone(), ProducerId::new("p1"));
+        room.add(2, quiet.clone(), ProducerId::new("p2"));
+        for ms in (0..1000).step_by(20) {
+            let t = t0 + Duration::from_millis(ms);
+            room.observe(1, speech(Duration::from_millis(ms)), t);
+            room.observe(2, 30, t);
+            if ms % 100 == 0 {
+                room.tick(t);
+            }
+        }
+        let mut speakers = Vec::new();
+        let mut levels = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                RouterEvent::ActiveSpeaker { peer_id, .. } => speakers.push(peer_id),
+                RouterEvent::AudioLevels(l) => levels.push(l),
+            }
+        }
+        assert_eq!(speakers, std::slice::from_ref(&loud));
+        assert!((4..=5).contains(&levels.len()), "one per 200 ms over 1 s: {}", levels.len());
+        let last = levels.last().unwrap();
+        assert_eq!(last.iter().map(|l| &l.peer_id).collect::<Vec<_>>(), [&loud, &quiet], "loudest first");
+        // Silence from both: no more levels.
+        let t1 = t0 + Duration::from_millis(1000);
+        for ms in (0..2000).step_by(20) {
+            let t = t1 + Duration::from_millis(ms);
+            room.observe(1, 127, t);
+            room.observe(2, 127, t);
+            if ms % 100 == 0 {
+                room.tick(t);
+            }
+        }
+        let mut after = 0;
+        while let Ok(event) = rx.try_recv() {
+            after += usize::from(matches!(event, RouterEvent::AudioLevels(_)));
+        }
+        assert!(after <= 3, "levels only while the smoothed level decays: {after}");
+        let t2 = t1 + Duration::from_millis(2000);
+        room.tick(t2);
+        room.tick(t2 + LEVELS_EVERY);
+        assert!(rx.try_recv().is_err(), "nobody speaks: nothing sent");
+    }
+
+    #[test]
+    fn speaker_events_parse_and_print() {
+        for v in [SpeakerEvents::All, SpeakerEvents::Speaker, SpeakerEvents::Off] {
+            assert_eq!(v.to_string().parse::<SpeakerEvents>(), Ok(v));
+        }
+        assert!("loud".parse::<SpeakerEvents>().is_err());
     }
 }

@@ -14,11 +14,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dtls::{self, Expected, Identity, PeerCertSlot};
 use crate::error::MediaError;
-use crate::router::{MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::router::{MAX_ONE_BYTE_EXT_ID, MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
+use crate::speaker::LevelCapture;
 use crate::srtp::{Profile, SrtpSender};
 use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
@@ -130,10 +132,15 @@ pub(crate) struct Transport {
     /// Producers on this transport, by SSRC.
     pub(crate) producers: HashMap<u32, ProducerId>,
     pub(crate) counters: TransportCounters,
+    /// The id on which the producers of a send transport send `ssrc-audio-level` (0:
+    /// none known); read by its [`LevelCapture`]s.
+    audio_level_id: Arc<AtomicU8>,
 }
 
 impl Transport {
-    /// Builds the `Rtc` for a new transport.
+    /// Builds the `Rtc` for a new transport; `levels`: whether a send transport reads
+    /// its producers' audio levels.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: TransportId,
         owner: PeerId,
@@ -141,9 +148,11 @@ impl Transport {
         identity: &Identity,
         locals: &Arc<[SocketAddr]>,
         tcp: bool,
+        levels: bool,
         now: Instant,
     ) -> Result<Transport, MediaError> {
         let creds = super::ice::random_credentials();
+        let audio_level_id = Arc::new(AtomicU8::new(0));
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -153,7 +162,7 @@ impl Transport {
             // Verified by us on `Connected`, for every hash algorithm (see `dtls`).
             .set_fingerprint_verification(false)
             .clear_codecs()
-            .set_extension_map(extension_map(direction))
+            .set_extension_map(extension_map(direction, levels.then_some(&audio_level_id)))
             .set_rtcp_report_interval_audio(Duration::from_secs(5));
         let pts: Vec<u8> = match direction {
             // The producer's payload type is only known at `produce`, after the Rtc
@@ -206,6 +215,7 @@ impl Transport {
             mids: Vec::new(),
             producers: HashMap::new(),
             counters: TransportCounters::default(),
+            audio_level_id,
         })
     }
 
@@ -394,6 +404,13 @@ impl Transport {
         }
     }
 
+    /// The id on which this send transport's producers send `ssrc-audio-level`: str0m
+    /// parses the level on it from now on. (One client sends every producer of a
+    /// transport with the same ids.)
+    pub(crate) fn set_audio_level_id(&self, id: u8) {
+        self.audio_level_id.store(id, Ordering::Relaxed);
+    }
+
     /// Starts receiving a producer's stream.
     pub(crate) fn expect_stream(&mut self, mid: Mid, ssrc: u32) {
         self.rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
@@ -483,12 +500,20 @@ fn sender(keying: &dtls::Keying) -> Result<SrtpSender, MediaError> {
 
 /// Header extensions str0m parses and writes on a transport. Consumers get the
 /// router's ids. Producers' ids are the client's own and arrive only with `produce`,
-/// after the `Rtc` is built, so a send transport parses none (the engine forwards
-/// no header extension values).
-fn extension_map(direction: Direction) -> ExtensionMap {
+/// after the `Rtc` is built: a send transport with `levels` gets a [`LevelCapture`] on
+/// every one-byte id, which parses the audio level on the id `produce` stores in
+/// `levels` (the engine forwards no header extension values).
+fn extension_map(direction: Direction, levels: Option<&Arc<AtomicU8>>) -> ExtensionMap {
     let mut map = ExtensionMap::empty();
-    if direction == Direction::Recv {
-        map.set(MID_EXT_ID, Extension::RtpMid);
+    match (direction, levels) {
+        (Direction::Recv, _) => map.set(MID_EXT_ID, Extension::RtpMid),
+        (Direction::Send, Some(wanted)) => {
+            for id in 1..=MAX_ONE_BYTE_EXT_ID {
+                let capture = LevelCapture::new(id, wanted.clone());
+                map.set(id, Extension::with_serializer(&LevelCapture::uri(id), capture));
+            }
+        }
+        (Direction::Send, None) => {}
     }
     map
 }
@@ -508,10 +533,18 @@ mod tests {
         let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut t =
-            Transport::new(TransportId::from("t"), PeerId::from("p"), Direction::Recv, &identity, &locals, false, t0)
-                .unwrap()
-                .with_consent_timeout(timeout);
+        let mut t = Transport::new(
+            TransportId::from("t"),
+            PeerId::from("p"),
+            Direction::Recv,
+            &identity,
+            &locals,
+            false,
+            false,
+            t0,
+        )
+        .unwrap()
+        .with_consent_timeout(timeout);
         assert_eq!(t.destination(t0), None, "no check yet");
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
         assert!(t.learn_remote(a, Route::Udp(None), t0, true));

@@ -135,6 +135,35 @@ pub enum Event {
         /// The peer.
         peer_id: PeerId,
     },
+    /// The room's active speaker changed (from the producers' RFC 6464 audio levels: the
+    /// loudest producer above -50 dBov, kept at least a second, replaced by one louder
+    /// by 6 dB or when it stops speaking; paused producers never speak). Every peer of
+    /// the room gets it, the speaker too.
+    ActiveSpeaker {
+        /// The speaking peer.
+        peer_id: PeerId,
+        /// Its producer.
+        producer_id: ProducerId,
+    },
+    /// The producers speaking now, loudest first: at most every 200 ms and only while
+    /// someone speaks (off with the server's `--speaker-events speaker|off`). Every peer
+    /// of the room gets it.
+    AudioLevels {
+        /// Each speaking producer's level.
+        levels: Vec<AudioLevel>,
+    },
+}
+
+/// One producer's level in `audioLevels`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioLevel {
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// The producer.
+    pub producer_id: ProducerId,
+    /// Its level in dBov, smoothed over ~200 ms: from -50 (quiet) to 0 (loudest).
+    pub level: f64,
 }
 
 impl Event {
@@ -156,6 +185,8 @@ impl Event {
             Event::ServerDraining { .. } => "serverDraining",
             Event::PeerReconnecting { .. } => "peerReconnecting",
             Event::PeerReconnected { .. } => "peerReconnected",
+            Event::ActiveSpeaker { .. } => "activeSpeaker",
+            Event::AudioLevels { .. } => "audioLevels",
         }
     }
 }

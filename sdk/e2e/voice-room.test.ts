@@ -2,8 +2,10 @@
 // playwright-core), against a real dspeak server that serves the page itself at `/`.
 //
 // Alice and Bob join one room; Bob hears Alice (inbound-rtp packets grow, audio energy
-// > 0) and sees her speaking; Alice mutes (Bob's packets stop, his page shows her muted)
-// and unmutes (audio again); Carol joins late and hears both; Alice closes her tab (the
+// > 0) and sees her speaking (the ring follows the server's `audioLevels`/`activeSpeaker`;
+// the page calls no `getStats()` for it); Alice mutes (Bob's packets stop, his page shows her muted)
+// and unmutes (audio again); Bob deafens (no packets reach him, Alice's page shows him deafened) and
+// undeafens; Carol joins late and hears both; Alice closes her tab (the
 // others' pages drop her); Bob leaves with the Leave button. Then, on a second server
 // whose media port an nftables rule closes to UDP, Dan and Erin hear each other over
 // ICE-TCP. Every page gets a screenshot per phase in artifacts/browser/, and the
@@ -143,6 +145,16 @@ async function measure(who: Peer, from: string): Promise<{ packets: number; ener
 /** The `li` of `name` in `who`'s peer list. */
 const row = (who: Peer, name: string) => who.page.locator("#peers li.peer", { hasText: name });
 
+/**
+ * Clicks `who`'s toggle `button` (`#mic`, `#deafen`) until it shows `pressed`, then waits
+ * until `observer`'s row of `who` has `attribute` = `pressed`.
+ */
+async function toggle(who: Peer, button: string, pressed: boolean, observer: Peer, attribute: string): Promise<void> {
+  await who.page.click(button);
+  await expect.poll(() => who.page.getAttribute(button, "aria-pressed")).toBe(String(pressed));
+  await eventually(`${observer.name}'s page to show ${who.name} ${attribute}=${pressed}`, async () => (await row(observer, who.name).getAttribute(attribute)) === String(pressed));
+}
+
 async function screenshot(label: string, ...names: string[]): Promise<void> {
   shot++;
   for (const name of names.length ? names : [...peers.keys()]) {
@@ -161,6 +173,17 @@ function note(line: string): void {
 async function joinAs(name: string, url = pageUrl, room = ROOM): Promise<Peer> {
   if (!browser) throw new Error("no browser");
   const context = await browser.newContext({ viewport: { width: 520, height: 560 } });
+  // Counts the page's `getStats()` calls (read-only: every call goes through unchanged),
+  // to show that the speaking ring needs none.
+  await context.addInitScript(() => {
+    const counted = window as unknown as { getStatsCalls: number };
+    counted.getStatsCalls = 0;
+    const original = RTCPeerConnection.prototype.getStats;
+    RTCPeerConnection.prototype.getStats = function (this: RTCPeerConnection, ...args: unknown[]) {
+      counted.getStatsCalls++;
+      return (original as (...a: unknown[]) => Promise<RTCStatsReport>).apply(this, args);
+    } as typeof original;
+  });
   const page = await context.newPage();
   page.on("console", (m) => browserLog.push(`[${name}] ${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => pageErrors.push(`[${name}] ${e.message}`));
@@ -338,19 +361,29 @@ phase("Alice and Bob join; Bob hears Alice and sees her speaking", async () => {
   await expect.poll(() => row(alice, "Bob").count()).toBe(1);
   expect(await row(bob, "Alice").getAttribute("data-mic")).toBe("on");
   // Alice's microphone talks for a second, then is silent for a second: her ring at Bob
-  // follows (from the received audio's energy).
+  // follows the server's `audioLevels` (Chromium sends RFC 6464 levels), with no
+  // `getStats()` from the page meanwhile.
+  const getStatsCalls = () => bob.page.evaluate(() => (window as unknown as { getStatsCalls: number }).getStatsCalls);
+  const callsBefore = await getStatsCalls();
   const speaking = () => row(bob, "Alice").getAttribute("data-speaking");
   await eventually("Bob's page to show Alice silent", async () => (await speaking()) === "false", 5000);
   await eventually("Bob's page to show Alice speaking", async () => (await speaking()) === "true", 5000);
+  const level = (await hooks.peers(bob)).find((p: PeerSnapshot) => p.displayName === "Alice")?.level;
   await screenshot("bob-hears-alice-speaking");
+  await eventually("Bob's page to show Alice silent again", async () => (await speaking()) === "false", 5000);
+  await eventually("Bob's page to name an active speaker", async () => (await bob.page.locator('#peers li.peer[data-active="true"]').count()) === 1, 5000);
+  const callsDuring = (await getStatsCalls()) - callsBefore;
+  figures.speaking = { aliceLevelAtBob: level, pageGetStatsCallsWhileWatching: callsDuring };
+  note(`speaking: Bob's page showed Alice speaking at ${level} dBov and silent again, with ${callsDuring} getStats() calls`);
+  expect(level, "the level of a speaking peer, in dBov").toBeGreaterThan(-50);
+  expect(level).toBeLessThanOrEqual(0);
+  expect(callsDuring, "the speaking ring needs no getStats()").toBe(0);
 });
 
 phase("Alice mutes: Bob's packets from her stop and his page shows her muted", async () => {
   const alice = peer("Alice");
   const bob = peer("Bob");
-  await alice.page.click("#mic");
-  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("true");
-  await eventually("Bob's page to show Alice muted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "true");
+  await toggle(alice, "#mic", true, bob, "data-muted");
   expect(await row(bob, "Alice").locator(".mic-state").getAttribute("title")).toBe("Muted");
   expect(await row(alice, "Alice").getAttribute("data-muted")).toBe("true");
   expect((await hooks.peers(bob)).find((p: PeerSnapshot) => p.displayName === "Alice")?.mic).toBe("muted");
@@ -367,15 +400,31 @@ phase("Alice mutes: Bob's packets from her stop and his page shows her muted", a
 phase("Alice unmutes: Bob hears her again", async () => {
   const alice = peer("Alice");
   const bob = peer("Bob");
-  await alice.page.click("#mic");
-  await expect.poll(() => alice.page.getAttribute("#mic", "aria-pressed")).toBe("false");
-  await eventually("Bob's page to show Alice unmuted", async () => (await row(bob, "Alice").getAttribute("data-muted")) === "false");
+  await toggle(alice, "#mic", false, bob, "data-muted");
   await sleep(300);
   const unmuted = await measure(bob, "Alice");
   figures.unmuted = { bobFromAlice: unmuted.packets };
   note(`unmuted: Bob received ${unmuted.packets} packets from Alice in ${WINDOW_MS} ms (energy +${unmuted.energy.toFixed(4)})`);
   expect(unmuted.packets).toBeGreaterThanOrEqual(MIN_PACKETS);
   expect(unmuted.energy, "Alice's audio is decoded again").toBeGreaterThan(0);
+});
+
+phase("Bob deafens: no packets reach him, Alice sees it; he undeafens and hears her again", async () => {
+  const alice = peer("Alice");
+  const bob = peer("Bob");
+  await toggle(bob, "#deafen", true, alice, "data-deafened");
+  await sleep(500); // packets already in flight
+  const deaf = await measure(bob, "Alice");
+  figures.deafened = { bobFromAlice: deaf.packets };
+  note(`deafened: Bob received ${deaf.packets} packets from Alice in ${WINDOW_MS} ms`);
+  expect(deaf.packets, "no packets to a deafened peer").toBe(0);
+  await screenshot("bob-deafened");
+  await toggle(bob, "#deafen", false, alice, "data-deafened");
+  await sleep(300);
+  const undeaf = await measure(bob, "Alice");
+  figures.undeafened = { bobFromAlice: undeaf.packets };
+  note(`undeafened: Bob received ${undeaf.packets} packets from Alice in ${WINDOW_MS} ms`);
+  expect(undeaf.packets).toBeGreaterThanOrEqual(MIN_PACKETS);
 });
 
 phase("Carol joins late and hears both", async () => {

@@ -15,4 +15,11 @@
  */
 
 export * from "./ortc.js";
-export { joinVoiceRoom, type JoinVoiceRoomOptions, type VoiceRoom, type VoiceRoomEvents } from "./voice.js";
+export {
+  joinVoiceRoom,
+  SPEAKING_TIMEOUT_MS,
+  type JoinVoiceRoomOptions,
+  type VoicePeer,
+  type VoiceRoom,
+  type VoiceRoomEvents,
+} from "./voice.js";

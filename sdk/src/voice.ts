@@ -43,10 +43,29 @@ export interface JoinVoiceRoomOptions {
   iceRestartAfterMs?: number | undefined;
 }
 
+/** A peer of the room as `VoiceRoom.peers` holds it: its info and whether it speaks. */
+export interface VoicePeer extends PeerInfo {
+  /**
+   * Whether it speaks now: listed in the server's latest `audioLevels` (sent at most
+   * every 200 ms while someone speaks; a peer not listed for {@link SPEAKING_TIMEOUT_MS}
+   * stops speaking). With the server's `--speaker-events speaker` there are no levels:
+   * use `activeSpeakerChanged`.
+   */
+  speaking: boolean;
+  /** Its smoothed audio level in dBov (−50 quiet … 0 loudest) while speaking, else `null`. */
+  level: number | null;
+}
+
+/** A peer not listed in `audioLevels` for this long stops speaking. */
+export const SPEAKING_TIMEOUT_MS = 500;
+
 /** What `VoiceRoom.on()` accepts, with what its handlers receive. */
 export interface VoiceRoomEvents {
-  /** A peer joined, or its voice state changed (`voiceStateUpdated`): its current info. */
-  peerUpdated: PeerInfo;
+  /**
+   * A peer joined, its voice state changed (`voiceStateUpdated`), or it started or
+   * stopped speaking or its level changed (`audioLevels`): its current info.
+   */
+  peerUpdated: VoicePeer;
   /** A peer left the room. */
   peerLeft: { peerId: string };
   /** A transport's ICE was restarted after it stayed failed or disconnected. */
@@ -56,6 +75,8 @@ export interface VoiceRoomEvents {
    * session (`rejoined`): the room rebuilt its transports, producer and consumers.
    */
   rebuilt: { joined: JoinResult };
+  /** The server named a new active speaker (`activeSpeaker`); it may be this peer. */
+  activeSpeakerChanged: { peerId: string; producerId: string };
 }
 
 /** A joined voice room: what `joinVoiceRoom` resolves with. */
@@ -74,11 +95,18 @@ export interface VoiceRoom {
   readonly consumers: ReadonlyMap<string, Consumer>;
   /**
    * The other peers of the room, by peer id, kept up to date from `peerJoined`,
-   * `peerLeft` and `voiceStateUpdated` (identity, display name, voice state).
+   * `peerLeft`, `voiceStateUpdated` and `audioLevels` (identity, display name, voice
+   * state, speaking, level).
    */
-  readonly peers: ReadonlyMap<string, PeerInfo>;
+  readonly peers: ReadonlyMap<string, VoicePeer>;
   /** This peer's own voice state, as the server last reported it. */
   readonly voiceState: VoiceState;
+  /** The peer id of the room's active speaker (`activeSpeaker`; maybe this peer), until it leaves. */
+  readonly activeSpeaker: string | undefined;
+  /** Whether this peer speaks now, as the server hears it (`audioLevels`). */
+  readonly speaking: boolean;
+  /** This peer's level in dBov while it speaks, as the server hears it, else `null`. */
+  readonly level: number | null;
   /** Listens to room changes; returns a function that stops listening. */
   on<K extends keyof VoiceRoomEvents>(type: K, handler: (event: VoiceRoomEvents[K]) => void): () => void;
   /**
@@ -136,26 +164,58 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
       if (e.serverMuted && e.peerId === client.joined?.peerId && producer && !producer.paused) producer.pause();
     }),
   ];
-  // The room model: the other peers and this peer's voice state.
-  const peers = new Map<string, PeerInfo>();
+  // The room model: the other peers, this peer's voice state, who speaks.
+  const peers = new Map<string, VoicePeer>();
   let voiceState: VoiceState = { selfMute: false, selfDeaf: false, serverMuted: false };
+  let activeSpeaker: string | undefined;
+  let self: { speaking: boolean; level: number | null } = { speaking: false, level: null };
+  let silenceTimer: ReturnType<typeof setTimeout> | undefined;
   const handlers: { [K in keyof VoiceRoomEvents]: Set<(event: VoiceRoomEvents[K]) => void> } = {
     peerUpdated: new Set(),
     peerLeft: new Set(),
     iceRestarted: new Set(),
     rebuilt: new Set(),
+    activeSpeakerChanged: new Set(),
   };
   const emit = <K extends keyof VoiceRoomEvents>(type: K, event: VoiceRoomEvents[K]) => {
     for (const handler of handlers[type]) handler(event);
   };
+  const updatePeer = (peerId: string, change: Partial<VoicePeer>) => {
+    const known = peers.get(peerId);
+    if (!known) return;
+    const peer = { ...known, ...change };
+    peers.set(peerId, peer);
+    emit("peerUpdated", peer);
+  };
+  /** Applies the levels of one `audioLevels` (empty: nobody speaks) to every peer and this one. */
+  const applyLevels = (levels: ReadonlyMap<string, number>) => {
+    const me = client.joined?.peerId;
+    const mine = me === undefined ? undefined : levels.get(me);
+    self = { speaking: mine !== undefined, level: mine ?? null };
+    for (const [peerId, peer] of peers) {
+      const level = levels.get(peerId) ?? null;
+      if (peer.level !== level || peer.speaking !== (level !== null)) updatePeer(peerId, { speaking: level !== null, level });
+    }
+  };
   subscriptions.push(
     client.on("peerJoined", (e) => {
       const { peerId, displayName, identity, metadata } = e;
-      const peer: PeerInfo = { peerId, displayName, identity, metadata, selfMute: false, selfDeaf: false, serverMuted: false };
+      const peer: VoicePeer = {
+        peerId,
+        displayName,
+        identity,
+        metadata,
+        selfMute: false,
+        selfDeaf: false,
+        serverMuted: false,
+        speaking: false,
+        level: null,
+      };
       peers.set(e.peerId, peer);
       emit("peerUpdated", peer);
     }),
     client.on("peerLeft", (e) => {
+      if (activeSpeaker === e.peerId) activeSpeaker = undefined;
       if (peers.delete(e.peerId)) emit("peerLeft", { peerId: e.peerId });
     }),
     client.on("voiceStateUpdated", ({ peerId, selfMute, selfDeaf, serverMuted }) => {
@@ -163,14 +223,26 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
         voiceState = { selfMute, selfDeaf, serverMuted };
         return;
       }
-      const known = peers.get(peerId);
-      if (!known) return;
-      const peer = { ...known, selfMute, selfDeaf, serverMuted };
-      peers.set(peerId, peer);
-      emit("peerUpdated", peer);
+      updatePeer(peerId, { selfMute, selfDeaf, serverMuted });
+    }),
+    client.on("activeSpeaker", ({ peerId, producerId }) => {
+      activeSpeaker = peerId;
+      emit("activeSpeakerChanged", { peerId, producerId });
+    }),
+    client.on("audioLevels", ({ levels }) => {
+      // A peer with several producers speaks at its loudest one's level.
+      const byPeer = new Map<string, number>();
+      for (const { peerId, level } of levels) byPeer.set(peerId, Math.max(level, byPeer.get(peerId) ?? -Infinity));
+      applyLevels(byPeer);
+      // The server sends no `audioLevels` while nobody speaks: silence after a while.
+      clearTimeout(silenceTimer);
+      silenceTimer = setTimeout(() => applyLevels(new Map()), SPEAKING_TIMEOUT_MS);
     }),
   );
-  const unsubscribe = () => subscriptions.forEach((off) => off());
+  const unsubscribe = () => {
+    subscriptions.forEach((off) => off());
+    clearTimeout(silenceTimer);
+  };
 
   const consumers = new Map<string, Consumer>();
   const owners = new Map<string, string>();
@@ -265,7 +337,8 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     unsubscribe();
     throw error;
   }
-  for (const peer of joined.peers) if (!peers.has(peer.peerId)) peers.set(peer.peerId, peer);
+  const listed = (peer: PeerInfo): VoicePeer => ({ ...peer, speaking: false, level: null });
+  for (const peer of joined.peers) if (!peers.has(peer.peerId)) peers.set(peer.peerId, listed(peer));
   /** Creates the media of a joined session: transports, consumers, the producer. */
   const setUpMedia = async (device: Device, joined: JoinResult): Promise<void> => {
     // Hear the room first: consuming what is already there comes before sending, so
@@ -311,7 +384,7 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
         closeMedia();
         joined = e.joined;
         peers.clear();
-        for (const peer of joined.peers) peers.set(peer.peerId, peer);
+        for (const peer of joined.peers) peers.set(peer.peerId, listed(peer));
         await setUpMedia(loaded, joined);
         emit("rebuilt", { joined });
       }),
@@ -337,6 +410,15 @@ export async function joinVoiceRoom(options: JoinVoiceRoomOptions): Promise<Voic
     peers,
     get voiceState() {
       return voiceState;
+    },
+    get activeSpeaker() {
+      return activeSpeaker;
+    },
+    get speaking() {
+      return self.speaking;
+    },
+    get level() {
+      return self.level;
     },
     on(type, handler) {
       handlers[type].add(handler);

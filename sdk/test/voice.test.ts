@@ -136,6 +136,9 @@ it("keeps the peers and their voice state, and self-mutes and self-deafens", asy
   const annId = ann.joined.peerId;
   const bobId = bob.joined.peerId;
   expect(bob.peers.get(annId)).toMatchObject({ displayName: "Ann", selfMute: false, selfDeaf: false, serverMuted: false });
+  // No packets flow with FakeHandler: nobody speaks (the browser test shows speaking).
+  expect(bob.peers.get(annId)).toMatchObject({ speaking: false, level: null });
+  expect([bob.activeSpeaker, bob.speaking, bob.level]).toEqual([undefined, false, null]);
   await until("Ann sees Bob", () => ann.peers.has(bobId));
   const updates: string[] = [];
   const off = bob.on("peerUpdated", (p) => updates.push(`${p.displayName}:${p.selfMute}:${p.selfDeaf}`));

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use dspeak_media::SpeakerEvents;
 
 /// Deployment environment, as the seed's `NODE_ENV`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,6 +165,10 @@ pub struct Config {
     /// joins afresh.
     #[arg(long, env = "DSPEAK_RESUME_BUFFER", default_value_t = 256)]
     pub resume_buffer: usize,
+    /// Voice-activity events of every room: `all` (`activeSpeaker` and `audioLevels`),
+    /// `speaker` (`activeSpeaker` only) or `off` (audio levels are not even parsed).
+    #[arg(long, env = "DSPEAK_SPEAKER_EVENTS", default_value = "all")]
+    pub speaker_events: SpeakerEvents,
 
     /// Per-server and per-session limits.
     #[command(flatten)]
@@ -406,6 +411,7 @@ impl Config {
             webhook_retry_ms: 1000,
             webhook_timeout_secs: 10,
             allow_anonymous: false,
+            speaker_events: SpeakerEvents::All,
             max_token_ttl_secs: 24 * 3600,
             // Tests of other areas expect a dropped connection to leave at once; resume
             // tests set a grace period.

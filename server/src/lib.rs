@@ -215,6 +215,7 @@ fn engine_config(config: &Config) -> Result<dspeak_media::EngineConfig, StartErr
         tcp: !config.no_rtc_tcp,
         pin_workers: config.pin_workers,
         consent_timeout: dspeak_media::CONSENT_TIMEOUT,
+        speaker_events: config.speaker_events,
     })
 }
 

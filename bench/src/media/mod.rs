@@ -44,6 +44,8 @@ pub(crate) struct FanoutOptions {
     pub(crate) tcp: bool,
     /// The in-process server listens on and announces `::1`; clients use `::1`.
     pub(crate) ipv6: bool,
+    /// The in-process server's voice-activity events (its speakers send audio levels).
+    pub(crate) speaker_events: dspeak_media::SpeakerEvents,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -308,6 +310,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         Some(url) => target::external(url),
         None => {
             let mut config = target::bench_config(20_000);
+            config.speaker_events = opts.speaker_events;
             if opts.ipv6 {
                 config.rtc_listen_ip = std::net::Ipv6Addr::LOCALHOST.into();
                 config.announced_address = vec!["::1".into()];
@@ -436,66 +439,117 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
 /// The same fan-out over UDP and over ICE-TCP, alternating, `rounds` times each (a
 /// fresh server every run): the worker's CPU per forwarded packet, side by side.
 pub(crate) async fn transport_cost(cpus: &Cpus, opts: &FanoutOptions, rounds: usize) -> anyhow::Result<Report> {
+    let variants = [
+        Variant { label: "UDP", opts: FanoutOptions { tcp: false, ..opts.clone() } },
+        Variant { label: "ICE-TCP", opts: FanoutOptions { tcp: true, ..opts.clone() } },
+    ];
+    let what = "ICE-TCP: each client transport has one TCP connection to the worker's passive candidate (RFC 4571 frames); the worker hands frames to a per-connection writer task on its own thread instead of `sendmmsg`.";
+    compare(cpus, "media forwarding cost: UDP vs ICE-TCP, one worker", "transport", &variants, rounds, what).await
+}
+
+/// The same fan-out with the server's `--speaker-events off` (audio levels not parsed,
+/// no detection) and `all` (every producer packet's level parsed and fed to the room's
+/// detector; `activeSpeaker`/`audioLevels` sent), alternating, `rounds` times each.
+pub(crate) async fn speaker_cost(cpus: &Cpus, opts: &FanoutOptions, rounds: usize) -> anyhow::Result<Report> {
+    use dspeak_media::SpeakerEvents;
+    let variants = [
+        Variant { label: "off", opts: FanoutOptions { speaker_events: SpeakerEvents::Off, ..opts.clone() } },
+        Variant { label: "all", opts: FanoutOptions { speaker_events: SpeakerEvents::All, ..opts.clone() } },
+    ];
+    let what = "Every speaker sends `ssrc-audio-level` (-30 dBov, V bit set) on every packet, as declared at `produce`; with `all` each listener also receives `activeSpeaker` and `audioLevels` (every 200 ms) over signaling.";
+    compare(
+        cpus,
+        "media forwarding cost: speaker detection off vs on, one worker",
+        "speaker events",
+        &variants,
+        rounds,
+        what,
+    )
+    .await
+}
+
+/// One side of a side-by-side forwarding-cost comparison.
+struct Variant {
+    /// Its name in the first column.
+    label: &'static str,
+    opts: FanoutOptions,
+}
+
+/// Runs the fan-out of each variant in turn, `rounds` times (a fresh server every run),
+/// and tabulates the worker's CPU per forwarded packet, with its ratio to the first
+/// variant's at the same listener count. `what` describes the variants in the notes.
+async fn compare(
+    cpus: &Cpus,
+    title: &'static str,
+    column: &str,
+    variants: &[Variant],
+    rounds: usize,
+    what: &str,
+) -> anyhow::Result<Report> {
+    let base = variants.first().map_or("", |v| v.label);
+    let ratio = format!("× {base}");
     let mut report = Report::new(
-        "media forwarding cost: UDP vs ICE-TCP, one worker",
+        title,
         &[
-            "transport",
+            column,
             "listeners",
             "consumers",
             "forwarded pkt/s",
             "worker ns/forwarded pkt",
             "× one sendto",
-            "× UDP",
+            &ratio,
             "loss %",
             "delay p99 ms",
         ],
     );
-    // (tcp, listeners) → one value per run, each the median over that run's windows.
-    let mut runs: std::collections::BTreeMap<(bool, u64), Vec<serde_json::Value>> = Default::default();
+    // (variant, listeners) → one value per run, each the median over that run's windows.
+    let mut runs: std::collections::BTreeMap<(usize, u64), Vec<serde_json::Value>> = Default::default();
     for _ in 0..rounds.max(1) {
-        for tcp in [false, true] {
-            let run = fanout(cpus, &FanoutOptions { tcp, keep_going: true, ..opts.clone() }).await?;
+        for (i, variant) in variants.iter().enumerate() {
+            let run = fanout(cpus, &FanoutOptions { keep_going: true, ..variant.opts.clone() }).await?;
             for row in run.json {
                 let listeners = row["listeners"].as_u64().unwrap_or(0);
-                runs.entry((tcp, listeners)).or_default().push(row);
+                runs.entry((i, listeners)).or_default().push(row);
             }
         }
     }
     let median = |rows: &[serde_json::Value], key: &str| {
         Spread::of(&rows.iter().filter_map(|r| r[key]["median"].as_f64().or(r[key].as_f64())).collect::<Vec<_>>())
     };
-    for ((tcp, listeners), rows) in &runs {
+    for ((i, listeners), rows) in &runs {
         let ns = median(rows, "worker_ns_per_packet");
         let send_ns = median(rows, "udp_sendto_ns");
-        let udp_ns = runs.get(&(false, *listeners)).map(|udp| median(udp, "worker_ns_per_packet").median);
+        let base_ns = runs.get(&(0, *listeners)).map(|b| median(b, "worker_ns_per_packet").median);
         let (loss, p99, rate) =
             (median(rows, "loss_pct"), median(rows, "delay_p99_ms"), median(rows, "forwarded_per_s"));
-        let transport = if *tcp { "ICE-TCP" } else { "UDP" };
+        let label = variants[*i].label;
         report.row(
             vec![
-                transport.into(),
+                label.into(),
                 listeners.to_string(),
                 rows[0]["consumers"].to_string(),
                 rate.show(0),
                 ns.show(0),
                 format!("{:.1}", ns.median / send_ns.median),
-                udp_ns.map_or("–".into(), |u| format!("{:.2}", ns.median / u)),
+                base_ns.map_or("–".into(), |b| format!("{:.3}", ns.median / b)),
                 loss.show(3),
                 p99.show(2),
             ],
             json!({
-                "transport": transport, "listeners": listeners, "consumers": rows[0]["consumers"],
+                "variant": label, "listeners": listeners, "consumers": rows[0]["consumers"],
                 "worker_ns_per_packet": ns.json(), "udp_sendto_ns": send_ns.json(), "loss_pct": loss.json(),
                 "delay_p99_ms": p99.json(), "forwarded_per_s": rate.json(), "runs": rows.len(),
             }),
         );
     }
+    let labels: Vec<&str> = variants.iter().map(|v| v.label).collect();
     report.note(format!(
-        "{} runs per transport, alternating UDP and ICE-TCP, a fresh in-process server each; per run the median over {} windows of {} s, then median (min–max) over the runs. {} speakers; every listener consumes each. ICE-TCP: each client transport has one TCP connection to the worker's passive candidate (RFC 4571 frames); the worker hands frames to a per-connection writer task on its own thread instead of `sendmmsg`. \"× one sendto\": per forwarded packet, in units of one 150-byte loopback `sendto` measured in the same run. {}.",
+        "{} runs per variant, alternating {}, a fresh in-process server each; per run the median over {} windows of {} s, then median (min–max) over the runs. {} speakers; every listener consumes each. {what} \"× one sendto\": per forwarded packet, in units of one 150-byte loopback `sendto` measured in the same run. {}.",
         rounds.max(1),
-        opts.windows,
-        opts.secs,
-        opts.speakers,
+        labels.join(" and "),
+        variants.first().map_or(0, |v| v.opts.windows),
+        variants.first().map_or(0.0, |v| v.opts.secs),
+        variants.first().map_or(0, |v| v.opts.speakers),
         cpus.describe()
     ));
     Ok(report)

@@ -1,5 +1,6 @@
-"""Audio for the e2e peers: a sine-tone source track, and the analysis of what a
-receiving track decodes (non-silent frames, dominant frequency)."""
+"""Audio for the e2e peers: a sine-tone source track, a speech-like one (bursts of a
+tone at two levels), and the analysis of what a receiving track decodes (non-silent
+frames, dominant frequency)."""
 from __future__ import annotations
 
 import asyncio
@@ -57,7 +58,8 @@ class ToneTrack(MediaStreamTrack):
             data = np.zeros((1, self.samples), dtype=np.int16)
         else:
             n = np.arange(self._pts, self._pts + self.samples, dtype=np.float64)
-            wave = self.amplitude * np.sin(2.0 * np.pi * self.freq * n / self.sample_rate)
+            amplitude = self.amplitude_at(self._pts / self.sample_rate)
+            wave = amplitude * np.sin(2.0 * np.pi * self.freq * n / self.sample_rate)
             data = (wave * 32767.0).astype(np.int16).reshape(1, -1)
         frame = AudioFrame.from_ndarray(data, format="s16", layout="mono")
         frame.sample_rate = self.sample_rate
@@ -65,6 +67,35 @@ class ToneTrack(MediaStreamTrack):
         frame.time_base = self.time_base
         self.frames_sent += 1
         return frame
+
+
+    def amplitude_at(self, t: float) -> float:
+        """The tone's amplitude `t` seconds into the track (steady here)."""
+        return self.amplitude
+
+
+def dbov_amplitude(dbov: float) -> float:
+    """The sine amplitude (full scale 1.0) whose RMS is `dbov` (RFC 6465's measure, as
+    aiortc computes the level it sends)."""
+    return float(np.sqrt(2.0) * 10.0 ** (dbov / 20.0))
+
+
+class SpeechTrack(ToneTrack):
+    """Speech-like audio: a tone in bursts, `loud_ms` at `loud_dbov` then `quiet_ms` at
+    `quiet_dbov`, repeated (real speech comes in bursts; a steady tone is not speech).
+    `muted` sends digital silence (-127 dBov); the levels may change while it plays."""
+
+    def __init__(self, freq: float = 330.0, loud_dbov: float = -9.0, quiet_dbov: float = -43.0,
+                 loud_ms: int = 250, quiet_ms: int = 100):
+        super().__init__(freq, dbov_amplitude(loud_dbov))
+        self.loud_dbov = loud_dbov
+        self.quiet_dbov = quiet_dbov
+        self.loud_ms = loud_ms
+        self.quiet_ms = quiet_ms
+
+    def amplitude_at(self, t: float) -> float:
+        ms = (t * 1000.0) % (self.loud_ms + self.quiet_ms)
+        return dbov_amplitude(self.loud_dbov if ms < self.loud_ms else self.quiet_dbov)
 
 
 def _to_float(samples: np.ndarray) -> np.ndarray:

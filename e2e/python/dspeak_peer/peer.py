@@ -17,7 +17,7 @@ from pymediasoup import AiortcHandler, Device
 from pymediasoup.models.transport import DtlsParameters, IceCandidate, IceParameters
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
 
-from .audio import AudioStats, ToneTrack
+from .audio import AudioStats, SpeechTrack, ToneTrack
 from .rpc import DEFAULT_REQUEST_TIMEOUT, JsonRpcClient, SignalingClosed
 
 log = logging.getLogger("dspeak_peer")
@@ -272,13 +272,23 @@ class Peer:
             return await self._produce_tone(freq, amplitude, timeout)
 
     async def _produce_tone(self, freq: float, amplitude: float, timeout: float) -> str:
+        return await self._produce(ToneTrack(freq, amplitude), timeout)
+
+    async def produce_speech(self, track: Optional[SpeechTrack] = None,
+                             timeout: float = 15.0) -> str:
+        """Produces speech-like bursts (`SpeechTrack`); keep the track to change its
+        levels or mute it while it plays (`self.tracks[producer_id]`)."""
+        async with self._send_lock:
+            return await self._produce(track or SpeechTrack(), timeout)
+
+    async def _produce(self, track: ToneTrack, timeout: float) -> str:
         transport = await self._ensure_send_transport()
-        track = ToneTrack(freq, amplitude)
         producer = await asyncio.wait_for(transport.produce(track=track, appData={}), timeout)
         await self._await_transport_connect(transport)
         self.producers[producer.id] = producer
         self.tracks[producer.id] = track
-        log.info("[%s] producing %.0f Hz tone as %s", self.name, freq, producer.id)
+        log.info("[%s] producing %s (%.0f Hz) as %s", self.name, type(track).__name__,
+                 track.freq, producer.id)
         return producer.id
 
     def _producer_id(self, producer_id: Optional[str]) -> str:

@@ -9,7 +9,7 @@ use dspeak_schema::media::{ConsumeResult, Direction, Stats};
 use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
-use super::{Consumer, Producer, SeqRewriter, Worker};
+use super::{Consumer, Producer, RoomKey, SeqRewriter, Worker};
 use crate::dtls::Expected;
 use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
@@ -26,9 +26,10 @@ impl Worker {
         direction: Direction,
     ) -> Result<IceParameters, MediaError> {
         let now = Instant::now();
-        let tcp = self.tcp.is_some();
-        let mut transport = Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, now)?
-            .with_consent_timeout(self.consent_timeout);
+        let (tcp, levels) = (self.tcp.is_some(), self.reads_levels());
+        let mut transport =
+            Transport::new(id.clone(), owner, direction, &self.identity, &self.locals, tcp, levels, now)?
+                .with_consent_timeout(self.consent_timeout);
         transport.timeout(now, &mut Sink { out: &mut self.out, rtp: &mut self.drained });
         let ice = transport.ice_parameters();
         let ufrag = transport.local_ufrag.clone();
@@ -73,9 +74,10 @@ impl Worker {
         Ok(ice)
     }
 
-    /// Adds a producer on a send transport.
+    /// Adds a producer on a send transport of room `room`.
     pub(crate) fn produce(
         &mut self,
+        room: RoomKey,
         id: ProducerId,
         transport_id: &TransportId,
         owner: &PeerId,
@@ -97,6 +99,13 @@ impl Worker {
         let mid = transport.declare_mid(&stream.mid)?;
         transport.expect_stream(mid, stream.ssrc);
         transport.producers.insert(stream.ssrc, id.clone());
+        if let Some(ext) = stream.audio_level_id {
+            transport.set_audio_level_id(ext);
+        }
+        let speaker_key = self.speaker_key();
+        if let Some(speakers) = self.rooms.get_mut(&room) {
+            speakers.add(speaker_key, owner.clone(), id.clone());
+        }
         let producer = Producer {
             transport: key,
             stream,
@@ -105,6 +114,8 @@ impl Worker {
             packets: 0,
             bytes: 0,
             policer: Default::default(),
+            room,
+            speaker_key,
         };
         self.producers.insert(id, producer);
         Ok(())
@@ -186,6 +197,9 @@ impl Worker {
             }
         }
         producer.paused = paused;
+        if let Some(speakers) = self.rooms.get_mut(&producer.room) {
+            speakers.set_paused(producer.speaker_key, paused);
+        }
         Ok(())
     }
 
@@ -233,6 +247,9 @@ impl Worker {
         if let Some(t) = self.transports.get_mut(producer.transport) {
             t.producers.remove(&producer.stream.ssrc);
             t.remove_mid(&producer.stream.mid);
+        }
+        if let Some(speakers) = self.rooms.get_mut(&producer.room) {
+            speakers.remove(producer.speaker_key);
         }
         producer
             .consumers

@@ -99,6 +99,7 @@ impl Worker {
             }
             return self.traffic.drop(DropReason::Policed);
         }
+        super::speakers::observe(&mut self.rooms, producer, packet, now);
         for &consumer_key in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(consumer_key) else {
                 continue;

@@ -19,12 +19,16 @@
 //!   consumer's sender report + SDES is also the worker's (`send_reports`, about once
 //!   a second, SRTCP).
 //! - `commands`: what the router handle asks for (create, connect, produce, …).
+//! - `speakers`: voice activity per room: each producer packet's audio level feeds
+//!   its room's detector (one call on the per-packet path); a tick every 100 ms sends
+//!   the room's events up to the server.
 //!
 //! Timers sit in a heap, so a wake-up touches only the transports due.
 
 mod commands;
 mod forward;
 mod io;
+mod speakers;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -44,6 +48,7 @@ use crate::dtls::Identity;
 use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::router::ProducerStream;
+use crate::speaker::{RoomSpeakers, SpeakerEvents};
 use crate::tcp::{TcpConns, TcpEvent};
 use crate::traffic::{LocalTraffic, Traffic};
 use crate::transport::{Sink, Transport};
@@ -100,6 +105,11 @@ impl WorkerHandle {
         !self.commands.is_closed()
     }
 
+    /// Runs `f` on the worker without waiting for it.
+    pub(crate) fn post(&self, f: impl FnOnce(&mut Worker) + Send + 'static) {
+        let _ = self.commands.send(Box::new(f));
+    }
+
     /// Asks the worker to close everything and stop.
     pub(crate) fn stop(&self) {
         let _ = self.commands.send(Box::new(|w| w.stopping = true));
@@ -108,6 +118,9 @@ impl WorkerHandle {
 
 /// A transport's index in the worker's slab.
 type TransportKey = usize;
+
+/// A room (router) on a worker, chosen by its [`RouterHandle`](crate::RouterHandle).
+pub(crate) type RoomKey = u64;
 
 /// A producer as the worker sees it.
 struct Producer {
@@ -120,6 +133,9 @@ struct Producer {
     bytes: u64,
     /// Holds the producer to its packet and bit rate (no amplification).
     policer: crate::police::Policer,
+    /// Its room, and its key in the room's speaker detector.
+    room: RoomKey,
+    speaker_key: u32,
 }
 
 /// A consumer's index in the worker's slab.
@@ -188,6 +204,14 @@ pub(crate) struct Worker {
     /// When the forwarding rate was last taken, and the packets sent to consumers then.
     rate_mark: (Instant, u64),
     stopping: bool,
+    /// Which voice-activity events rooms get.
+    speaker_events: SpeakerEvents,
+    /// Voice activity of the rooms on this worker (none with [`SpeakerEvents::Off`]).
+    rooms: FxHashMap<RoomKey, RoomSpeakers>,
+    /// The next producer's key in its room's detector.
+    next_speaker_key: u32,
+    /// When the rooms' detectors next decide.
+    next_speaker_tick: Instant,
 }
 
 /// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
@@ -201,6 +225,7 @@ pub(crate) fn spawn(
     identity: Arc<Identity>,
     cpu: Option<usize>,
     consent_timeout: Duration,
+    speaker_events: SpeakerEvents,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
     let locals: Arc<[SocketAddr]> = locals.into();
@@ -260,6 +285,10 @@ pub(crate) fn spawn(
                 tcp_dropped: 0,
                 rate_mark: (now, 0),
                 stopping: false,
+                speaker_events,
+                rooms: FxHashMap::default(),
+                next_speaker_key: 0,
+                next_speaker_tick: now,
             };
             worker.run(rx, tcp_events).await;
         });
@@ -318,6 +347,9 @@ impl Worker {
                 }
                 () = tokio::time::sleep_until(wakeup) => self.on_timers(),
             }
+            if !self.rooms.is_empty() {
+                self.tick_speakers(Instant::now());
+            }
             self.flush();
             self.update_counts();
         }
@@ -326,6 +358,7 @@ impl Worker {
         self.producers.clear();
         self.consumers.clear();
         self.consumer_keys.clear();
+        self.rooms.clear();
         self.update_counts();
     }
 
@@ -363,10 +396,11 @@ impl Worker {
         self.traffic.publish(&self.counts.traffic);
     }
 
-    /// The earliest transport deadline (at most a second away, so idle TCP
-    /// connections are looked for every second), or sender reports, if sooner.
+    /// The earliest transport deadline, sender reports or speaker tick (at most a second
+    /// away, so idle TCP connections are looked for every second).
     fn next_wakeup(&self) -> Instant {
         let idle = (Instant::now() + Duration::from_secs(1)).min(self.next_reports);
+        let idle = self.speaker_deadline().map_or(idle, |t| t.min(idle));
         self.timers.peek().map_or(idle, |Reverse((t, _))| (*t).min(idle))
     }
 

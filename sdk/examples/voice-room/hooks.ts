@@ -12,10 +12,14 @@ export interface PeerSnapshot {
   self: boolean;
   /** `on`: microphone sending; `muted`: producer paused; `none`: listening only. */
   mic: "on" | "muted" | "none";
-  /** The speaking ring is lit. */
+  /** Deafened (`selfDeaf`): hears nobody. */
+  deafened: boolean;
+  /** The speaking ring is lit: the server lists the peer in `audioLevels`. */
   speaking: boolean;
-  /** Recent audio level (RMS, 0..1) of the peer's audio as received (or sent, for self). */
-  level: number;
+  /** The peer's level in dBov as the server hears it (`audioLevels`), `null` while silent. */
+  level: number | null;
+  /** The room's active speaker (`activeSpeaker`). */
+  activeSpeaker: boolean;
 }
 
 /** The `inbound-rtp` stats (from `RTCPeerConnection.getStats()`) of one consumer. */

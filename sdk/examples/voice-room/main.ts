@@ -1,5 +1,7 @@
 // The dspeak voice-room page: join a room with a name, talk (microphone on/off), hear
-// everyone else, see who is there, who is muted and who is speaking, leave.
+// everyone else (or deafen), see who is there, who is muted or deafened and who is
+// speaking, leave. Who speaks comes from the server (`activeSpeaker`, `audioLevels`,
+// through the SDK's `VoiceRoom`), not from polling `getStats()`.
 //
 // Uses only the public SDK (`@dspeak/sdk`, `@dspeak/sdk/mediasoup`) and mediasoup-client. The page connects to the
 // server it was served from (`ws://<host>`), or to `?server=ws://host:port`.
@@ -11,12 +13,8 @@ import type { Consumer } from "mediasoup-client/types";
 
 import type { InboundSnapshot, PageState, PathSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "./hooks.js";
 
-/** RMS level (0..1) above which a peer counts as speaking (about −34 dBFS). */
-const SPEAKING_LEVEL = 0.02;
-/** The ring stays lit this long after the level last crossed the threshold. */
-const SPEAKING_HOLD_MS = 400;
-/** How often audio levels are read from `getStats()`. */
-const STATS_INTERVAL_MS = 200;
+/** The quietest level the level bar shows (the server lists speakers above −50 dBov). */
+const MIN_LEVEL_DBOV = -50;
 
 // --- elements ------------------------------------------------------------------------
 
@@ -37,6 +35,7 @@ const ui = {
   roomTitle: element<HTMLHeadingElement>("room-title"),
   roomSummary: element<HTMLParagraphElement>("room-summary"),
   mic: element<HTMLButtonElement>("mic"),
+  deafen: element<HTMLButtonElement>("deafen"),
   leave: element<HTMLButtonElement>("leave"),
   peers: element<HTMLUListElement>("peers"),
   enableAudio: element<HTMLButtonElement>("enable-audio"),
@@ -70,18 +69,10 @@ interface ProducerState {
   peerId: string;
   paused: boolean;
 }
-/** Audio level from the growth of `totalAudioEnergy` over `totalSamplesDuration`. */
-interface Meter {
-  energy: number;
-  duration: number;
-  level: number;
-  loudAt: number;
-}
 interface Listening {
   consumer: Consumer;
   peerId: string;
   audio: HTMLAudioElement;
-  meter: Meter;
   consumedAt: number;
   firstPacketAt: number | undefined;
 }
@@ -98,7 +89,6 @@ interface Connection {
   micAt: number;
   connectedAt: number;
   membership: Membership;
-  statsTimer: ReturnType<typeof setInterval> | undefined;
   unsubscribe: Array<() => void>;
   calls: TimingSnapshot["calls"];
 }
@@ -123,14 +113,13 @@ interface Membership {
   goneProducers: Set<string>;
   /** Producers whose pause state came from an event (newer than the join result). */
   eventPaused: Set<string>;
-  selfMeter: Meter;
+  /** The room's active speaker (`activeSpeaker`). */
+  activeSpeaker: string | undefined;
 }
 
 let state: PageState = "idle";
 let connection: Connection | undefined;
 const shownErrors: string[] = [];
-
-const newMeter = (): Meter => ({ energy: 0, duration: 0, level: 0, loudAt: -Infinity });
 
 function newMembership(): Membership {
   return {
@@ -145,7 +134,7 @@ function newMembership(): Membership {
     gonePeers: new Set(),
     goneProducers: new Set(),
     eventPaused: new Set(),
-    selfMeter: newMeter(),
+    activeSpeaker: undefined,
   };
 }
 
@@ -227,7 +216,6 @@ async function onJoinSubmit(event: SubmitEvent): Promise<void> {
     micAt,
     connectedAt: performance.now(),
     membership: newMembership(),
-    statsTimer: undefined,
     unsubscribe: [],
     calls: calls.calls,
   };
@@ -315,7 +303,12 @@ async function enterRoom(conn: Connection): Promise<void> {
       paused: known && m.eventPaused.has(p.producerId) ? known.paused : p.paused,
     });
   }
-  conn.statsTimer ??= setInterval(() => void sampleLevels(conn), STATS_INTERVAL_MS);
+  // Speaking rings and level bars follow the server's `audioLevels` and `activeSpeaker`.
+  room.on("peerUpdated", () => render());
+  room.on("activeSpeakerChanged", ({ peerId }) => {
+    m.activeSpeaker = peerId;
+    render();
+  });
   setState("joined");
   setStatus(
     conn.mic
@@ -440,7 +433,6 @@ function startListening(m: Membership, consumer: Consumer, peerId: string, produ
     consumer,
     peerId,
     audio,
-    meter: newMeter(),
     consumedAt: performance.now(),
     firstPacketAt: undefined,
   };
@@ -475,45 +467,6 @@ function stopListening(m: Membership, producerId: string): void {
   render();
 }
 
-/** Updates a meter from cumulative energy/duration totals; returns whether it is "speaking". */
-function updateMeter(meter: Meter, energy: number, duration: number, now: number): void {
-  const dE = energy - meter.energy;
-  const dT = duration - meter.duration;
-  meter.energy = energy;
-  meter.duration = duration;
-  meter.level = dT > 0 && dE >= 0 ? Math.sqrt(dE / dT) : 0;
-  if (meter.level >= SPEAKING_LEVEL) meter.loudAt = now;
-}
-
-const isSpeaking = (meter: Meter, now: number) => now - meter.loudAt <= SPEAKING_HOLD_MS;
-
-/** Reads the levels of everyone (received audio) and of the microphone (sent audio). */
-async function sampleLevels(conn: Connection): Promise<void> {
-  const m = conn.membership;
-  const room = m.room;
-  if (!room) return;
-  const now = performance.now();
-  const report = await room.recvTransport.getStats().catch(() => undefined);
-  if (report) {
-    const bySsrc = new Map<number, RTCInboundRtpStreamStats>();
-    for (const s of report.values()) if (s.type === "inbound-rtp") bySsrc.set(s.ssrc, s);
-    for (const entry of m.listening.values()) {
-      const ssrc = entry.consumer.rtpParameters.encodings?.[0]?.ssrc;
-      const s = ssrc === undefined ? undefined : bySsrc.get(ssrc);
-      if (s) updateMeter(entry.meter, s.totalAudioEnergy ?? 0, s.totalSamplesDuration ?? 0, now);
-    }
-  }
-  if (room.producer && !room.producer.closed) {
-    const sent = await room.producer.getStats().catch(() => undefined);
-    for (const s of sent?.values() ?? []) {
-      if (s.type === "media-source" && s.kind === "audio") {
-        updateMeter(m.selfMeter, s.totalAudioEnergy ?? 0, s.totalSamplesDuration ?? 0, now);
-      }
-    }
-  }
-  if (conn.membership === m) render();
-}
-
 // --- muting and leaving --------------------------------------------------------------
 
 async function toggleMic(): Promise<void> {
@@ -527,6 +480,20 @@ async function toggleMic(): Promise<void> {
     setStatus(`Could not switch the microphone: ${describe(error)}`, true);
   } finally {
     ui.mic.disabled = false;
+    render();
+  }
+}
+
+async function toggleDeafen(): Promise<void> {
+  const room = connection?.membership.room;
+  if (!room) return;
+  ui.deafen.disabled = true;
+  try {
+    await room.setSelfDeaf(!room.voiceState.selfDeaf);
+  } catch (error) {
+    setStatus(`Could not switch deafen: ${describe(error)}`, true);
+  } finally {
+    ui.deafen.disabled = false;
     render();
   }
 }
@@ -548,8 +515,6 @@ async function leave(): Promise<void> {
 
 /** Closes everything of a connection: media, the WebSocket, the microphone. */
 async function teardown(conn: Connection): Promise<void> {
-  if (conn.statsTimer !== undefined) clearInterval(conn.statsTimer);
-  conn.statsTimer = undefined;
   const m = conn.membership;
   for (const producerId of [...m.listening.keys()]) stopListening(m, producerId);
   conn.membership = newMembership();
@@ -580,33 +545,33 @@ function snapshot(): PeerSnapshot[] {
   const conn = connection;
   const m = conn?.membership;
   if (!conn || !m?.selfId || !m.room) return [];
-  const now = performance.now();
   const room = m.room;
+  const selfOn = !!room.producer && !room.muted;
   const rows: PeerSnapshot[] = [
     {
       peerId: m.selfId,
       displayName: conn.displayName,
       self: true,
       mic: !room.producer ? "none" : room.muted ? "muted" : "on",
-      speaking: !!room.producer && !room.muted && isSpeaking(m.selfMeter, now),
-      level: room.producer && !room.muted ? m.selfMeter.level : 0,
+      deafened: room.voiceState.selfDeaf,
+      speaking: selfOn && room.speaking,
+      level: selfOn ? room.level : null,
+      activeSpeaker: m.activeSpeaker === m.selfId,
     },
   ];
   for (const peer of m.peers.values()) {
     let mic: PeerSnapshot["mic"] = "none";
-    let meter: Meter | undefined;
-    for (const [producerId, p] of m.producers) {
-      if (p.peerId !== peer.peerId) continue;
-      mic = p.paused ? "muted" : "on";
-      meter = m.listening.get(producerId)?.meter;
-    }
+    for (const p of m.producers.values()) if (p.peerId === peer.peerId) mic = p.paused ? "muted" : "on";
+    const voice = room.peers.get(peer.peerId);
     rows.push({
       peerId: peer.peerId,
       displayName: peer.displayName,
       self: false,
       mic,
-      speaking: mic === "on" && !!meter && isSpeaking(meter, now),
-      level: mic === "on" && meter ? meter.level : 0,
+      deafened: voice?.selfDeaf ?? false,
+      speaking: mic === "on" && !!voice?.speaking,
+      level: mic === "on" ? (voice?.level ?? null) : null,
+      activeSpeaker: m.activeSpeaker === peer.peerId,
     });
   }
   return rows;
@@ -668,6 +633,9 @@ function render(): void {
   ui.mic.textContent = !self || self.mic === "none" ? "No microphone" : self.mic === "muted" ? "Unmute" : "Mute";
   ui.mic.disabled = !self || self.mic === "none" || state !== "joined";
   ui.mic.setAttribute("aria-pressed", String(self?.mic === "muted"));
+  ui.deafen.textContent = self?.deafened ? "Undeafen" : "Deafen";
+  ui.deafen.disabled = !self || state !== "joined";
+  ui.deafen.setAttribute("aria-pressed", String(!!self?.deafened));
 
   const existing = new Map<string, HTMLLIElement>();
   for (const li of ui.peers.querySelectorAll<HTMLLIElement>("li.peer")) existing.set(li.dataset.peerId ?? "", li);
@@ -684,9 +652,14 @@ function render(): void {
     li.dataset.mic = peer.mic;
     li.dataset.muted = String(peer.mic === "muted");
     li.dataset.speaking = String(peer.speaking);
-    li.title = peer.speaking ? `${peer.displayName} is speaking` : peer.displayName;
+    li.dataset.active = String(peer.activeSpeaker);
+    li.dataset.deafened = String(peer.deafened);
+    li.title = [peer.displayName, peer.speaking ? "is speaking" : "", peer.deafened ? "(deafened)" : ""]
+      .filter(Boolean)
+      .join(" ");
     const bar = li.querySelector<HTMLSpanElement>(".level > span");
-    if (bar) bar.style.width = `${Math.min(100, Math.round(Math.sqrt(peer.level) * 250))}%`;
+    const width = peer.level === null ? 0 : ((peer.level - MIN_LEVEL_DBOV) / -MIN_LEVEL_DBOV) * 100;
+    if (bar) bar.style.width = `${Math.max(0, Math.min(100, Math.round(width)))}%`;
     const status = li.querySelector<HTMLSpanElement>(".mic-state");
     const wanted = peer.mic;
     if (status && status.dataset.mic !== wanted) {
@@ -711,6 +684,7 @@ ui.name.value = params.get("name") ?? localStorage.getItem("dspeak.name") ?? "";
 ui.room.value = params.get("room") ?? "lobby";
 ui.form.addEventListener("submit", (e) => void onJoinSubmit(e));
 ui.mic.addEventListener("click", () => void toggleMic());
+ui.deafen.addEventListener("click", () => void toggleDeafen());
 ui.leave.addEventListener("click", () => void leave());
 ui.enableAudio.addEventListener("click", () => {
   ui.enableAudio.hidden = true;

@@ -143,7 +143,7 @@ export const SUBSCRIPTION = {
 } as const;
 
 /** Every event `type` the server sends, in declaration order. Ignore types you do not know. */
-export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "voiceStateUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining", "peerReconnecting", "peerReconnected"] as const;
+export const EVENT_TYPES = ["welcome", "pong", "broadcast", "peerJoined", "peerUpdated", "voiceStateUpdated", "peerLeft", "producerAdded", "producerClosed", "producerPaused", "producerResumed", "consumerClosed", "serverDraining", "peerReconnecting", "peerReconnected", "activeSpeaker", "audioLevels"] as const;
 
 /** Documented JSON-RPC error codes: the application codes (1000-1099) and the standard ones the server answers with. */
 export const ErrorCode = {

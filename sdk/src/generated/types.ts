@@ -73,7 +73,9 @@ export type Event =
   | ConsumerClosedEvent
   | ServerDrainingEvent
   | PeerReconnectingEvent
-  | PeerReconnectedEvent;
+  | PeerReconnectedEvent
+  | ActiveSpeakerEvent
+  | AudioLevelsEvent;
 /**
  * One WebSocket connection (a session).
  */
@@ -269,6 +271,23 @@ export interface RoomSummary {
    * The room's name.
    */
   room: string;
+}
+/**
+ * One producer's level in `audioLevels`.
+ */
+export interface AudioLevel {
+  /**
+   * Its level in dBov, smoothed over ~200 ms: from -50 (quiet) to 0 (loudest).
+   */
+  level: number;
+  /**
+   * The producing peer.
+   */
+  peerId: PeerId;
+  /**
+   * The producer.
+   */
+  producerId: ProducerId;
 }
 /**
  * Params of `broadcast`.
@@ -1016,6 +1035,43 @@ export interface PeerReconnectedEvent {
    */
   seq: number;
   type: "peerReconnected";
+}
+/**
+ * The room's active speaker changed (from the producers' RFC 6464 audio levels: the
+ * loudest producer above -50 dBov, kept at least a second, replaced by one louder
+ * by 6 dB or when it stops speaking; paused producers never speak). Every peer of
+ * the room gets it, the speaker too.
+ */
+export interface ActiveSpeakerEvent {
+  /**
+   * The speaking peer.
+   */
+  peerId: PeerId;
+  /**
+   * Its producer.
+   */
+  producerId: ProducerId;
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  type: "activeSpeaker";
+}
+/**
+ * The producers speaking now, loudest first: at most every 200 ms and only while
+ * someone speaks (off with the server's `--speaker-events speaker|off`). Every peer
+ * of the room gets it.
+ */
+export interface AudioLevelsEvent {
+  /**
+   * Each speaking producer's level.
+   */
+  levels: AudioLevel[];
+  /**
+   * The event's number in its session, from 1; 0 for a stream's own `welcome` and `serverDraining` (never replayed).
+   */
+  seq: number;
+  type: "audioLevels";
 }
 /**
  * Params of `getStats`.

@@ -20,6 +20,7 @@ pub(crate) use admin::answer_forwarded;
 mod producers;
 mod resume;
 mod rooms;
+mod speaker;
 mod transports;
 mod voice;
 

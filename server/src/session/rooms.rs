@@ -87,16 +87,20 @@ impl Session {
             max_listing_bytes: config.max_response_bytes().saturating_sub(fixed),
         };
         let (engine, now) = (&self.shared.engine, crate::unix_millis());
-        let (joined, opened) =
-            change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, || Arc::new(engine.router())) {
-                Ok((joined, effects)) => {
-                    let opened = effects.iter().any(|e| matches!(e, Effect::RoomOpened(_)));
-                    (Ok((joined, opened)), effects)
-                }
-                Err(e) => (Err(e), Vec::new()),
-            })?;
+        // The upward channel of a room this join opens.
+        let mut opened_events = None;
+        let place = || {
+            let (router, events) = engine.router();
+            opened_events = Some(events);
+            Arc::new(router)
+        };
+        let joined = change_rooms(&self.shared, |r| match r.join(&p.room, member, limits, now, place) {
+            Ok((joined, effects)) => (Ok(joined), effects),
+            Err(e) => (Err(e), Vec::new()),
+        })?;
         let webhooks = &self.shared.webhooks;
-        if opened {
+        if let Some(events) = opened_events {
+            super::speaker::relay(self.shared.clone(), p.room.clone(), events);
             webhooks.emit(WebhookEventKind::RoomStarted, &p.room, None, None);
         }
         webhooks.emit(WebhookEventKind::PeerJoined, &p.room, Some(&info), None);

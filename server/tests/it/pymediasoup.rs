@@ -98,3 +98,11 @@ async fn a_pymediasoup_peer_whose_websocket_is_reset_resumes_and_keeps_hearing()
     pytest(python, "test_resume.py", &[("DSPEAK_URL", server.url()), ("DSPEAK_METRICS", metrics)]).await;
     server.wait_counts("everything released", |c| *c == Counts::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_speaker_follows_the_pymediasoup_peer_that_speaks() {
+    let Some(python) = python() else { return };
+    let server = spawn_server_with(wildcard(Config::for_tests())).await;
+    pytest(python, "test_speaker.py", &[("DSPEAK_URL", server.url())]).await;
+    server.wait_counts("everything released", |c| *c == Counts::default()).await;
+}

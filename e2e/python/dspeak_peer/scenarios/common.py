@@ -1,11 +1,13 @@
 """What the scenarios share: timeouts from the environment, room names, waiting for
-audio with the peer's state in the failure message."""
+audio with the peer's state in the failure message, running one against `DSPEAK_URL`."""
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import time
 import uuid
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from ..audio import AudioStats
 from ..peer import Peer
@@ -41,3 +43,16 @@ async def wait_audio(peer: Peer, stats: AudioStats, timeout: float,
                                    "enough audio for a frequency estimate")
     except (TimeoutError, AssertionError) as e:
         raise AssertionError(f"{e}; peer state: {peer.diag()}") from None
+
+
+def run_against_server(label: str, scenario: Callable[[str], Awaitable[dict]],
+                       timeout: float = 60.0) -> None:
+    """Runs `scenario(url)` against `DSPEAK_URL` (skipped without it) and prints its
+    figures; for the pytest files the server's `pymediasoup.rs` runs."""
+    import pytest
+
+    url = os.environ.get("DSPEAK_URL")
+    if not url:
+        pytest.skip("needs DSPEAK_URL (run by server/tests/it/pymediasoup.rs)")
+    figures = asyncio.run(asyncio.wait_for(scenario(url), timeout))
+    print(f"\n[{label}] figures: {json.dumps(figures)}")
