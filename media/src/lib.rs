@@ -143,8 +143,7 @@ impl Engine {
                 locals,
                 identity.clone(),
                 cpus.get(index % cpus.len().max(1)).copied(),
-                config.consent_timeout,
-                config.speaker_events,
+                worker::Settings { consent_timeout: config.consent_timeout, speaker_events: config.speaker_events },
             )?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);

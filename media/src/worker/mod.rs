@@ -214,6 +214,15 @@ pub(crate) struct Worker {
     next_speaker_tick: Instant,
 }
 
+/// What every worker does the same way (from the [`crate::EngineConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Consent freshness: how long a client address may stay silent (RFC 7675).
+    pub(crate) consent_timeout: Duration,
+    /// Which voice-activity events rooms get.
+    pub(crate) speaker_events: SpeakerEvents,
+}
+
 /// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
 /// port for ICE-TCP). `locals` are the host candidate addresses; `cpu`, the CPU to pin
 /// the thread to, if any.
@@ -224,8 +233,7 @@ pub(crate) fn spawn(
     locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
     cpu: Option<usize>,
-    consent_timeout: Duration,
-    speaker_events: SpeakerEvents,
+    settings: Settings,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
     let port = socket.local_addr()?.port();
     let locals: Arc<[SocketAddr]> = locals.into();
@@ -279,13 +287,13 @@ pub(crate) fn spawn(
                 out: Vec::new(),
                 arena: Arena::default(),
                 tcp_arena: Arena::default(),
-                consent_timeout,
+                consent_timeout: settings.consent_timeout,
                 next_reports: now,
                 timers: BinaryHeap::new(),
                 tcp_dropped: 0,
                 rate_mark: (now, 0),
                 stopping: false,
-                speaker_events,
+                speaker_events: settings.speaker_events,
                 rooms: FxHashMap::default(),
                 next_speaker_key: 0,
                 next_speaker_tick: now,
