@@ -13,7 +13,7 @@ import time
 import pytest
 
 import dspeak_peer as dp
-from dspeak_peer.scenarios.common import PAUSE_GRACE, new_room, run_against_server, wait_audio
+from dspeak_peer.scenarios.common import PAUSE_GRACE, new_room, run_against_server, tone_heard
 
 FORBIDDEN = 1004
 DEAF_WINDOW = 2.0
@@ -29,13 +29,7 @@ async def scenario_voice_state(url: str) -> dict:
     a, b = dp.Peer("A"), dp.Peer("B")
     figures: dict = {"room": room}
     try:
-        await a.connect(url)
-        await a.join(room, "Alice")
-        pid = await a.produce_tone(440.0)
-        await b.connect(url)
-        await b.join(room, "Bob")
-        stats = await b.consume(pid)
-        await wait_audio(b, stats, dp.AUDIO_TIMEOUT, expected_freq=440.0)
+        pid, stats = await tone_heard(url, room, (a, "Alice"), (b, "Bob"))
         cid = b.consumer_for(pid).consumer_id
 
         # B deafens: everyone is told, and nothing reaches B although A still sends.

@@ -7,7 +7,6 @@
 //
 //   cargo build -p dspeak-server && npm run test:browser    (as root, for nft)
 
-import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -15,6 +14,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { VoiceRoomHooks } from "../examples/voice-room/hooks.js";
 import { startServer, type TestServer } from "../test/support.js";
+import { NftBlock } from "./nft.js";
 
 declare global {
   interface Window {
@@ -31,8 +31,8 @@ const MIN_PACKETS = 50;
 let server: TestServer | undefined;
 let browser: Browser | undefined;
 const pages = new Map<string, Page>();
-/** The nftables table of the media block, while it exists. */
-let table: string | undefined;
+/** The media block, while it exists. */
+let block: NftBlock | undefined;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,24 +80,8 @@ async function join(name: string, url: string): Promise<void> {
 
 /** Drops every packet from and to the media `port` (UDP and TCP), so ICE loses the path. */
 function cutMedia(port: number): void {
-  table = `dspeak_e2e_ice_${port}`;
-  const chain = "{ type filter hook input priority -10 ; policy accept ; }";
-  const rules = ["udp dport", "udp sport", "tcp dport", "tcp sport"]
-    .map((match) => `add rule inet ${table} input ${match} ${port} drop`)
-    .join("\n");
-  execFileSync("nft", ["-f", "-"], { input: `add table inet ${table}\nadd chain inet ${table} input ${chain}\n${rules}\n` });
-  process.once("exit", restoreMedia);
-}
-
-/** Removes the media block (idempotent; also at process exit). */
-function restoreMedia(): void {
-  if (!table) return;
-  try {
-    execFileSync("nft", ["delete", "table", "inet", table]);
-  } catch (error) {
-    console.error(`could not remove nftables table ${table}: ${String(error)}`);
-  }
-  table = undefined;
+  const matches = ["udp dport", "udp sport", "tcp dport", "tcp sport"].map((m) => `${m} ${port}`);
+  block = new NftBlock(`dspeak_e2e_ice_${port}`, matches);
 }
 
 beforeAll(async () => {
@@ -122,7 +106,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  restoreMedia();
+  block?.remove();
   await browser?.close();
   await server?.stop();
 }, 30_000);
@@ -149,7 +133,7 @@ it("a forced ICE failure triggers an ICE restart, and audio resumes", async () =
   cutMedia(port);
   await until("Alice's page to restart ICE", () => page("Alice").evaluate(() => window.dspeak.iceRestarts() > 0), 40_000);
   expect(await packetsOver("Alice", "Bob"), "nothing flows while the port is cut").toBeLessThan(5);
-  restoreMedia();
+  block?.remove();
   await until("audio from Bob again at Alice", async () => (await packetsOver("Alice", "Bob")) >= MIN_PACKETS, 30_000);
   expect(await packetsOver("Bob", "Alice")).toBeGreaterThanOrEqual(MIN_PACKETS);
   expect(await selfId("Alice")).toBeDefined();

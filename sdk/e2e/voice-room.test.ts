@@ -13,7 +13,6 @@
 //
 //   cargo build -p dspeak-server && npm run test:browser    (as root, for nft)
 
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -23,6 +22,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { InboundSnapshot, PathSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "../examples/voice-room/hooks.js";
 import { repoRoot, startServer, type TestServer } from "../test/support.js";
+import { canUseNft, NftBlock } from "./nft.js";
 
 declare global {
   interface Window {
@@ -49,6 +49,8 @@ const figures: Record<string, unknown> = { room: ROOM };
 const report: string[] = [];
 let shot = 0;
 let broken = false;
+/** The UDP block of the ICE-TCP test, while it exists. */
+let block: NftBlock | undefined;
 
 interface Peer {
   name: string;
@@ -308,7 +310,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  unblockUdp();
+  block?.remove();
   writeFileSync(join(ARTIFACTS, "figures.json"), `${JSON.stringify(figures, null, 2)}\n`);
   writeFileSync(join(ARTIFACTS, "browser-console.txt"), `${browserLog.join("\n")}\n`);
   const summary = ["", "voice-room browser test — figures", ...report.map((l) => `  ${l}`), `  screenshots: ${ARTIFACTS}`, ""];
@@ -490,51 +492,6 @@ phase("Bob leaves with the Leave button; Carol stays and the page shows her alon
 
 // --- UDP blocked: ICE-TCP ----------------------------------------------------------
 
-/** The nftables table of the UDP block, while it exists. */
-let blockTable: string | undefined;
-
-/**
- * Drops UDP to exactly `port` (the second server's media port), on input, so only that
- * server's media is affected: other tests on this machine keep their UDP. Needs root.
- */
-function blockUdp(port: number): string {
-  const table = `dspeak_e2e_udp_${port}`;
-  const chain = `{ type filter hook input priority -10 ; policy accept ; }`;
-  execFileSync("nft", ["-f", "-"], {
-    input: `add table inet ${table}\nadd chain inet ${table} input ${chain}\nadd rule inet ${table} input udp dport ${port} counter drop\n`,
-  });
-  blockTable = table;
-  process.once("exit", unblockUdp);
-  return table;
-}
-
-/** Removes the UDP block (idempotent; also runs at process exit). */
-function unblockUdp(): void {
-  if (!blockTable) return;
-  try {
-    execFileSync("nft", ["delete", "table", "inet", blockTable]);
-  } catch (error) {
-    console.error(`could not remove nftables table ${blockTable}: ${String(error)}`);
-  }
-  blockTable = undefined;
-}
-
-/** UDP datagrams the block dropped so far. */
-function droppedByBlock(table: string): number {
-  const listing = execFileSync("nft", ["list", "table", "inet", table]).toString();
-  return Number(/counter packets (\d+)/.exec(listing)?.[1] ?? NaN);
-}
-
-/** Whether this process may add nftables rules (root, and `nft` installed). */
-function canUseNft(): boolean {
-  try {
-    execFileSync("nft", ["--version"]);
-    return process.getuid?.() === 0;
-  } catch {
-    return false;
-  }
-}
-
 it("UDP to the media port is dropped: Dan and Erin hear each other over ICE-TCP", async (ctx) => {
   if (!canUseNft()) {
     if (process.env.CI) throw new Error("the ICE-TCP browser test needs root and nft (nftables) to drop UDP");
@@ -546,14 +503,14 @@ it("UDP to the media port is dropped: Dan and Erin hear each other over ICE-TCP"
   try {
     const port = Number(/media worker started.*?port=(\d+)/.exec(tcpServer.log().replace(/\x1b\[[0-9;]*m/g, ""))?.[1]);
     expect(port, "the second server's media port").toBeGreaterThan(0);
-    const table = blockUdp(port);
+    block = new NftBlock(`dspeak_e2e_udp_${port}`, [`udp dport ${port}`]);
     const url = `${tcpServer.url.replace(/^ws/, "http")}/`;
     const room = `${ROOM}-tcp`;
     const dan = await joinAs("Dan", url, room);
     const erin = await joinAs("Erin", url, room);
     const [erinHearsDan, danHearsErin] = await Promise.all([measure(erin, "Dan"), measure(dan, "Erin")]);
     const paths: Record<string, PathSnapshot[]> = { Dan: await hooks.paths(dan), Erin: await hooks.paths(erin) };
-    const dropped = droppedByBlock(table);
+    const dropped = block.dropped();
     figures.iceTcp = { erinFromDan: erinHearsDan.packets, danFromErin: danHearsErin.packets, paths, udpDropped: dropped };
     note(
       `UDP blocked (${dropped} datagrams to port ${port} dropped): Erin received ${erinHearsDan.packets} packets from Dan ` +
@@ -577,7 +534,7 @@ it("UDP to the media port is dropped: Dan and Erin hear each other over ICE-TCP"
     expect(dropped, "the browsers tried UDP first, and the rule dropped it").toBeGreaterThan(0);
     for (const name of names) expect(await hooks.errors(peer(name)), `${name}'s page shows no error`).toEqual([]);
   } finally {
-    unblockUdp();
+    block?.remove();
     for (const name of names) {
       const p = peers.get(name);
       await p?.context.close().catch(() => undefined);

@@ -31,6 +31,22 @@ def new_room(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+async def tone_heard(url: str, room: str, speaker: tuple[Peer, str], listener: tuple[Peer, str],
+                     freq: float = 440.0) -> tuple[str, AudioStats]:
+    """The speaker (peer, display name) joins `room` and sends a `freq` tone; then the
+    listener joins, consumes it and hears it. Returns the producer id and the listener's
+    audio stats."""
+    (talker, talker_name), (hearer, hearer_name) = speaker, listener
+    await talker.connect(url)
+    await talker.join(room, talker_name)
+    pid = await talker.produce_tone(freq)
+    await hearer.connect(url)
+    await hearer.join(room, hearer_name)
+    stats = await hearer.consume(pid)
+    await wait_audio(hearer, stats, AUDIO_TIMEOUT, expected_freq=freq)
+    return pid, stats
+
+
 async def wait_audio(peer: Peer, stats: AudioStats, timeout: float,
                       expected_freq: Optional[float] = None) -> None:
     remaining = timeout
