@@ -11,12 +11,14 @@
 //! - `cluster`: `cluster-join`, join latency on one node and in cluster mode (real
 //!   `redis-server`), with and without a `wrongNode` redirect.
 //! - `target`: starting, pinning and measuring the servers.
-//! - `ws`: the raw WebSocket load client for both protocols.
+//! - `ws`: the WebSocket load client for both protocols (broadcast, idle).
+//! - `rawws`: the cheaper client of `ping` (hand-written upgrade, pre-encoded frames).
 //! - `report`: percentiles, median/min/max, tables.
 //! - `sys`: /proc, affinity, fd limit.
 
 mod cluster;
 mod media;
+mod rawws;
 mod report;
 mod signaling;
 mod sys;

@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::rawws::PingConn;
 use crate::report::{Report, Spread, ms, percentile, us};
 use crate::target::{self, Cpus, Kind, Running};
 use crate::ws::{self, Incoming, Proto};
@@ -139,16 +140,16 @@ pub(crate) async fn ping(
         "{runs} runs of {secs} s each per row (after 0.5 s warm-up); median (min–max). Runs alternate between servers. {}.",
         targets.cpus.describe()
     ));
-    report.note("dspeak answers JSON-RPC `ping` (`{\"type\":\"pong\",\"timestamp\"}`); node answers the seed's plain `{\"type\":\"pong\"}`. Both over one WebSocket per connection; the same Rust client (tokio-tungstenite) drives both.");
+    report.note("dspeak answers JSON-RPC `ping` (`{\"type\":\"pong\",\"timestamp\"}`); node answers the seed's plain `{\"type\":\"pong\"}`. Both over one WebSocket per connection; the same Rust client drives both: a raw TCP stream per connection with a pre-encoded masked request frame, answers matched by their id digits (`bench/src/rawws.rs`).");
     Ok(report)
 }
 
 async fn ping_run(server: &Running, conns: usize, window: Duration, rate: Option<f64>) -> anyhow::Result<PingRun> {
-    let proto = Proto(server.kind);
     // 0 = warm-up, 1 = measuring, 2 = stop.
     let phase = Arc::new(AtomicU8::new(0));
     let mut clients = Vec::with_capacity(conns);
-    let mut connecting = futures_util::stream::iter(0..conns).map(|_| ws::connect(&server.url)).buffer_unordered(64);
+    let mut connecting =
+        futures_util::stream::iter(0..conns).map(|_| PingConn::connect(&server.url, server.kind)).buffer_unordered(64);
     while let Some(c) = connecting.next().await {
         clients.push(c?);
     }
@@ -158,7 +159,6 @@ async fn ping_run(server: &Running, conns: usize, window: Duration, rate: Option
         let id_offset = (i as u64).wrapping_mul(7919);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
-            let mut id = 10u64;
             // Paced: this connection's share of the rate, starting at a random offset.
             let period = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
             let mut next = tokio::time::Instant::now()
@@ -172,15 +172,13 @@ async fn ping_run(server: &Running, conns: usize, window: Duration, rate: Option
                     tokio::time::sleep_until(next).await;
                     next += period;
                 }
-                id += 1;
                 let t = Instant::now();
-                ws::send(&mut c, proto.ping(id)).await?;
-                ws::response(&mut c, id).await?;
+                c.ping().await?;
                 if p == 1 && phase.load(Ordering::Relaxed) == 1 {
                     lat.push(t.elapsed());
                 }
             }
-            let _ = c.close(None).await;
+            c.close().await;
             anyhow::Ok(lat)
         }));
     }

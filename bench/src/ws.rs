@@ -72,13 +72,6 @@ fn seq_of(text: &str) -> Option<u64> {
 pub(crate) struct Proto(pub(crate) Kind);
 
 impl Proto {
-    pub(crate) fn ping(self, id: u64) -> String {
-        match self.0 {
-            Kind::Dspeak => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
-            Kind::Node => format!(r#"{{"type":"ping","id":{id}}}"#),
-        }
-    }
-
     pub(crate) fn join(self, id: u64, room: &str, name: &str) -> String {
         match self.0 {
             Kind::Dspeak => format!(

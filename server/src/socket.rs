@@ -11,6 +11,7 @@
 //! has not joined within `--join-timeout`, or that stops answering pings is closed with
 //! close code 1008 and the reason.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use jsonrpsee::core::middleware::RpcServiceT;
 use jsonrpsee::types::error::{
     BATCHES_NOT_SUPPORTED_CODE, BATCHES_NOT_SUPPORTED_MSG, ErrorCode, reject_too_big_request,
 };
-use jsonrpsee::types::{ErrorObject, Id, Notification, Request};
+use jsonrpsee::types::{ErrorObject, Id, Notification, Request, TwoPointZero};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -169,6 +171,34 @@ impl Outbox {
         self.written = 0;
         self.boundary = 0;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A request as jsonrpsee's [`Request`] reads it, but with its id left raw: the id is
+/// an untagged enum there, which tries `null` first and so builds (and formats) an
+/// error for every numeric id.
+#[derive(Deserialize)]
+struct LeanRequest<'a> {
+    #[expect(dead_code, reason = "checked by parsing it")]
+    jsonrpc: TwoPointZero,
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+impl LeanRequest<'_> {
+    /// The owned request; `None` for an id this does not read itself (a string, or
+    /// anything jsonrpsee would refuse), which then goes the [`Request`] way.
+    fn into_request(self) -> Option<Request<'static>> {
+        let id = match self.id.get() {
+            "null" => Id::Null,
+            digits if digits.bytes().all(|b| b.is_ascii_digit()) => Id::Number(digits.parse().ok()?),
+            _ => return None,
+        };
+        Some(Request::owned(self.method.into_owned(), self.params.map(ToOwned::to_owned), id))
     }
 }
 
@@ -550,13 +580,20 @@ impl Socket {
                 return Ok(());
             }
         };
-        match serde_json::from_slice::<Request<'_>>(body) {
-            Ok(request) => {
-                let request = Request::owned(
+        let request = serde_json::from_slice::<LeanRequest<'_>>(body).ok().and_then(LeanRequest::into_request);
+        let request = match request {
+            Some(request) => Ok(request),
+            // What the lean parse does not take, jsonrpsee's own type parses (or refuses).
+            None => serde_json::from_slice::<Request<'_>>(body).map(|request| {
+                Request::owned(
                     request.method.into_owned(),
                     request.params.map(|p| p.into_owned()),
                     request.id.into_owned(),
-                );
+                )
+            }),
+        };
+        match request {
+            Ok(request) => {
                 let Some(rpc) = &self.rpc else { return Ok(()) };
                 let mut call: Pending = Box::pin(rpc.call(request));
                 // The first poll queues the request on its session: now, in wire order.
@@ -620,5 +657,41 @@ impl Socket {
         if let Some(stream) = self.stream.take() {
             self.conn.end_subscription(stream.subscription());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lean parse gives what jsonrpsee's `Request` gives, or leaves it to it.
+    #[test]
+    fn lean_requests_read_like_jsonrpsee_requests() {
+        let texts = [
+            r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping","params":null}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"join","params":{"room":"r"},"x":1}"#,
+            r#"{"id":3,"method":"p\u0069ng","params":[1],"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+        ];
+        for text in texts {
+            let theirs =
+                serde_json::from_str::<Request<'_>>(text).ok().map(|r| (r.id.into_owned(), r.method, r.params));
+            let ours = serde_json::from_str::<LeanRequest<'_>>(text).ok().and_then(LeanRequest::into_request);
+            if let Some(ours) = ours {
+                let theirs = theirs.unwrap_or_else(|| panic!("jsonrpsee refuses {text}"));
+                assert_eq!(ours.id, theirs.0, "{text}");
+                assert_eq!(ours.method, theirs.1, "{text}");
+                assert_eq!(ours.params.map(|p| p.get().to_owned()), theirs.2.map(|p| p.get().to_owned()), "{text}");
+            }
+        }
+        // The common case takes the lean way.
+        assert!(serde_json::from_str::<LeanRequest<'_>>(texts[0]).ok().and_then(LeanRequest::into_request).is_some());
     }
 }
