@@ -59,9 +59,10 @@ pub(crate) fn classify(text: &str) -> Incoming {
     }
 }
 
-/// The number after the first `"seq":` in a message.
+/// The broadcast payload's `seq` (events have a `seq` of their own, before it).
 fn seq_of(text: &str) -> Option<u64> {
-    let at = text.find("\"seq\":")? + 6;
+    const KEY: &str = "\"payload\":{\"seq\":";
+    let at = text.find(KEY)? + KEY.len();
     let digits: &str = &text[at..];
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     digits[..end].parse().ok()
@@ -161,7 +162,7 @@ mod tests {
         );
         assert_eq!(
             classify(
-                r#"{"jsonrpc":"2.0","method":"event","params":{"subscription":"a","result":{"type":"broadcast","from":"p","payload":{"seq":42,"text":"x"}}}}"#
+                r#"{"jsonrpc":"2.0","method":"event","params":{"subscription":1,"result":{"seq":9,"type":"broadcast","from":"p","payload":{"seq":42,"text":"x"}}}}"#
             ),
             Incoming::Delivery { seq: 42 }
         );
