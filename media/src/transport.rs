@@ -101,7 +101,10 @@ pub(crate) struct Transport {
     pub(crate) id: TransportId,
     pub(crate) owner: PeerId,
     pub(crate) direction: Direction,
-    rtc: Rtc,
+    /// Boxed: str0m's `Rtc` is ~10 KiB inline. Out of line, the transports' slab
+    /// entries that the fan-out reads (keys, counters, destination) stay small and
+    /// dense, and the slab's spare capacity holds no `Rtc`s.
+    rtc: Box<Rtc>,
     /// Our host candidates' addresses (announced address and port).
     locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
@@ -195,7 +198,7 @@ impl Transport {
             id,
             owner,
             direction,
-            rtc,
+            rtc: Box::new(rtc),
             locals: locals.clone(),
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
@@ -555,5 +558,56 @@ mod tests {
         assert!(!t.learn_remote(a, Route::Udp(None), later, false), "a known address");
         assert_eq!(t.destination(later).map(|r| r.addr), Some(a), "a checked in again and is still nominated");
         assert_eq!(t.destination(later + timeout), None, "every address quiet for the timeout");
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    /// What a listener (receive-only) transport keeps right after `createTransport`:
+    /// our `Transport` (its slab entry) and everything it owns on the heap, str0m's
+    /// boxed `Rtc` included, split into str0m's part and ours (`BENCHMARKS.md` §9).
+    /// The DTLS handshake adds more later (measured there, by RSS). The budget holds
+    /// today's figure, so growth fails here; the issue's 16 KiB is not met (str0m's
+    /// `Rtc` alone is over it).
+    #[test]
+    fn a_listener_transport_stays_within_its_heap_budget() {
+        const N: usize = 50;
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let now = Instant::now();
+        let mut kept = Vec::with_capacity(N);
+        let transport = allocation_counter::measure(|| {
+            for i in 0..N {
+                let id = TransportId::from(format!("t{i}").as_str());
+                let t = Transport::new(id, PeerId::from("p"), Direction::Recv, &identity, &locals, true, false, now);
+                kept.push(t.unwrap());
+            }
+        });
+        let mut rtcs = Vec::with_capacity(N);
+        let rtc = allocation_counter::measure(|| {
+            for _ in 0..N {
+                let config = RtcConfig::new()
+                    .set_ice_lite(true)
+                    .set_rtp_mode(true)
+                    .clear_codecs()
+                    .set_extension_map(extension_map(Direction::Recv, None))
+                    .set_crypto_provider(identity.provider.clone())
+                    .set_dtls_cert(identity.cert.clone());
+                rtcs.push(Box::new(config.build(now)));
+            }
+        });
+        let per = |bytes: i64| bytes as usize / N;
+        let (total, rtc) = (per(transport.bytes_current) + size_of::<Transport>(), per(rtc.bytes_current));
+        println!(
+            "listener transport: {total} bytes: str0m's Rtc {rtc} ({} inline), host candidates, \
+             credentials and the rest {}, ours {} inline",
+            size_of::<Rtc>(),
+            total - rtc - size_of::<Transport>(),
+            size_of::<Transport>()
+        );
+        assert!(size_of::<Transport>() <= 512, "the transports' slab entries stay small");
+        assert!(total <= 25 * 1024, "a new listener transport keeps {total} bytes");
     }
 }
