@@ -610,4 +610,103 @@ mod memory {
         assert!(size_of::<Transport>() <= 512, "the transports' slab entries stay small");
         assert!(total <= 25 * 1024, "a new listener transport keeps {total} bytes");
     }
+
+    /// Runs a real ICE + DTLS handshake between `t` and a str0m client in this thread
+    /// (the client's allocations are not counted); returns when `t` is connected.
+    fn handshake(t: &mut Transport, now: &mut Instant) {
+        fn opt_out<R>(f: impl FnOnce() -> R) -> R {
+            let mut r = None;
+            allocation_counter::opt_out(|| r = Some(f()));
+            r.unwrap()
+        }
+        let server = t.locals[0];
+        let client_addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (mut client, client_cert) = opt_out(|| {
+            let mut c = RtcConfig::new().set_rtp_mode(true).set_fingerprint_verification(false).build(*now);
+            c.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+            c.add_remote_candidate(Candidate::host(server, "udp").unwrap());
+            let mut api = c.direct_api();
+            api.set_ice_controlling(true);
+            api.set_remote_ice_credentials(IceCreds { ufrag: t.local_ufrag.clone(), pass: t.local_password.clone() });
+            api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
+            api.start_dtls(true).unwrap();
+            let fingerprint = api.local_dtls_fingerprint().bytes.clone();
+            let ufrag = api.local_ice_credentials().ufrag;
+            (c, (fingerprint, ufrag))
+        });
+        let (fingerprint, ufrag) = client_cert;
+        let (mut out, mut rtp) = (Vec::new(), Vec::new());
+        let mut sink = Sink { out: &mut out, rtp: &mut rtp };
+        t.learn_remote_ufrag(&ufrag);
+        t.learn_remote(client_addr, Route::Udp(None), *now, true);
+        let expected = Expected { algorithm: dspeak_schema::ortc::FingerprintAlgorithm::Sha256, digest: fingerprint };
+        t.connect(expected, DtlsRole::Client, &mut sink).unwrap();
+        for _ in 0..10_000 {
+            if t.is_connected() {
+                break;
+            }
+            let mut client_timeout = *now + Duration::from_secs(1);
+            while let Some(sent) = opt_out(|| match client.poll_output().unwrap() {
+                Output::Transmit(x) => Some(x.contents.to_vec()),
+                Output::Timeout(at) => {
+                    client_timeout = at;
+                    None
+                }
+                Output::Event(_) => Some(Vec::new()),
+            }) {
+                if !sent.is_empty() {
+                    t.receive(*now, Protocol::Udp, client_addr, None, &sent, &mut sink);
+                }
+                opt_out(|| drop(sent));
+            }
+            let answers = std::mem::take(sink.out);
+            let moved = !answers.is_empty();
+            for o in answers {
+                opt_out(|| {
+                    let input =
+                        Input::Receive(*now, Receive::new(Protocol::Udp, server, client_addr, &o.data).unwrap());
+                    client.handle_input(input).unwrap();
+                });
+            }
+            if !moved {
+                *now = client_timeout.min(t.next_timeout).max(*now + Duration::from_millis(1));
+                opt_out(|| client.handle_input(Input::Timeout(*now)).unwrap());
+                t.timeout(*now, &mut sink);
+            }
+        }
+        assert!(t.is_connected(), "the handshake completes");
+        opt_out(|| drop(client));
+    }
+
+    /// What a connected listener transport keeps: the handshake's leftovers in str0m
+    /// (DTLS, SRTP, ICE) on top of the new transport. Rust allocations only: aws-lc's
+    /// own (keys, cipher contexts) are not counted here; the RSS figures include them.
+    #[test]
+    fn a_connected_listener_transport_stays_within_its_heap_budget() {
+        const N: usize = 10;
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let mut now = Instant::now();
+        let mut kept = Vec::with_capacity(N);
+        let mut new = 0;
+        let info = allocation_counter::measure(|| {
+            for i in 0..N {
+                let id = TransportId::from(format!("t{i}").as_str());
+                let before = allocation_counter::measure(|| {
+                    let t =
+                        Transport::new(id, PeerId::from("p"), Direction::Recv, &identity, &locals, true, false, now);
+                    kept.push(t.unwrap());
+                });
+                new += before.bytes_current;
+                handshake(kept.last_mut().unwrap(), &mut now);
+            }
+        });
+        let per = |bytes: i64| bytes as usize / N + size_of::<Transport>();
+        let (total, new) = (per(info.bytes_current), per(new));
+        println!(
+            "connected listener transport: {total} bytes ({new} when created, {} from the handshake)",
+            total - new
+        );
+        assert!(total <= 40 * 1024, "a connected listener transport keeps {total} bytes");
+    }
 }
