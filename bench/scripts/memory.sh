@@ -35,7 +35,10 @@ one() { # speakers listeners
     wait "$pid" || true
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
-    echo "{\"speakers\": $1, \"listeners\": $2, \"rss_before_kib\": $before, \"rss_peak_kib\": $peak, \"growth_kib\": $((peak - before))}"
+    local ok failed
+    ok=$(grep -o '"ok":[a-z]*' "$dir/fanout" | tail -1 | cut -d: -f2)
+    failed=$(grep -c 'client transport failed' "$dir/fanout" || true)
+    echo "{\"speakers\": $1, \"listeners\": $2, \"rss_before_kib\": $before, \"rss_peak_kib\": $peak, \"growth_kib\": $((peak - before)), \"fanout_ok\": ${ok:-false}, \"failed_transports\": $failed}"
     rm -rf "$dir"
 }
 
