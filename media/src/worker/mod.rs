@@ -511,8 +511,9 @@ async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option
 mod memory {
     use super::*;
 
-    /// What the worker keeps per consumer (its slab entry, its heap, its id's map entry
-    /// and its key in the producer's list), averaged over a thousand.
+    /// What the worker keeps per consumer (its slab entry, its heap, its id's map entry,
+    /// its key in the producer's list and its MID in its transport's), averaged over a
+    /// thousand.
     #[test]
     fn a_consumer_fits_its_heap_budget() {
         const N: usize = 1000;
@@ -520,6 +521,7 @@ mod memory {
         let mut consumers = Slab::new();
         let mut keys = FxHashMap::default();
         let mut fan_out = Vec::new();
+        let mut mids = Vec::new();
         let owner = PeerId::from(uuid().as_str());
         let producer = ProducerId::from(uuid().as_str());
         let now = Instant::now();
@@ -542,6 +544,7 @@ mod memory {
                 });
                 keys.insert(id, key);
                 fan_out.push(key);
+                mids.push(key.to_string());
             }
         });
         let per = info.bytes_current as usize / N;
