@@ -101,7 +101,10 @@ pub(crate) struct Transport {
     pub(crate) id: TransportId,
     pub(crate) owner: PeerId,
     pub(crate) direction: Direction,
-    rtc: Rtc,
+    /// Boxed: str0m's `Rtc` is ~10 KiB inline. Out of line, the transports' slab
+    /// entries that the fan-out reads (keys, counters, destination) stay small and
+    /// dense, and the slab's spare capacity holds no `Rtc`s.
+    rtc: Box<Rtc>,
     /// Our host candidates' addresses (announced address and port).
     locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
@@ -195,7 +198,7 @@ impl Transport {
             id,
             owner,
             direction,
-            rtc,
+            rtc: Box::new(rtc),
             locals: locals.clone(),
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
@@ -555,5 +558,155 @@ mod tests {
         assert!(!t.learn_remote(a, Route::Udp(None), later, false), "a known address");
         assert_eq!(t.destination(later).map(|r| r.addr), Some(a), "a checked in again and is still nominated");
         assert_eq!(t.destination(later + timeout), None, "every address quiet for the timeout");
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    /// What a listener (receive-only) transport keeps right after `createTransport`:
+    /// our `Transport` (its slab entry) and everything it owns on the heap, str0m's
+    /// boxed `Rtc` included, split into str0m's part and ours (`BENCHMARKS.md` §9).
+    /// The DTLS handshake adds more later (measured there, by RSS). The budget holds
+    /// today's figure, so growth fails here; the issue's 16 KiB is not met (str0m's
+    /// `Rtc` alone is over it).
+    #[test]
+    fn a_listener_transport_stays_within_its_heap_budget() {
+        const N: usize = 50;
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let now = Instant::now();
+        let mut kept = Vec::with_capacity(N);
+        let transport = allocation_counter::measure(|| {
+            for i in 0..N {
+                let id = TransportId::from(format!("t{i}").as_str());
+                let t = Transport::new(id, PeerId::from("p"), Direction::Recv, &identity, &locals, true, false, now);
+                kept.push(t.unwrap());
+            }
+        });
+        let mut rtcs = Vec::with_capacity(N);
+        let rtc = allocation_counter::measure(|| {
+            for _ in 0..N {
+                let config = RtcConfig::new()
+                    .set_ice_lite(true)
+                    .set_rtp_mode(true)
+                    .clear_codecs()
+                    .set_extension_map(extension_map(Direction::Recv, None))
+                    .set_crypto_provider(identity.provider.clone())
+                    .set_dtls_cert(identity.cert.clone());
+                rtcs.push(Box::new(config.build(now)));
+            }
+        });
+        let per = |bytes: i64| bytes as usize / N;
+        let (total, rtc) = (per(transport.bytes_current) + size_of::<Transport>(), per(rtc.bytes_current));
+        println!(
+            "listener transport: {total} bytes: str0m's Rtc {rtc} ({} inline), host candidates, \
+             credentials and the rest {}, ours {} inline",
+            size_of::<Rtc>(),
+            total - rtc - size_of::<Transport>(),
+            size_of::<Transport>()
+        );
+        assert!(size_of::<Transport>() <= 512, "the transports' slab entries stay small");
+        assert!(total <= 25 * 1024, "a new listener transport keeps {total} bytes");
+    }
+
+    /// Runs a real ICE + DTLS handshake between `t` and a str0m client in this thread
+    /// (the client's allocations are not counted); returns when `t` is connected.
+    fn handshake(t: &mut Transport, now: &mut Instant) {
+        fn opt_out<R>(f: impl FnOnce() -> R) -> R {
+            let mut r = None;
+            allocation_counter::opt_out(|| r = Some(f()));
+            r.unwrap()
+        }
+        let server = t.locals[0];
+        let client_addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (mut client, client_cert) = opt_out(|| {
+            let mut c = RtcConfig::new().set_rtp_mode(true).set_fingerprint_verification(false).build(*now);
+            c.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+            c.add_remote_candidate(Candidate::host(server, "udp").unwrap());
+            let mut api = c.direct_api();
+            api.set_ice_controlling(true);
+            api.set_remote_ice_credentials(IceCreds { ufrag: t.local_ufrag.clone(), pass: t.local_password.clone() });
+            api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
+            api.start_dtls(true).unwrap();
+            let fingerprint = api.local_dtls_fingerprint().bytes.clone();
+            let ufrag = api.local_ice_credentials().ufrag;
+            (c, (fingerprint, ufrag))
+        });
+        let (fingerprint, ufrag) = client_cert;
+        let (mut out, mut rtp) = (Vec::new(), Vec::new());
+        let mut sink = Sink { out: &mut out, rtp: &mut rtp };
+        t.learn_remote_ufrag(&ufrag);
+        t.learn_remote(client_addr, Route::Udp(None), *now, true);
+        let expected = Expected { algorithm: dspeak_schema::ortc::FingerprintAlgorithm::Sha256, digest: fingerprint };
+        t.connect(expected, DtlsRole::Client, &mut sink).unwrap();
+        for _ in 0..10_000 {
+            if t.is_connected() {
+                break;
+            }
+            let mut client_timeout = *now + Duration::from_secs(1);
+            while let Some(sent) = opt_out(|| match client.poll_output().unwrap() {
+                Output::Transmit(x) => Some(x.contents.to_vec()),
+                Output::Timeout(at) => {
+                    client_timeout = at;
+                    None
+                }
+                Output::Event(_) => Some(Vec::new()),
+            }) {
+                if !sent.is_empty() {
+                    t.receive(*now, Protocol::Udp, client_addr, None, &sent, &mut sink);
+                }
+                opt_out(|| drop(sent));
+            }
+            let answers = std::mem::take(sink.out);
+            let moved = !answers.is_empty();
+            for o in answers {
+                opt_out(|| {
+                    let input =
+                        Input::Receive(*now, Receive::new(Protocol::Udp, server, client_addr, &o.data).unwrap());
+                    client.handle_input(input).unwrap();
+                });
+            }
+            if !moved {
+                *now = client_timeout.min(t.next_timeout).max(*now + Duration::from_millis(1));
+                opt_out(|| client.handle_input(Input::Timeout(*now)).unwrap());
+                t.timeout(*now, &mut sink);
+            }
+        }
+        assert!(t.is_connected(), "the handshake completes");
+        opt_out(|| drop(client));
+    }
+
+    /// What a connected listener transport keeps: the handshake's leftovers in str0m
+    /// (DTLS, SRTP, ICE) on top of the new transport. Rust allocations only: aws-lc's
+    /// own (keys, cipher contexts) are not counted here; the RSS figures include them.
+    #[test]
+    fn a_connected_listener_transport_stays_within_its_heap_budget() {
+        const N: usize = 10;
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let mut now = Instant::now();
+        let mut kept = Vec::with_capacity(N);
+        let mut new = 0;
+        let info = allocation_counter::measure(|| {
+            for i in 0..N {
+                let id = TransportId::from(format!("t{i}").as_str());
+                let before = allocation_counter::measure(|| {
+                    let t =
+                        Transport::new(id, PeerId::from("p"), Direction::Recv, &identity, &locals, true, false, now);
+                    kept.push(t.unwrap());
+                });
+                new += before.bytes_current;
+                handshake(kept.last_mut().unwrap(), &mut now);
+            }
+        });
+        let per = |bytes: i64| bytes as usize / N + size_of::<Transport>();
+        let (total, new) = (per(info.bytes_current), per(new));
+        println!(
+            "connected listener transport: {total} bytes ({new} when created, {} from the handshake)",
+            total - new
+        );
+        assert!(total <= 40 * 1024, "a connected listener transport keeps {total} bytes");
     }
 }

@@ -506,3 +506,49 @@ async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    /// What the worker keeps per consumer (its slab entry, its heap, its id's map entry,
+    /// its key in the producer's list and its MID in its transport's), averaged over a
+    /// thousand.
+    #[test]
+    fn a_consumer_fits_its_heap_budget() {
+        const N: usize = 1000;
+        let uuid = || uuid::Uuid::new_v4().to_string();
+        let mut consumers = Slab::new();
+        let mut keys = FxHashMap::default();
+        let mut fan_out = Vec::new();
+        let mut mids = Vec::new();
+        let owner = PeerId::from(uuid().as_str());
+        let producer = ProducerId::from(uuid().as_str());
+        let now = Instant::now();
+        let info = allocation_counter::measure(|| {
+            for _ in 0..N {
+                let id = ConsumerId::from(uuid().as_str());
+                let key = consumers.insert(Consumer {
+                    id: id.clone(),
+                    owner: owner.clone(),
+                    transport: 0,
+                    producer: producer.clone(),
+                    mid: "0".into(),
+                    ssrc: 1,
+                    paused: true,
+                    seq: SeqRewriter::new(0),
+                    timestamp_offset: 0,
+                    header: RtpHeader::new(crate::router::OPUS_PT, 1, Some((1, "0"))),
+                    cname: uuid().into(),
+                    sent: SentClock::new(now),
+                });
+                keys.insert(id, key);
+                fan_out.push(key);
+                mids.push(key.to_string());
+            }
+        });
+        let per = info.bytes_current as usize / N;
+        println!("consumer: {per} bytes ({} inline)", std::mem::size_of::<Consumer>());
+        assert!(per <= 1024, "a consumer keeps {per} bytes in the worker; the budget is 1 KiB");
+    }
+}
