@@ -203,6 +203,13 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// What a real client sent to `produce`, and its receive capabilities at `consume`.
+    fn client_fixtures(client: &str) -> (RtpParameters, RtpCapabilities) {
+        let produce = fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone();
+        let caps = fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone();
+        (serde_json::from_value(produce).unwrap(), serde_json::from_value(caps).unwrap())
+    }
+
     #[test]
     fn real_clients_produce_params_are_accepted() {
         for (client, pt) in [("chromium-mediasoup-client-3.24", 111), ("pymediasoup-1.5-aiortc-1.16", 96)] {
@@ -219,12 +226,7 @@ mod tests {
     #[test]
     fn consumer_parameters_match_what_mediasoup_answered() {
         for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
-            let produce: RtpParameters =
-                serde_json::from_value(fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone())
-                    .unwrap();
-            let caps: RtpCapabilities =
-                serde_json::from_value(fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone())
-                    .unwrap();
+            let (produce, caps) = client_fixtures(client);
             let theirs: RtpParameters = serde_json::from_value(
                 fixture(&format!("{client}/consume.result-from-mediasoup.json"))["rtpParameters"].clone(),
             )
@@ -262,12 +264,7 @@ mod tests {
     #[test]
     fn consumers_that_can_receive_the_level_get_it_on_the_routers_id() {
         for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
-            let produce: RtpParameters =
-                serde_json::from_value(fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone())
-                    .unwrap();
-            let mut caps: RtpCapabilities =
-                serde_json::from_value(fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone())
-                    .unwrap();
+            let (produce, mut caps) = client_fixtures(client);
             let stream = producer_stream(MediaKind::Audio, &produce).unwrap();
             let ours = consumer_parameters(&stream, &caps, "0".into(), 1);
             let level = ours.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI);
