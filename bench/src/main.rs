@@ -322,6 +322,11 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             row["sender_reports_total"].as_u64() > Some(0),
             "media smoke ({what}): no sane sender report decrypted by a listener: {row}"
         );
+        // The speakers send a level; every packet a listener decrypted carries it.
+        ensure!(
+            row["levels_total"].as_u64() > Some(0) && row["other_levels_total"].as_u64() == Some(0),
+            "media smoke ({what}): packets without the speakers' audio level: {row}"
+        );
     }
     media::join_storm(cpus, 5, 1, None).await?.print(command_line);
     // A producer flooding 2,000 packets/s is policed: its consumer gets at most 100/s.

@@ -17,8 +17,12 @@ const MARKER: u8 = 0x80;
 const ONE_BYTE_PROFILE: [u8; 2] = [0xBE, 0xDE];
 /// The longest value a one-byte extension element holds.
 const ONE_BYTE_MAX: usize = 16;
-/// The longest prebuilt header: 12 fixed bytes, 4 of extension header, one element.
-const HEADER_MAX: usize = 12 + 4 + 1 + ONE_BYTE_MAX + 3;
+/// The one-byte elements a consumer's header may carry: the `mid` (1–16 bytes) and
+/// the audio level (RFC 6464: one byte).
+const ELEMENTS_MAX: usize = (1 + ONE_BYTE_MAX) + (1 + 1);
+/// The longest prebuilt header: 12 fixed bytes, 4 of extension header, the elements
+/// padded to 32 bits.
+const HEADER_MAX: usize = 12 + 4 + ELEMENTS_MAX.div_ceil(4) * 4;
 
 /// RTCP packet types (RFC 3550 §12.1).
 const RTCP_SR: u8 = 200;
@@ -29,36 +33,61 @@ const SDES_CNAME: u8 = 1;
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// A consumer's RTP header with its SSRC, payload type and `mid` extension in place;
-/// sequence number, timestamp and marker are patched per packet.
+/// sequence number, timestamp, marker and the audio level are patched per packet.
+///
+/// When the consumer negotiated `ssrc-audio-level`, the header holds a two-byte
+/// element for it after the `mid`, and each packet gets the producer packet's level
+/// byte (V bit and level, as received). A producer packet without a level (a client
+/// that does not send it, or `--speaker-events off`, when levels are not read) gets
+/// no level: the element's two bytes become padding (RFC 8285 §4.2), so the header
+/// keeps its length and receivers see no level rather than an invented one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RtpHeader {
     bytes: [u8; HEADER_MAX],
     len: u8,
+    /// Offset of the audio-level element (0: not negotiated).
+    level_at: u8,
+}
+
+/// Whether `id` is a one-byte extension id (1–14; 15 is reserved).
+fn one_byte_id(id: u8) -> bool {
+    (1..=crate::router::MAX_ONE_BYTE_EXT_ID).contains(&id)
 }
 
 impl RtpHeader {
     /// The header of a stream with `ssrc` and `payload_type`, carrying the `mid` in a
-    /// one-byte extension with id `mid_ext` when the consumer negotiated it (ids 1–14,
-    /// a MID of 1–16 bytes; anything else is left out).
-    pub(crate) fn new(payload_type: u8, ssrc: u32, mid_ext: Option<(u8, &str)>) -> RtpHeader {
+    /// one-byte extension with id `mid_ext` and room for the audio level on id
+    /// `level_ext`, each when the consumer negotiated it (ids 1–14, a MID of 1–16
+    /// bytes; anything else is left out).
+    pub(crate) fn new(payload_type: u8, ssrc: u32, mid_ext: Option<(u8, &str)>, level_ext: Option<u8>) -> RtpHeader {
         let mut bytes = [0u8; HEADER_MAX];
         bytes[0] = VERSION;
         bytes[1] = payload_type & 0x7f;
         bytes[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        let mut len = 12;
-        if let Some((id, mid)) =
-            mid_ext.filter(|(id, mid)| (1..=14).contains(id) && (1..=ONE_BYTE_MAX).contains(&mid.len()))
+        // The elements start after the 4-byte extension header.
+        let mut end = 16;
+        if let Some((id, mid)) = mid_ext.filter(|(id, mid)| one_byte_id(*id) && (1..=ONE_BYTE_MAX).contains(&mid.len()))
         {
+            bytes[end] = (id << 4) | (mid.len() - 1) as u8;
+            bytes[end + 1..end + 1 + mid.len()].copy_from_slice(mid.as_bytes());
+            end += 1 + mid.len();
+        }
+        let mut level_at = 0;
+        if let Some(id) = level_ext.filter(|id| one_byte_id(*id)) {
+            // One byte of value: length field 0; the value is written per packet.
+            bytes[end] = id << 4;
+            level_at = end;
+            end += 2;
+        }
+        let mut len = 12;
+        if end > 16 {
             bytes[0] |= EXTENSION;
-            let element = 1 + mid.len();
-            let words = element.div_ceil(4);
+            let words = (end - 16).div_ceil(4);
             bytes[12..14].copy_from_slice(&ONE_BYTE_PROFILE);
             bytes[14..16].copy_from_slice(&(words as u16).to_be_bytes());
-            bytes[16] = (id << 4) | (mid.len() - 1) as u8;
-            bytes[17..17 + mid.len()].copy_from_slice(mid.as_bytes());
             len = 16 + 4 * words;
         }
-        RtpHeader { bytes, len: len as u8 }
+        RtpHeader { bytes, len: len as u8, level_at: level_at as u8 }
     }
 
     /// Header length in bytes.
@@ -66,9 +95,10 @@ impl RtpHeader {
         usize::from(self.len)
     }
 
-    /// Writes the header with this packet's sequence number, timestamp and marker into
-    /// the start of `buf` (at least [`RtpHeader::len`] bytes); returns its length.
-    pub(crate) fn write(&self, buf: &mut [u8], seq: u16, timestamp: u32, marker: bool) -> usize {
+    /// Writes the header with this packet's sequence number, timestamp, marker and
+    /// RFC 6464 level byte (see [`level_byte`]) into the start of `buf` (at least
+    /// [`RtpHeader::len`] bytes); returns its length.
+    pub(crate) fn write(&self, buf: &mut [u8], seq: u16, timestamp: u32, marker: bool, level: Option<u8>) -> usize {
         let len = self.len();
         buf[..len].copy_from_slice(&self.bytes[..len]);
         if marker {
@@ -76,8 +106,23 @@ impl RtpHeader {
         }
         buf[2..4].copy_from_slice(&seq.to_be_bytes());
         buf[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        let at = usize::from(self.level_at);
+        if at != 0 {
+            match level {
+                Some(byte) => buf[at + 1] = byte,
+                // Both bytes zero: padding (the value byte is zero in `bytes`).
+                None => buf[at] = 0,
+            }
+        }
         len
     }
+}
+
+/// The RFC 6464 byte (V bit, then the level as -dBov) of a received packet's level, as
+/// str0m parsed it (`audio_level` in -127..=0 dBov, `voice_activity`).
+pub(crate) fn level_byte(audio_level: Option<i8>, voice_activity: Option<bool>) -> Option<u8> {
+    let level = audio_level?.unsigned_abs().min(127);
+    Some(if voice_activity == Some(true) { 0x80 | level } else { level })
 }
 
 /// What a consumer has sent, for its sender reports.
@@ -181,10 +226,10 @@ mod tests {
 
     #[test]
     fn header_carries_ssrc_pt_mid_and_the_patched_fields() {
-        let header = RtpHeader::new(100, 0xCAFE_BABE, Some((1, "12")));
+        let header = RtpHeader::new(100, 0xCAFE_BABE, Some((1, "12")), None);
         assert_eq!(header.len(), 20);
         let mut buf = [0xFFu8; 32];
-        assert_eq!(header.write(&mut buf, 0x1234, 0xDEAD_BEEF, true), 20);
+        assert_eq!(header.write(&mut buf, 0x1234, 0xDEAD_BEEF, true, Some(0x89)), 20, "no level negotiated");
         assert_eq!(
             &buf[..20],
             &[
@@ -210,26 +255,68 @@ mod tests {
                 0
             ]
         );
-        let plain = RtpHeader::new(100, 7, None);
-        assert_eq!(plain.write(&mut buf, 1, 2, false), 12);
+        let plain = RtpHeader::new(100, 7, None, None);
+        assert_eq!(plain.write(&mut buf, 1, 2, false, None), 12);
         assert_eq!(&buf[..12], &[0x80, 100, 0, 1, 0, 0, 0, 2, 0, 0, 0, 7]);
-        assert_eq!(RtpHeader::new(100, 7, Some((15, "1"))).len(), 12, "id 15 is reserved");
+        assert_eq!(RtpHeader::new(100, 7, Some((15, "1")), Some(15)).len(), 12, "id 15 is reserved");
     }
 
-    /// str0m parses the header we build, with the MID where the extension map says.
+    #[test]
+    fn header_carries_the_level_after_the_mid_or_padding_without_one() {
+        // `mid` "0" (2 bytes) + level (2 bytes): exactly one word.
+        let header = RtpHeader::new(100, 7, Some((1, "0")), Some(6));
+        let mut buf = [0xFFu8; 32];
+        assert_eq!(header.write(&mut buf, 1, 2, false, Some(0x89)), 20);
+        assert_eq!(&buf[12..20], &[0xBE, 0xDE, 0, 1, 0x10, b'0', 0x60, 0x89]);
+        assert_eq!(header.write(&mut buf, 1, 2, false, None), 20);
+        assert_eq!(&buf[12..20], &[0xBE, 0xDE, 0, 1, 0x10, b'0', 0, 0], "no level: padding");
+        // `mid` "12" + level: 5 bytes, padded to two words.
+        let header = RtpHeader::new(100, 7, Some((1, "12")), Some(6));
+        assert_eq!(header.write(&mut buf, 1, 2, false, Some(0x2b)), 24);
+        assert_eq!(&buf[12..24], &[0xBE, 0xDE, 0, 2, 0x11, b'1', b'2', 0x60, 0x2b, 0, 0, 0]);
+        // The level alone; and the longest header fits.
+        let header = RtpHeader::new(100, 7, None, Some(14));
+        assert_eq!(header.write(&mut buf, 1, 2, false, Some(0x7f)), 20);
+        assert_eq!(&buf[12..20], &[0xBE, 0xDE, 0, 1, 0xE0, 0x7f, 0, 0]);
+        let longest = RtpHeader::new(100, 7, Some((1, "0123456789abcdef")), Some(6));
+        assert_eq!(longest.len(), HEADER_MAX);
+        assert_eq!(level_byte(Some(-9), Some(true)), Some(0x89), "Chromium: V bit set");
+        assert_eq!(level_byte(Some(-127), Some(false)), Some(0x7f), "aiortc: V bit off");
+        assert_eq!(level_byte(None, Some(true)), None);
+    }
+
+    /// str0m parses the header we build, with the MID and the level where the
+    /// extension map says, and no level when the element is padding.
     #[test]
     fn str0m_parses_the_header() {
         use str0m::rtp::{Extension, ExtensionMap, RtpHeader as Parsed};
         let mut exts = ExtensionMap::empty();
         exts.set(3, Extension::RtpMid);
+        exts.set(6, Extension::AudioLevel);
         let mut buf = [0u8; 40];
-        let len = RtpHeader::new(100, 42, Some((3, "abc"))).write(&mut buf, 65_000, 960, false);
+        let len = RtpHeader::new(100, 42, Some((3, "abc")), None).write(&mut buf, 65_000, 960, false, Some(0x89));
         let parsed = Parsed::_parse(&buf[..len], &exts).unwrap();
         assert_eq!(parsed.header_len, len);
         assert_eq!(*parsed.ssrc, 42);
         assert_eq!(parsed.sequence_number, 65_000);
         assert_eq!(parsed.timestamp, 960);
         assert_eq!(parsed.ext_vals.mid.map(|m| m.to_string()).as_deref(), Some("abc"));
+        assert_eq!(parsed.ext_vals.audio_level, None, "not negotiated: not sent");
+        for mid in ["0", "abc", "0123456789abcdef"] {
+            let header = RtpHeader::new(100, 42, Some((3, mid)), Some(6));
+            for (level, expected) in [(Some(0x89), (Some(-9), Some(true))), (Some(0x2b), (Some(-43), Some(false)))] {
+                let len = header.write(&mut buf, 1, 960, true, level);
+                let parsed = Parsed::_parse(&buf[..len], &exts).unwrap();
+                assert_eq!(parsed.header_len, len, "{mid}");
+                assert!(parsed.marker);
+                assert_eq!(parsed.ext_vals.mid.map(|m| m.to_string()).as_deref(), Some(mid));
+                assert_eq!((parsed.ext_vals.audio_level, parsed.ext_vals.voice_activity), expected, "{mid}");
+            }
+            let len = header.write(&mut buf, 2, 960, false, None);
+            let parsed = Parsed::_parse(&buf[..len], &exts).unwrap();
+            assert_eq!(parsed.ext_vals.mid.map(|m| m.to_string()).as_deref(), Some(mid), "padding after the mid");
+            assert_eq!(parsed.ext_vals.audio_level, None, "{mid}: no level in, none out");
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! One capability set serves every room: Opus only, mediasoup's default shape
 //! (preferred payload type 100, 48 kHz, 2 channels, `useinbandfec: 1`). Only what the
 //! engine really does is listed: the `mid` header extension, `ssrc-audio-level` (RFC 6464)
-//! as `recvonly` (producers send it and the engine reads it for active-speaker
-//! detection; it is not forwarded to consumers yet), and no RTCP feedback (audio is not
+//! as `sendrecv` like mediasoup (producers send it and the engine reads it for
+//! active-speaker detection; consumers that negotiate it get each packet's level as
+//! the producer sent it, on the router's id), and no RTCP feedback (audio is not
 //! retransmitted and transport-wide congestion control is not run).
 //! Producers keep their client's payload type; consumers get the router's, and the
 //! engine rewrites it per packet, as mediasoup does.
@@ -57,14 +58,13 @@ pub fn capabilities() -> RtpCapabilities {
                 preferred_encrypt: false,
                 direction: Some(RtpHeaderExtensionDirection::Sendrecv),
             },
-            // Received only: the router reads producers' levels; forwarding them to
-            // consumers (mediasoup's `sendrecv`) needs the engine's own send path.
+            // Read on producers, forwarded to consumers (`egress::RtpHeader`).
             RtpHeaderExtension {
                 kind: MediaKind::Audio,
                 uri: AUDIO_LEVEL_URI.into(),
                 preferred_id: AUDIO_LEVEL_EXT_ID,
                 preferred_encrypt: false,
-                direction: Some(RtpHeaderExtensionDirection::Recvonly),
+                direction: Some(RtpHeaderExtensionDirection::Sendrecv),
             },
         ],
     }
@@ -203,6 +203,13 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// What a real client sent to `produce`, and its receive capabilities at `consume`.
+    fn client_fixtures(client: &str) -> (RtpParameters, RtpCapabilities) {
+        let produce = fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone();
+        let caps = fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone();
+        (serde_json::from_value(produce).unwrap(), serde_json::from_value(caps).unwrap())
+    }
+
     #[test]
     fn real_clients_produce_params_are_accepted() {
         for (client, pt) in [("chromium-mediasoup-client-3.24", 111), ("pymediasoup-1.5-aiortc-1.16", 96)] {
@@ -219,12 +226,7 @@ mod tests {
     #[test]
     fn consumer_parameters_match_what_mediasoup_answered() {
         for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
-            let produce: RtpParameters =
-                serde_json::from_value(fixture(&format!("{client}/produce.params.json"))["rtpParameters"].clone())
-                    .unwrap();
-            let caps: RtpCapabilities =
-                serde_json::from_value(fixture(&format!("{client}/consume.params.json"))["rtpCapabilities"].clone())
-                    .unwrap();
+            let (produce, caps) = client_fixtures(client);
             let theirs: RtpParameters = serde_json::from_value(
                 fixture(&format!("{client}/consume.result-from-mediasoup.json"))["rtpParameters"].clone(),
             )
@@ -246,14 +248,31 @@ mod tests {
     }
 
     #[test]
-    fn the_audio_level_extension_has_mediasoups_id_and_is_received_only() {
+    fn the_audio_level_extension_has_mediasoups_id_and_direction() {
         let theirs = fixture("mediasoup-wire/getRouterRtpCapabilities.result.json");
         let theirs = theirs["headerExtensions"].as_array().unwrap();
         let mediasoup = theirs.iter().find(|e| e["kind"] == "audio" && e["uri"] == AUDIO_LEVEL_URI).unwrap();
         let ours = capabilities();
         let ours = ours.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).unwrap();
         assert_eq!(mediasoup["preferredId"], u64::from(ours.preferred_id));
-        assert_eq!(ours.direction, Some(RtpHeaderExtensionDirection::Recvonly));
+        assert_eq!(ours.direction, Some(RtpHeaderExtensionDirection::Sendrecv));
+        assert_eq!(mediasoup["direction"], "sendrecv");
+    }
+
+    /// Consumers get the level on the router's id when their device can receive it,
+    /// as mediasoup answered both real clients.
+    #[test]
+    fn consumers_that_can_receive_the_level_get_it_on_the_routers_id() {
+        for client in ["chromium-mediasoup-client-3.24", "pymediasoup-1.5-aiortc-1.16"] {
+            let (produce, mut caps) = client_fixtures(client);
+            let stream = producer_stream(MediaKind::Audio, &produce).unwrap();
+            let ours = consumer_parameters(&stream, &caps, "0".into(), 1);
+            let level = ours.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI);
+            assert_eq!(level.map(|e| e.id), Some(AUDIO_LEVEL_EXT_ID), "{client}");
+            caps.header_extensions.retain(|e| e.uri != AUDIO_LEVEL_URI);
+            let ours = consumer_parameters(&stream, &caps, "0".into(), 1);
+            assert!(ours.header_extensions.iter().all(|e| e.uri != AUDIO_LEVEL_URI), "{client}: not negotiated");
+        }
     }
 
     #[test]

@@ -163,6 +163,14 @@ impl Load {
         self.listeners.iter().map(|l| l.sender_reports.load(Ordering::Relaxed)).sum()
     }
 
+    /// Decrypted packets carrying the speakers' level, and carrying none or another.
+    fn levels(&self) -> (u64, u64) {
+        let sum = |f: fn(&ListenerStats) -> &AtomicU64| {
+            self.listeners.iter().map(|l| f(l).load(Ordering::Relaxed)).sum::<u64>()
+        };
+        (sum(|l| &l.levels), sum(|l| &l.other_levels))
+    }
+
     fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
@@ -385,6 +393,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "server_send_drops_total": server.media_send_drops(),
                 "received": ws.iter().map(|w| w.received).sum::<u64>(),
                 "sender_reports_total": load.sender_reports(),
+                "levels_total": load.levels().0, "other_levels_total": load.levels().1,
                 "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
             }),
         );

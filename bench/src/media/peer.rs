@@ -7,7 +7,8 @@
 //! with `--tcp` its own ICE-TCP connection (`link`), and runs as one task ([`drive`]). Speakers write Opus-sized RTP at 50 packets/s whose
 //! payload carries the send time; listeners count every RTP packet from its cleartext
 //! header (sequence numbers give loss), and *probe* listeners also decrypt through
-//! str0m and read the send time back (end-to-end delay).
+//! str0m and read the send time back (end-to-end delay) and the audio level the
+//! server forwarded (`ssrc-audio-level`, on the id the consumer negotiated).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +43,10 @@ const CONSUME_FIXTURE: &str =
 
 /// Bytes of RTP payload per packet (an Opus frame of 20 ms at about 40 kbit/s).
 pub(crate) const PAYLOAD_BYTES: usize = 100;
+/// The RFC 6464 level every speaker sends (dBov, with the voice-activity bit set).
+const SPEAKER_LEVEL: i8 = -30;
+/// `ssrc-audio-level`'s URI.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// Marks the payloads the load tool wrote.
 const MAGIC: u32 = 0xd5be_4c4b;
 
@@ -106,6 +111,10 @@ pub(crate) struct ListenerStats {
     /// Sender reports str0m decrypted (SRTCP) with a packet count that is neither zero
     /// nor more than this listener received on that stream (probe listeners).
     pub(crate) sender_reports: AtomicU64,
+    /// Decrypted RTP packets (probe listeners) carrying the speakers' level and V bit.
+    pub(crate) levels: AtomicU64,
+    /// Decrypted RTP packets (probe listeners) carrying no level or another one.
+    pub(crate) other_levels: AtomicU64,
 }
 
 /// What a speaker measured.
@@ -134,12 +143,14 @@ pub(crate) struct ClientTransport {
     next_timeout: Instant,
 }
 
-/// `createTransport` + the client's str0m peer + `connectTransport`.
+/// `createTransport` + the client's str0m peer + `connectTransport`; the peer reads
+/// and writes the audio level on `level_id`.
 pub(crate) async fn transport(
     client: &WsClient,
     shared: &Shared,
     direction: Direction,
     payload_type: u8,
+    level_id: u8,
 ) -> anyhow::Result<ClientTransport> {
     let created = client.create_transport(CreateTransportParams { direction }).await.context("createTransport")?;
     let protocol = if shared.tcp { dspeak_schema::ortc::Protocol::Tcp } else { dspeak_schema::ortc::Protocol::Udp };
@@ -147,7 +158,7 @@ pub(crate) async fn transport(
     let server = SocketAddr::new(server.ip.parse::<IpAddr>()?, server.port);
     let link = if shared.tcp { Link::tcp(server).await? } else { Link::udp(server).await? };
     let local = link.local_addr()?;
-    let mut t = ClientTransport::new(&created, shared, link, local, server, payload_type)?;
+    let mut t = ClientTransport::new(&created, shared, link, local, server, payload_type, level_id)?;
     let fingerprint = t.rtc.direct_api().local_dtls_fingerprint().clone();
     client
         .connect_transport(ConnectTransportParams {
@@ -174,12 +185,13 @@ impl ClientTransport {
         local: SocketAddr,
         server: SocketAddr,
         payload_type: u8,
+        level_id: u8,
     ) -> anyhow::Result<ClientTransport> {
         let now = Instant::now();
         let mut exts = ExtensionMap::empty();
-        // pymediasoup's ids, which are also the router's for `mid`.
+        // pymediasoup's id for `mid`, which is also the router's.
         exts.set(1, Extension::RtpMid);
-        exts.set(2, Extension::AudioLevel);
+        exts.set(level_id, Extension::AudioLevel);
         let mut config = RtcConfig::new()
             .set_rtp_mode(true)
             .set_crypto_provider(shared.crypto.clone())
@@ -280,7 +292,14 @@ pub(crate) async fn speaker(
     let client = join(url, room, name).await?;
     let mut params: ProduceParams = serde_json::from_str(PRODUCE_FIXTURE)?;
     let payload_type = params.rtp_parameters.codecs[0].payload_type;
-    let mut transport = transport(&client, shared, Direction::Send, payload_type).await?;
+    let level_id = params
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == AUDIO_LEVEL_URI)
+        .map(|e| e.id)
+        .context("the produce fixture has no audio level")?;
+    let mut transport = transport(&client, shared, Direction::Send, payload_type, level_id).await?;
     params.transport_id = transport.id.clone();
     params.rtp_parameters.encodings[0].ssrc = Some(ssrc);
     let mid_text = params.rtp_parameters.mid.clone().context("fixture mid")?;
@@ -320,7 +339,15 @@ pub(crate) async fn listener(
     probe: bool,
 ) -> anyhow::Result<Listener> {
     let caps = recv_capabilities()?;
-    let mut transport = transport(client, shared, Direction::Recv, 100).await?;
+    // The device's id, which consumers get when the router's is the same (as with
+    // mediasoup); checked for every consumer below.
+    let level_id = caps
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == AUDIO_LEVEL_URI)
+        .map(|e| e.preferred_id)
+        .context("the consume fixture has no audio level")?;
+    let mut transport = transport(client, shared, Direction::Recv, 100, level_id).await?;
     let mut streams = Vec::new();
     let mut consumers = Vec::new();
     for p in producers {
@@ -333,6 +360,10 @@ pub(crate) async fn listener(
             .await
             .context("consume")?;
         let ssrc = consumed.rtp_parameters.encodings.first().and_then(|e| e.ssrc).context("consumer without ssrc")?;
+        let level = consumed.rtp_parameters.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI);
+        if level.is_some_and(|e| e.id != level_id) {
+            bail!("consumer's audio level id {:?} is not the device's {level_id}", level.map(|e| e.id));
+        }
         let mid = consumed.rtp_parameters.mid.clone().context("no mid")?;
         let mid = Mid::from(mid.as_str());
         let mut api = transport.rtc.direct_api();
@@ -421,6 +452,12 @@ fn on_listener_event(e: Event, stats: &ListenerStats, recording: bool, epoch: In
             }
         }
         Event::RtpPacket(p) => {
+            let ext = &p.header.ext_vals;
+            if (ext.audio_level, ext.voice_activity) == (Some(SPEAKER_LEVEL), Some(true)) {
+                stats.levels.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.other_levels.fetch_add(1, Ordering::Relaxed);
+            }
             if stats.first_audio.load(Ordering::Relaxed) == 0 {
                 let at = epoch.elapsed().as_nanos() as u64;
                 stats.first_audio.store(at.max(1), Ordering::Relaxed);
@@ -484,7 +521,7 @@ pub(crate) async fn drive_speaker(mut s: Speaker, shared: Arc<Shared>, stats: Ar
                     RtpWrite::new(Pt::from(s.payload_type), SeqNo::from(seq), rtp_time, now, payload)
                         .ext_vals(ExtensionValues {
                             mid: Some(s.mid),
-                            audio_level: Some(-30),
+                            audio_level: Some(SPEAKER_LEVEL),
                             voice_activity: Some(true),
                             ..Default::default()
                         }),

@@ -157,6 +157,8 @@ impl Worker {
             .find(|e| e.uri == router::MID_URI)
             .map(|e| e.id)
             .zip(rtp_parameters.mid.as_deref());
+        let level_ext =
+            rtp_parameters.header_extensions.iter().find(|e| e.uri == router::AUDIO_LEVEL_URI).map(|e| e.id);
         let cname = rtp_parameters.rtcp.cname.clone().unwrap_or_default();
         let consumer = Consumer {
             id: id.clone(),
@@ -168,7 +170,7 @@ impl Worker {
             paused: true,
             seq: SeqRewriter::new(((random >> 64) & 0x3fff) as u64),
             timestamp_offset: (random >> 96) as u32,
-            header: RtpHeader::new(router::OPUS_PT, ssrc, mid_ext),
+            header: RtpHeader::new(router::OPUS_PT, ssrc, mid_ext, level_ext),
             cname: cname.into(),
             sent: SentClock::new(Instant::now()),
         };

@@ -1,6 +1,6 @@
 //! The per-packet path, outside str0m: RTP received from producers is written to
 //! each consumer with its prebuilt header (SSRC, payload type, `mid`), the sequence
-//! number, timestamp and marker patched, sealed in place with the consumer
+//! number, timestamp, marker and the producer packet's audio level patched, sealed in place with the consumer
 //! transport's SRTP context into the worker's arena, and sent to the client address
 //! that has consent. Also the consumers' sender reports (SRTCP), about once a second.
 //!
@@ -100,6 +100,8 @@ impl Worker {
             return self.traffic.drop(DropReason::Policed);
         }
         super::speakers::observe(&mut self.rooms, producer, packet, now);
+        let ext = &packet.header.ext_vals;
+        let level = egress::level_byte(ext.audio_level, ext.voice_activity);
         for &consumer_key in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(consumer_key) else {
                 continue;
@@ -131,7 +133,7 @@ impl Worker {
                 Route::Tcp(_) => &mut self.tcp_arena,
             };
             let sealed = arena.push(remote.addr, remote.route, max, |buf| {
-                let header_len = header.write(buf, seq as u16, timestamp, packet.header.marker);
+                let header_len = header.write(buf, seq as u16, timestamp, packet.header.marker, level);
                 buf[header_len..header_len + payload.len()].copy_from_slice(payload);
                 srtp.seal_rtp(buf, header_len + payload.len(), header_len, seq).ok()
             });
