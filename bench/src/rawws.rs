@@ -147,7 +147,7 @@ fn next_frame(buf: &[u8]) -> anyhow::Result<Option<(u8, usize, usize)>> {
     ensure!(buf[1] & 0x80 == 0, "the server masked a frame");
     let (len, header) = match buf[1] & 0x7f {
         126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize, 10),
+        127 if buf.len() >= 10 => (buf[2..10].iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)), 10),
         126 | 127 => return Ok(None),
         n => (n as usize, 2),
     };

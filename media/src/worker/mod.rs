@@ -538,7 +538,7 @@ mod memory {
                     paused: true,
                     seq: SeqRewriter::new(0),
                     timestamp_offset: 0,
-                    header: RtpHeader::new(crate::router::OPUS_PT, 1, Some((1, "0"))),
+                    header: RtpHeader::new(crate::router::OPUS_PT, 1, Some((1, "0")), None),
                     cname: uuid().into(),
                     sent: SentClock::new(now),
                 });
