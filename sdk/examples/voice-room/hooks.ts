@@ -36,7 +36,7 @@ export interface InboundSnapshot {
   audioLevel: number;
   jitter: number;
   /** The server's last sender report on this stream (`remote-outbound-rtp`), if one arrived. */
-  remoteOutbound?: { packetsSent: number; bytesSent: number; reportsSent: number; remoteTimestamp: number };
+  remoteOutbound?: { packetsSent: number; bytesSent: number; reportsSent: number; remoteTimestamp: number } | undefined;
 }
 
 /** Timestamps (`performance.now()`, ms) of the current join. */
