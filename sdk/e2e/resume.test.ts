@@ -7,13 +7,13 @@
 //
 //   cargo build -p dspeak-server && npm run test:browser    (as root, for nft)
 
-import { existsSync } from "node:fs";
 
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { VoiceRoomHooks } from "../examples/voice-room/hooks.js";
 import { startServer, type TestServer } from "../test/support.js";
+import { launchChromium } from "./chromium.js";
 import { NftBlock } from "./nft.js";
 
 declare global {
@@ -22,7 +22,6 @@ declare global {
   }
 }
 
-const CHROMIUM = process.env.DSPEAK_CHROMIUM ?? "/usr/bin/chromium";
 const ROOM = `resume-${Date.now().toString(36)}`;
 /** Opus at 20 ms is 50 packets/s: a 2 s window must see at least half of that. */
 const WINDOW_MS = 2000;
@@ -85,21 +84,8 @@ function cutMedia(port: number): void {
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium is missing: no ${CHROMIUM} (apt-get install -y chromium)`);
   server = await startServer(["--resume-grace", "20s"]);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--autoplay-policy=no-user-gesture-required",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      "--allow-loopback-in-peer-connection",
-    ],
-  });
+  browser = await launchChromium();
   const url = `${server.url.replace(/^ws/, "http")}/`;
   await join("Alice", url);
   await join("Bob", url);

@@ -13,15 +13,16 @@
 //
 //   cargo build -p dspeak-server && npm run test:browser    (as root, for nft)
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { InboundSnapshot, PathSnapshot, PeerSnapshot, TimingSnapshot, VoiceRoomHooks } from "../examples/voice-room/hooks.js";
 import { repoRoot, startServer, type TestServer } from "../test/support.js";
+import { launchChromium } from "./chromium.js";
 import { canUseNft, NftBlock } from "./nft.js";
 
 declare global {
@@ -30,7 +31,6 @@ declare global {
   }
 }
 
-const CHROMIUM = process.env.DSPEAK_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = resolve(repoRoot, "artifacts", "browser");
 const DIST = resolve(repoRoot, "sdk", "examples", "voice-room", "dist");
 const ROOM = `e2e-${Date.now().toString(36)}`;
@@ -262,13 +262,6 @@ function phase(name: string, body: () => Promise<void>): void {
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   for (const f of readdirSync(ARTIFACTS)) if (/\.(png|json|txt)$/.test(f)) rmSync(join(ARTIFACTS, f));
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium is missing: no ${CHROMIUM}. Install Debian's package with ` +
-        "`apt-get update && apt-get install -y chromium` (as root), or point DSPEAK_CHROMIUM at a Chromium binary. " +
-        "(playwright-core cannot download browsers here.)",
-    );
-  }
 
   server = await startServer();
   const http = server.url.replace(/^ws/, "http");
@@ -286,25 +279,7 @@ beforeAll(async () => {
 
   const wav = join(mkdtempSync(join(tmpdir(), "dspeak-e2e-")), "talking.wav");
   talkingWav(wav);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // playwright-core gives every launch a fresh temporary profile (user-data-dir).
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-audio-capture=${wav}`,
-      "--allow-loopback-in-peer-connection",
-    ],
-  });
+  browser = await launchChromium([`--use-file-for-fake-audio-capture=${wav}`]);
   figures.chromium = browser.version();
   note(`Chromium ${browser.version()}, server ${server.url}, room ${ROOM}`);
 }, 60_000);
