@@ -654,16 +654,7 @@ fn register_resume(module: &mut RpcModule<()>) {
                     slot.replace(attachment);
                     Ok(result)
                 }
-                Err(e) => {
-                    let error = to_rpc_error(name, &e);
-                    Err(match e.reason() {
-                        Some(reason) => {
-                            let data = dspeak_schema::events::ResumeFailed { reason };
-                            ErrorObjectOwned::owned(error.code(), error.message().to_owned(), Some(data))
-                        }
-                        None => error,
-                    })
-                }
+                Err(e) => Err(to_rpc_error(name, &e)),
             }
         })
         .expect("resume is registered once");

@@ -32,7 +32,8 @@ pub trait AreaError: std::error::Error + Send + 'static {
     fn code(&self) -> Code;
     /// Every code a value of this type can have.
     fn codes() -> Vec<Code>;
-    /// The error object's `data`, for the few errors that carry one (`wrongNode`).
+    /// The error object's `data`, for the few errors that carry one (`wrongNode`,
+    /// `resumeFailed`).
     fn data(&self) -> Option<serde_json::Value> {
         None
     }
@@ -41,7 +42,8 @@ pub trait AreaError: std::error::Error + Send + 'static {
 /// Implements [`AreaError`] for an error type from one list: `Variant => Code` for a
 /// variant with its own code (an `ErrorCode` name, `InvalidParams` or `Internal`), then
 /// after a `;` `Variant(Inner)` for a variant that wraps another area error and keeps
-/// its code.
+/// its code; an optional `, data = path` names a `fn(&Self) -> Option<serde_json::Value>`
+/// giving the error object's `data` for the variants that carry one.
 /// Structs use `Self => Code`.
 macro_rules! codes {
     ($ty:ty { Self => $code:ident }) => {
@@ -54,7 +56,7 @@ macro_rules! codes {
             }
         }
     };
-    ($ty:ty { $($variant:ident => $code:ident),* $(,)? $(; $($nested:ident($inner:ty)),* $(,)?)? }) => {
+    ($ty:ty { $($variant:ident => $code:ident),* $(,)? $(; $($nested:ident($inner:ty)),* $(,)?)? } $(, data = $data:path)?) => {
         impl AreaError for $ty {
             fn code(&self) -> Code {
                 match self {
@@ -69,6 +71,9 @@ macro_rules! codes {
                 codes
             }
             fn data(&self) -> Option<serde_json::Value> {
+                $(if let Some(data) = $data(self) {
+                    return Some(data);
+                })?
                 #[allow(unreachable_patterns)]
                 match self {
                     $($(Self::$nested(e) => e.data(),)*)?
@@ -183,7 +188,7 @@ codes!(ResumeError {
     EventsLost => ResumeFailed,
     NotFirstCall => InvalidState,
     Unavailable => Unavailable,
-});
+}, data = ResumeError::failed_data);
 
 impl ResumeError {
     /// The `data.reason` of a `resumeFailed` error.
@@ -193,6 +198,12 @@ impl ResumeError {
             ResumeError::EventsLost { .. } => Some(ResumeFailReason::EventsLost),
             ResumeError::NotFirstCall | ResumeError::Unavailable => None,
         }
+    }
+
+    /// The `data` of a `resumeFailed` error: `{ reason }` (schema `ResumeFailed`).
+    fn failed_data(&self) -> Option<serde_json::Value> {
+        let reason = self.reason()?;
+        serde_json::to_value(dspeak_schema::events::ResumeFailed { reason }).ok()
     }
 }
 
