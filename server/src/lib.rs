@@ -85,6 +85,7 @@ impl Shared {
         };
         Counts {
             sessions: self.counts.sessions.load(Ordering::Relaxed),
+            detached: self.resume_tokens.detached(),
             rooms,
             peers,
             transports: media.transports,
@@ -152,6 +153,8 @@ struct Counters {
 pub struct Counts {
     /// Open sessions (connections whose cleanup has not finished).
     pub sessions: usize,
+    /// Sessions waiting for a resume without a connection (`--resume-grace`).
+    pub detached: usize,
     /// Rooms.
     pub rooms: usize,
     /// Joined peers.

@@ -214,6 +214,14 @@ impl Collector for Live {
             none(),
             Some(c.sessions as f64),
         )?;
+        write(
+            &mut e,
+            "dspeak_sessions_detached",
+            "Sessions whose connection dropped, waiting for a resume (--resume-grace)",
+            Gauge,
+            none(),
+            Some(c.detached as f64),
+        )?;
         write(&mut e, "dspeak_peers", "Peers joined to a room", Gauge, none(), Some(c.peers as f64))?;
         let per_worker = |f: fn(&WorkerLive) -> f64| {
             self.workers.iter().map(move |w| ([("worker", w.index.as_str())], f(w))).collect::<Vec<_>>()

@@ -54,6 +54,11 @@ impl ResumeTokens {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sessions detached now.
+    pub(crate) fn detached(&self) -> usize {
+        self.detached.load(Ordering::Relaxed)
+    }
+
     /// A place for one more detached session, unless `max` are detached already.
     fn detach_slot(&self, max: usize) -> Option<DetachedSlot> {
         let taken = self.detached.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));

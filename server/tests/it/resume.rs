@@ -89,6 +89,7 @@ async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_event
     a.reset().await;
     b.event_where("A reconnecting", |e| matches!(e, Event::PeerReconnecting { peer_id } if peer_id.as_str() == a_peer))
         .await;
+    assert_eq!((before.detached, server.handle.counts().detached), (0, 1), "A waits detached");
     for n in 1..=3 {
         let sent = b.client.broadcast(BroadcastParams { payload: json!({ "n": n }) }).await.unwrap();
         assert_eq!(sent.delivered, 1, "the detached session still counts as a member");
@@ -124,8 +125,8 @@ async fn a_reset_connection_resumes_with_the_same_peer_and_gets_the_missed_event
     assert_eq!(e, Event::Broadcast { from: Some(dspeak_schema::PeerId::new(a_peer.clone())), payload: json!("back") });
     let after = server.handle.counts();
     assert_eq!(
-        (after.sessions, after.peers, after.transports),
-        (before.sessions, before.peers, before.transports),
+        (after.sessions, after.peers, after.transports, after.detached),
+        (before.sessions, before.peers, before.transports, 0),
         "nothing was rebuilt"
     );
     b.no_event(Duration::from_millis(100)).await;
