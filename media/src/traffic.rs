@@ -27,11 +27,14 @@ pub enum DropReason {
     /// Not forwarded to one consumer whose client has sent no valid ICE check for the
     /// consent timeout (RFC 7675).
     NoConsent,
+    /// Not handed to another worker with consumers of the producer because the ring
+    /// to it was full (`cross`), or a level sample not handed to the room's detector.
+    HandoffFull,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
@@ -40,6 +43,7 @@ impl DropReason {
         DropReason::Policed,
         DropReason::Unroutable,
         DropReason::NoConsent,
+        DropReason::HandoffFull,
     ];
 
     /// The `reason` label.
@@ -53,6 +57,7 @@ impl DropReason {
             DropReason::Policed => "policed",
             DropReason::Unroutable => "unroutable",
             DropReason::NoConsent => "no_consent",
+            DropReason::HandoffFull => "handoff_full",
         }
     }
 }
