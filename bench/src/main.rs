@@ -187,6 +187,10 @@ struct FanoutArgs {
     /// active-speaker detection), to measure what detection costs per packet.
     #[arg(long, default_value = "all")]
     speaker_events: dspeak_media::SpeakerEvents,
+    /// Media workers of the in-process server: one room spans them all (its
+    /// transports are placed by load; producers' packets cross between workers).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -275,6 +279,7 @@ fn fanout_options(a: &FanoutArgs, url: &Option<String>) -> media::FanoutOptions 
         tcp: a.tcp,
         ipv6: a.ipv6,
         speaker_events: a.speaker_events,
+        workers: a.workers.max(1),
     }
 }
 
@@ -304,6 +309,7 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             tcp,
             ipv6,
             speaker_events: dspeak_media::SpeakerEvents::All,
+            workers: 1,
         };
         let fanout = media::fanout(cpus, &opts).await?;
         fanout.print(command_line);
