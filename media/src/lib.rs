@@ -1,18 +1,24 @@
 //! The media engine: a pure-Rust SFU on str0m that speaks mediasoup's ORTC protocol.
 //!
 //! [`Engine`] owns the media workers (one thread and one UDP port each, one per core
-//! by default), started from an [`EngineConfig`]. [`Engine::router`] places a room on
-//! a worker and returns its [`RouterHandle`], the typed API of the engine: async
-//! methods to create, connect, produce, consume, pause, close and inspect, failing
-//! with [`MediaError`]. A room is pinned to one worker, so all of a room's forwarding
-//! happens on one thread with no locks. The engine knows nothing of sessions, rooms'
-//! announcements, the JSON-RPC layer or the server's flags.
+//! by default), started from an [`EngineConfig`]. [`Engine::router`] opens a room and
+//! returns its [`RouterHandle`], the typed API of the engine: async methods to create,
+//! connect, produce, consume, pause, close and inspect, failing with [`MediaError`].
+//! A room spans the workers: each transport is placed on the worker forwarding the
+//! fewest packets per second, and a producer's packets reach its consumers on other
+//! workers through lock-free single-producer/single-consumer rings, once per worker
+//! and one wake-up per batch, so one room can use every core. Within a worker nothing
+//! is locked. The engine knows nothing of sessions, rooms' announcements, the JSON-RPC
+//! layer or the server's flags.
 //!
 //! - `router`: capabilities and ORTC negotiation (what producers may send, what
-//!   consumers receive); `handle`: [`RouterHandle`], the typed engine API.
+//!   consumers receive); `handle`: [`RouterHandle`], the typed engine API, which
+//!   places transports and routes each command to the worker holding its object.
+//! - `cross`: the rings between workers and their records (packets, level samples).
 //! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
 //! - `worker`: the worker actor: I/O loop and demultiplexing (`worker::io`),
-//!   forwarding (`worker::forward`), the commands (`worker::commands`).
+//!   forwarding (`worker::forward`), the commands (`worker::commands`), producers of
+//!   other workers (`worker::remote`), the rooms' speaker detectors (`worker::speakers`).
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
 //! - `udp`: batched datagram output (`sendmmsg`); `tcp`: ICE-TCP connections.
 //! - `traffic`: per-worker packet/byte/drop counters, published once per wake-up and

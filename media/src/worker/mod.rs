@@ -2,8 +2,9 @@
 //!
 //! The worker is an actor. A [`RouterHandle`](super::RouterHandle) sends it commands
 //! over a channel ([`WorkerHandle::call`], private to the engine); the worker runs them
-//! with exclusive access to its state, between datagrams and timers, on its own
-//! single-threaded runtime. Nothing here is shared or locked. The worker owns the
+//! with exclusive access to its state, between datagrams, timers and hand-offs from
+//! other workers, on its own single-threaded runtime. Nothing here is locked; only the
+//! `cross` rings are shared, each with one writer and one reader. The worker owns the
 //! media facts: which peer owns a transport, its direction, what is paused.
 //!
 //! This file holds the state and the event loop; by concern:
@@ -19,9 +20,13 @@
 //!   consumer's sender report + SDES is also the worker's (`send_reports`, about once
 //!   a second, SRTCP).
 //! - `commands`: what the router handle asks for (create, connect, produce, …).
-//! - `speakers`: voice activity per room: each producer packet's audio level feeds
-//!   its room's detector (one call on the per-packet path); a tick every 100 ms sends
-//!   the room's events up to the server.
+//! - `remote`: producers of other workers. A producer's packets go once to each
+//!   worker with consumers of it, through the `cross` rings; the worker drains its
+//!   rings when woken (`drain_inbound`) and fans them out like its own producers'.
+//! - `speakers`: voice activity of the rooms at home on this worker: each producer
+//!   packet's audio level feeds its room's detector (one call on the per-packet path,
+//!   or one ring record from another worker); a tick every 100 ms sends the room's
+//!   events up to the server.
 //!
 //! Timers sit in a heap, so a wake-up touches only the transports due.
 
