@@ -465,7 +465,8 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         Some((consumers, ns, loss, p99, util)) => {
             let per_core = 1e9 / (ns * PPS);
             report.note(format!(
-                "Highest passing step: **{consumers} consumers** on one worker at {util:.0} % of its core, {ns:.0} ns of worker CPU per forwarded packet, loss {loss:.3} %, p99 delay {p99:.2} ms. At that CPU cost one fully busy core forwards to **{per_core:.0} consumers** (1 s / (ns per packet × {PPS} packets/s))."
+                "Highest passing step: **{consumers} consumers** on {} at {util:.0} % of a core, {ns:.0} ns of worker CPU per forwarded packet, loss {loss:.3} %, p99 delay {p99:.2} ms. At that CPU cost one fully busy core forwards to **{per_core:.0} consumers** (1 s / (ns per packet × {PPS} packets/s)).",
+                if opts.workers > 1 { format!("{} workers (their CPU summed)", opts.workers) } else { "one worker".into() }
             ));
         }
         None => report.note("No step passed."),
