@@ -207,12 +207,21 @@ impl RouterHandle {
             Some(self.worker(source).call(move |w| w.subscribe(&p, index)).await?)
         };
         let key = subscription.as_ref().map(|s| s.key);
-        let (consumer, on) = (id.clone(), transport.clone());
+        let (consumer, on, of) = (id.clone(), transport.clone(), producer.clone());
         let consumed =
-            self.worker(index).call(move |w| w.consume(consumer, &on, &owner, (producer, subscription), &caps)).await;
+            self.worker(index).call(move |w| w.consume(consumer, &on, &owner, (of, subscription), &caps)).await;
         match (&consumed, key) {
             (Ok(_), _) => {
-                self.places().consumers.insert(id, (index, transport));
+                let mut places = self.places();
+                // A producer of another worker may have closed while it was consumed
+                // (its closing leaves the places first): undo, as if it had come first.
+                if source != index && !places.producers.contains_key(&producer) {
+                    drop(places);
+                    let gone = producer.clone();
+                    self.worker(index).post(move |w| drop(w.close_remote_producer(&gone)));
+                    return Err(MediaError::not_found("producer", &producer));
+                }
+                places.consumers.insert(id, (index, transport));
             }
             (Err(_), Some(key)) => self.worker(source).post(move |w| w.unsubscribe(key, index)),
             (Err(_), None) => {}
@@ -256,6 +265,11 @@ impl RouterHandle {
         if ids.is_empty() {
             return Vec::new();
         }
+        // Out of the places first: a `consume` racing with the close sees it (`consume`).
+        let keys: Vec<u32> = {
+            let mut places = self.places();
+            ids.iter().filter_map(|p| places.producers.remove(p)).map(|(_, _, key)| key).collect()
+        };
         let mut closed = Vec::new();
         for other in self.workers.iter().filter(|w| w.index != index) {
             let gone = ids.clone();
@@ -263,8 +277,6 @@ impl RouterHandle {
             closed.extend(here.unwrap_or_else(|_: MediaError| Vec::new()));
         }
         let room = self.room;
-        let mut places = self.places();
-        let keys: Vec<u32> = ids.iter().filter_map(|p| places.producers.remove(p)).map(|(_, _, key)| key).collect();
         self.worker(self.home).post(move |w| keys.into_iter().for_each(|key| w.speaker_remove(room, key)));
         closed
     }
