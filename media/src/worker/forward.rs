@@ -134,7 +134,9 @@ impl Worker {
             payload,
         };
         for &(to, _) in &producer.subscribers {
-            if !links.push_packet(to, &handoff) {
+            if links.push_packet(to, &handoff) {
+                traffic.handed_over += 1;
+            } else {
                 traffic.drop(DropReason::HandoffFull);
             }
         }

@@ -101,8 +101,9 @@ async fn pause_resume_and_close_hold_across_workers() {
     let (router, _events) = engine.router();
     let room = room(&router, 4).await;
     let far = room.listeners.iter().filter(|l| l.0 != 0).count();
-    assert!(far >= 1, "listeners on the speaker's other worker");
+    assert_eq!(far, 2, "two of four listeners on the speaker's other worker");
     speak(&room, 400).await;
+    assert!(engine.workers()[0].traffic.handed_over > 0, "the speaker's worker hands its packets over");
     let before: Vec<usize> = room.listeners.iter().map(|l| l.4.seen.received(l.3).len()).collect();
     // Paused: nobody hears anything.
     router.set_producer_paused(room.producer.clone(), room.speaker_owner.clone(), true).await.unwrap();
@@ -134,6 +135,12 @@ async fn pause_resume_and_close_hold_across_workers() {
         let gone = router.close_consumer(consumer.clone(), owner.clone()).await;
         assert!(gone.is_err(), "the consumer went with its transport");
     }
+    // No consumer is left on the far worker: its subscription went with the last one,
+    // so the speaker's worker hands nothing over any more.
+    let handed = || engine.workers()[0].traffic.handed_over;
+    let before = handed();
+    speak(&room, 400).await;
+    assert_eq!(handed(), before, "the far worker's subscription ended with its last consumer");
     // The producer closes: its consumers on both workers close with it.
     let closed = router.close_producer(room.producer.clone(), room.speaker_owner.clone()).await.unwrap();
     let open: Vec<_> = room
