@@ -293,12 +293,20 @@ impl RouterHandle {
     /// Closes every transport of `owner` with its producers and consumers; returns the
     /// consumers of other peers closed because one of those producers closed.
     pub async fn close_peer(&self, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
-        let mut closed = Vec::new();
+        let (mut closed, mut failed) = (Vec::new(), None);
         for worker in self.workers.iter() {
             let peer = owner.clone();
-            let (here, producers) = worker.call(move |w| Ok(w.close_peer(&peer))).await?;
-            closed.extend(here);
-            closed.extend(self.producers_closed(worker.index, producers).await);
+            match worker.call(move |w| Ok(w.close_peer(&peer))).await {
+                Ok((here, producers)) => {
+                    closed.extend(here);
+                    closed.extend(self.producers_closed(worker.index, producers).await);
+                }
+                // The other workers still close theirs.
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let mut places = self.places();
         let Places { transports, producers, consumers } = &mut *places;
