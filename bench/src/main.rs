@@ -187,6 +187,10 @@ struct FanoutArgs {
     /// active-speaker detection), to measure what detection costs per packet.
     #[arg(long, default_value = "all")]
     speaker_events: dspeak_media::SpeakerEvents,
+    /// Media workers of the in-process server: one room spans them all (its
+    /// transports are placed by load; producers' packets cross between workers).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -275,6 +279,7 @@ fn fanout_options(a: &FanoutArgs, url: &Option<String>) -> media::FanoutOptions 
         tcp: a.tcp,
         ipv6: a.ipv6,
         speaker_events: a.speaker_events,
+        workers: a.workers.max(1),
     }
 }
 
@@ -290,8 +295,9 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
     signaling::ping(&targets, &[1, 20], 1, 0.5, None).await?.print(command_line);
     signaling::broadcast(&targets, 20, 3, 20, 1).await?.print(command_line);
     signaling::idle(&targets, 50, 10, 1).await?.print(command_line);
-    // UDP over IPv4, ICE-TCP, and UDP over IPv6 (a server announcing `::1`).
-    for (tcp, ipv6) in [(false, false), (true, false), (false, true)] {
+    // UDP over IPv4, ICE-TCP, UDP over IPv6 (a server announcing `::1`), and UDP with
+    // the room over two workers (packets cross between them).
+    for (tcp, ipv6, workers) in [(false, false, 1), (true, false, 1), (false, true, 1), (false, false, 2)] {
         let opts = media::FanoutOptions {
             speakers: 2,
             listeners: vec![5],
@@ -304,13 +310,15 @@ async fn smoke(targets: &Targets, cpus: &Cpus, command_line: &str) -> anyhow::Re
             tcp,
             ipv6,
             speaker_events: dspeak_media::SpeakerEvents::All,
+            workers,
         };
         let fanout = media::fanout(cpus, &opts).await?;
         fanout.print(command_line);
         let row = fanout.json.first().context("the fan-out step did not run")?;
-        let what = match (tcp, ipv6) {
-            (true, _) => "ICE-TCP",
-            (_, true) => "IPv6",
+        let what = match (tcp, ipv6, workers) {
+            (true, _, _) => "ICE-TCP",
+            (_, true, _) => "IPv6",
+            (_, _, 2) => "UDP, two workers",
             _ => "UDP",
         };
         ensure!(

@@ -215,6 +215,14 @@ impl Running {
         }
     }
 
+    /// Each media worker's figures (in-process dspeak only).
+    pub(crate) fn media_workers(&self) -> Option<Vec<dspeak_media::WorkerStats>> {
+        match &self.how {
+            How::InProcess { handle: Some(handle), .. } => Some(handle.media_workers()),
+            _ => None,
+        }
+    }
+
     /// Stops the server and waits for it.
     pub(crate) async fn stop(mut self) {
         match &mut self.how {

@@ -1,13 +1,18 @@
 //! [`RouterHandle`]: the typed API of the media engine, one per room.
 //!
-//! Every method is async: it validates what needs no state, sends one command to the
-//! room's worker and awaits the answer. The caller passes the ids it generated and
-//! the peer it acts for; the worker checks ownership, direction and state, so a
-//! session can only touch what its peer owns. The handle holds the room's place on its
-//! worker: dropping it frees the place.
+//! A room spans the workers: each transport is placed on the worker forwarding the
+//! fewest packets per second, and its producers and consumers live there too. Every
+//! method is async: it validates what needs no state, sends a command to the worker
+//! holding the transport, producer or consumer, and awaits the answer. A consumer of a
+//! producer on another worker subscribes that worker first (`cross`), and closing a
+//! producer closes its consumers on every worker. The caller passes the ids it
+//! generated and the peer it acts for; the worker checks ownership, direction and
+//! state, so a session can only touch what its peer owns. The handle holds the room's
+//! home on one worker (its speaker detector): dropping it closes the room there.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dspeak_schema::media::{ConsumeResult, CreateTransportResult, Direction, Stats};
 use dspeak_schema::ortc::{
@@ -24,6 +29,8 @@ use crate::worker::{RoomKey, WorkerHandle};
 /// The next room's key (unique over the process, so a late command of a closed room
 /// never reaches a new one).
 static NEXT_ROOM: AtomicU64 = AtomicU64::new(1);
+/// The next producer's key in its room's speaker detector (unique over the process).
+static NEXT_SPEAKER: AtomicU32 = AtomicU32::new(1);
 
 /// A consumer the engine closed because its producer closed; its owner must be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,52 +43,109 @@ pub struct ClosedConsumer {
     pub owner: PeerId,
 }
 
-/// One room's router: its place on a media worker and the typed engine API.
+/// Where a room's transports, producers and consumers are: which worker holds each.
+#[derive(Debug, Default)]
+struct Places {
+    transports: HashMap<TransportId, (usize, PeerId)>,
+    /// Worker, transport, and key in the room's speaker detector.
+    producers: HashMap<ProducerId, (usize, TransportId, u32)>,
+    consumers: HashMap<ConsumerId, (usize, TransportId)>,
+}
+
+impl Places {
+    fn transport(&self, id: &TransportId) -> Result<usize, MediaError> {
+        self.transports.get(id).map(|&(w, _)| w).ok_or_else(|| MediaError::not_found("transport", id))
+    }
+
+    fn producer(&self, id: &ProducerId) -> Result<(usize, u32), MediaError> {
+        self.producers.get(id).map(|&(w, _, key)| (w, key)).ok_or_else(|| MediaError::not_found("producer", id))
+    }
+
+    fn consumer(&self, id: &ConsumerId) -> Result<usize, MediaError> {
+        self.consumers.get(id).map(|&(w, _)| w).ok_or_else(|| MediaError::not_found("consumer", id))
+    }
+
+    /// Forgets consumers the engine closed.
+    fn forget_consumers(&mut self, closed: &[ClosedConsumer]) {
+        for c in closed {
+            self.consumers.remove(&c.consumer);
+        }
+    }
+}
+
+/// One room's router: the room's places over the media workers and the typed engine
+/// API. The room has a home worker, which runs its speaker detector; each transport
+/// is placed on the worker forwarding the fewest packets per second, and every later
+/// command goes to the worker holding its transport, producer or consumer.
 #[derive(Debug)]
 pub struct RouterHandle {
-    worker: WorkerHandle,
-    /// The room's key on its worker.
+    workers: Arc<[WorkerHandle]>,
+    /// The host candidates of each worker's port.
+    candidates: Arc<[Arc<[IceCandidate]>]>,
+    /// The worker that runs the room's speaker detector.
+    home: usize,
+    /// The room's key on its workers.
     room: RoomKey,
-    /// The host candidates of the worker's port.
-    candidates: Arc<[IceCandidate]>,
     /// The server certificate's fingerprints, sha-1 to sha-512.
     fingerprints: Arc<[DtlsFingerprint]>,
+    /// A short lock, never held across `.await`: only the handle's own calls touch it.
+    places: Mutex<Places>,
 }
 
 impl RouterHandle {
-    /// Takes a place on `worker` (released on drop); returns the handle and the room's
-    /// upward channel (voice activity), which ends when the handle is dropped.
+    /// Opens a room at home on worker `home` (released on drop); returns the handle
+    /// and the room's upward channel (voice activity), which ends when the handle is
+    /// dropped.
     pub(crate) fn new(
-        worker: WorkerHandle,
-        candidates: Arc<[IceCandidate]>,
+        workers: Arc<[WorkerHandle]>,
+        home: usize,
+        candidates: Arc<[Arc<[IceCandidate]>]>,
         fingerprints: Arc<[DtlsFingerprint]>,
     ) -> (Self, RouterEvents) {
-        worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
         let room = NEXT_ROOM.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = speaker::channel();
-        worker.post(move |w| w.open_room(room, tx));
-        (RouterHandle { worker, room, candidates, fingerprints }, rx)
+        let home_worker = &workers[home];
+        home_worker.counts.rooms.fetch_add(1, Ordering::Relaxed);
+        home_worker.post(move |w| w.open_room(room, tx));
+        let places = Mutex::new(Places::default());
+        (RouterHandle { workers, candidates, home, room, fingerprints, places }, rx)
     }
 
-    /// The index of the worker the room is on.
+    /// The index of the room's home worker (its speaker detector).
     pub fn worker_index(&self) -> usize {
-        self.worker.index
+        self.home
     }
 
-    /// Creates a WebRTC transport owned by `owner`: its ICE parameters, candidates and
-    /// DTLS fingerprints, for the client.
+    /// The index of the worker holding a transport of the room, if it exists.
+    pub fn transport_worker(&self, id: &TransportId) -> Option<usize> {
+        self.places().transport(id).ok()
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, Places> {
+        self.places.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn worker(&self, index: usize) -> &WorkerHandle {
+        // Indexes come from `placement` or `places`, which only hold valid ones.
+        &self.workers[index]
+    }
+
+    /// Creates a WebRTC transport owned by `owner` on the least loaded worker: its ICE
+    /// parameters, candidates and DTLS fingerprints, for the client.
     pub async fn create_transport(
         &self,
         id: TransportId,
         owner: PeerId,
         direction: Direction,
     ) -> Result<CreateTransportResult, MediaError> {
-        let transport = id.clone();
-        let ice_parameters = self.worker.call(move |w| w.create_transport(transport, owner, direction)).await?;
+        let index = crate::least_loaded(self.workers.iter().map(|w| &*w.counts)).unwrap_or(0);
+        let (transport, peer) = (id.clone(), owner.clone());
+        let ice_parameters = self.worker(index).call(move |w| w.create_transport(transport, peer, direction)).await?;
+        self.places().transports.insert(id.clone(), (index, owner));
         Ok(CreateTransportResult {
             id,
             ice_parameters,
-            ice_candidates: self.candidates.to_vec(),
+            ice_candidates: self.candidates[index].to_vec(),
             dtls_parameters: DtlsParameters { role: DtlsRole::Auto, fingerprints: self.fingerprints.to_vec() },
         })
     }
@@ -90,12 +154,14 @@ impl RouterHandle {
     /// (the strongest one is verified once the handshake is done).
     pub async fn connect(&self, id: TransportId, owner: PeerId, dtls: DtlsParameters) -> Result<(), MediaError> {
         let expected = expected_fingerprint(&dtls.fingerprints)?;
-        self.worker.call(move |w| w.connect_transport(&id, &owner, expected, dtls.role)).await
+        let index = self.places().transport(&id)?;
+        self.worker(index).call(move |w| w.connect_transport(&id, &owner, expected, dtls.role)).await
     }
 
     /// New server ICE credentials for a transport of `owner`.
     pub async fn restart_ice(&self, id: TransportId, owner: PeerId) -> Result<IceParameters, MediaError> {
-        self.worker.call(move |w| w.restart_ice(&id, &owner)).await
+        let index = self.places().transport(&id)?;
+        self.worker(index).call(move |w| w.restart_ice(&id, &owner)).await
     }
 
     /// Starts receiving a producer's Opus stream on a send transport of `owner`.
@@ -108,12 +174,19 @@ impl RouterHandle {
         rtp_parameters: &RtpParameters,
     ) -> Result<(), MediaError> {
         let stream = router::producer_stream(kind, rtp_parameters)?;
-        let room = self.room;
-        self.worker.call(move |w| w.produce(room, id, &transport, &owner, stream)).await
+        let index = self.places().transport(&transport)?;
+        let (room, home) = (self.room, self.home);
+        let key = NEXT_SPEAKER.fetch_add(1, Ordering::Relaxed);
+        let (producer, peer, on) = (id.clone(), owner.clone(), transport.clone());
+        self.worker(index).call(move |w| w.produce((room, home, key), producer, &on, &peer, stream)).await?;
+        self.places().producers.insert(id.clone(), (index, transport, key));
+        self.worker(home).post(move |w| w.speaker_add(room, key, owner, id));
+        Ok(())
     }
 
     /// A paused consumer of `producer` on a recv transport of `owner`, with RTP
-    /// parameters for a device with `caps`.
+    /// parameters for a device with `caps`. A producer on another worker is
+    /// subscribed to first: its worker hands its packets over to this one.
     pub async fn consume(
         &self,
         id: ConsumerId,
@@ -123,45 +196,148 @@ impl RouterHandle {
         caps: RtpCapabilities,
     ) -> Result<ConsumeResult, MediaError> {
         router::check_can_consume(&caps)?;
-        self.worker.call(move |w| w.consume(id, &transport, &owner, producer, &caps)).await
+        let (index, source) = {
+            let places = self.places();
+            (places.transport(&transport)?, places.producer(&producer)?.0)
+        };
+        let subscription = if source == index {
+            None
+        } else {
+            let p = producer.clone();
+            Some(self.worker(source).call(move |w| w.subscribe(&p, index)).await?)
+        };
+        let key = subscription.as_ref().map(|s| s.key);
+        let (consumer, on, of) = (id.clone(), transport.clone(), producer.clone());
+        let consumed =
+            self.worker(index).call(move |w| w.consume(consumer, &on, &owner, (of, subscription), &caps)).await;
+        match (&consumed, key) {
+            (Ok(_), _) => {
+                let mut places = self.places();
+                // A producer of another worker may have closed while it was consumed
+                // (its closing leaves the places first): undo, as if it had come first.
+                if source != index && !places.producers.contains_key(&producer) {
+                    drop(places);
+                    let gone = producer.clone();
+                    self.worker(index).post(move |w| drop(w.close_remote_producer(&gone)));
+                    return Err(MediaError::not_found("producer", &producer));
+                }
+                places.consumers.insert(id, (index, transport));
+            }
+            (Err(_), Some(key)) => self.worker(source).post(move |w| w.unsubscribe(key, index)),
+            (Err(_), None) => {}
+        }
+        consumed
     }
 
     /// Pauses or resumes a producer of `owner`.
     pub async fn set_producer_paused(&self, id: ProducerId, owner: PeerId, paused: bool) -> Result<(), MediaError> {
-        self.worker.call(move |w| w.set_producer_paused(&id, &owner, paused)).await
+        let (index, key) = self.places().producer(&id)?;
+        let producer = id.clone();
+        self.worker(index).call(move |w| w.set_producer_paused(&producer, &owner, paused)).await?;
+        for other in self.workers.iter().filter(|w| w.index != index) {
+            let producer = id.clone();
+            other.post(move |w| w.set_remote_paused(&producer, paused));
+        }
+        let room = self.room;
+        self.worker(self.home).post(move |w| w.speaker_paused(room, key, paused));
+        Ok(())
     }
 
     /// Pauses or resumes a consumer of `owner`.
     pub async fn set_consumer_paused(&self, id: ConsumerId, owner: PeerId, paused: bool) -> Result<(), MediaError> {
-        self.worker.call(move |w| w.set_consumer_paused(&id, &owner, paused)).await
+        let index = self.places().consumer(&id)?;
+        self.worker(index).call(move |w| w.set_consumer_paused(&id, &owner, paused)).await
     }
 
     /// Closes a producer of `owner`; returns the consumers closed with it.
     pub async fn close_producer(&self, id: ProducerId, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
-        self.worker.call(move |w| w.close_owned_producer(&id, &owner)).await
+        let (index, _) = self.places().producer(&id)?;
+        let producer = id.clone();
+        let mut closed = self.worker(index).call(move |w| w.close_owned_producer(&producer, &owner)).await?;
+        closed.extend(self.producers_closed(index, vec![id]).await);
+        self.places().forget_consumers(&closed);
+        Ok(closed)
+    }
+
+    /// Producers of worker `index` closed: their consumers on the other workers close
+    /// (returned), they leave the speaker detector and the room's places.
+    async fn producers_closed(&self, index: usize, ids: Vec<ProducerId>) -> Vec<ClosedConsumer> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        // Out of the places first: a `consume` racing with the close sees it (`consume`).
+        let keys: Vec<u32> = {
+            let mut places = self.places();
+            ids.iter().filter_map(|p| places.producers.remove(p)).map(|(_, _, key)| key).collect()
+        };
+        let mut closed = Vec::new();
+        for other in self.workers.iter().filter(|w| w.index != index) {
+            let gone = ids.clone();
+            let here = other.call(move |w| Ok(gone.iter().flat_map(|p| w.close_remote_producer(p)).collect())).await;
+            closed.extend(here.unwrap_or_else(|_: MediaError| Vec::new()));
+        }
+        let room = self.room;
+        self.worker(self.home).post(move |w| keys.into_iter().for_each(|key| w.speaker_remove(room, key)));
+        closed
     }
 
     /// Closes a consumer of `owner`.
     pub async fn close_consumer(&self, id: ConsumerId, owner: PeerId) -> Result<(), MediaError> {
-        self.worker.call(move |w| w.close_consumer(&id, &owner)).await
+        let index = self.places().consumer(&id)?;
+        let consumer = id.clone();
+        self.worker(index).call(move |w| w.close_consumer(&consumer, &owner)).await?;
+        self.places().consumers.remove(&id);
+        Ok(())
     }
 
     /// Closes every transport of `owner` with its producers and consumers; returns the
     /// consumers of other peers closed because one of those producers closed.
     pub async fn close_peer(&self, owner: PeerId) -> Result<Vec<ClosedConsumer>, MediaError> {
-        self.worker.call(move |w| Ok(w.close_peer(&owner))).await
+        let (mut closed, mut failed) = (Vec::new(), None);
+        for worker in self.workers.iter() {
+            let peer = owner.clone();
+            match worker.call(move |w| Ok(w.close_peer(&peer))).await {
+                Ok((here, producers)) => {
+                    closed.extend(here);
+                    closed.extend(self.producers_closed(worker.index, producers).await);
+                }
+                // The other workers still close theirs.
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut places = self.places();
+        let Places { transports, producers, consumers } = &mut *places;
+        transports.retain(|_, (_, o)| o != &owner);
+        producers.retain(|_, (_, t, _)| transports.contains_key(t));
+        consumers.retain(|_, (_, t)| transports.contains_key(t));
+        places.forget_consumers(&closed);
+        Ok(closed)
     }
 
     /// Statistics of a transport, producer or consumer of `owner`.
     pub async fn stats(&self, id: String, owner: PeerId) -> Result<Stats, MediaError> {
-        self.worker.call(move |w| w.stats(&id, &owner)).await
+        let index = {
+            let places = self.places();
+            let transport = places.transports.get(&TransportId::from(id.as_str())).map(|&(w, _)| w);
+            let producer = || places.producers.get(&ProducerId::from(id.as_str())).map(|&(w, _, _)| w);
+            let consumer = || places.consumers.get(&ConsumerId::from(id.as_str())).map(|&(w, _)| w);
+            transport.or_else(producer).or_else(consumer)
+        };
+        let Some(index) = index else {
+            return Err(MediaError::not_found("transport, producer or consumer", &id));
+        };
+        self.worker(index).call(move |w| w.stats(&id, &owner)).await
     }
 }
 
 impl Drop for RouterHandle {
     fn drop(&mut self) {
-        self.worker.counts.rooms.fetch_sub(1, Ordering::Relaxed);
+        let home = self.worker(self.home);
+        home.counts.rooms.fetch_sub(1, Ordering::Relaxed);
         let room = self.room;
-        self.worker.post(move |w| w.close_room(room));
+        home.post(move |w| w.close_room(room));
     }
 }

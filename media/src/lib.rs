@@ -1,18 +1,24 @@
 //! The media engine: a pure-Rust SFU on str0m that speaks mediasoup's ORTC protocol.
 //!
 //! [`Engine`] owns the media workers (one thread and one UDP port each, one per core
-//! by default), started from an [`EngineConfig`]. [`Engine::router`] places a room on
-//! a worker and returns its [`RouterHandle`], the typed API of the engine: async
-//! methods to create, connect, produce, consume, pause, close and inspect, failing
-//! with [`MediaError`]. A room is pinned to one worker, so all of a room's forwarding
-//! happens on one thread with no locks. The engine knows nothing of sessions, rooms'
-//! announcements, the JSON-RPC layer or the server's flags.
+//! by default), started from an [`EngineConfig`]. [`Engine::router`] opens a room and
+//! returns its [`RouterHandle`], the typed API of the engine: async methods to create,
+//! connect, produce, consume, pause, close and inspect, failing with [`MediaError`].
+//! A room spans the workers: each transport is placed on the worker forwarding the
+//! fewest packets per second, and a producer's packets reach its consumers on other
+//! workers through lock-free single-producer/single-consumer rings, once per worker
+//! and one wake-up per batch, so one room can use every core. Within a worker nothing
+//! is locked. The engine knows nothing of sessions, rooms' announcements, the JSON-RPC
+//! layer or the server's flags.
 //!
 //! - `router`: capabilities and ORTC negotiation (what producers may send, what
-//!   consumers receive); `handle`: [`RouterHandle`], the typed engine API.
+//!   consumers receive); `handle`: [`RouterHandle`], the typed engine API, which
+//!   places transports and routes each command to the worker holding its object.
+//! - `cross`: the rings between workers and their records (packets, level samples).
 //! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
 //! - `worker`: the worker actor: I/O loop and demultiplexing (`worker::io`),
-//!   forwarding (`worker::forward`), the commands (`worker::commands`).
+//!   forwarding (`worker::forward`), the commands (`worker::commands`), producers of
+//!   other workers (`worker::remote`), the rooms' speaker detectors (`worker::speakers`).
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
 //! - `udp`: batched datagram output (`sendmmsg`); `tcp`: ICE-TCP connections.
 //! - `traffic`: per-worker packet/byte/drop counters, published once per wake-up and
@@ -25,6 +31,7 @@
 //! - `config`: [`EngineConfig`]; `error`: [`MediaError`].
 
 mod config;
+mod cross;
 mod dtls;
 mod egress;
 mod error;
@@ -70,7 +77,9 @@ const UDP_EXTRA_PREFERENCE: u32 = 1_000;
 /// All media workers.
 #[derive(Debug)]
 pub struct Engine {
-    workers: Vec<WorkerHandle>,
+    workers: Arc<[WorkerHandle]>,
+    /// The host candidates of each worker's port, in worker order.
+    candidates: Arc<[Arc<[IceCandidate]>]>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The addresses clients send media to, in the order they are announced.
     announced: Vec<IpAddr>,
@@ -86,7 +95,8 @@ pub struct WorkerStats {
     pub index: usize,
     /// Whether its thread still runs.
     pub running: bool,
-    /// Rooms placed on it.
+    /// Rooms at home on it (it runs their speaker detectors; their transports may be
+    /// on any worker).
     pub rooms: usize,
     /// WebRTC transports.
     pub transports: usize,
@@ -131,37 +141,52 @@ impl Engine {
         let cpus = if config.pin_workers { allowed_cpus()? } else { Vec::new() };
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
-        for index in 0..count {
+        let (links, peers) = cross::mesh(count);
+        for (index, links) in links.into_iter().enumerate() {
             let port = worker_port(config, index)?;
             let (socket, listener) = bind_sockets(SocketAddr::new(listen_ip, port), config.tcp)?;
             let port = socket.local_addr()?.port();
             let locals = announced.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
             let (handle, thread) = worker::spawn(
-                index,
                 socket,
                 listener,
                 locals,
                 identity.clone(),
                 cpus.get(index % cpus.len().max(1)).copied(),
                 worker::Settings { consent_timeout: config.consent_timeout, speaker_events: config.speaker_events },
+                links,
             )?;
             tracing::info!(worker = index, port = handle.port, listen = %listen_ip, announced = ?announced, "media worker started");
             workers.push(handle);
             threads.push(thread);
         }
-        Ok(Engine { workers, threads: Mutex::new(threads), announced, tcp: config.tcp, identity })
+        // The workers reach each other's command channels only once all exist.
+        let _ = peers.set(workers.iter().map(WorkerHandle::weak).collect());
+        let mut engine = Engine {
+            workers: workers.into(),
+            candidates: Arc::new([]),
+            threads: Mutex::new(threads),
+            announced,
+            tcp: config.tcp,
+            identity,
+        };
+        engine.candidates = engine.workers.iter().map(|w| engine.candidates(w.port).into()).collect();
+        Ok(engine)
     }
 
-    /// A router for a new room, placed on the least loaded worker: the one forwarding
-    /// the fewest packets per second, then the one with the fewest rooms. The room stays
-    /// on that worker until the handle is dropped. With it comes the room's upward
-    /// channel: its `activeSpeaker`/`audioLevels` (per [`EngineConfig::speaker_events`]).
+    /// A router for a new room, over every worker: its transports are placed one by
+    /// one on the worker forwarding the fewest packets per second. Its home (the worker
+    /// that runs its speaker detector) is the worker with the fewest rooms at home.
+    /// With it comes the room's upward channel: its `activeSpeaker`/`audioLevels` (per
+    /// [`EngineConfig::speaker_events`]), one stream whatever the placement.
     pub fn router(&self) -> (RouterHandle, RouterEvents) {
-        let worker = least_loaded(self.workers.iter().map(|w| &*w.counts))
-            .and_then(|i| self.workers.get(i))
-            .expect("the engine has at least one worker");
-        let candidates = self.candidates(worker.port);
-        RouterHandle::new(worker.clone(), candidates.into(), self.identity.fingerprints.clone().into())
+        let home = fewest_rooms(self.workers.iter().map(|w| &*w.counts)).unwrap_or(0);
+        RouterHandle::new(
+            self.workers.clone(),
+            home,
+            self.candidates.clone(),
+            self.identity.fingerprints.clone().into(),
+        )
     }
 
     /// The host candidates clients send a worker's media to, as mediasoup announces
@@ -219,7 +244,7 @@ impl Engine {
     /// Live counts over all workers.
     pub fn counts(&self) -> MediaCounts {
         let mut c = MediaCounts::default();
-        for w in &self.workers {
+        for w in self.workers.iter() {
             c.transports += w.counts.transports.load(Ordering::Relaxed);
             c.producers += w.counts.producers.load(Ordering::Relaxed);
             c.consumers += w.counts.consumers.load(Ordering::Relaxed);
@@ -232,7 +257,7 @@ impl Engine {
 
     /// Stops every worker and waits for its thread.
     pub fn stop(&self) {
-        for w in &self.workers {
+        for w in self.workers.iter() {
             w.stop();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
@@ -371,11 +396,19 @@ fn bind_sockets(
     Err(last.unwrap_or(MediaError::Config(format!("no port for UDP and TCP at {addr}"))))
 }
 
-/// The index of the least loaded worker: fewest forwarded packets per second, then
-/// fewest rooms, then the first.
+/// The worker a new transport goes to: fewest forwarded packets per second, then
+/// fewest transports, then fewest consumers, then the first.
 fn least_loaded<'a>(workers: impl Iterator<Item = &'a WorkerCounts>) -> Option<usize> {
-    let load = |c: &WorkerCounts| (c.forwarded_per_sec.load(Ordering::Relaxed), c.rooms.load(Ordering::Relaxed));
+    let load = |c: &WorkerCounts| {
+        let get = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed);
+        (c.forwarded_per_sec.load(Ordering::Relaxed), get(&c.transports), get(&c.consumers))
+    };
     workers.enumerate().min_by_key(|(_, c)| load(c)).map(|(i, _)| i)
+}
+
+/// The home of a new room: the worker with the fewest rooms at home, then the first.
+fn fewest_rooms<'a>(workers: impl Iterator<Item = &'a WorkerCounts>) -> Option<usize> {
+    workers.enumerate().min_by_key(|(_, c)| c.rooms.load(Ordering::Relaxed)).map(|(i, _)| i)
 }
 
 /// Send buffer asked for on media sockets: a fan-out wake-up hands the kernel
@@ -439,20 +472,24 @@ mod tests {
     }
 
     #[test]
-    fn rooms_go_to_the_worker_forwarding_least_then_with_fewest_rooms() {
-        let worker = |rate: u64, rooms: usize| {
+    fn transports_go_to_the_worker_forwarding_least_then_with_fewest_transports() {
+        let worker = |rate: u64, transports: usize, consumers: usize| {
             let c = WorkerCounts::default();
             c.forwarded_per_sec.store(rate, Ordering::Relaxed);
-            c.rooms.store(rooms, Ordering::Relaxed);
+            c.transports.store(transports, Ordering::Relaxed);
+            c.consumers.store(consumers, Ordering::Relaxed);
+            c.rooms.store(transports / 2, Ordering::Relaxed);
             c
         };
-        // One busy room outweighs three quiet ones.
-        let busy = [worker(50_000, 1), worker(0, 3)];
+        // One busy worker outweighs many quiet transports.
+        let busy = [worker(50_000, 1, 0), worker(0, 300, 300)];
         assert_eq!(least_loaded(busy.iter()), Some(1));
-        // Equal load: fewer rooms; all equal: the first.
-        let idle = [worker(0, 2), worker(0, 1), worker(0, 1)];
-        assert_eq!(least_loaded(idle.iter()), Some(1));
+        // Equal load: fewer transports, then fewer consumers; all equal: the first.
+        let idle = [worker(0, 2, 0), worker(0, 1, 5), worker(0, 1, 4)];
+        assert_eq!(least_loaded(idle.iter()), Some(2));
         assert_eq!(least_loaded(std::iter::empty()), None);
+        // A room's home: fewest rooms.
+        assert_eq!(fewest_rooms(idle.iter()), Some(1));
     }
 
     #[test]

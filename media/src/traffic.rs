@@ -27,11 +27,14 @@ pub enum DropReason {
     /// Not forwarded to one consumer whose client has sent no valid ICE check for the
     /// consent timeout (RFC 7675).
     NoConsent,
+    /// Not handed to another worker with consumers of the producer because the ring
+    /// to it was full (`cross`), or a level sample not handed to the room's detector.
+    HandoffFull,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
@@ -40,6 +43,7 @@ impl DropReason {
         DropReason::Policed,
         DropReason::Unroutable,
         DropReason::NoConsent,
+        DropReason::HandoffFull,
     ];
 
     /// The `reason` label.
@@ -53,6 +57,7 @@ impl DropReason {
             DropReason::Policed => "policed",
             DropReason::Unroutable => "unroutable",
             DropReason::NoConsent => "no_consent",
+            DropReason::HandoffFull => "handoff_full",
         }
     }
 }
@@ -66,6 +71,8 @@ pub(crate) struct LocalTraffic {
     pub(crate) packets_sent: u64,
     /// RTP payload bytes sent to consumers.
     pub(crate) bytes_sent: u64,
+    /// Producer packets handed to other workers (one per subscribing worker).
+    pub(crate) handed_over: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 
@@ -81,6 +88,7 @@ impl LocalTraffic {
         to.bytes_received.store(self.bytes_received, Ordering::Relaxed);
         to.packets_sent.store(self.packets_sent, Ordering::Relaxed);
         to.bytes_sent.store(self.bytes_sent, Ordering::Relaxed);
+        to.handed_over.store(self.handed_over, Ordering::Relaxed);
         for (shared, local) in to.dropped.iter().zip(self.dropped) {
             shared.store(local, Ordering::Relaxed);
         }
@@ -94,6 +102,7 @@ pub(crate) struct Traffic {
     bytes_received: AtomicU64,
     packets_sent: AtomicU64,
     bytes_sent: AtomicU64,
+    handed_over: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     /// The worker thread's kernel thread id, 0 until it runs (Linux only).
     tid: AtomicI32,
@@ -110,6 +119,9 @@ pub struct TrafficSnapshot {
     pub packets_sent: u64,
     /// RTP payload bytes sent to consumers.
     pub bytes_sent: u64,
+    /// Producer packets handed to other workers with consumers of the producer (one
+    /// per packet and subscribing worker).
+    pub handed_over: u64,
     /// Dropped packets, indexed by [`DropReason`] (`reason as usize`).
     pub dropped: [u64; DropReason::ALL.len()],
 }
@@ -122,6 +134,7 @@ impl Traffic {
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             packets_sent: self.packets_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            handed_over: self.handed_over.load(Ordering::Relaxed),
             dropped: std::array::from_fn(|i| self.dropped[i].load(Ordering::Relaxed)),
         }
     }

@@ -263,7 +263,9 @@ beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   for (const f of readdirSync(ARTIFACTS)) if (/\.(png|json|txt)$/.test(f)) rmSync(join(ARTIFACTS, f));
 
-  server = await startServer();
+  // Two media workers: the room's transports land on both, so the peers' audio crosses
+  // between workers (as on a multi-core server).
+  server = await startServer(["--workers", "2"]);
   const http = server.url.replace(/^ws/, "http");
   pageUrl = `${http}/`;
   // The binary embeds dist/ at build time: make sure it serves the page as committed.

@@ -45,15 +45,16 @@ export function mintToken(secret: string, args: string[]): string {
 
 /**
  * Starts `dspeak` on a free port (unless `args` set `--listen`; plus `args`) and resolves
- * once it listens. Unless `args` set `--drain-timeout`, SIGTERM (`stop()`) closes calls
- * at once instead of draining them.
+ * once it listens, with one media worker unless `args` set `--workers`. Unless `args` set
+ * `--drain-timeout`, SIGTERM (`stop()`) closes calls at once instead of draining them.
  */
 export function startServer(args: string[] = []): Promise<TestServer> {
   const drain = args.includes("--drain-timeout") ? [] : ["--drain-timeout", "0s"];
   const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const workers = args.includes("--workers") ? [] : ["--workers", "1"];
   const child = spawn(
     serverBinary(),
-    [...listen, "--rtc-port", "0", "--workers", "1", "--log-format", "text", ...drain, ...args],
+    [...listen, "--rtc-port", "0", ...workers, "--log-format", "text", ...drain, ...args],
     { env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "info" }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let log = "";

@@ -293,6 +293,11 @@ impl ServerHandle {
         self.shared.engine.counts().send_drops
     }
 
+    /// Each media worker's figures (transports, consumers, traffic), in index order.
+    pub fn media_workers(&self) -> Vec<dspeak_media::WorkerStats> {
+        self.shared.engine.workers()
+    }
+
     /// The UDP ports of the media workers.
     pub fn rtc_ports(&self) -> Vec<u16> {
         self.shared.engine.ports()

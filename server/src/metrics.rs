@@ -263,6 +263,14 @@ impl Collector for Live {
             traffic(|t| t.bytes_sent),
             None,
         )?;
+        write(
+            &mut e,
+            "dspeak_rtp_packets_handed_over",
+            "Producer packets handed to other workers with consumers of them (one per worker)",
+            Counter,
+            traffic(|t| t.handed_over),
+            None,
+        )?;
         let dropped = self.workers.iter().flat_map(|w| {
             DropReason::ALL.iter().map(move |r| {
                 ([("worker", w.index.as_str()), ("reason", r.label())], w.traffic.dropped[*r as usize] as f64)

@@ -101,7 +101,7 @@ pub(crate) struct RoomLimits {
 /// What a new member learns on joining.
 #[derive(Debug)]
 pub(crate) struct Joined<W> {
-    /// The worker the room is pinned to.
+    /// The room's router (its place on the media workers).
     pub(crate) worker: W,
     /// The other members, in join order.
     pub(crate) peers: Vec<PeerInfo>,
@@ -109,7 +109,7 @@ pub(crate) struct Joined<W> {
     pub(crate) producers: Vec<ProducerInfo>,
 }
 
-/// All rooms of the server, by name; `W` is the worker a room is pinned to.
+/// All rooms of the server, by name; `W` is a room's router (its place on the media workers).
 #[derive(Debug)]
 pub(crate) struct Rooms<M, W> {
     rooms: HashMap<String, Room<M, W>>,

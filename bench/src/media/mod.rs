@@ -46,6 +46,8 @@ pub(crate) struct FanoutOptions {
     pub(crate) ipv6: bool,
     /// The in-process server's voice-activity events (its speakers send audio levels).
     pub(crate) speaker_events: dspeak_media::SpeakerEvents,
+    /// Media workers of the in-process server (a room spans them).
+    pub(crate) workers: usize,
 }
 
 /// A room under load: speakers, listeners, their signaling connections.
@@ -201,19 +203,27 @@ struct Window {
     client_util: f64,
     late_sends: u64,
     kernel_drops: u64,
+    /// Per media worker: CPU share, and ns of its CPU per packet it forwarded.
+    per_worker: Vec<(f64, f64)>,
 }
 
-/// The media worker thread whose CPU is measured: (process id, thread ids).
+/// The media worker threads whose CPU is measured: (process id, thread ids).
 type WorkerThreads = (u32, Vec<i32>);
+
+/// Packets each media worker forwarded so far (in-process server), in index order.
+fn forwarded(server: &Running) -> Vec<u64> {
+    server.media_workers().unwrap_or_default().iter().map(|w| w.traffic.packets_sent).collect()
+}
 
 fn worker_cpu(w: &WorkerThreads) -> Duration {
     w.1.iter().map(|&t| sys::thread_cpu(w.0, t)).sum()
 }
 
-async fn measure(load: &Load, server_worker: &WorkerThreads, window: Duration) -> Window {
+async fn measure(load: &Load, server: &Running, workers: &[WorkerThreads], window: Duration) -> Window {
     let client_threads = sys::own_threads("bench-client");
     let before = load.snapshot();
-    let cpu0 = worker_cpu(server_worker);
+    let each0: Vec<Duration> = workers.iter().map(worker_cpu).collect();
+    let sent0 = forwarded(server);
     let ccpu0 = sys::threads_cpu(&client_threads);
     let drops0 = UdpDrops::read();
     let late0 = load.late();
@@ -224,7 +234,17 @@ async fn measure(load: &Load, server_worker: &WorkerThreads, window: Duration) -
     load.shared.recording.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let after = load.snapshot();
-    let cpu = worker_cpu(server_worker).saturating_sub(cpu0);
+    let each: Vec<Duration> = workers.iter().zip(&each0).map(|(w, c0)| worker_cpu(w).saturating_sub(*c0)).collect();
+    let sent: Vec<u64> =
+        forwarded(server).iter().zip(sent0.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
+    let per_worker = each
+        .iter()
+        .zip(sent.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(c, n)| {
+            (c.as_secs_f64() / elapsed.as_secs_f64(), c.as_nanos() as f64 / n.copied().unwrap_or(0).max(1) as f64)
+        })
+        .collect();
+    let cpu: Duration = each.iter().sum();
     let ccpu = sys::threads_cpu(&client_threads).saturating_sub(ccpu0);
     let drops = UdpDrops::read().since(drops0);
     let mut delays = load.take_delays();
@@ -247,6 +267,7 @@ async fn measure(load: &Load, server_worker: &WorkerThreads, window: Duration) -
         client_util: ccpu.as_secs_f64() / elapsed.as_secs_f64(),
         late_sends: load.late() - late0,
         kernel_drops: drops.rcvbuf_errors + drops.sndbuf_errors,
+        per_worker,
     }
 }
 
@@ -289,15 +310,16 @@ fn udp_send_baseline(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
     Ok(ns)
 }
 
-/// Scenario 5: S speakers → N listeners in one room on one worker, N rising until
-/// loss > 0.5 % or p99 delay > 10 ms.
+/// Scenario 5: S speakers → N listeners in one room on one worker (or one room over
+/// `--workers` workers), N rising until loss > 0.5 % or p99 delay > 10 ms.
 pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<Report> {
     let s = opts.speakers;
     let mut report = Report::new(
-        if s == 1 {
-            "media fan-out: 1 speaker → N listeners, one worker"
-        } else {
-            "media fan-out: 10 speakers → N listeners, one worker"
+        match (s == 1, opts.workers > 1) {
+            (true, false) => "media fan-out: 1 speaker → N listeners, one worker",
+            (false, false) => "media fan-out: 10 speakers → N listeners, one worker",
+            (true, true) => "media fan-out: 1 speaker → N listeners, one room over several workers",
+            (false, true) => "media fan-out: 10 speakers → N listeners, one room over several workers",
         },
         &[
             "listeners",
@@ -319,6 +341,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         None => {
             let mut config = target::bench_config(20_000);
             config.speaker_events = opts.speaker_events;
+            config.workers = opts.workers;
             if opts.ipv6 {
                 config.rtc_listen_ip = std::net::Ipv6Addr::LOCALHOST.into();
                 config.announced_address = vec!["::1".into()];
@@ -326,11 +349,10 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
             target::dspeak_in_process(config, cpus).await?
         }
     };
-    let worker: WorkerThreads = match opts.server_pid {
-        Some(pid) => (pid, sys::named_threads(pid, "dspeak-media-0")),
-        None => (std::process::id(), sys::own_threads("dspeak-media-0")),
-    };
-    ensure!(opts.url.is_some() || !worker.1.is_empty(), "no dspeak-media-0 thread");
+    let pid = opts.server_pid.unwrap_or_else(std::process::id);
+    let workers: Vec<WorkerThreads> =
+        (0..opts.workers).map(|i| (pid, sys::named_threads(pid, &format!("dspeak-media-{i}")))).collect();
+    ensure!(opts.url.is_some() || workers.iter().all(|w| !w.1.is_empty()), "no dspeak-media-* thread");
     let load = Load::new(&server.url, "fanout", s, opts.probe_every, opts.tcp, PPS).await;
     let mut load = match load {
         Ok(l) => l,
@@ -353,7 +375,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut ws = Vec::new();
         for _ in 0..opts.windows {
-            ws.push(measure(&load, &worker, window).await);
+            ws.push(measure(&load, &server, &workers, window).await);
         }
         let col = |f: &dyn Fn(&Window) -> f64| Spread::of(&ws.iter().map(f).collect::<Vec<_>>());
         let loss = col(&|w| w.loss * 100.0);
@@ -365,6 +387,34 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         let rate = col(&|w| w.expected as f64 / window.as_secs_f64());
         let ok = loss.median <= MAX_LOSS * 100.0 && p99.median <= MAX_P99.as_secs_f64() * 1e3;
         let consumers = n * s;
+        let split = server.media_workers().unwrap_or_default();
+        let per_worker: Vec<serde_json::Value> = (0..opts.workers)
+            .map(|i| {
+                let cpu = col(&|w| w.per_worker.get(i).map_or(0.0, |p| p.0 * 100.0));
+                let ns = col(&|w| w.per_worker.get(i).map_or(0.0, |p| p.1));
+                let on = split.get(i);
+                json!({
+                    "worker": i, "cpu_pct": cpu.json(), "ns_per_forwarded_packet": ns.json(),
+                    "transports": on.map(|w| w.transports), "consumers": on.map(|w| w.consumers),
+                    "handoff_full": on.map(|w| w.traffic.dropped[dspeak_media::DropReason::HandoffFull as usize]),
+                })
+            })
+            .collect();
+        if opts.workers > 1 {
+            let each: Vec<String> = per_worker
+                .iter()
+                .map(|w| {
+                    format!(
+                        "worker {}: CPU {:.0} %, {:.0} ns per packet it forwarded, {} consumers",
+                        w["worker"],
+                        w["cpu_pct"]["median"].as_f64().unwrap_or(0.0),
+                        w["ns_per_forwarded_packet"]["median"].as_f64().unwrap_or(0.0),
+                        w["consumers"],
+                    )
+                })
+                .collect();
+            report.note(format!("{n} listeners over {} workers: {}.", opts.workers, each.join("; ")));
+        }
         report.row(
             vec![
                 n.to_string(),
@@ -395,6 +445,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "sender_reports_total": load.sender_reports(),
                 "levels_total": load.levels().0, "other_levels_total": load.levels().1,
                 "expected": ws.iter().map(|w| w.expected).sum::<u64>(),
+                "workers": opts.workers, "per_worker": per_worker,
             }),
         );
         if ok {
@@ -414,7 +465,8 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         Some((consumers, ns, loss, p99, util)) => {
             let per_core = 1e9 / (ns * PPS);
             report.note(format!(
-                "Highest passing step: **{consumers} consumers** on one worker at {util:.0} % of its core, {ns:.0} ns of worker CPU per forwarded packet, loss {loss:.3} %, p99 delay {p99:.2} ms. At that CPU cost one fully busy core forwards to **{per_core:.0} consumers** (1 s / (ns per packet × {PPS} packets/s))."
+                "Highest passing step: **{consumers} consumers** on {} at {util:.0} % of a core, {ns:.0} ns of worker CPU per forwarded packet, loss {loss:.3} %, p99 delay {p99:.2} ms. At that CPU cost one fully busy core forwards to **{per_core:.0} consumers** (1 s / (ns per packet × {PPS} packets/s)).",
+                if opts.workers > 1 { format!("{} workers (their CPU summed)", opts.workers) } else { "one worker".into() }
             ));
         }
         None => report.note("No step passed."),
@@ -436,7 +488,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         if opts.ipv6 { "`::1`" } else { "`127.0.0.1`" }
     ));
     report.note(format!(
-        "Each step: {} windows of {} s after all listeners receive; median (min–max) over the windows. Loss from RTP sequence numbers of every consumer stream; delay (send → decrypted at the listener, so it includes both clients' str0m) from every {}th listener plus the last one, which decrypt through str0m; the others count packets from the cleartext SRTP header. Worker CPU from /proc/self/task/<tid>/schedstat of `dspeak-media-0`, per packet the server should have forwarded. {}. Synthetic clients run in the load-client thread(s).",
+        "Each step: {} windows of {} s after all listeners receive; median (min–max) over the windows. Loss from RTP sequence numbers of every consumer stream; delay (send → decrypted at the listener, so it includes both clients' str0m) from every {}th listener plus the last one, which decrypt through str0m; the others count packets from the cleartext SRTP header. Worker CPU from /proc/self/task/<tid>/schedstat of the `dspeak-media-*` threads (summed over workers), per packet the server should have forwarded; per worker, per packet that worker forwarded. {}. Synthetic clients run in the load-client thread(s).",
         opts.windows,
         opts.secs,
         opts.probe_every,

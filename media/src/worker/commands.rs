@@ -9,13 +9,18 @@ use dspeak_schema::media::{ConsumeResult, Direction, Stats};
 use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
-use super::{Consumer, Producer, RoomKey, SeqRewriter, Worker};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Consumer, Producer, RoomKey, SeqRewriter, Subscription, Worker};
 use crate::dtls::Expected;
 use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::handle::ClosedConsumer;
 use crate::router::{self, ProducerStream};
 use crate::transport::{Sink, Transport};
+
+/// The next producer's engine-wide key.
+static NEXT_PRODUCER: AtomicU64 = AtomicU64::new(1);
 
 impl Worker {
     /// Creates a transport and returns its ICE parameters.
@@ -74,10 +79,11 @@ impl Worker {
         Ok(ice)
     }
 
-    /// Adds a producer on a send transport of room `room`.
+    /// Adds a producer on a send transport of room `room`, whose speaker detector runs
+    /// on worker `home` (the router handle adds it there, under `speaker_key`).
     pub(crate) fn produce(
         &mut self,
-        room: RoomKey,
+        (room, home, speaker_key): (RoomKey, usize, u32),
         id: ProducerId,
         transport_id: &TransportId,
         owner: &PeerId,
@@ -102,10 +108,6 @@ impl Worker {
         if let Some(ext) = stream.audio_level_id {
             transport.set_audio_level_id(ext);
         }
-        let speaker_key = self.speaker_key();
-        if let Some(speakers) = self.rooms.get_mut(&room) {
-            speakers.add(speaker_key, owner.clone(), id.clone());
-        }
         let producer = Producer {
             transport: key,
             stream,
@@ -116,19 +118,24 @@ impl Worker {
             policer: Default::default(),
             room,
             speaker_key,
+            home,
+            key: NEXT_PRODUCER.fetch_add(1, Ordering::Relaxed),
+            subscribers: Vec::new(),
+            epoch: 0,
         };
         self.producers.insert(id, producer);
         Ok(())
     }
 
     /// Adds a (paused) consumer of `producer` on a recv transport of `owner`, with a
-    /// new SSRC; its RTP parameters follow the consuming device's capabilities.
+    /// new SSRC; its RTP parameters follow the consuming device's capabilities. The
+    /// producer is this worker's, or another's that `remote` subscribed to.
     pub(crate) fn consume(
         &mut self,
         id: ConsumerId,
         transport_id: &TransportId,
         owner: &PeerId,
-        producer_id: ProducerId,
+        (producer_id, remote): (ProducerId, Option<Subscription>),
         caps: &RtpCapabilities,
     ) -> Result<ConsumeResult, MediaError> {
         let key = self.key_of(transport_id, owner)?;
@@ -138,18 +145,18 @@ impl Worker {
                 "transport '{transport_id}' is a send transport; consume needs a recv transport"
             )));
         }
-        let producer =
-            self.producers.get(&producer_id).ok_or_else(|| MediaError::not_found("producer", &producer_id))?;
-        let producer_paused = producer.paused;
+        let local = self.producers.get(&producer_id).map(|p| (&p.stream, p.paused));
+        let Some((stream, producer_paused)) = local.or(remote.as_ref().map(|r| (&r.stream, r.paused))) else {
+            return Err(MediaError::not_found("producer", &producer_id));
+        };
+        let stream = stream.clone();
         let random = uuid::Uuid::new_v4().as_u128();
         let ssrc = (random as u32).max(1);
         let rtp_parameters = {
             let transport = self.transport_of(transport_id, owner)?;
             let mid = (0u32..).map(|n| n.to_string()).find(|m| !transport.mids.contains(m)).unwrap_or_default();
             transport.declare_mid(&mid)?;
-            let stream = self.producers.get(&producer_id).map(|p| &p.stream);
-            let Some(stream) = stream else { return Err(MediaError::not_found("producer", &producer_id)) };
-            router::consumer_parameters(stream, caps, mid, ssrc)
+            router::consumer_parameters(&stream, caps, mid, ssrc)
         };
         let mid_ext = rtp_parameters
             .header_extensions
@@ -176,8 +183,10 @@ impl Worker {
         };
         let consumer_key = self.consumers.insert(consumer);
         self.consumer_keys.insert(id.clone(), consumer_key);
-        if let Some(p) = self.producers.get_mut(&producer_id) {
-            p.consumers.push(consumer_key);
+        match (self.producers.get_mut(&producer_id), &remote) {
+            (Some(p), _) => p.consumers.push(consumer_key),
+            (None, Some(sub)) => self.attach_remote(sub, &producer_id, consumer_key),
+            (None, None) => {}
         }
         Ok(ConsumeResult { id, producer_id, kind: MediaKind::Audio, rtp_parameters, producer_paused })
     }
@@ -192,6 +201,7 @@ impl Worker {
         self.owned_producer(id, owner)?;
         let producer = self.producers.get_mut(id).ok_or_else(|| MediaError::not_found("producer", id))?;
         if producer.paused && !paused {
+            producer.epoch = producer.epoch.wrapping_add(1);
             for &c in &producer.consumers {
                 if let Some(c) = self.consumers.get_mut(c) {
                     c.seq.resync();
@@ -199,9 +209,6 @@ impl Worker {
             }
         }
         producer.paused = paused;
-        if let Some(speakers) = self.rooms.get_mut(&producer.room) {
-            speakers.set_paused(producer.speaker_key, paused);
-        }
         Ok(())
     }
 
@@ -250,9 +257,6 @@ impl Worker {
             t.producers.remove(&producer.stream.ssrc);
             t.remove_mid(&producer.stream.mid);
         }
-        if let Some(speakers) = self.rooms.get_mut(&producer.room) {
-            speakers.remove(producer.speaker_key);
-        }
         producer
             .consumers
             .into_iter()
@@ -265,11 +269,12 @@ impl Worker {
     }
 
     /// Closes a consumer; returns its owner if it existed.
-    fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
+    pub(super) fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
         let key = self.consumer_keys.remove(id)?;
         let consumer = self.consumers.try_remove(key)?;
-        if let Some(p) = self.producers.get_mut(&consumer.producer) {
-            p.consumers.retain(|&c| c != key);
+        match self.producers.get_mut(&consumer.producer) {
+            Some(p) => p.consumers.retain(|&c| c != key),
+            None => self.detach_remote(&consumer.producer, key),
         }
         if let Some(t) = self.transports.get_mut(consumer.transport) {
             t.remove_mid(&consumer.mid);
@@ -289,35 +294,39 @@ impl Worker {
     }
 
     /// Closes every transport of `owner` with everything on it; returns consumers of
-    /// other peers that were closed because a producer on those transports closed.
-    pub(crate) fn close_peer(&mut self, owner: &PeerId) -> Vec<ClosedConsumer> {
+    /// other peers (on this worker) that were closed because a producer on those
+    /// transports closed, and those producers.
+    pub(crate) fn close_peer(&mut self, owner: &PeerId) -> (Vec<ClosedConsumer>, Vec<ProducerId>) {
         let ids: Vec<TransportId> =
             self.transports.iter().filter(|(_, t)| &t.owner == owner).map(|(_, t)| t.id.clone()).collect();
-        ids.iter().flat_map(|id| self.close_transport(id)).collect()
+        let (mut closed, mut producers) = (Vec::new(), Vec::new());
+        for id in &ids {
+            self.close_transport(id, &mut closed, &mut producers);
+        }
+        (closed, producers)
     }
 
-    /// Closes a transport with everything on it; returns consumers of other peers that
-    /// were closed because a producer on this transport closed.
-    fn close_transport(&mut self, id: &TransportId) -> Vec<ClosedConsumer> {
+    /// Closes a transport with everything on it; adds the consumers of other peers
+    /// closed because a producer on this transport closed, and those producers.
+    fn close_transport(&mut self, id: &TransportId, closed: &mut Vec<ClosedConsumer>, gone: &mut Vec<ProducerId>) {
         let Some(key) = self.transport_keys.remove(id) else {
-            return Vec::new();
+            return;
         };
         let Some(transport) = self.transports.try_remove(key) else {
-            return Vec::new();
+            return;
         };
         self.by_ufrag.remove(&transport.local_ufrag);
         self.detach(transport.remotes);
         let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
-        let mut closed = Vec::new();
         for p in producers {
             closed.extend(self.close_producer(&p));
+            gone.push(p);
         }
         let consumers: Vec<ConsumerId> =
             self.consumers.iter().filter(|(_, c)| c.transport == key).map(|(_, c)| c.id.clone()).collect();
         for c in consumers {
             self.remove_consumer(&c);
         }
-        closed
     }
 
     /// Statistics of a transport, producer or consumer of `owner`.
@@ -348,7 +357,7 @@ impl Worker {
         }
         let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
         if let Some(c) = consumer.filter(|c| &c.owner == owner) {
-            let producer_paused = self.producers.get(&c.producer).is_some_and(|p| p.paused);
+            let producer_paused = self.producer_paused(&c.producer);
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),
                 paused: c.paused,

@@ -3,6 +3,8 @@
 //! number, timestamp, marker and the producer packet's audio level patched, sealed in place with the consumer
 //! transport's SRTP context into the worker's arena, and sent to the client address
 //! that has consent. Also the consumers' sender reports (SRTCP), about once a second.
+//! [`Egress::fan_out`] serves local producers and those of other workers alike
+//! (`remote`): policing and sequence rewriting are the same for both.
 //!
 //! str0m has no stream on a consumer's SSRC, so the worker is the only sender of RTP
 //! and RTCP on it: no SRTP index (and no AES-GCM nonce) is ever used twice.
@@ -11,11 +13,16 @@ use std::time::{Instant, SystemTime};
 
 use str0m::rtp::RtpPacket;
 
-use super::{SEND_BATCH, TransportKey, Worker};
+use slab::Slab;
+
+use super::{Consumer, ConsumerKey, SEND_BATCH, TransportKey, Worker};
+use crate::cross::{Handoff, LevelSample};
 use crate::egress::{self, SENDER_REPORT_MAX};
 use crate::router::OPUS_CLOCK_RATE;
 use crate::traffic::DropReason;
-use crate::udp::Route;
+use crate::traffic::LocalTraffic;
+use crate::transport::Transport;
+use crate::udp::{Arena, MediaSocket, Route};
 
 /// An input sequence jump larger than this (either way) restarts the output run
 /// right after the last number sent, so receivers never have to guess a rollover
@@ -70,87 +77,70 @@ impl Worker {
         self.rtp = rtp;
     }
 
-    /// Writes one producer packet to every active consumer of it.
+    /// Checks one producer packet, hands it to the workers with consumers of it
+    /// (`cross`) and its level to the room's detector, and writes it to every active
+    /// local consumer.
     fn forward(&mut self, from: TransportKey, packet: &RtpPacket, now: Instant) {
-        let Some(transport) = self.transports.get(from) else {
+        let Worker { transports, producers, consumers, rooms, links, traffic, arena, tcp_arena, socket, .. } = self;
+        let Some(transport) = transports.get(from) else {
             return;
         };
         let Some(producer_id) = transport.producers.get(&*packet.header.ssrc) else {
             return;
         };
-        let Some(producer) = self.producers.get_mut(producer_id) else {
+        let Some(producer) = producers.get_mut(producer_id) else {
             return;
         };
         let payload = &packet.payload[..];
         producer.packets += 1;
         producer.bytes += payload.len() as u64;
-        self.traffic.packets_received += 1;
-        self.traffic.bytes_received += payload.len() as u64;
+        traffic.packets_received += 1;
+        traffic.bytes_received += payload.len() as u64;
         if producer.paused {
-            return self.traffic.drop(DropReason::ProducerPaused);
+            return traffic.drop(DropReason::ProducerPaused);
         }
         if *packet.header.payload_type != producer.stream.payload_type {
-            return self.traffic.drop(DropReason::PayloadType);
+            return traffic.drop(DropReason::PayloadType);
         }
         if !producer.policer.admit(now, payload.len()) {
             let dropped = producer.policer.dropped;
             if dropped.is_power_of_two() {
                 tracing::debug!(producer = %producer_id, dropped, "policing a producer over its rate");
             }
-            return self.traffic.drop(DropReason::Policed);
+            return traffic.drop(DropReason::Policed);
         }
-        super::speakers::observe(&mut self.rooms, producer, packet, now);
         let ext = &packet.header.ext_vals;
-        let level = egress::level_byte(ext.audio_level, ext.voice_activity);
-        for &consumer_key in &producer.consumers {
-            let Some(consumer) = self.consumers.get_mut(consumer_key) else {
-                continue;
+        if let Some(level) = ext.audio_level {
+            let sample = LevelSample {
+                room: producer.room,
+                speaker: producer.speaker_key,
+                level: level.unsigned_abs(),
+                arrival: now,
             };
-            if consumer.paused {
-                self.traffic.drop(DropReason::ConsumerPaused);
-                continue;
-            }
-            let Some(target) = self.transports.get_mut(consumer.transport) else {
-                continue;
-            };
-            let Some(srtp) = target.srtp.as_ref().filter(|_| target.is_connected()) else {
-                self.traffic.drop(DropReason::NotConnected);
-                continue;
-            };
-            let Some(remote) = target.destination(now) else {
-                self.traffic.drop(DropReason::NoConsent);
-                continue;
-            };
-            let Some(seq) = consumer.seq.rewrite(*packet.seq_no) else {
-                self.traffic.drop(DropReason::Stale);
-                continue;
-            };
-            let timestamp = packet.header.timestamp.wrapping_add(consumer.timestamp_offset);
-            let header = &consumer.header;
-            let max = header.len() + payload.len() + srtp.profile().rtp_overhead();
-            let arena = match remote.route {
-                Route::Udp(_) => &mut self.arena,
-                Route::Tcp(_) => &mut self.tcp_arena,
-            };
-            let sealed = arena.push(remote.addr, remote.route, max, |buf| {
-                let header_len = header.write(buf, seq as u16, timestamp, packet.header.marker, level);
-                buf[header_len..header_len + payload.len()].copy_from_slice(payload);
-                srtp.seal_rtp(buf, header_len + payload.len(), header_len, seq).ok()
-            });
-            let Some(sealed) = sealed else {
-                // Only a sealing failure (never expected): the packet is not sent.
-                tracing::warn!(transport = %target.id, "SRTP sealing failed");
-                continue;
-            };
-            consumer.sent.sent(now, timestamp, payload.len());
-            target.count_sent(sealed);
-            self.traffic.packets_sent += 1;
-            self.traffic.bytes_sent += payload.len() as u64;
-            // Send as we go, so the first consumers do not wait for the last ones.
-            if self.arena.len() >= SEND_BATCH {
-                self.socket.send_arena(&mut self.arena);
+            if producer.home == links.index {
+                super::speakers::observe(rooms, &sample);
+            } else if !links.push_level(producer.home, &sample) {
+                traffic.drop(DropReason::HandoffFull);
             }
         }
+        let handoff = Handoff {
+            producer: producer.key,
+            epoch: producer.epoch,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            level: egress::level_byte(ext.audio_level, ext.voice_activity),
+            arrival: now,
+            payload,
+        };
+        for &(to, _) in &producer.subscribers {
+            if links.push_packet(to, &handoff) {
+                traffic.handed_over += 1;
+            } else {
+                traffic.drop(DropReason::HandoffFull);
+            }
+        }
+        Egress { consumers, transports, arena, tcp_arena, socket, traffic }.fan_out(&producer.consumers, &handoff, now);
     }
 
     /// Sends the sender report + SDES of every consumer that is due one (about once a
@@ -194,6 +184,75 @@ impl Worker {
             }
             if self.arena.len() >= SEND_BATCH {
                 self.socket.send_arena(&mut self.arena);
+            }
+        }
+    }
+}
+
+/// What the fan-out writes to: the worker's consumers, transports, arenas and
+/// counters, borrowed apart from the producer (local or remote) it fans out from.
+pub(super) struct Egress<'w> {
+    pub(super) consumers: &'w mut Slab<Consumer>,
+    pub(super) transports: &'w mut Slab<Transport>,
+    pub(super) arena: &'w mut Arena,
+    pub(super) tcp_arena: &'w mut Arena,
+    pub(super) socket: &'w MediaSocket,
+    pub(super) traffic: &'w mut LocalTraffic,
+}
+
+impl Egress<'_> {
+    /// Writes one producer packet to every active consumer in `keys`: the consumer's
+    /// prebuilt header patched, the payload, sealed in place in the arena.
+    pub(super) fn fan_out(self, keys: &[ConsumerKey], packet: &Handoff<'_>, now: Instant) {
+        let Egress { consumers, transports, arena, tcp_arena, socket, traffic } = self;
+        let payload = packet.payload;
+        for &consumer_key in keys {
+            let Some(consumer) = consumers.get_mut(consumer_key) else {
+                continue;
+            };
+            if consumer.paused {
+                traffic.drop(DropReason::ConsumerPaused);
+                continue;
+            }
+            let Some(target) = transports.get_mut(consumer.transport) else {
+                continue;
+            };
+            let Some(srtp) = target.srtp.as_ref().filter(|_| target.is_connected()) else {
+                traffic.drop(DropReason::NotConnected);
+                continue;
+            };
+            let Some(remote) = target.destination(now) else {
+                traffic.drop(DropReason::NoConsent);
+                continue;
+            };
+            let Some(seq) = consumer.seq.rewrite(packet.seq) else {
+                traffic.drop(DropReason::Stale);
+                continue;
+            };
+            let timestamp = packet.timestamp.wrapping_add(consumer.timestamp_offset);
+            let header = &consumer.header;
+            let max = header.len() + payload.len() + srtp.profile().rtp_overhead();
+            let out = match remote.route {
+                Route::Udp(_) => &mut *arena,
+                Route::Tcp(_) => &mut *tcp_arena,
+            };
+            let sealed = out.push(remote.addr, remote.route, max, |buf| {
+                let header_len = header.write(buf, seq as u16, timestamp, packet.marker, packet.level);
+                buf[header_len..header_len + payload.len()].copy_from_slice(payload);
+                srtp.seal_rtp(buf, header_len + payload.len(), header_len, seq).ok()
+            });
+            let Some(sealed) = sealed else {
+                // Only a sealing failure (never expected): the packet is not sent.
+                tracing::warn!(transport = %target.id, "SRTP sealing failed");
+                continue;
+            };
+            consumer.sent.sent(now, timestamp, payload.len());
+            target.count_sent(sealed);
+            traffic.packets_sent += 1;
+            traffic.bytes_sent += payload.len() as u64;
+            // Send as we go, so the first consumers do not wait for the last ones.
+            if arena.len() >= SEND_BATCH {
+                socket.send_arena(arena);
             }
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! The worker is an actor. A [`RouterHandle`](super::RouterHandle) sends it commands
 //! over a channel ([`WorkerHandle::call`], private to the engine); the worker runs them
-//! with exclusive access to its state, between datagrams and timers, on its own
-//! single-threaded runtime. Nothing here is shared or locked. The worker owns the
+//! with exclusive access to its state, between datagrams, timers and hand-offs from
+//! other workers, on its own single-threaded runtime. Nothing here is locked; only the
+//! `cross` rings are shared, each with one writer and one reader. The worker owns the
 //! media facts: which peer owns a transport, its direction, what is paused.
 //!
 //! This file holds the state and the event loop; by concern:
@@ -19,15 +20,20 @@
 //!   consumer's sender report + SDES is also the worker's (`send_reports`, about once
 //!   a second, SRTCP).
 //! - `commands`: what the router handle asks for (create, connect, produce, …).
-//! - `speakers`: voice activity per room: each producer packet's audio level feeds
-//!   its room's detector (one call on the per-packet path); a tick every 100 ms sends
-//!   the room's events up to the server.
+//! - `remote`: producers of other workers. A producer's packets go once to each
+//!   worker with consumers of it, through the `cross` rings; the worker drains its
+//!   rings when woken (`drain_inbound`) and fans them out like its own producers'.
+//! - `speakers`: voice activity of the rooms at home on this worker: each producer
+//!   packet's audio level feeds its room's detector (one call on the per-packet path,
+//!   or one ring record from another worker); a tick every 100 ms sends the room's
+//!   events up to the server.
 //!
 //! Timers sit in a heap, so a wake-up touches only the transports due.
 
 mod commands;
 mod forward;
 mod io;
+mod remote;
 mod speakers;
 
 use std::cmp::Reverse;
@@ -44,6 +50,7 @@ use str0m::rtp::RtpPacket;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cross::Links;
 use crate::dtls::Identity;
 use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
@@ -54,8 +61,9 @@ use crate::traffic::{LocalTraffic, Traffic};
 use crate::transport::{Sink, Transport};
 use crate::udp::{Arena, MediaSocket, Outgoing, Route};
 use forward::SeqRewriter;
+pub(crate) use remote::Subscription;
 
-type Command = Box<dyn FnOnce(&mut Worker) + Send>;
+pub(crate) type Command = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// Live counts of one worker, readable without asking it.
 #[derive(Debug, Default)]
@@ -63,7 +71,8 @@ pub(crate) struct WorkerCounts {
     pub(crate) transports: AtomicUsize,
     pub(crate) producers: AtomicUsize,
     pub(crate) consumers: AtomicUsize,
-    /// Rooms pinned to this worker (live router handles).
+    /// Rooms whose home this worker is (live router handles): it runs their speaker
+    /// detectors.
     pub(crate) rooms: AtomicUsize,
     /// Packet and byte totals, for monitoring.
     pub(crate) traffic: Traffic,
@@ -110,6 +119,11 @@ impl WorkerHandle {
         let _ = self.commands.send(Box::new(f));
     }
 
+    /// The worker's command channel, held weakly (by the other workers).
+    pub(crate) fn weak(&self) -> crate::cross::Peer<Command> {
+        self.commands.downgrade()
+    }
+
     /// Asks the worker to close everything and stop.
     pub(crate) fn stop(&self) {
         let _ = self.commands.send(Box::new(|w| w.stopping = true));
@@ -133,9 +147,16 @@ struct Producer {
     bytes: u64,
     /// Holds the producer to its packet and bit rate (no amplification).
     policer: crate::police::Policer,
-    /// Its room, and its key in the room's speaker detector.
+    /// Its room, its key in the room's speaker detector, and the worker that runs it.
     room: RoomKey,
     speaker_key: u32,
+    home: usize,
+    /// Its engine-wide key (in the records handed to other workers).
+    key: u64,
+    /// Workers with consumers of it, each with its count of them (`remote`).
+    subscribers: Vec<(usize, u32)>,
+    /// Resumes so far: tells other workers' consumers to resynchronize.
+    epoch: u32,
 }
 
 /// A consumer's index in the worker's slab.
@@ -208,8 +229,11 @@ pub(crate) struct Worker {
     speaker_events: SpeakerEvents,
     /// Voice activity of the rooms on this worker (none with [`SpeakerEvents::Off`]).
     rooms: FxHashMap<RoomKey, RoomSpeakers>,
-    /// The next producer's key in its room's detector.
-    next_speaker_key: u32,
+    /// The rings to and from the other workers (`cross`).
+    links: Links<Command>,
+    /// Producers of other workers with consumers here, by key, and their keys by id.
+    remote: FxHashMap<u64, remote::RemoteProducer>,
+    remote_keys: FxHashMap<ProducerId, u64>,
     /// When the rooms' detectors next decide.
     next_speaker_tick: Instant,
 }
@@ -225,16 +249,18 @@ pub(crate) struct Settings {
 
 /// Spawns a worker thread on a bound socket (and a listening TCP socket on the same
 /// port for ICE-TCP). `locals` are the host candidate addresses; `cpu`, the CPU to pin
-/// the thread to, if any.
+/// the thread to, if any; `links`, its rings to the other workers (`cross`), which
+/// also give its index.
 pub(crate) fn spawn(
-    index: usize,
     socket: std::net::UdpSocket,
     listener: Option<std::net::TcpListener>,
     locals: Vec<SocketAddr>,
     identity: Arc<Identity>,
     cpu: Option<usize>,
     settings: Settings,
+    links: Links<Command>,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), std::io::Error> {
+    let index = links.index;
     let port = socket.local_addr()?.port();
     let locals: Arc<[SocketAddr]> = locals.into();
     let (commands, rx) = mpsc::unbounded_channel();
@@ -295,7 +321,9 @@ pub(crate) fn spawn(
                 stopping: false,
                 speaker_events: settings.speaker_events,
                 rooms: FxHashMap::default(),
-                next_speaker_key: 0,
+                links,
+                remote: FxHashMap::default(),
+                remote_keys: FxHashMap::default(),
                 next_speaker_tick: now,
             };
             worker.run(rx, tcp_events).await;
@@ -320,6 +348,7 @@ impl Worker {
         let socket = self.socket.clone();
         let listener = self.tcp.as_ref().map(TcpConns::listener);
         let mut buf = vec![0u8; 2048];
+        let handed_over = self.links.wake.clone();
         while !self.stopping {
             let wakeup = tokio::time::Instant::from_std(self.next_wakeup());
             let accepting = Instant::now() >= self.accept_paused_until;
@@ -353,12 +382,14 @@ impl Worker {
                     }
                     self.forward_all(now);
                 }
+                () = handed_over.notified() => self.drain_inbound(Instant::now()),
                 () = tokio::time::sleep_until(wakeup) => self.on_timers(),
             }
             if !self.rooms.is_empty() {
                 self.tick_speakers(Instant::now());
             }
             self.flush();
+            self.links.wake_pending();
             self.update_counts();
         }
         self.transports.clear();
@@ -366,6 +397,8 @@ impl Worker {
         self.producers.clear();
         self.consumers.clear();
         self.consumer_keys.clear();
+        self.remote.clear();
+        self.remote_keys.clear();
         self.rooms.clear();
         self.update_counts();
     }

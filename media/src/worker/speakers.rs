@@ -1,15 +1,19 @@
-//! Voice activity on the worker: each room's [`RoomSpeakers`], opened and closed with
-//! its router handle, fed one audio level per producer packet ([`observe`], the only
-//! hook on the per-packet path) and ticked every [`TICK_EVERY`], when it sends the
-//! room's `activeSpeaker`/`audioLevels` up to the server.
+//! Voice activity on the worker: each room's [`RoomSpeakers`] lives on the room's home
+//! worker, opened and closed with its router handle, which also adds, pauses and
+//! removes the room's producers whatever worker they are on. It is fed one audio
+//! level per producer packet ([`observe`], the only hook on the per-packet path):
+//! directly on the home worker, through the `cross` rings from the others. It is ticked
+//! every [`TICK_EVERY`], when it sends the room's `activeSpeaker`/`audioLevels` up to
+//! the server: one stream per room, whatever the placement.
 
 use std::time::Instant;
 
+use dspeak_schema::{PeerId, ProducerId};
 use rustc_hash::FxHashMap;
-use str0m::rtp::RtpPacket;
 use tokio::sync::mpsc;
 
-use super::{Producer, RoomKey, Worker};
+use super::{RoomKey, Worker};
+use crate::cross::LevelSample;
 use crate::speaker::{RoomSpeakers, RouterEvent, SpeakerEvents, TICK_EVERY};
 
 impl Worker {
@@ -32,10 +36,25 @@ impl Worker {
         self.speaker_events != SpeakerEvents::Off
     }
 
-    /// A new key for a producer in its room's detector.
-    pub(super) fn speaker_key(&mut self) -> u32 {
-        self.next_speaker_key = self.next_speaker_key.wrapping_add(1);
-        self.next_speaker_key
+    /// A producer of the room (on any worker) joins its detector.
+    pub(crate) fn speaker_add(&mut self, room: RoomKey, key: u32, owner: PeerId, producer: ProducerId) {
+        if let Some(speakers) = self.rooms.get_mut(&room) {
+            speakers.add(key, owner, producer);
+        }
+    }
+
+    /// A producer of the room was paused or resumed.
+    pub(crate) fn speaker_paused(&mut self, room: RoomKey, key: u32, paused: bool) {
+        if let Some(speakers) = self.rooms.get_mut(&room) {
+            speakers.set_paused(key, paused);
+        }
+    }
+
+    /// A producer of the room closed.
+    pub(crate) fn speaker_remove(&mut self, room: RoomKey, key: u32) {
+        if let Some(speakers) = self.rooms.get_mut(&room) {
+            speakers.remove(key);
+        }
     }
 
     /// Runs the rooms' detectors when their tick is due.
@@ -51,20 +70,14 @@ impl Worker {
 
     /// When the worker must wake up for the detectors, if any room may need them.
     pub(super) fn speaker_deadline(&self) -> Option<Instant> {
-        (!self.rooms.is_empty() && !self.producers.is_empty()).then_some(self.next_speaker_tick)
+        self.rooms.values().any(|r| !r.is_idle()).then_some(self.next_speaker_tick)
     }
 }
 
-/// Feeds a producer packet's audio level, if it carries one, to its room's detector.
-pub(super) fn observe(
-    rooms: &mut FxHashMap<RoomKey, RoomSpeakers>,
-    producer: &Producer,
-    packet: &RtpPacket,
-    now: Instant,
-) {
-    if let Some(level) = packet.header.ext_vals.audio_level
-        && let Some(room) = rooms.get_mut(&producer.room)
-    {
-        room.observe(producer.speaker_key, level.unsigned_abs(), now);
+/// Feeds a producer packet's audio level to its room's detector (on the room's home
+/// worker; other workers hand their producers' levels over through `cross`).
+pub(super) fn observe(rooms: &mut FxHashMap<RoomKey, RoomSpeakers>, sample: &LevelSample) {
+    if let Some(room) = rooms.get_mut(&sample.room) {
+        room.observe(sample.speaker, sample.level, sample.arrival);
     }
 }

@@ -31,30 +31,30 @@ async fn transport(peer: &Peer, direction: Direction) -> TransportId {
     peer.client.create_transport(CreateTransportParams { direction }).await.unwrap().id
 }
 
-/// The port a room's transports announce: which worker the room is on.
-async fn room_port(peer: &Peer) -> u16 {
+/// The port a new transport announces: which worker it was placed on.
+async fn transport_port(peer: &Peer) -> u16 {
     peer.client.create_transport(CreateTransportParams { direction: Direction::Recv }).await.unwrap().ice_candidates[0]
         .port
 }
 
 #[tokio::test]
-async fn rooms_go_to_the_worker_with_fewest_rooms_and_a_closed_room_frees_its_place() {
+async fn a_rooms_transports_spread_over_the_workers_and_a_closed_one_frees_its_place() {
     let config = dspeak_server::Config { workers: 2, pin_workers: true, ..dspeak_server::Config::for_tests() };
     let server = spawn_server_with(config).await;
     let ports = server.handle.rtc_ports();
+    // One room: its transports go to the worker with the fewest (nothing is forwarded).
     let a = server.joined("one", "A").await;
-    let b = server.joined("two", "B").await;
-    let (port_a, port_b) = (room_port(&a).await, room_port(&b).await);
-    assert_ne!(port_a, port_b, "two rooms on two workers");
+    let b = server.joined("one", "B").await;
+    let (port_a, port_b) = (transport_port(&a).await, transport_port(&b).await);
+    assert_ne!(port_a, port_b, "one room's transports on two workers");
     assert!(ports.contains(&port_a) && ports.contains(&port_b));
-    // A second member stays on its room's worker.
     let a2 = server.joined("one", "A2").await;
-    assert_eq!(room_port(&a2).await, port_a);
-    // Room "two" closes: its worker is the emptier one again.
+    assert_eq!(transport_port(&a2).await, port_a, "a tie goes to the first worker");
+    // B leaves: its worker is the emptier one again.
     drop(b);
-    server.wait_counts("room two closed", |c| c.rooms == 1).await;
-    let c = server.joined("three", "C").await;
-    assert_eq!(room_port(&c).await, port_b, "the freed worker takes the next room");
+    server.wait_counts("B's transport closed", |c| c.transports == 2).await;
+    let c = server.joined("two", "C").await;
+    assert_eq!(transport_port(&c).await, port_b, "the freed worker takes the next transport");
 }
 
 #[tokio::test]

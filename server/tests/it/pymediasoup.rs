@@ -30,9 +30,11 @@ pub fn python() -> Option<String> {
     }
 }
 
-/// `config` with the media sockets bound to the wildcard address, as by default.
+/// `config` with the media sockets bound to the wildcard address, as by default, and
+/// two media workers, so that a room's transports land on both and its media crosses
+/// between them, as on a multi-core server.
 fn wildcard(config: Config) -> Config {
-    Config { rtc_listen_ip: Ipv4Addr::UNSPECIFIED.into(), ..config }
+    Config { rtc_listen_ip: Ipv4Addr::UNSPECIFIED.into(), workers: 2, ..config }
 }
 
 /// Runs one pytest file of `e2e/python` with `env`; fails unless it passes in time.
