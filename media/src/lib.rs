@@ -10,7 +10,8 @@
 //!
 //! - `router`: capabilities and ORTC negotiation (what producers may send, what
 //!   consumers receive); `handle`: [`RouterHandle`], the typed engine API.
-//! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
+//! - `transport`: one ICE-lite `Rtc` per WebRTC transport; `lite`: what a listener
+//!   transport keeps instead once connected (ICE answers, SRTCP in).
 //! - `worker`: the worker actor: I/O loop and demultiplexing (`worker::io`),
 //!   forwarding (`worker::forward`), the commands (`worker::commands`).
 //! - `dtls`: certificate, fingerprints, peer-certificate verification.
@@ -30,6 +31,7 @@ mod egress;
 mod error;
 mod handle;
 mod ice;
+mod lite;
 mod police;
 pub mod router;
 mod speaker;

@@ -326,7 +326,7 @@ impl Worker {
         if let Some(t) = transport.filter(|t| &t.owner == owner) {
             return Ok(Stats::Transport {
                 id: t.id.clone(),
-                ice_state: format!("{:?}", t.ice).to_lowercase(),
+                ice_state: format!("{:?}", t.ice_state(Instant::now())).to_lowercase(),
                 dtls_state: t.dtls.as_str().into(),
                 packets_received: t.counters.packets_received as u32,
                 packets_sent: t.counters.packets_sent as u32,
