@@ -37,6 +37,8 @@ pub mod router;
 mod speaker;
 mod srtp;
 mod tcp;
+#[cfg(test)]
+mod test_client;
 mod traffic;
 mod transport;
 mod udp;

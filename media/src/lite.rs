@@ -248,7 +248,7 @@ mod tests {
     use str0m::ice::TransId;
 
     use crate::dtls::Identity;
-    use crate::transport::harness::{Client, listener};
+    use crate::test_client::{Client, listener};
 
     /// Chromium's case (it is the DTLS client, we the server) and aiortc's (the
     /// reverse): the `Rtc` goes once connected, and forwarded audio still reaches the
