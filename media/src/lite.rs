@@ -249,19 +249,27 @@ mod tests {
 
     use crate::dtls::Identity;
     use crate::test_client::{Client, listener};
+    use crate::transport::Transport;
+
+    /// A listener transport connected to a str0m client (`dtls_client`: the client's
+    /// DTLS role).
+    fn connected(dtls_client: bool) -> (Transport, Client) {
+        let identity = Identity::generate().unwrap();
+        let start = Instant::now();
+        let mut t = listener(&identity, start);
+        let mut client = Client::new(&mut t, start, dtls_client);
+        client.run(&mut t, |t, c| t.is_connected() && c.connected, |_, _| false);
+        assert!(t.is_connected() && client.connected, "connected (client is DTLS client: {dtls_client})");
+        (t, client)
+    }
 
     /// Chromium's case (it is the DTLS client, we the server) and aiortc's (the
     /// reverse): the `Rtc` goes once connected, and forwarded audio still reaches the
     /// client, sealed with the transport's keys.
     #[test]
     fn audio_arrives_after_the_rtc_is_dropped() {
-        let identity = Identity::generate().unwrap();
         for dtls_client in [true, false] {
-            let now = Instant::now();
-            let mut t = listener(&identity, now);
-            let mut client = Client::new(&mut t, now, dtls_client);
-            client.run(&mut t, |t, c| t.is_connected() && c.connected, |_, _| false);
-            assert!(t.is_connected() && client.connected, "connected (client is DTLS client: {dtls_client})");
+            let (t, mut client) = connected(dtls_client);
             assert!(t.is_lite(), "no Rtc once connected");
             assert_eq!(t.lite().unwrap().keeps_flight(), dtls_client, "a flight to repeat only as the server");
             client.expect(0x1234, "0");
@@ -280,11 +288,7 @@ mod tests {
     /// our final DTLS flight.
     #[test]
     fn consent_checks_keep_a_lite_transport_alive_and_its_receiver_reports_are_read() {
-        let identity = Identity::generate().unwrap();
-        let start = Instant::now();
-        let mut t = listener(&identity, start);
-        let mut client = Client::new(&mut t, start, true);
-        client.run(&mut t, |t, c| t.is_connected() && c.connected, |_, _| false);
+        let (mut t, mut client) = connected(true);
         assert!(t.is_lite());
         client.expect(0x1234, "0");
         client.receive(&Client::rtp_from(&t, 0x1234, "0", 1));
@@ -311,11 +315,7 @@ mod tests {
     /// the real ones keep being accepted.
     #[test]
     fn forged_garbled_and_replayed_srtcp_is_dropped_and_counted() {
-        let identity = Identity::generate().unwrap();
-        let start = Instant::now();
-        let mut t = listener(&identity, start);
-        let mut client = Client::new(&mut t, start, false);
-        client.run(&mut t, |t, c| t.is_connected() && c.connected, |_, _| false);
+        let (mut t, mut client) = connected(false);
         client.expect(0x1234, "0");
         client.receive(&Client::rtp_from(&t, 0x1234, "0", 1));
         let until = client.now + Duration::from_secs(3);
@@ -347,11 +347,7 @@ mod tests {
     /// credentials, stays connected.
     #[test]
     fn ice_restart_on_a_lite_transport() {
-        let identity = Identity::generate().unwrap();
-        let start = Instant::now();
-        let mut t = listener(&identity, start);
-        let mut client = Client::new(&mut t, start, true);
-        client.run(&mut t, |t, c| t.is_connected() && c.connected, |_, _| false);
+        let (mut t, mut client) = connected(true);
         assert!(t.is_lite());
         let old = t.ice_parameters().password;
         let ice = t.restart_ice(&mut crate::transport::Sink { out: &mut Vec::new(), rtp: &mut Vec::new() });

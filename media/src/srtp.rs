@@ -176,6 +176,35 @@ impl SessionKeys {
         };
         Ok(SessionKeys { cipher, salt })
     }
+
+    /// The AES-CM counter block of an SRTCP packet (RFC 3711 §4.1.1: salt · 2^16 ⊕
+    /// SSRC · 2^64 ⊕ index · 2^16).
+    fn rtcp_cm_iv(&self, ssrc: [u8; 4], index: u32) -> [u8; 16] {
+        let mut iv = [0u8; 16];
+        iv[..14].copy_from_slice(&self.salt);
+        xor(&mut iv[4..8], &ssrc);
+        xor(&mut iv[10..14], &index.to_be_bytes());
+        iv
+    }
+
+    /// The AES-GCM nonce of an SRTCP packet (RFC 7714 §9.1: (0x0000 ‖ SSRC ‖ 0x0000 ‖
+    /// index) ⊕ salt).
+    fn rtcp_gcm_iv(&self, ssrc: [u8; 4], index: u32) -> [u8; 12] {
+        let mut iv = [0u8; 12];
+        iv[2..6].copy_from_slice(&ssrc);
+        iv[8..12].copy_from_slice(&index.to_be_bytes());
+        xor(&mut iv, &self.salt[..12]);
+        iv
+    }
+}
+
+/// The AES-GCM additional data of an SRTCP packet (RFC 7714 §9.1): its first 8 bytes,
+/// then E ‖ index.
+fn rtcp_gcm_aad(header: &[u8], e_index: [u8; 4]) -> [u8; 12] {
+    let mut aad = [0u8; 12];
+    aad[..8].copy_from_slice(&header[..8]);
+    aad[8..].copy_from_slice(&e_index);
+    aad
 }
 
 /// One side's master key and salt from the DTLS keying material (client key, server
@@ -280,11 +309,7 @@ impl SrtpSender {
                 let CmKeys { key, auth } = &**cm;
                 // RFC 3711 §3.4 and §4.1.1: encrypted after the first 8 bytes, then
                 // E ‖ index, then the tag over all of it.
-                let mut iv = [0u8; 16];
-                iv[..14].copy_from_slice(&self.rtcp.salt);
-                xor(&mut iv[4..8], &ssrc);
-                xor(&mut iv[10..14], &index.to_be_bytes());
-                ctr_apply(key, iv, payload)?;
+                ctr_apply(key, self.rtcp.rtcp_cm_iv(ssrc, index), payload)?;
                 rest[..4].copy_from_slice(&e_index);
                 let mut mac = hmac::Context::with_key(auth);
                 mac.update(header);
@@ -295,13 +320,7 @@ impl SrtpSender {
             Cipher::Gcm(key) => {
                 // RFC 7714 §9.1: IV = (0x0000 ‖ SSRC ‖ 0x0000 ‖ index) ⊕ salt;
                 // AAD = the first 8 bytes ‖ E ‖ index; the tag, then E ‖ index.
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc);
-                iv[8..12].copy_from_slice(&index.to_be_bytes());
-                xor(&mut iv, &self.rtcp.salt[..12]);
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(header);
-                aad[8..].copy_from_slice(&e_index);
+                let (iv, aad) = (self.rtcp.rtcp_gcm_iv(ssrc, index), rtcp_gcm_aad(header, e_index));
                 let tag = key
                     .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&aad), payload)
                     .map_err(|_| crypto_failed("AES-GCM seal"))?;
@@ -390,21 +409,12 @@ impl SrtcpReceiver {
                 let tag = hmac::sign(auth, &buf[..len + 4]);
                 verify_slices_are_equal(&tag.as_ref()[..HMAC_TAG_LEN], &buf[len + 4..len + 4 + HMAC_TAG_LEN])
                     .map_err(|_| OpenError::Unauthenticated)?;
-                let mut iv = [0u8; 16];
-                iv[..14].copy_from_slice(&self.rtcp.salt);
-                xor(&mut iv[4..8], &ssrc);
-                xor(&mut iv[10..14], &index.to_be_bytes());
+                let iv = self.rtcp.rtcp_cm_iv(ssrc, index);
                 ctr_apply(key, iv, &mut buf[8..len]).map_err(|_| OpenError::Unauthenticated)?;
             }
             Cipher::Gcm(key) => {
                 // RFC 7714 §9.1, as `SrtpSender::seal_rtcp` writes it.
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc);
-                iv[8..12].copy_from_slice(&index.to_be_bytes());
-                xor(&mut iv, &self.rtcp.salt[..12]);
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(&buf[..8]);
-                aad[8..].copy_from_slice(&e_index);
+                let (iv, aad) = (self.rtcp.rtcp_gcm_iv(ssrc, index), rtcp_gcm_aad(&buf[..8], e_index));
                 key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&aad), &mut buf[8..word_at])
                     .map_err(|_| OpenError::Unauthenticated)?;
             }
