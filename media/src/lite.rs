@@ -263,6 +263,17 @@ mod tests {
         (t, client)
     }
 
+    /// Runs the pair for a simulated minute: the client (which gives up on a pair
+    /// whose checks go unanswered) stays connected, and the transport's consent is
+    /// fresh.
+    fn stays_alive_for_a_minute(t: &mut Transport, client: &mut Client) {
+        let until = client.now + Duration::from_secs(60);
+        client.run_until(t, until);
+        let alive = matches!(client.ice, IceConnectionState::Connected | IceConnectionState::Completed);
+        assert!(alive, "the client's ICE state: {:?}", client.ice);
+        assert!(t.destination(client.now).is_some(), "consent is fresh");
+    }
+
     /// Chromium's case (it is the DTLS client, we the server) and aiortc's (the
     /// reverse): the `Rtc` goes once connected, and forwarded audio still reaches the
     /// client, sealed with the transport's keys.
@@ -292,14 +303,7 @@ mod tests {
         assert!(t.is_lite());
         client.expect(0x1234, "0");
         client.receive(&Client::rtp_from(&t, 0x1234, "0", 1));
-        let until = client.now + Duration::from_secs(60);
-        client.run_until(&mut t, until);
-        assert!(
-            matches!(client.ice, IceConnectionState::Connected | IceConnectionState::Completed),
-            "{:?}",
-            client.ice
-        );
-        assert!(t.destination(client.now).is_some(), "consent is fresh");
+        stays_alive_for_a_minute(&mut t, &mut client);
         assert!(matches!(t.ice_state(client.now), IceConnectionState::Connected | IceConnectionState::Completed));
         let counters = t.lite_counters().unwrap();
         assert!(counters.rtcp >= 10, "receiver reports opened: {counters:?}");
@@ -372,14 +376,7 @@ mod tests {
             ufrag: ice.username_fragment.clone(),
             pass: ice.password.clone(),
         });
-        let until = client.now + Duration::from_secs(60);
-        client.run_until(&mut t, until);
-        assert!(
-            matches!(client.ice, IceConnectionState::Connected | IceConnectionState::Completed),
-            "{:?}",
-            client.ice
-        );
-        assert!(t.destination(client.now).is_some());
+        stays_alive_for_a_minute(&mut t, &mut client);
     }
 
     /// Our final DTLS flight (we are the server) is lost: the client retransmits its
