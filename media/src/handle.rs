@@ -68,6 +68,13 @@ impl RouterHandle {
         self.worker.index
     }
 
+    /// What a lite (connected listener) transport's client sent; `None` while it keeps
+    /// its `Rtc` (tests).
+    #[cfg(test)]
+    pub(crate) async fn lite_counters(&self, id: TransportId) -> Option<crate::lite::LiteCounters> {
+        self.worker.call(move |w| Ok(w.lite_counters(&id))).await.ok().flatten()
+    }
+
     /// Creates a WebRTC transport owned by `owner`: its ICE parameters, candidates and
     /// DTLS fingerprints, for the client.
     pub async fn create_transport(

@@ -459,3 +459,174 @@ mod tests {
         assert_eq!(&flight.datagrams[..], &[Box::from(&[20u8, 3][..])]);
     }
 }
+
+/// The engine over real UDP sockets on loopback: a str0m speaker and a str0m
+/// listener (as the load tool's peers), the listener's transport lite once connected.
+#[cfg(test)]
+mod over_udp {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    use dspeak_schema::media::{CreateTransportResult, Direction};
+    use dspeak_schema::ortc::{
+        DtlsFingerprint, DtlsParameters, DtlsRole, FingerprintAlgorithm, MediaKind as Kind, RtpCapabilities,
+        RtpParameters,
+    };
+    use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
+    use str0m::media::{MediaKind, Mid, Pt};
+    use str0m::net::{Protocol, Receive};
+    use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
+    use str0m::{Event, Input, Output, Rtc};
+
+    use crate::{Engine, EngineConfig, RouterHandle};
+
+    /// A str0m peer on its own UDP socket.
+    struct Peer {
+        rtc: Rtc,
+        socket: UdpSocket,
+        connected: bool,
+        rtp: usize,
+        /// The last SRTCP datagram it sent.
+        last_rtcp: Option<Vec<u8>>,
+    }
+
+    impl Peer {
+        /// A peer for `created` (payload type `pt`, `mid` on extension id 1); returns
+        /// the `connectTransport` DTLS parameters for it.
+        fn new(created: &CreateTransportResult, pt: u8, dtls_client: bool) -> (Peer, DtlsParameters) {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let local = socket.local_addr().unwrap();
+            let candidate = &created.ice_candidates[0];
+            let server = format!("{}:{}", candidate.ip, candidate.port).parse().unwrap();
+            let ice = &created.ice_parameters;
+            let credentials = (ice.username_fragment.as_str(), ice.password.as_str());
+            let (rtc, digest) =
+                crate::test_client::str0m_client(pt, Instant::now(), local, server, credentials, dtls_client);
+            let fingerprint =
+                DtlsFingerprint { algorithm: FingerprintAlgorithm::Sha256, value: crate::dtls::to_hex(&digest) };
+            let role = if dtls_client { DtlsRole::Client } else { DtlsRole::Server };
+            let peer = Peer { rtc, socket, connected: false, rtp: 0, last_rtcp: None };
+            (peer, DtlsParameters { role, fingerprints: vec![fingerprint] })
+        }
+
+        /// Sends and receives until `until`.
+        fn pump(&mut self, until: Instant) {
+            let local = self.socket.local_addr().unwrap();
+            let mut buf = vec![0u8; 2000];
+            loop {
+                let timeout = match self.rtc.poll_output().unwrap() {
+                    Output::Transmit(t) => {
+                        if super::kind(&t.contents) == super::Kind::Rtcp {
+                            self.last_rtcp = Some(t.contents.to_vec());
+                        }
+                        self.socket.send_to(&t.contents, t.destination).unwrap();
+                        continue;
+                    }
+                    Output::Event(Event::Connected) => {
+                        self.connected = true;
+                        continue;
+                    }
+                    Output::Event(Event::RtpPacket(_)) => {
+                        self.rtp += 1;
+                        continue;
+                    }
+                    Output::Event(_) => continue,
+                    Output::Timeout(t) => t,
+                };
+                let now = Instant::now();
+                if now >= until {
+                    return;
+                }
+                let wait = timeout.min(until).saturating_duration_since(now).max(Duration::from_millis(1));
+                self.socket.set_read_timeout(Some(wait)).unwrap();
+                let input = match self.socket.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let receive = Receive::new(Protocol::Udp, from, local, &buf[..n]).unwrap();
+                        self.rtc.handle_input(Input::Receive(Instant::now(), receive))
+                    }
+                    Err(_) => self.rtc.handle_input(Input::Timeout(Instant::now())),
+                };
+                input.unwrap();
+            }
+        }
+    }
+
+    /// A field of what pymediasoup sent real mediasoup.
+    fn fixture(name: &str, field: &str) -> serde_json::Value {
+        let path = format!("{}/../fixtures/reference/pymediasoup-1.5-aiortc-1.16/{name}", env!("CARGO_MANIFEST_DIR"));
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        value[field].clone()
+    }
+
+    async fn lite_counters(router: &RouterHandle, id: &str) -> Option<super::LiteCounters> {
+        router.lite_counters(TransportId::from(id)).await
+    }
+
+    /// Audio from a speaker reaches a listener whose transport has dropped its `Rtc`,
+    /// the listener's receiver reports are opened and counted, and a garbled copy of
+    /// one sent from the listener's own address is dropped and counted.
+    #[tokio::test]
+    async fn audio_reaches_a_lite_listener_over_udp_and_its_reports_are_read() {
+        let config =
+            EngineConfig { workers: 1, listen_ip: "127.0.0.1".parse().unwrap(), tcp: false, ..EngineConfig::default() };
+        let engine = Engine::start(&config).unwrap();
+        let (router, _events) = engine.router();
+        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
+        let send = router.create_transport(TransportId::from("s"), a.clone(), Direction::Send).await.unwrap();
+        let recv = router.create_transport(TransportId::from("l"), b.clone(), Direction::Recv).await.unwrap();
+        let rtp: RtpParameters = serde_json::from_value(fixture("produce.params.json", "rtpParameters")).unwrap();
+        let caps: RtpCapabilities = serde_json::from_value(fixture("consume.params.json", "rtpCapabilities")).unwrap();
+        let (pt, ssrc) = (rtp.codecs[0].payload_type, rtp.encodings[0].ssrc.unwrap());
+        let (mut speaker, dtls) = Peer::new(&send, pt, true);
+        router.connect(send.id.clone(), a.clone(), dtls).await.unwrap();
+        let (mut listener, dtls) = Peer::new(&recv, crate::router::OPUS_PT, false);
+        router.connect(recv.id.clone(), b.clone(), dtls).await.unwrap();
+        let producer = ProducerId::from("p");
+        router.produce(producer.clone(), send.id.clone(), a.clone(), Kind::Audio, &rtp).await.unwrap();
+        let consumer = ConsumerId::from("c");
+        let consumed = router.consume(consumer.clone(), recv.id.clone(), b.clone(), producer, caps).await.unwrap();
+        let (their_ssrc, their_mid) = (consumed.rtp_parameters.encodings[0].ssrc.unwrap(), consumed.rtp_parameters.mid);
+        router.set_consumer_paused(consumer, b.clone(), false).await.unwrap();
+        let mid = Mid::from(rtp.mid.as_deref().unwrap());
+        let mut api = speaker.rtc.direct_api();
+        api.declare_media(mid, MediaKind::Audio);
+        api.declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
+        let their_mid = Mid::from(their_mid.as_deref().unwrap());
+        let mut api = listener.rtc.direct_api();
+        api.declare_media(their_mid, MediaKind::Audio);
+        api.expect_stream_rx(Ssrc::from(their_ssrc), None, their_mid, None).suppress_nack(true);
+        let start = Instant::now();
+        let mut seq = 0u64;
+        while start.elapsed() < Duration::from_secs(10) && (listener.rtp < 50 || listener.last_rtcp.is_none()) {
+            if speaker.connected {
+                seq += 1;
+                let now = Instant::now();
+                let values = ExtensionValues { mid: Some(mid), ..Default::default() };
+                let mut api = speaker.rtc.direct_api();
+                let tx = api.stream_tx(&Ssrc::from(ssrc)).unwrap();
+                let write =
+                    str0m::rtp::RtpWrite::new(Pt::from(pt), SeqNo::from(seq), (seq * 960) as u32, now, vec![0x5A; 40]);
+                tx.write_rtp(write.ext_vals(values));
+            }
+            let slice = Instant::now() + Duration::from_millis(10);
+            speaker.pump(slice);
+            listener.pump(slice + Duration::from_millis(10));
+        }
+        assert!(listener.connected, "the listener connected");
+        assert!(listener.rtp >= 50, "audio reached the listener: {} packets", listener.rtp);
+        let counters = lite_counters(&router, "l").await.expect("the listener's transport is lite");
+        assert!(counters.rtcp >= 1, "its receiver reports were opened: {counters:?}");
+        assert_eq!(counters.rtcp_rejected, 0);
+        assert_eq!(lite_counters(&router, "s").await, None, "a send transport keeps its Rtc");
+        let mut garbled = listener.last_rtcp.clone().unwrap();
+        garbled[9] ^= 1;
+        let server = format!("{}:{}", recv.ice_candidates[0].ip, recv.ice_candidates[0].port);
+        listener.socket.send_to(&garbled, server).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lite_counters(&router, "l").await.unwrap().rtcp_rejected == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lite_counters(&router, "l").await.unwrap().rtcp_rejected, 1, "the garbled report was dropped");
+        engine.stop();
+    }
+}

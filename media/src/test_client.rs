@@ -38,6 +38,41 @@ pub(crate) fn listener(identity: &Identity, now: Instant) -> Transport {
         .unwrap()
 }
 
+/// A str0m client in RTP mode (Opus on `pt`, `mid` on the router's id, receiver
+/// reports every 300 ms) at `local`, ICE controlling towards `server` with the
+/// server's ICE `credentials`, DTLS started in the given role; with its certificate's
+/// sha-256 digest.
+pub(crate) fn str0m_client(
+    pt: u8,
+    now: Instant,
+    local: SocketAddr,
+    server: SocketAddr,
+    credentials: (&str, &str),
+    dtls_client: bool,
+) -> (Rtc, Vec<u8>) {
+    let mut exts = ExtensionMap::empty();
+    exts.set(MID_EXT_ID, Extension::RtpMid);
+    let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_fingerprint_verification(false)
+        .clear_codecs()
+        .set_extension_map(exts)
+        .set_rtcp_report_interval_audio(Duration::from_millis(300));
+    let opus = FormatParams::default();
+    config.codec_config().add_config(Pt::from(pt), None, Codec::Opus, Frequency::FORTY_EIGHT_KHZ, Some(2), opus);
+    let mut rtc = config.build(now);
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    rtc.add_remote_candidate(Candidate::host(server, "udp").unwrap());
+    let mut api = rtc.direct_api();
+    api.set_ice_controlling(true);
+    let (ufrag, pass) = credentials;
+    api.set_remote_ice_credentials(IceCreds { ufrag: ufrag.into(), pass: pass.into() });
+    api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
+    api.start_dtls(dtls_client).unwrap();
+    let digest = api.local_dtls_fingerprint().bytes.clone();
+    (rtc, digest)
+}
+
 /// The client's side.
 pub(crate) struct Client {
     pub(crate) rtc: Rtc,
@@ -58,43 +93,14 @@ impl Client {
     pub(crate) fn new(t: &mut Transport, now: Instant, dtls_client: bool) -> Client {
         let server: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let (rtc, fingerprint, ufrag) = opt_out(|| {
-            let mut exts = ExtensionMap::empty();
-            exts.set(MID_EXT_ID, Extension::RtpMid);
-            let mut config = RtcConfig::new()
-                .set_rtp_mode(true)
-                .set_fingerprint_verification(false)
-                .clear_codecs()
-                .set_extension_map(exts)
-                .set_rtcp_report_interval_audio(Duration::from_millis(500));
-            config.codec_config().add_config(
-                Pt::from(OPUS_PT),
-                None,
-                Codec::Opus,
-                Frequency::FORTY_EIGHT_KHZ,
-                Some(2),
-                FormatParams::default(),
-            );
-            let mut c = config.build(now);
-            c.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-            c.add_remote_candidate(Candidate::host(server, "udp").unwrap());
-            let mut api = c.direct_api();
-            api.set_ice_controlling(true);
-            api.set_remote_ice_credentials(IceCreds {
-                ufrag: t.local_ufrag.clone(),
-                pass: t.ice_parameters().password,
-            });
-            api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
-            api.start_dtls(dtls_client).unwrap();
-            let fingerprint = api.local_dtls_fingerprint().bytes.clone();
-            let ufrag = api.local_ice_credentials().ufrag;
-            (c, fingerprint, ufrag)
+        let (rtc, fingerprint) = opt_out(|| {
+            let ice = t.ice_parameters();
+            str0m_client(OPUS_PT, now, addr, server, (&ice.username_fragment, &ice.password), dtls_client)
         });
         let expected = Expected { algorithm: dspeak_schema::ortc::FingerprintAlgorithm::Sha256, digest: fingerprint };
         let role = if dtls_client { DtlsRole::Client } else { DtlsRole::Server };
         let (mut out, mut rtp) = (Vec::new(), Vec::new());
         t.connect(expected, role, &mut Sink { out: &mut out, rtp: &mut rtp }).unwrap();
-        drop(ufrag);
         let mut client =
             Client { rtc, addr, server, now, connected: false, ice: IceConnectionState::New, rtp: 0, sent: Vec::new() };
         client.hand_over(t, out, |_, _| false);

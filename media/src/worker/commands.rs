@@ -320,6 +320,13 @@ impl Worker {
         closed
     }
 
+    /// What a lite transport's client sent (SRTCP accepted and rejected), `None` while
+    /// the transport keeps its `Rtc` (tests).
+    #[cfg(test)]
+    pub(crate) fn lite_counters(&self, id: &TransportId) -> Option<crate::lite::LiteCounters> {
+        self.transport_keys.get(id).and_then(|&k| self.transports.get(k)).and_then(|t| t.lite_counters())
+    }
+
     /// Statistics of a transport, producer or consumer of `owner`.
     pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
         let transport = self.transport_keys.get(&TransportId::from(id)).and_then(|&k| self.transports.get(k));
