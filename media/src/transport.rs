@@ -706,9 +706,8 @@ mod memory {
     /// What a listener (receive-only) transport keeps right after `createTransport`:
     /// our `Transport` (its slab entry) and everything it owns on the heap, str0m's
     /// boxed `Rtc` included, split into str0m's part and ours (`BENCHMARKS.md` §9).
-    /// The DTLS handshake adds more later (measured there, by RSS). The budget holds
-    /// today's figure, so growth fails here; the 16 KiB is not met (str0m's
-    /// `Rtc` alone is over it).
+    /// The handshake adds more to the `Rtc`, which a listener drops once connected
+    /// (the next test). The budget holds today's figure, so growth fails here.
     #[test]
     fn a_listener_transport_stays_within_its_heap_budget() {
         const N: usize = 50;
