@@ -130,6 +130,14 @@ impl RouterHandle {
         &self.workers[index]
     }
 
+    /// What a lite (connected listener) transport's client sent; `None` while it keeps
+    /// its `Rtc` (tests).
+    #[cfg(test)]
+    pub(crate) async fn lite_counters(&self, id: TransportId) -> Option<crate::lite::LiteCounters> {
+        let index = self.places().transport(&id).ok()?;
+        self.worker(index).call(move |w| Ok(w.lite_counters(&id))).await.ok().flatten()
+    }
+
     /// Creates a WebRTC transport owned by `owner` on the least loaded worker: its ICE
     /// parameters, candidates and DTLS fingerprints, for the client.
     pub async fn create_transport(

@@ -15,7 +15,8 @@
 //!   consumers receive); `handle`: [`RouterHandle`], the typed engine API, which
 //!   places transports and routes each command to the worker holding its object.
 //! - `cross`: the rings between workers and their records (packets, level samples).
-//! - `transport`: one ICE-lite `Rtc` per WebRTC transport.
+//! - `transport`: one ICE-lite `Rtc` per WebRTC transport; `lite`: what a listener
+//!   transport keeps instead once connected (ICE answers, SRTCP in).
 //! - `worker`: the worker actor: I/O loop and demultiplexing (`worker::io`),
 //!   forwarding (`worker::forward`), the commands (`worker::commands`), producers of
 //!   other workers (`worker::remote`), the rooms' speaker detectors (`worker::speakers`).
@@ -37,11 +38,14 @@ mod egress;
 mod error;
 mod handle;
 mod ice;
+mod lite;
 mod police;
 pub mod router;
 mod speaker;
 mod srtp;
 mod tcp;
+#[cfg(test)]
+mod test_client;
 mod traffic;
 mod transport;
 mod udp;

@@ -8,11 +8,15 @@
 //! `AEAD_AES_128_GCM` / `AEAD_AES_256_GCM` (RFC 7714, what browsers negotiate).
 //!
 //! The worker seals every forwarded packet and its own sender reports with it
-//! (`worker::forward`). The tests check the key derivation against RFC 3711's vectors
+//! (`worker::forward`). A listener transport that no longer keeps a str0m `Rtc`
+//! (`crate::lite`) opens the SRTCP its client sends (receiver reports) with an
+//! [`SrtcpReceiver`]: the other direction's keys, tags checked before anything is
+//! decrypted, and a replay window. The tests check the key derivation against RFC 3711's vectors
 //! and every profile's sealed packets byte for byte against str0m's own SRTP.
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 
@@ -172,6 +176,51 @@ impl SessionKeys {
         };
         Ok(SessionKeys { cipher, salt })
     }
+
+    /// The AES-CM counter block of an SRTCP packet (RFC 3711 §4.1.1: salt · 2^16 ⊕
+    /// SSRC · 2^64 ⊕ index · 2^16).
+    fn rtcp_cm_iv(&self, ssrc: [u8; 4], index: u32) -> [u8; 16] {
+        let mut iv = [0u8; 16];
+        iv[..14].copy_from_slice(&self.salt);
+        xor(&mut iv[4..8], &ssrc);
+        xor(&mut iv[10..14], &index.to_be_bytes());
+        iv
+    }
+
+    /// The AES-GCM nonce of an SRTCP packet (RFC 7714 §9.1: (0x0000 ‖ SSRC ‖ 0x0000 ‖
+    /// index) ⊕ salt).
+    fn rtcp_gcm_iv(&self, ssrc: [u8; 4], index: u32) -> [u8; 12] {
+        let mut iv = [0u8; 12];
+        iv[2..6].copy_from_slice(&ssrc);
+        iv[8..12].copy_from_slice(&index.to_be_bytes());
+        xor(&mut iv, &self.salt[..12]);
+        iv
+    }
+}
+
+/// The AES-GCM additional data of an SRTCP packet (RFC 7714 §9.1): its first 8 bytes,
+/// then E ‖ index.
+fn rtcp_gcm_aad(header: &[u8], e_index: [u8; 4]) -> [u8; 12] {
+    let mut aad = [0u8; 12];
+    aad[..8].copy_from_slice(&header[..8]);
+    aad[8..].copy_from_slice(&e_index);
+    aad
+}
+
+/// One side's master key and salt from the DTLS keying material (client key, server
+/// key, client salt, server salt: RFC 5764 §4.2); `client`: the DTLS client's side
+/// (the "left" halves).
+fn master_key(profile: Profile, material: &[u8], client: bool) -> Result<(EncryptingKey, &[u8]), MediaError> {
+    let (key_len, salt_len) = (profile.key_len(), profile.salt_len());
+    if material.len() != profile.keying_material_len() {
+        return Err(MediaError::Internal(format!(
+            "SRTP: {} bytes of keying material for {profile:?}, expected {}",
+            material.len(),
+            profile.keying_material_len()
+        )));
+    }
+    let (key_at, salt_at) = if client { (0, 2 * key_len) } else { (key_len, 2 * key_len + salt_len) };
+    Ok((ctr_key(&material[key_at..key_at + key_len])?, &material[salt_at..salt_at + salt_len]))
 }
 
 impl SrtpSender {
@@ -179,17 +228,7 @@ impl SrtpSender {
     /// key, client salt, server salt: RFC 5764 §4.2). `client` is whether we were the
     /// DTLS client, which sends with the client ("left") halves.
     pub(crate) fn new(profile: Profile, material: &[u8], client: bool) -> Result<SrtpSender, MediaError> {
-        let (key_len, salt_len) = (profile.key_len(), profile.salt_len());
-        if material.len() != profile.keying_material_len() {
-            return Err(MediaError::Internal(format!(
-                "SRTP: {} bytes of keying material for {profile:?}, expected {}",
-                material.len(),
-                profile.keying_material_len()
-            )));
-        }
-        let (key_at, salt_at) = if client { (0, 2 * key_len) } else { (key_len, 2 * key_len + salt_len) };
-        let master = ctr_key(&material[key_at..key_at + key_len])?;
-        let master_salt = &material[salt_at..salt_at + salt_len];
+        let (master, master_salt) = master_key(profile, material, client)?;
         Ok(SrtpSender {
             profile,
             rtp: SessionKeys::derive(profile, &master, master_salt, 0)?,
@@ -270,11 +309,7 @@ impl SrtpSender {
                 let CmKeys { key, auth } = &**cm;
                 // RFC 3711 §3.4 and §4.1.1: encrypted after the first 8 bytes, then
                 // E ‖ index, then the tag over all of it.
-                let mut iv = [0u8; 16];
-                iv[..14].copy_from_slice(&self.rtcp.salt);
-                xor(&mut iv[4..8], &ssrc);
-                xor(&mut iv[10..14], &index.to_be_bytes());
-                ctr_apply(key, iv, payload)?;
+                ctr_apply(key, self.rtcp.rtcp_cm_iv(ssrc, index), payload)?;
                 rest[..4].copy_from_slice(&e_index);
                 let mut mac = hmac::Context::with_key(auth);
                 mac.update(header);
@@ -285,13 +320,7 @@ impl SrtpSender {
             Cipher::Gcm(key) => {
                 // RFC 7714 §9.1: IV = (0x0000 ‖ SSRC ‖ 0x0000 ‖ index) ⊕ salt;
                 // AAD = the first 8 bytes ‖ E ‖ index; the tag, then E ‖ index.
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc);
-                iv[8..12].copy_from_slice(&index.to_be_bytes());
-                xor(&mut iv, &self.rtcp.salt[..12]);
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(header);
-                aad[8..].copy_from_slice(&e_index);
+                let (iv, aad) = (self.rtcp.rtcp_gcm_iv(ssrc, index), rtcp_gcm_aad(header, e_index));
                 let tag = key
                     .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&aad), payload)
                     .map_err(|_| crypto_failed("AES-GCM seal"))?;
@@ -300,6 +329,125 @@ impl SrtpSender {
             }
         }
         Ok(sealed)
+    }
+}
+
+/// Why an incoming SRTCP packet was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// Shorter than a header, the index word and the tag.
+    #[error("SRTCP packet too short")]
+    TooShort,
+    /// The tag does not authenticate the packet (forged, garbled, or other keys).
+    #[error("SRTCP authentication failed")]
+    Unauthenticated,
+    /// An index already received, or one older than the replay window.
+    #[error("SRTCP packet replayed")]
+    Replayed,
+    /// Not encrypted (E flag clear): no client we support sends that.
+    #[error("unencrypted SRTCP is not accepted")]
+    Unencrypted,
+}
+
+/// SRTCP indices remembered behind the highest one (RFC 3711 §3.3.2 asks for ≥ 64).
+const REPLAY_WINDOW: u32 = 64;
+
+/// The receiving half for RTCP: opens the SRTCP packets a client sends, with the
+/// session keys of the client's direction.
+pub(crate) struct SrtcpReceiver {
+    profile: Profile,
+    rtcp: SessionKeys,
+    /// The highest index accepted, and which of the [`REPLAY_WINDOW`] below it were
+    /// (bit `n`: index `highest - n`); `None` before the first packet.
+    replay: Option<(u32, u64)>,
+}
+
+impl std::fmt::Debug for SrtcpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtcpReceiver").field("profile", &self.profile).finish_non_exhaustive()
+    }
+}
+
+impl SrtcpReceiver {
+    /// The keys for what the client sends; `client` is whether *we* were the DTLS
+    /// client (the peer then sends with the server halves).
+    pub(crate) fn new(profile: Profile, material: &[u8], client: bool) -> Result<SrtcpReceiver, MediaError> {
+        let (master, master_salt) = master_key(profile, material, !client)?;
+        Ok(SrtcpReceiver {
+            profile,
+            rtcp: SessionKeys::derive(profile, &master, master_salt, LABEL_RTCP)?,
+            replay: None,
+        })
+    }
+
+    /// Authenticates and decrypts the SRTCP packet `buf` in place; returns the length
+    /// of the plain compound RTCP packet at its start. The replay window only moves
+    /// when the tag is right. After a failure `buf` holds no plaintext but is not
+    /// necessarily intact (aws-lc clears a GCM packet that fails): open a copy.
+    pub(crate) fn open_rtcp(&mut self, buf: &mut [u8]) -> Result<usize, OpenError> {
+        let overhead = self.profile.rtcp_overhead();
+        if buf.len() < 8 + overhead {
+            return Err(OpenError::TooShort);
+        }
+        let len = buf.len() - overhead;
+        let ssrc = [buf[4], buf[5], buf[6], buf[7]];
+        let word_at = match self.profile {
+            Profile::Aes128CmSha1_80 => len,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => len + GCM_TAG_LEN,
+        };
+        let e_index: [u8; 4] = [buf[word_at], buf[word_at + 1], buf[word_at + 2], buf[word_at + 3]];
+        let word = u32::from_be_bytes(e_index);
+        if word & SRTCP_E_FLAG == 0 {
+            return Err(OpenError::Unencrypted);
+        }
+        let index = word & !SRTCP_E_FLAG;
+        self.check_replay(index)?;
+        match &self.rtcp.cipher {
+            Cipher::Cm(cm) => {
+                let CmKeys { key, auth } = &**cm;
+                // RFC 3711 §3.4: the tag covers the packet and E ‖ index.
+                let tag = hmac::sign(auth, &buf[..len + 4]);
+                verify_slices_are_equal(&tag.as_ref()[..HMAC_TAG_LEN], &buf[len + 4..len + 4 + HMAC_TAG_LEN])
+                    .map_err(|_| OpenError::Unauthenticated)?;
+                let iv = self.rtcp.rtcp_cm_iv(ssrc, index);
+                ctr_apply(key, iv, &mut buf[8..len]).map_err(|_| OpenError::Unauthenticated)?;
+            }
+            Cipher::Gcm(key) => {
+                // RFC 7714 §9.1, as `SrtpSender::seal_rtcp` writes it.
+                let (iv, aad) = (self.rtcp.rtcp_gcm_iv(ssrc, index), rtcp_gcm_aad(&buf[..8], e_index));
+                key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&aad), &mut buf[8..word_at])
+                    .map_err(|_| OpenError::Unauthenticated)?;
+            }
+        }
+        self.accept(index);
+        Ok(len)
+    }
+
+    /// Whether `index` may still be accepted (RFC 3711 §3.3.2).
+    fn check_replay(&self, index: u32) -> Result<(), OpenError> {
+        let Some((highest, seen)) = self.replay else {
+            return Ok(());
+        };
+        if index > highest {
+            return Ok(());
+        }
+        let behind = highest - index;
+        if behind >= REPLAY_WINDOW || seen & (1 << behind) != 0 {
+            return Err(OpenError::Replayed);
+        }
+        Ok(())
+    }
+
+    /// Marks an authenticated `index` as received.
+    fn accept(&mut self, index: u32) {
+        self.replay = Some(match self.replay {
+            None => (index, 1),
+            Some((highest, seen)) if index > highest => {
+                let shift = index - highest;
+                (index, if shift >= REPLAY_WINDOW { 1 } else { (seen << shift) | 1 })
+            }
+            Some((highest, seen)) => (highest, seen | (1 << (highest - index))),
+        });
     }
 }
 
@@ -407,5 +555,48 @@ mod tests {
         let len = p.len();
         assert!(sender.seal_rtp(&mut p, len, header_len, 1).is_err());
         assert!(SrtpSender::new(profile, &material[1..], false).is_err());
+    }
+
+    /// What one side seals with `SrtpSender::seal_rtcp`, the other opens with
+    /// `SrtcpReceiver` (for each profile and DTLS role); a flipped bit, another
+    /// key, a replay and a short packet are refused.
+    #[test]
+    fn sealed_rtcp_opens_on_the_other_side_only_when_authentic() {
+        for profile in [Profile::Aes128CmSha1_80, Profile::AeadAes128Gcm, Profile::AeadAes256Gcm] {
+            let material: Vec<u8> = (0..profile.keying_material_len()).map(|i| (i * 11 + 5) as u8).collect();
+            for we_are_client in [true, false] {
+                // The peer sends with its halves: the DTLS role opposite ours.
+                let peer = SrtpSender::new(profile, &material, !we_are_client).unwrap();
+                let mut ours = SrtcpReceiver::new(profile, &material, we_are_client).unwrap();
+                let plain: Vec<u8> = [0x81, 201, 0, 7, 0xCA, 0xFE, 0xBA, 0xBE].into_iter().chain(1..=28).collect();
+                let seal = |index: u32| {
+                    let mut buf = plain.clone();
+                    buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+                    let n = peer.seal_rtcp(&mut buf, plain.len(), index).unwrap();
+                    buf.truncate(n);
+                    buf
+                };
+                let mut first = seal(5);
+                assert_ne!(first[8..plain.len()], plain[8..], "{profile:?}: encrypted");
+                assert_eq!(ours.open_rtcp(&mut first), Ok(plain.len()), "{profile:?}");
+                assert_eq!(first[..plain.len()], plain[..], "{profile:?}: decrypted");
+                assert_eq!(ours.open_rtcp(&mut seal(5)), Err(OpenError::Replayed), "{profile:?}: replay");
+                assert_eq!(ours.open_rtcp(&mut seal(3)), Ok(plain.len()), "{profile:?}: late, in the window");
+                for at in [0, 9, plain.len() + 2] {
+                    let mut garbled = seal(6);
+                    garbled[at] ^= 0x10;
+                    assert_eq!(ours.open_rtcp(&mut garbled), Err(OpenError::Unauthenticated), "{profile:?} byte {at}");
+                }
+                assert_eq!(ours.open_rtcp(&mut seal(6)), Ok(plain.len()), "{profile:?}: the real one still opens");
+                assert_eq!(ours.open_rtcp(&mut seal(6 + 1000)), Ok(plain.len()));
+                assert_eq!(ours.open_rtcp(&mut seal(6)), Err(OpenError::Replayed), "{profile:?}: behind the window");
+                let ourselves = SrtpSender::new(profile, &material, we_are_client).unwrap();
+                let mut own = plain.clone();
+                own.resize(plain.len() + profile.rtcp_overhead(), 0);
+                ourselves.seal_rtcp(&mut own, plain.len(), 2000).unwrap();
+                assert_eq!(ours.open_rtcp(&mut own), Err(OpenError::Unauthenticated), "{profile:?}: our own keys");
+                assert_eq!(ours.open_rtcp(&mut [0x81; 12]), Err(OpenError::TooShort));
+            }
+        }
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! Consent freshness (RFC 7675, as an ICE-lite agent sees it): a client address that
 //! has sent no valid ICE check for the consent timeout is not sent to any more.
+//!
+//! A listener (`recv`) transport drops its `Rtc` as soon as DTLS is connected and
+//! verified, and goes on with [`Lite`] (ICE answers, SRTCP in, the last DTLS flight):
+//! str0m is only needed for the handshake there (`crate::lite`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use crate::dtls::{self, Expected, Identity, PeerCertSlot};
 use crate::error::MediaError;
+use crate::lite::{Flight, Lite, Reply};
 use crate::router::{MAX_ONE_BYTE_EXT_ID, MID_EXT_ID, OPUS_CLOCK_RATE, OPUS_PT, PRODUCER_PTS};
 use crate::speaker::LevelCapture;
-use crate::srtp::{Profile, SrtpSender};
+use crate::srtp::{Profile, SrtcpReceiver, SrtpSender};
 use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
@@ -96,6 +101,17 @@ impl Remote {
     }
 }
 
+/// What a transport needs only until DTLS is connected.
+#[derive(Default)]
+struct Handshake {
+    /// Where the DTLS instance leaves the peer certificate and the keying material.
+    peer_cert: PeerCertSlot,
+    /// The client's fingerprint (`connectTransport`).
+    expected: Option<Expected>,
+    /// Our last DTLS flight (recorded on listener transports only).
+    flight: Flight,
+}
+
 /// One WebRTC transport.
 pub(crate) struct Transport {
     pub(crate) id: TransportId,
@@ -103,8 +119,11 @@ pub(crate) struct Transport {
     pub(crate) direction: Direction,
     /// Boxed: str0m's `Rtc` is ~10 KiB inline. Out of line, the transports' slab
     /// entries that the fan-out reads (keys, counters, destination) stay small and
-    /// dense, and the slab's spare capacity holds no `Rtc`s.
-    rtc: Box<Rtc>,
+    /// dense, and the slab's spare capacity holds no `Rtc`s. `None` once a listener
+    /// transport is connected ([`Transport::lite`] does the rest).
+    rtc: Option<Box<Rtc>>,
+    /// What a connected listener keeps instead of the `Rtc`.
+    lite: Option<Box<Lite>>,
     /// Our host candidates' addresses (announced address and port).
     locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
@@ -112,13 +131,13 @@ pub(crate) struct Transport {
     /// HMAC-SHA1 for checking ICE messages' integrity.
     hmac: &'static dyn Sha1HmacProvider,
     remote_ufrag: Option<String>,
-    peer_cert: PeerCertSlot,
-    expected: Option<Expected>,
+    /// What DTLS needs until it is connected; freed then.
+    handshake: Option<Box<Handshake>>,
     pub(crate) dtls: DtlsState,
     /// str0m panicked inside this transport: its state is not to be trusted again, so
     /// it is never driven again (the session can still close it).
     poisoned: bool,
-    pub(crate) ice: IceConnectionState,
+    ice: IceConnectionState,
     pub(crate) next_timeout: Instant,
     /// The deadline the worker's timer queue holds for this transport.
     pub(crate) scheduled: Option<Instant>,
@@ -184,8 +203,8 @@ impl Transport {
                 FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..Default::default() },
             );
         }
-        let peer_cert = PeerCertSlot::default();
-        let mut rtc = dtls::with_peer_cert_slot(peer_cert.clone(), || config.build(now));
+        let handshake = Box::<Handshake>::default();
+        let mut rtc = dtls::with_peer_cert_slot(handshake.peer_cert.clone(), || config.build(now));
         for &local in locals.iter() {
             let bad = |e| MediaError::Internal(format!("host candidate {local}: {e}"));
             rtc.add_local_candidate(Candidate::host(local, "udp").map_err(bad)?);
@@ -198,14 +217,14 @@ impl Transport {
             id,
             owner,
             direction,
-            rtc: Box::new(rtc),
+            rtc: Some(Box::new(rtc)),
+            lite: None,
             locals: locals.clone(),
             local_ufrag: creds.ufrag,
             local_password: creds.pass,
             hmac: identity.provider.sha1_hmac_provider,
             remote_ufrag: None,
-            peer_cert,
-            expected: None,
+            handshake: Some(handshake),
             dtls: DtlsState::New,
             poisoned: false,
             ice: IceConnectionState::New,
@@ -249,18 +268,18 @@ impl Transport {
         role: DtlsRole,
         sink: &mut Sink<'_>,
     ) -> Result<(), MediaError> {
-        if self.dtls != DtlsState::New {
+        let (Some(rtc), Some(handshake), DtlsState::New) = (&mut self.rtc, &mut self.handshake, self.dtls) else {
             return Err(MediaError::InvalidState(format!("transport '{}' is already connected", self.id)));
-        }
+        };
         // The client's role decides ours; with `auto` the ICE-lite side is the DTLS
         // server, as mediasoup's is.
         let active = role == DtlsRole::Server;
-        let mut api = self.rtc.direct_api();
+        let mut api = rtc.direct_api();
         // str0m requires a remote fingerprint before DTLS even with its own check off;
         // the real check is `dtls::verify` on `Connected`.
         api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
         api.start_dtls(active).map_err(|e| MediaError::Internal(format!("start_dtls: {e}")))?;
-        self.expected = Some(expected);
+        handshake.expected = Some(expected);
         self.dtls = DtlsState::Connecting;
         self.drain(Instant::now(), sink);
         Ok(())
@@ -269,7 +288,10 @@ impl Transport {
     /// New local ICE credentials (ICE restart).
     pub(crate) fn restart_ice(&mut self, sink: &mut Sink<'_>) -> IceParameters {
         let creds = super::ice::random_credentials();
-        self.rtc.direct_api().set_local_ice_credentials(creds.clone());
+        // A lite transport answers checks with the new password from now on.
+        if let Some(rtc) = &mut self.rtc {
+            rtc.direct_api().set_local_ice_credentials(creds.clone());
+        }
         self.local_ufrag = creds.ufrag;
         self.local_password = creds.pass;
         self.drain(Instant::now(), sink);
@@ -289,12 +311,43 @@ impl Transport {
 
     /// An ICE-lite agent only answers checks once it knows the remote ufrag; the
     /// client never signals it, so it is learnt from the checks' USERNAME.
+    /// (A lite transport needs no remote ufrag: its answers carry none.)
     pub(crate) fn learn_remote_ufrag(&mut self, ufrag: &str) {
+        let Some(rtc) = &mut self.rtc else {
+            return;
+        };
         if self.remote_ufrag.as_deref() != Some(ufrag) {
             self.remote_ufrag = Some(ufrag.to_owned());
             // An ICE-lite agent never uses the remote password.
-            self.rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: ufrag.to_owned(), pass: String::new() });
+            rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: ufrag.to_owned(), pass: String::new() });
         }
+    }
+
+    /// The ICE state for stats: str0m's while it has the `Rtc`; after that the state
+    /// it last reported while some client address has consent, else `disconnected`.
+    pub(crate) fn ice_state(&self, now: Instant) -> IceConnectionState {
+        if self.rtc.is_none() && self.destination(now).is_none() {
+            return IceConnectionState::Disconnected;
+        }
+        self.ice
+    }
+
+    /// Whether this transport runs without a str0m `Rtc` (a connected listener).
+    #[cfg(test)]
+    pub(crate) fn is_lite(&self) -> bool {
+        self.rtc.is_none()
+    }
+
+    /// What the client sent a lite transport (SRTCP accepted and rejected, ignored).
+    #[cfg(test)]
+    pub(crate) fn lite_counters(&self) -> Option<crate::lite::LiteCounters> {
+        self.lite.as_ref().map(|l| l.counters)
+    }
+
+    /// The lite state, once connected (listener transports).
+    #[cfg(test)]
+    pub(crate) fn lite(&self) -> Option<&Lite> {
+        self.lite.as_deref()
     }
 
     /// Remembers a client address that sent a valid check at `now` and how to reach it
@@ -363,22 +416,48 @@ impl Transport {
         let Some(destination) = self.candidate_for(source, local) else {
             return;
         };
+        let Some(rtc) = &mut self.rtc else {
+            return self.receive_lite(now, protocol, source, data, sink);
+        };
         let Ok(receive) = Receive::new(protocol, source, destination, data) else {
             return;
         };
-        if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
+        if let Err(e) = rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(transport = %self.id, error = %e, "input rejected");
         }
         self.drain(now, sink);
     }
 
+    /// A datagram on a lite transport: answers go back the way it came.
+    fn receive_lite(&mut self, now: Instant, protocol: Protocol, source: SocketAddr, data: &[u8], sink: &mut Sink<'_>) {
+        let Some(lite) = &mut self.lite else {
+            return;
+        };
+        let route = match self.remotes.iter().find(|r| r.addr == source && r.protocol() == protocol) {
+            Some(remote) => remote.route,
+            None if protocol == Protocol::Udp => Route::Udp(None),
+            None => return,
+        };
+        let mut send = |data: Vec<u8>| {
+            self.counters.packets_sent += 1;
+            self.counters.bytes_sent += data.len() as u64;
+            sink.out.push(Outgoing { data, to: source, route });
+        };
+        match lite.receive(now, source, data, &self.local_password, self.hmac) {
+            Reply::None => {}
+            Reply::Answer(answer) => send(answer),
+            Reply::Flight(flight) => flight.iter().for_each(|d| send(d.to_vec())),
+        }
+    }
+
     /// Drives timers (and sends what was written).
     pub(crate) fn timeout(&mut self, now: Instant, sink: &mut Sink<'_>) {
-        if self.poisoned {
+        let Some(rtc) = self.rtc.as_mut().filter(|_| !self.poisoned) else {
+            // Poisoned, or lite: no timers (consent is judged from the checks' times).
             self.next_timeout = now + Duration::from_secs(3600);
             return;
-        }
-        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+        };
+        if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(transport = %self.id, error = %e, "timeout failed");
         }
         self.drain(now, sink);
@@ -392,8 +471,8 @@ impl Transport {
             return Err(MediaError::InvalidState(format!("mid '{mid}' is already used on transport '{}'", self.id)));
         }
         let m = Mid::from(mid);
-        if self.direction == Direction::Send {
-            self.rtc.direct_api().declare_media(m, MediaKind::Audio);
+        if let (Direction::Send, Some(rtc)) = (self.direction, &mut self.rtc) {
+            rtc.direct_api().declare_media(m, MediaKind::Audio);
         }
         self.mids.push(mid.to_owned());
         Ok(m)
@@ -402,8 +481,8 @@ impl Transport {
     /// Frees a MID.
     pub(crate) fn remove_mid(&mut self, mid: &str) {
         self.mids.retain(|m| m != mid);
-        if self.direction == Direction::Send {
-            self.rtc.direct_api().remove_media(Mid::from(mid));
+        if let (Direction::Send, Some(rtc)) = (self.direction, &mut self.rtc) {
+            rtc.direct_api().remove_media(Mid::from(mid));
         }
     }
 
@@ -416,7 +495,9 @@ impl Transport {
 
     /// Starts receiving a producer's stream.
     pub(crate) fn expect_stream(&mut self, mid: Mid, ssrc: u32) {
-        self.rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
+        if let Some(rtc) = &mut self.rtc {
+            rtc.direct_api().expect_stream_rx(Ssrc::from(ssrc), None, mid, None).suppress_nack(true);
+        }
     }
 
     /// Counts what the worker sent itself on this transport (forwarded RTP, its own
@@ -428,10 +509,17 @@ impl Transport {
 
     /// Sends all pending output and handles events until str0m wants a timeout.
     fn drain(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        if let Some(h) = &mut self.handshake {
+            h.flight.begin();
+        }
         loop {
-            match self.rtc.poll_output() {
+            let Some(rtc) = &mut self.rtc else {
+                return;
+            };
+            match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     self.next_timeout = t.max(now);
+                    self.finish_handshake(now);
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
@@ -446,6 +534,9 @@ impl Transport {
                     };
                     self.counters.packets_sent += 1;
                     self.counters.bytes_sent += t.contents.len() as u64;
+                    if let (Direction::Recv, Some(h)) = (self.direction, &mut self.handshake) {
+                        h.flight.record(&t.contents);
+                    }
                     sink.out.push(Outgoing { data: t.contents.into(), to: t.destination, route });
                 }
                 Ok(Output::Event(event)) => self.on_event(event, sink),
@@ -462,29 +553,32 @@ impl Transport {
     fn on_event(&mut self, event: Event, sink: &mut Sink<'_>) {
         match event {
             Event::Connected => {
-                let captured = std::mem::take(&mut *self.peer_cert.lock().unwrap_or_else(|e| e.into_inner()));
-                let verified = match (&self.expected, captured.peer_cert) {
+                let captured = match &self.handshake {
+                    Some(h) => std::mem::take(&mut *h.peer_cert.lock().unwrap_or_else(|e| e.into_inner())),
+                    None => dtls::Captured::default(),
+                };
+                let expected = self.handshake.as_ref().and_then(|h| h.expected.as_ref());
+                let verified = match (expected, captured.peer_cert) {
                     (Some(expected), Some(cert)) => dtls::verify(expected, &cert),
                     _ => false,
                 };
-                if verified {
-                    match captured.keying.as_ref().map(sender) {
-                        Some(Ok(srtp)) => {
-                            tracing::debug!(transport = %self.id, profile = ?srtp.profile(), "DTLS connected");
-                            self.srtp = Some(srtp);
-                            self.dtls = DtlsState::Connected;
-                        }
-                        failed => {
-                            let error = failed.and_then(Result::err).map(|e| e.to_string());
-                            tracing::warn!(transport = %self.id, ?error, "no usable SRTP keys after DTLS; closing");
-                            self.dtls = DtlsState::Failed;
-                            self.rtc.disconnect();
-                        }
+                let keys = captured.keying.as_ref().map(|k| Ok((sender(k)?, self.receiver(k)?)));
+                match keys {
+                    Some(Ok((srtp, lite))) if verified => {
+                        tracing::debug!(transport = %self.id, profile = ?srtp.profile(), "DTLS connected");
+                        self.srtp = Some(srtp);
+                        self.lite = lite;
+                        self.dtls = DtlsState::Connected;
                     }
-                } else {
-                    tracing::warn!(transport = %self.id, "peer certificate does not match the fingerprint; closing");
-                    self.dtls = DtlsState::Failed;
-                    self.rtc.disconnect();
+                    _ if !verified => {
+                        tracing::warn!(transport = %self.id, "peer certificate does not match the fingerprint; closing");
+                        self.fail_dtls();
+                    }
+                    failed => {
+                        let error = failed.and_then(Result::err).map(|e: MediaError| e.to_string());
+                        tracing::warn!(transport = %self.id, ?error, "no usable SRTP keys after DTLS; closing");
+                        self.fail_dtls();
+                    }
                 }
             }
             Event::IceConnectionStateChange(state) => self.ice = state,
@@ -494,11 +588,55 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// DTLS failed for good: tell the client and stop.
+    fn fail_dtls(&mut self) {
+        self.dtls = DtlsState::Failed;
+        if let Some(rtc) = &mut self.rtc {
+            rtc.disconnect();
+        }
+    }
+
+    /// What a listener transport goes on with once connected (the opening half of
+    /// the SRTP keys); `None` for a send transport, which keeps its `Rtc`.
+    fn receiver(&self, keying: &dtls::Keying) -> Result<Option<Box<Lite>>, MediaError> {
+        if self.direction != Direction::Recv {
+            return Ok(None);
+        }
+        let profile = profile(keying)?;
+        let srtcp = SrtcpReceiver::new(profile, &keying.material, keying.active)?;
+        // As the DTLS client we got the server's Finished: nothing of ours to repeat.
+        Ok(Some(Box::new(Lite::new(srtcp, !keying.active))))
+    }
+
+    /// At the end of a drain: once DTLS is connected the handshake's state goes, and a
+    /// listener transport drops its `Rtc`, keeping our last DTLS flight (`crate::lite`).
+    fn finish_handshake(&mut self, now: Instant) {
+        if self.dtls != DtlsState::Connected {
+            return;
+        }
+        let Some(handshake) = self.handshake.take() else {
+            return;
+        };
+        if let Some(lite) = &mut self.lite {
+            lite.keep_flight(handshake.flight);
+            self.rtc = None;
+            self.remote_ufrag = None;
+            self.next_timeout = now + Duration::from_secs(3600);
+            tracing::debug!(transport = %self.id, "listener transport connected; str0m's Rtc dropped");
+        }
+    }
+}
+
+/// The negotiated SRTP profile, if we support it.
+fn profile(keying: &dtls::Keying) -> Result<Profile, MediaError> {
+    Profile::from_dtls(keying.profile)
+        .ok_or_else(|| MediaError::Internal(format!("SRTP profile {:?} is not supported", keying.profile)))
+}
+
 /// The sealing half of the SRTP keys DTLS exported.
 fn sender(keying: &dtls::Keying) -> Result<SrtpSender, MediaError> {
-    let profile = Profile::from_dtls(keying.profile)
-        .ok_or_else(|| MediaError::Internal(format!("SRTP profile {:?} is not supported", keying.profile)))?;
-    SrtpSender::new(profile, &keying.material, keying.active)
+    SrtpSender::new(profile(keying)?, &keying.material, keying.active)
 }
 
 /// Header extensions str0m parses and writes on a transport. Consumers get the
@@ -568,9 +706,8 @@ mod memory {
     /// What a listener (receive-only) transport keeps right after `createTransport`:
     /// our `Transport` (its slab entry) and everything it owns on the heap, str0m's
     /// boxed `Rtc` included, split into str0m's part and ours (`BENCHMARKS.md` §9).
-    /// The DTLS handshake adds more later (measured there, by RSS). The budget holds
-    /// today's figure, so growth fails here; the issue's 16 KiB is not met (str0m's
-    /// `Rtc` alone is over it).
+    /// The handshake adds more to the `Rtc`, which a listener drops once connected
+    /// (the next test). The budget holds today's figure, so growth fails here.
     #[test]
     fn a_listener_transport_stays_within_its_heap_budget() {
         const N: usize = 50;
@@ -611,76 +748,12 @@ mod memory {
         assert!(total <= 25 * 1024, "a new listener transport keeps {total} bytes");
     }
 
-    /// Runs a real ICE + DTLS handshake between `t` and a str0m client in this thread
-    /// (the client's allocations are not counted); returns when `t` is connected.
-    fn handshake(t: &mut Transport, now: &mut Instant) {
-        fn opt_out<R>(f: impl FnOnce() -> R) -> R {
-            let mut r = None;
-            allocation_counter::opt_out(|| r = Some(f()));
-            r.unwrap()
-        }
-        let server = t.locals[0];
-        let client_addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let (mut client, client_cert) = opt_out(|| {
-            let mut c = RtcConfig::new().set_rtp_mode(true).set_fingerprint_verification(false).build(*now);
-            c.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
-            c.add_remote_candidate(Candidate::host(server, "udp").unwrap());
-            let mut api = c.direct_api();
-            api.set_ice_controlling(true);
-            api.set_remote_ice_credentials(IceCreds { ufrag: t.local_ufrag.clone(), pass: t.local_password.clone() });
-            api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: vec![0; 32] });
-            api.start_dtls(true).unwrap();
-            let fingerprint = api.local_dtls_fingerprint().bytes.clone();
-            let ufrag = api.local_ice_credentials().ufrag;
-            (c, (fingerprint, ufrag))
-        });
-        let (fingerprint, ufrag) = client_cert;
-        let (mut out, mut rtp) = (Vec::new(), Vec::new());
-        let mut sink = Sink { out: &mut out, rtp: &mut rtp };
-        t.learn_remote_ufrag(&ufrag);
-        t.learn_remote(client_addr, Route::Udp(None), *now, true);
-        let expected = Expected { algorithm: dspeak_schema::ortc::FingerprintAlgorithm::Sha256, digest: fingerprint };
-        t.connect(expected, DtlsRole::Client, &mut sink).unwrap();
-        for _ in 0..10_000 {
-            if t.is_connected() {
-                break;
-            }
-            let mut client_timeout = *now + Duration::from_secs(1);
-            while let Some(sent) = opt_out(|| match client.poll_output().unwrap() {
-                Output::Transmit(x) => Some(x.contents.to_vec()),
-                Output::Timeout(at) => {
-                    client_timeout = at;
-                    None
-                }
-                Output::Event(_) => Some(Vec::new()),
-            }) {
-                if !sent.is_empty() {
-                    t.receive(*now, Protocol::Udp, client_addr, None, &sent, &mut sink);
-                }
-                opt_out(|| drop(sent));
-            }
-            let answers = std::mem::take(sink.out);
-            let moved = !answers.is_empty();
-            for o in answers {
-                opt_out(|| {
-                    let input =
-                        Input::Receive(*now, Receive::new(Protocol::Udp, server, client_addr, &o.data).unwrap());
-                    client.handle_input(input).unwrap();
-                });
-            }
-            if !moved {
-                *now = client_timeout.min(t.next_timeout).max(*now + Duration::from_millis(1));
-                opt_out(|| client.handle_input(Input::Timeout(*now)).unwrap());
-                t.timeout(*now, &mut sink);
-            }
-        }
-        assert!(t.is_connected(), "the handshake completes");
-        opt_out(|| drop(client));
-    }
-
-    /// What a connected listener transport keeps: the handshake's leftovers in str0m
-    /// (DTLS, SRTP, ICE) on top of the new transport. Rust allocations only: aws-lc's
-    /// own (keys, cipher contexts) are not counted here; the RSS figures include them.
+    /// What a connected listener transport keeps once it has dropped str0m's `Rtc`: our
+    /// `Transport`, its ICE credentials and remote, the SRTP sender, the SRTCP receiver
+    /// and our final DTLS flight (we are the DTLS server here, as with Chromium; the
+    /// flight goes with the client's first SRTCP packet). Rust allocations only:
+    /// aws-lc's own (the AES and HMAC contexts) are not counted here; the RSS figures
+    /// include them. The issue's target is 16 KiB.
     #[test]
     fn a_connected_listener_transport_stays_within_its_heap_budget() {
         const N: usize = 10;
@@ -698,15 +771,23 @@ mod memory {
                     kept.push(t.unwrap());
                 });
                 new += before.bytes_current;
-                handshake(kept.last_mut().unwrap(), &mut now);
+                let t = kept.last_mut().unwrap();
+                let mut client = crate::test_client::Client::new(t, now, true);
+                client.run(t, |t, c| t.is_connected() && c.connected, |_, _| false);
+                assert!(t.is_connected() && client.connected, "the handshake completes");
+                assert!(t.is_lite(), "the Rtc is dropped");
+                now = client.now;
+                crate::test_client::opt_out(|| drop(client));
             }
         });
         let per = |bytes: i64| bytes as usize / N + size_of::<Transport>();
         let (total, new) = (per(info.bytes_current), per(new));
+        let lite = kept[0].lite.as_ref().map_or(0, |l| size_of_val(&**l));
         println!(
-            "connected listener transport: {total} bytes ({new} when created, {} from the handshake)",
-            total - new
+            "connected listener transport: {total} bytes ({new} when created, with str0m's Rtc); \
+             {} inline, Lite {lite} inline",
+            size_of::<Transport>()
         );
-        assert!(total <= 40 * 1024, "a connected listener transport keeps {total} bytes");
+        assert!(total <= 2 * 1024, "a connected listener transport keeps {total} bytes");
     }
 }

@@ -329,13 +329,20 @@ impl Worker {
         }
     }
 
+    /// What a lite transport's client sent (SRTCP accepted and rejected), `None` while
+    /// the transport keeps its `Rtc` (tests).
+    #[cfg(test)]
+    pub(crate) fn lite_counters(&self, id: &TransportId) -> Option<crate::lite::LiteCounters> {
+        self.transport_keys.get(id).and_then(|&k| self.transports.get(k)).and_then(|t| t.lite_counters())
+    }
+
     /// Statistics of a transport, producer or consumer of `owner`.
     pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
         let transport = self.transport_keys.get(&TransportId::from(id)).and_then(|&k| self.transports.get(k));
         if let Some(t) = transport.filter(|t| &t.owner == owner) {
             return Ok(Stats::Transport {
                 id: t.id.clone(),
-                ice_state: format!("{:?}", t.ice).to_lowercase(),
+                ice_state: format!("{:?}", t.ice_state(Instant::now())).to_lowercase(),
                 dtls_state: t.dtls.as_str().into(),
                 packets_received: t.counters.packets_received as u32,
                 packets_sent: t.counters.packets_sent as u32,
