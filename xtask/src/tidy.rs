@@ -38,11 +38,6 @@ const ALLOWED_PANICS: &[(&str, &str, &str)] = &[
     ("server/src/api.rs", r#".expect("resume is registered once")"#, "registered once at start"),
     ("server/src/events.rs", r#".expect("events always serialize")"#, "events are plain data"),
     (
-        "media/src/lib.rs",
-        r#".expect("the engine has at least one worker")"#,
-        "Engine::start starts at least one worker (worker_count)",
-    ),
-    (
         "media/src/ice.rs",
         r#".expect("the OS CSPRNG does not fail")"#,
         "getrandom on Linux blocks until seeded and then does not fail",
