@@ -163,22 +163,28 @@ struct Producer {
 type ConsumerKey = usize;
 
 /// A consumer as the worker sees it.
+///
+/// Laid out for the fan-out (`repr(C)`, in this order): what one forwarded packet
+/// reads and writes (counters, sequence state, transport, timestamp offset, prebuilt
+/// header, pause) comes first and fills the entry's first cache lines together; the
+/// ids, MID and CNAME that commands, stats and sender reports read come after. Its
+/// owner is its transport's.
+#[repr(C)]
 struct Consumer {
-    id: ConsumerId,
-    owner: PeerId,
-    transport: TransportKey,
-    producer: ProducerId,
-    mid: String,
-    ssrc: u32,
-    paused: bool,
+    /// What it sent, for its stats and sender reports.
+    sent: SentClock,
     seq: SeqRewriter,
+    transport: TransportKey,
     timestamp_offset: u32,
     /// The RTP header it sends, prebuilt.
     header: RtpHeader,
+    paused: bool,
+    ssrc: u32,
+    id: ConsumerId,
+    producer: ProducerId,
+    mid: Box<str>,
     /// The CNAME of its SDES.
     cname: Box<str>,
-    /// What it sent, for its stats and sender reports.
-    sent: SentClock,
 }
 
 /// The state of one worker thread.
@@ -494,6 +500,11 @@ impl Worker {
         }
     }
 
+    /// Whether `owner` owns a consumer (through its transport).
+    fn owns(&self, consumer: &Consumer, owner: &PeerId) -> bool {
+        self.transports.get(consumer.transport).is_some_and(|t| &t.owner == owner)
+    }
+
     fn key_of(&self, id: &TransportId, owner: &PeerId) -> Result<TransportKey, MediaError> {
         match self.transport_keys.get(id) {
             Some(&key) if self.transports.get(key).is_some_and(|t| &t.owner == owner) => Ok(key),
@@ -555,7 +566,6 @@ mod memory {
         let mut keys = FxHashMap::default();
         let mut fan_out = Vec::new();
         let mut mids = Vec::new();
-        let owner = PeerId::from(uuid().as_str());
         let producer = ProducerId::from(uuid().as_str());
         let now = Instant::now();
         let info = allocation_counter::measure(|| {
@@ -563,7 +573,6 @@ mod memory {
                 let id = ConsumerId::from(uuid().as_str());
                 let key = consumers.insert(Consumer {
                     id: id.clone(),
-                    owner: owner.clone(),
                     transport: 0,
                     producer: producer.clone(),
                     mid: "0".into(),
