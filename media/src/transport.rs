@@ -729,27 +729,25 @@ const _: () = assert!(OPUS_CLOCK_RATE == 48_000, "str0m is configured with FORTY
 mod tests {
     use super::*;
 
+    /// A listener transport created at `t0` with a consent timeout of `timeout` (and a
+    /// TCP candidate when `tcp`).
+    fn listener(t0: Instant, timeout: Duration, tcp: bool) -> Transport {
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let (id, owner) = (TransportId::from("t"), PeerId::from("p"));
+        Transport::new(id, owner, Direction::Recv, &identity, &locals, tcp, false, t0)
+            .unwrap()
+            .with_consent_timeout(timeout)
+    }
+
     /// Consent freshness (RFC 7675) with a short timeout: media goes to the address the
     /// client nominated last, falls back to another one that still checks in, and
     /// stops once every address has been quiet for the timeout.
     #[test]
     fn media_goes_only_where_consent_is_fresh() {
-        let identity = Identity::generate().unwrap();
-        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut t = Transport::new(
-            TransportId::from("t"),
-            PeerId::from("p"),
-            Direction::Recv,
-            &identity,
-            &locals,
-            false,
-            false,
-            t0,
-        )
-        .unwrap()
-        .with_consent_timeout(timeout);
+        let mut t = listener(t0, timeout, false);
         assert_eq!(t.destination(t0), None, "no check yet");
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
         assert!(t.learn_remote(a, Route::Udp(None), t0, true));
@@ -766,22 +764,9 @@ mod tests {
     /// checks, nominations, expiries, and a TCP connection that goes away.
     #[test]
     fn the_cached_destination_follows_consent() {
-        let identity = Identity::generate().unwrap();
-        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut t = Transport::new(
-            TransportId::from("t"),
-            PeerId::from("p"),
-            Direction::Recv,
-            &identity,
-            &locals,
-            true,
-            false,
-            t0,
-        )
-        .unwrap()
-        .with_consent_timeout(timeout);
+        let mut t = listener(t0, timeout, true);
         let exact = |t: &Transport, now| t.destination(now).map(|r| (r.addr, r.route));
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
         let ms = |n| t0 + Duration::from_millis(n);
