@@ -12,7 +12,10 @@
 //!
 //! Each connection has a reader task that hands frames to the worker over one bounded
 //! channel (a fast sender waits, it does not queue without bound) and a writer task
-//! fed through a bounded queue; a frame that does not fit is dropped, as UDP would.
+//! fed through a bounded queue; what does not fit is dropped, as UDP would. The worker
+//! frames what it sends itself ([`push_frame`]) and hands a connection all its frames
+//! of one wake-up in one buffer, so the queue carries one allocation per connection
+//! and wake-up, not one per packet.
 
 use std::collections::VecDeque;
 use std::io;
@@ -37,7 +40,7 @@ pub(crate) const IDLE: Duration = Duration::from_secs(10);
 /// The longest frame accepted: what the UDP path reads at most. Media and DTLS
 /// packets stay under the path MTU.
 pub(crate) const MAX_FRAME: usize = 2048;
-/// Frames queued for one connection's writer.
+/// Buffers of frames queued for one connection's writer.
 const WRITE_QUEUE: usize = 256;
 /// Frames queued from all readers to the worker.
 const READ_QUEUE: usize = 1024;
@@ -177,11 +180,12 @@ impl TcpConns {
         due.into_iter().filter_map(|id| Some((id, self.remove(id)?))).collect()
     }
 
-    /// Queues a frame for a connection's writer; `false` when its queue is full and the
-    /// frame is dropped (a connection that is gone drops it silently).
-    pub(crate) fn send(&self, id: ConnId, data: Vec<u8>) -> bool {
+    /// Queues frames (one or more, each written by [`push_frame`]) for a connection's
+    /// writer; `false` when its queue is full and they are dropped (a connection that is
+    /// gone drops them silently).
+    pub(crate) fn send(&self, id: ConnId, frames: Vec<u8>) -> bool {
         match self.conns.get(&id) {
-            Some(conn) => conn.writer.try_send(data).is_ok(),
+            Some(conn) => conn.writer.try_send(frames).is_ok(),
             None => true,
         }
     }
@@ -210,17 +214,28 @@ async fn read_frames(id: ConnId, mut read: OwnedReadHalf, events: mpsc::Sender<T
     let _ = events.send(TcpEvent::Closed(id)).await;
 }
 
-/// Writes queued packets as RFC 4571 frames, flushing when the queue runs dry.
+/// Appends `packet` to `buf` as one RFC 4571 frame (a 2-byte length, then the packet).
+/// A packet too long for a frame is left out (never expected: packets stay under the
+/// path MTU); returns whether it was added.
+pub(crate) fn push_frame(buf: &mut Vec<u8>, packet: &[u8]) -> bool {
+    let Ok(len) = u16::try_from(packet.len()) else {
+        return false;
+    };
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(packet);
+    true
+}
+
+/// Writes queued frames, flushing when the queue runs dry.
 async fn write_frames(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
     let mut out = BufWriter::new(write);
-    while let Some(mut data) = queue.recv().await {
-        // Packets are at most MAX_FRAME long, so the length always fits.
-        while let Ok(len) = u16::try_from(data.len()) {
-            if out.write_u16(len).await.is_err() || out.write_all(&data).await.is_err() {
+    while let Some(mut frames) = queue.recv().await {
+        loop {
+            if out.write_all(&frames).await.is_err() {
                 return;
             }
             match queue.try_recv() {
-                Ok(next) => data = next,
+                Ok(next) => frames = next,
                 Err(_) => break,
             }
         }

@@ -195,7 +195,7 @@ impl Client {
         let mut buf = vec![0u8; 200];
         let n = header.write(&mut buf, seq, u32::from(seq) * 960, false, None);
         buf[n..n + 40].fill(0x5A);
-        let srtp = t.srtp.as_ref().expect("connected");
+        let srtp = t.out.srtp().expect("connected");
         let sealed = srtp.seal_rtp(&mut buf, n + 40, n, u64::from(seq)).unwrap();
         buf.truncate(sealed);
         buf

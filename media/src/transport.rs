@@ -15,7 +15,6 @@
 //! verified, and goes on with [`Lite`] (ICE answers, SRTCP in, the last DTLS flight):
 //! str0m is only needed for the handshake there (`crate::lite`).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -31,6 +30,7 @@ use crate::udp::{Outgoing, Route};
 use dspeak_schema::media::Direction;
 use dspeak_schema::ortc::{DtlsRole, IceParameters};
 use dspeak_schema::{PeerId, ProducerId, TransportId};
+use rustc_hash::FxHashMap;
 use str0m::config::Fingerprint;
 use str0m::crypto::Sha1HmacProvider;
 use str0m::format::{Codec, FormatParams};
@@ -71,6 +71,46 @@ pub(crate) struct TransportCounters {
     pub(crate) packets_sent: u64,
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
+}
+
+/// What sending to the client needs, kept together in one part of the transport's slab
+/// entry: the fan-out reads it for every packet to every consumer on this transport,
+/// so it costs one or two cache lines instead of a walk through the transport (and
+/// its list of client addresses) per consumer.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    /// Seals what the worker sends itself; set once DTLS is connected and verified,
+    /// and cleared when DTLS fails: `Some` means media may flow.
+    srtp: Option<SrtpSender>,
+    /// The client address media goes to and until when its consent holds, cached from
+    /// the transport's `remotes` (recomputed when they change or the consent runs out).
+    to: Option<(SocketAddr, Route, Instant)>,
+    /// The SRTCP index of the next RTCP packet the worker sends (31 bits).
+    pub(crate) srtcp_index: u32,
+    pub(crate) counters: TransportCounters,
+}
+
+impl Outbound {
+    /// The sealing context (`None` until connected, or after DTLS failed).
+    pub(crate) fn srtp(&self) -> Option<&SrtpSender> {
+        self.srtp.as_ref()
+    }
+
+    /// Counts what the worker sent itself on this transport (forwarded RTP, its own
+    /// sender reports), so the transport's stats include it.
+    pub(crate) fn count_sent(&mut self, bytes: usize) {
+        self.counters.packets_sent += 1;
+        self.counters.bytes_sent += bytes as u64;
+    }
+}
+
+/// Why a transport cannot be sent to now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unsendable {
+    /// DTLS is not connected (yet, or any more).
+    NotConnected,
+    /// No client address has consent.
+    NoConsent,
 }
 
 /// Where drained output goes: the worker's queue of datagrams to send (flushed once
@@ -127,10 +167,10 @@ pub(crate) struct Transport {
     /// Our host candidates' addresses (announced address and port).
     locals: Arc<[SocketAddr]>,
     pub(crate) local_ufrag: String,
-    local_password: String,
+    local_password: Box<str>,
     /// HMAC-SHA1 for checking ICE messages' integrity.
     hmac: &'static dyn Sha1HmacProvider,
-    remote_ufrag: Option<String>,
+    remote_ufrag: Option<Box<str>>,
     /// What DTLS needs until it is connected; freed then.
     handshake: Option<Box<Handshake>>,
     pub(crate) dtls: DtlsState,
@@ -141,19 +181,17 @@ pub(crate) struct Transport {
     pub(crate) next_timeout: Instant,
     /// The deadline the worker's timer queue holds for this transport.
     pub(crate) scheduled: Option<Instant>,
-    /// Seals what the worker sends itself; set once DTLS is connected and verified.
-    pub(crate) srtp: Option<SrtpSender>,
-    /// The SRTCP index of the next RTCP packet the worker sends (31 bits).
-    pub(crate) srtcp_index: u32,
+    /// Keys, destination and counters of what the worker sends (the fan-out's part).
+    pub(crate) out: Outbound,
     /// How long a client address keeps consent without a valid check.
     consent_timeout: Duration,
     /// Client addresses seen in valid ICE checks (the worker routes them here).
-    pub(crate) remotes: Vec<Remote>,
+    remotes: Vec<Remote>,
     /// MIDs declared on this transport.
     pub(crate) mids: Vec<String>,
     /// Producers on this transport, by SSRC.
-    pub(crate) producers: HashMap<u32, ProducerId>,
-    pub(crate) counters: TransportCounters,
+    // Only the client's own producers' SSRCs (a few): a fast hasher is safe here.
+    pub(crate) producers: FxHashMap<u32, ProducerId>,
     /// The id on which the producers of a send transport send `ssrc-audio-level` (0:
     /// none known); read by its [`LevelCapture`]s.
     audio_level_id: Arc<AtomicU8>,
@@ -221,7 +259,7 @@ impl Transport {
             lite: None,
             locals: locals.clone(),
             local_ufrag: creds.ufrag,
-            local_password: creds.pass,
+            local_password: creds.pass.into(),
             hmac: identity.provider.sha1_hmac_provider,
             remote_ufrag: None,
             handshake: Some(handshake),
@@ -230,13 +268,11 @@ impl Transport {
             ice: IceConnectionState::New,
             next_timeout: now,
             scheduled: None,
-            srtp: None,
-            srtcp_index: 0,
+            out: Outbound::default(),
             consent_timeout: crate::config::CONSENT_TIMEOUT,
             remotes: Vec::new(),
             mids: Vec::new(),
-            producers: HashMap::new(),
-            counters: TransportCounters::default(),
+            producers: FxHashMap::default(),
             audio_level_id,
         })
     }
@@ -251,7 +287,7 @@ impl Transport {
     pub(crate) fn ice_parameters(&self) -> IceParameters {
         IceParameters {
             username_fragment: self.local_ufrag.clone(),
-            password: self.local_password.clone(),
+            password: self.local_password.to_string(),
             ice_lite: true,
         }
     }
@@ -293,7 +329,7 @@ impl Transport {
             rtc.direct_api().set_local_ice_credentials(creds.clone());
         }
         self.local_ufrag = creds.ufrag;
-        self.local_password = creds.pass;
+        self.local_password = creds.pass.into();
         self.drain(Instant::now(), sink);
         self.ice_parameters()
     }
@@ -302,6 +338,7 @@ impl Transport {
     pub(crate) fn poison(&mut self) {
         self.poisoned = true;
         self.dtls = DtlsState::Failed;
+        self.out.srtp = None;
     }
 
     /// Whether an ICE check carries a valid MESSAGE-INTEGRITY for our password.
@@ -317,7 +354,7 @@ impl Transport {
             return;
         };
         if self.remote_ufrag.as_deref() != Some(ufrag) {
-            self.remote_ufrag = Some(ufrag.to_owned());
+            self.remote_ufrag = Some(ufrag.into());
             // An ICE-lite agent never uses the remote password.
             rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: ufrag.to_owned(), pass: String::new() });
         }
@@ -355,6 +392,7 @@ impl Transport {
     /// carried USE-CANDIDATE. Returns whether the address is new.
     pub(crate) fn learn_remote(&mut self, addr: SocketAddr, route: Route, now: Instant, nominated: bool) -> bool {
         let learnt = Remote { addr, route, checked: now, nominated: nominated.then_some(now) };
+        self.out.to = None;
         match self.remotes.iter_mut().find(|r| r.addr == addr && r.protocol() == learnt.protocol()) {
             Some(known) => {
                 known.route = route;
@@ -386,6 +424,39 @@ impl Transport {
     /// Forgets a closed TCP connection.
     pub(crate) fn forget_connection(&mut self, conn: crate::tcp::ConnId) {
         self.remotes.retain(|r| r.route != Route::Tcp(conn));
+        self.out.to = None;
+    }
+
+    /// Forgets every client address (the transport failed or closes); returns them.
+    pub(crate) fn take_remotes(&mut self) -> Vec<Remote> {
+        self.out.to = None;
+        std::mem::take(&mut self.remotes)
+    }
+
+    /// What the worker needs to send to the client at `now`: the transport's outbound
+    /// part and where to (address, route). The destination is [`Transport::destination`],
+    /// cached until a check changes the client addresses or its consent runs out, so
+    /// the per-packet path reads only [`Outbound`].
+    pub(crate) fn outbound(&mut self, now: Instant) -> Result<(&mut Outbound, SocketAddr, Route), Unsendable> {
+        if self.out.srtp.is_none() {
+            return Err(Unsendable::NotConnected);
+        }
+        let (addr, route) = self.cached_destination(now).ok_or(Unsendable::NoConsent)?;
+        Ok((&mut self.out, addr, route))
+    }
+
+    /// [`Transport::destination`]'s address and route, from the cache while it holds.
+    /// The cache is exact: which address wins changes only with a check (which clears
+    /// it) or when the winner's consent runs out (its `until`).
+    fn cached_destination(&mut self, now: Instant) -> Option<(SocketAddr, Route)> {
+        match self.out.to {
+            Some((addr, route, until)) if now < until => Some((addr, route)),
+            _ => {
+                let remote = self.destination(now)?;
+                self.out.to = Some((remote.addr, remote.route, remote.checked + self.consent_timeout));
+                Some((remote.addr, remote.route))
+            }
+        }
     }
 
     /// The host candidate a datagram from `source` to the local address `local` was
@@ -411,8 +482,8 @@ impl Transport {
         if self.poisoned {
             return;
         }
-        self.counters.packets_received += 1;
-        self.counters.bytes_received += data.len() as u64;
+        self.out.counters.packets_received += 1;
+        self.out.counters.bytes_received += data.len() as u64;
         let Some(destination) = self.candidate_for(source, local) else {
             return;
         };
@@ -439,8 +510,7 @@ impl Transport {
             None => return,
         };
         let mut send = |data: Vec<u8>| {
-            self.counters.packets_sent += 1;
-            self.counters.bytes_sent += data.len() as u64;
+            self.out.count_sent(data.len());
             sink.out.push(Outgoing { data, to: source, route });
         };
         match lite.receive(now, source, data, &self.local_password, self.hmac) {
@@ -500,13 +570,6 @@ impl Transport {
         }
     }
 
-    /// Counts what the worker sent itself on this transport (forwarded RTP, its own
-    /// sender reports), so the transport's stats include it.
-    pub(crate) fn count_sent(&mut self, bytes: usize) {
-        self.counters.packets_sent += 1;
-        self.counters.bytes_sent += bytes as u64;
-    }
-
     /// Sends all pending output and handles events until str0m wants a timeout.
     fn drain(&mut self, now: Instant, sink: &mut Sink<'_>) {
         if let Some(h) = &mut self.handshake {
@@ -532,8 +595,7 @@ impl Transport {
                         None if t.proto == Protocol::Udp => Route::Udp(None),
                         None => continue,
                     };
-                    self.counters.packets_sent += 1;
-                    self.counters.bytes_sent += t.contents.len() as u64;
+                    self.out.count_sent(t.contents.len());
                     if let (Direction::Recv, Some(h)) = (self.direction, &mut self.handshake) {
                         h.flight.record(&t.contents);
                     }
@@ -543,6 +605,7 @@ impl Transport {
                 Err(e) => {
                     tracing::info!(transport = %self.id, error = %e, "transport failed");
                     self.dtls = DtlsState::Failed;
+                    self.out.srtp = None;
                     self.next_timeout = now + Duration::from_secs(3600);
                     return;
                 }
@@ -566,7 +629,7 @@ impl Transport {
                 match keys {
                     Some(Ok((srtp, lite))) if verified => {
                         tracing::debug!(transport = %self.id, profile = ?srtp.profile(), "DTLS connected");
-                        self.srtp = Some(srtp);
+                        self.out.srtp = Some(srtp);
                         self.lite = lite;
                         self.dtls = DtlsState::Connected;
                     }
@@ -592,6 +655,7 @@ impl Transport {
     /// DTLS failed for good: tell the client and stop.
     fn fail_dtls(&mut self) {
         self.dtls = DtlsState::Failed;
+        self.out.srtp = None;
         if let Some(rtc) = &mut self.rtc {
             rtc.disconnect();
         }
@@ -665,27 +729,25 @@ const _: () = assert!(OPUS_CLOCK_RATE == 48_000, "str0m is configured with FORTY
 mod tests {
     use super::*;
 
+    /// A listener transport created at `t0` with a consent timeout of `timeout` (and a
+    /// TCP candidate when `tcp`).
+    fn listener(t0: Instant, timeout: Duration, tcp: bool) -> Transport {
+        let identity = Identity::generate().unwrap();
+        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
+        let (id, owner) = (TransportId::from("t"), PeerId::from("p"));
+        Transport::new(id, owner, Direction::Recv, &identity, &locals, tcp, false, t0)
+            .unwrap()
+            .with_consent_timeout(timeout)
+    }
+
     /// Consent freshness (RFC 7675) with a short timeout: media goes to the address the
     /// client nominated last, falls back to another one that still checks in, and
     /// stops once every address has been quiet for the timeout.
     #[test]
     fn media_goes_only_where_consent_is_fresh() {
-        let identity = Identity::generate().unwrap();
-        let locals: Arc<[SocketAddr]> = vec!["127.0.0.1:40000".parse().unwrap()].into();
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut t = Transport::new(
-            TransportId::from("t"),
-            PeerId::from("p"),
-            Direction::Recv,
-            &identity,
-            &locals,
-            false,
-            false,
-            t0,
-        )
-        .unwrap()
-        .with_consent_timeout(timeout);
+        let mut t = listener(t0, timeout, false);
         assert_eq!(t.destination(t0), None, "no check yet");
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
         assert!(t.learn_remote(a, Route::Udp(None), t0, true));
@@ -696,6 +758,50 @@ mod tests {
         assert!(!t.learn_remote(a, Route::Udp(None), later, false), "a known address");
         assert_eq!(t.destination(later).map(|r| r.addr), Some(a), "a checked in again and is still nominated");
         assert_eq!(t.destination(later + timeout), None, "every address quiet for the timeout");
+    }
+
+    /// The fan-out's cached destination is the exact one at every moment: across
+    /// checks, nominations, expiries, and a TCP connection that goes away.
+    #[test]
+    fn the_cached_destination_follows_consent() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(2);
+        let mut t = listener(t0, timeout, true);
+        let exact = |t: &Transport, now| t.destination(now).map(|r| (r.addr, r.route));
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap());
+        let ms = |n| t0 + Duration::from_millis(n);
+        // (at, what happens first: 0 nothing, 1 a nominates, 2 b checks, 3 b over TCP
+        // nominates, 4 the TCP connection closes)
+        let steps = [
+            (0, 0),
+            (0, 1),
+            (100, 0),
+            (900, 2),
+            (1_999, 0),
+            (2_000, 0),
+            (2_500, 0),
+            (2_899, 0),
+            (2_900, 0),
+            (3_000, 1),
+        ];
+        let steps = steps.into_iter().chain([(3_500, 3), (3_600, 0), (3_700, 4), (3_800, 0), (9_000, 0), (9_100, 2)]);
+        let tcp: crate::tcp::ConnId = 7;
+        for (at, event) in steps {
+            let now = ms(at);
+            match event {
+                1 => drop(t.learn_remote(a, Route::Udp(None), now, true)),
+                2 => drop(t.learn_remote(b, Route::Udp(None), now, false)),
+                3 => drop(t.learn_remote(b, Route::Tcp(tcp), now, true)),
+                4 => t.forget_connection(tcp),
+                _ => {}
+            }
+            for probe in [now, now + Duration::from_millis(1)] {
+                assert_eq!(t.cached_destination(probe), exact(&t, probe), "at {at} ms (+{:?})", probe - now);
+            }
+        }
+        assert_eq!(t.cached_destination(ms(9_100)).map(|(addr, _)| addr), Some(b));
+        drop(t.take_remotes());
+        assert_eq!(t.cached_destination(ms(9_100)), None, "no address left");
     }
 }
 

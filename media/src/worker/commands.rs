@@ -169,10 +169,9 @@ impl Worker {
         let cname = rtp_parameters.rtcp.cname.clone().unwrap_or_default();
         let consumer = Consumer {
             id: id.clone(),
-            owner: owner.clone(),
             transport: key,
             producer: producer_id.clone(),
-            mid: rtp_parameters.mid.clone().unwrap_or_default(),
+            mid: rtp_parameters.mid.clone().unwrap_or_default().into(),
             ssrc,
             paused: true,
             seq: SeqRewriter::new(((random >> 64) & 0x3fff) as u64),
@@ -220,7 +219,7 @@ impl Worker {
         paused: bool,
     ) -> Result<(), MediaError> {
         let consumer = match self.consumer_keys.get(id).and_then(|&k| self.consumers.get_mut(k)) {
-            Some(c) if &c.owner == owner => c,
+            Some(c) if self.transports.get(c.transport).is_some_and(|t| &t.owner == owner) => c,
             _ => return Err(MediaError::not_found("consumer", id)),
         };
         if consumer.paused && !paused {
@@ -276,16 +275,16 @@ impl Worker {
             Some(p) => p.consumers.retain(|&c| c != key),
             None => self.detach_remote(&consumer.producer, key),
         }
-        if let Some(t) = self.transports.get_mut(consumer.transport) {
-            t.remove_mid(&consumer.mid);
-        }
-        Some(consumer.owner)
+        // Its transport is gone when the transport closes; nobody needs the owner then.
+        let t = self.transports.get_mut(consumer.transport)?;
+        t.remove_mid(&consumer.mid);
+        Some(t.owner.clone())
     }
 
     /// Closes a consumer of `owner`.
     pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
         match self.consumer_keys.get(id).and_then(|&k| self.consumers.get(k)) {
-            Some(c) if &c.owner == owner => {
+            Some(c) if self.owns(c, owner) => {
                 self.remove_consumer(id);
                 Ok(())
             }
@@ -312,11 +311,11 @@ impl Worker {
         let Some(key) = self.transport_keys.remove(id) else {
             return;
         };
-        let Some(transport) = self.transports.try_remove(key) else {
+        let Some(mut transport) = self.transports.try_remove(key) else {
             return;
         };
         self.by_ufrag.remove(&transport.local_ufrag);
-        self.detach(transport.remotes);
+        self.detach(transport.take_remotes());
         let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
         for p in producers {
             closed.extend(self.close_producer(&p));
@@ -344,10 +343,10 @@ impl Worker {
                 id: t.id.clone(),
                 ice_state: format!("{:?}", t.ice_state(Instant::now())).to_lowercase(),
                 dtls_state: t.dtls.as_str().into(),
-                packets_received: t.counters.packets_received as u32,
-                packets_sent: t.counters.packets_sent as u32,
-                bytes_received: t.counters.bytes_received as f64,
-                bytes_sent: t.counters.bytes_sent as f64,
+                packets_received: t.out.counters.packets_received as u32,
+                packets_sent: t.out.counters.packets_sent as u32,
+                bytes_received: t.out.counters.bytes_received as f64,
+                bytes_sent: t.out.counters.bytes_sent as f64,
             });
         }
         if let Some(p) = self.producers.get(&ProducerId::from(id)) {
@@ -363,7 +362,7 @@ impl Worker {
             }
         }
         let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
-        if let Some(c) = consumer.filter(|c| &c.owner == owner) {
+        if let Some(c) = consumer.filter(|c| self.owns(c, owner)) {
             let producer_paused = self.producer_paused(&c.producer);
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),

@@ -21,7 +21,7 @@ use crate::egress::{self, SENDER_REPORT_MAX};
 use crate::router::OPUS_CLOCK_RATE;
 use crate::traffic::DropReason;
 use crate::traffic::LocalTraffic;
-use crate::transport::Transport;
+use crate::transport::{Transport, Unsendable};
 use crate::udp::{Arena, MediaSocket, Route};
 
 /// An input sequence jump larger than this (either way) restarts the output run
@@ -154,19 +154,19 @@ impl Worker {
             let Some(target) = self.transports.get_mut(consumer.transport) else {
                 continue;
             };
-            let Some(srtp) = target.srtp.as_ref().filter(|_| target.is_connected()) else {
+            let Ok((out, addr, route)) = target.outbound(now) else {
                 continue;
             };
-            let Some(remote) = target.destination(now) else {
+            let Some(srtp) = out.srtp() else {
                 continue;
             };
-            let index = target.srtcp_index;
-            let arena = match remote.route {
+            let index = out.srtcp_index;
+            let arena = match route {
                 Route::Udp(_) => &mut self.arena,
                 Route::Tcp(_) => &mut self.tcp_arena,
             };
             let max = SENDER_REPORT_MAX + srtp.profile().rtcp_overhead();
-            let sealed = arena.push(remote.addr, remote.route, max, |buf| {
+            let sealed = arena.push(addr, route, max, |buf| {
                 let len = egress::write_sender_report(
                     buf,
                     consumer.ssrc,
@@ -179,8 +179,8 @@ impl Worker {
                 srtp.seal_rtcp(buf, len, index).ok()
             });
             if let Some(sealed) = sealed {
-                target.srtcp_index = (index + 1) & 0x7fff_ffff;
-                target.count_sent(sealed);
+                out.srtcp_index = (index + 1) & 0x7fff_ffff;
+                out.count_sent(sealed);
             }
             if self.arena.len() >= SEND_BATCH {
                 self.socket.send_arena(&mut self.arena);
@@ -217,12 +217,18 @@ impl Egress<'_> {
             let Some(target) = transports.get_mut(consumer.transport) else {
                 continue;
             };
-            let Some(srtp) = target.srtp.as_ref().filter(|_| target.is_connected()) else {
-                traffic.drop(DropReason::NotConnected);
-                continue;
+            let (out, addr, route) = match target.outbound(now) {
+                Ok(to) => to,
+                Err(Unsendable::NotConnected) => {
+                    traffic.drop(DropReason::NotConnected);
+                    continue;
+                }
+                Err(Unsendable::NoConsent) => {
+                    traffic.drop(DropReason::NoConsent);
+                    continue;
+                }
             };
-            let Some(remote) = target.destination(now) else {
-                traffic.drop(DropReason::NoConsent);
+            let Some(srtp) = out.srtp() else {
                 continue;
             };
             let Some(seq) = consumer.seq.rewrite(packet.seq) else {
@@ -232,22 +238,22 @@ impl Egress<'_> {
             let timestamp = packet.timestamp.wrapping_add(consumer.timestamp_offset);
             let header = &consumer.header;
             let max = header.len() + payload.len() + srtp.profile().rtp_overhead();
-            let out = match remote.route {
+            let queue = match route {
                 Route::Udp(_) => &mut *arena,
                 Route::Tcp(_) => &mut *tcp_arena,
             };
-            let sealed = out.push(remote.addr, remote.route, max, |buf| {
+            let sealed = queue.push(addr, route, max, |buf| {
                 let header_len = header.write(buf, seq as u16, timestamp, packet.marker, packet.level);
                 buf[header_len..header_len + payload.len()].copy_from_slice(payload);
                 srtp.seal_rtp(buf, header_len + payload.len(), header_len, seq).ok()
             });
             let Some(sealed) = sealed else {
                 // Only a sealing failure (never expected): the packet is not sent.
-                tracing::warn!(transport = %target.id, "SRTP sealing failed");
+                tracing::warn!(consumer = %consumer.id, "SRTP sealing failed");
                 continue;
             };
             consumer.sent.sent(now, timestamp, payload.len());
-            target.count_sent(sealed);
+            out.count_sent(sealed);
             traffic.packets_sent += 1;
             traffic.bytes_sent += payload.len() as u64;
             // Send as we go, so the first consumers do not wait for the last ones.

@@ -65,7 +65,7 @@ impl Worker {
         if received.is_err() {
             tracing::error!(transport = %transport.id, %source, "str0m panicked on a datagram; the transport is failed");
             transport.poison();
-            let remotes = std::mem::take(&mut transport.remotes);
+            let remotes = transport.take_remotes();
             self.detach(remotes);
             self.drained.clear();
             return;

@@ -56,7 +56,7 @@ use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
 use crate::router::ProducerStream;
 use crate::speaker::{RoomSpeakers, SpeakerEvents};
-use crate::tcp::{TcpConns, TcpEvent};
+use crate::tcp::{ConnId, TcpConns, TcpEvent, push_frame};
 use crate::traffic::{LocalTraffic, Traffic};
 use crate::transport::{Sink, Transport};
 use crate::udp::{Arena, MediaSocket, Outgoing, Route};
@@ -163,22 +163,28 @@ struct Producer {
 type ConsumerKey = usize;
 
 /// A consumer as the worker sees it.
+///
+/// Laid out for the fan-out (`repr(C)`, in this order): what one forwarded packet
+/// reads and writes (counters, sequence state, transport, timestamp offset, prebuilt
+/// header, pause) comes first and fills the entry's first cache lines together; the
+/// ids, MID and CNAME that commands, stats and sender reports read come after. Its
+/// owner is its transport's.
+#[repr(C)]
 struct Consumer {
-    id: ConsumerId,
-    owner: PeerId,
-    transport: TransportKey,
-    producer: ProducerId,
-    mid: String,
-    ssrc: u32,
-    paused: bool,
+    /// What it sent, for its stats and sender reports.
+    sent: SentClock,
     seq: SeqRewriter,
+    transport: TransportKey,
     timestamp_offset: u32,
     /// The RTP header it sends, prebuilt.
     header: RtpHeader,
+    paused: bool,
+    ssrc: u32,
+    id: ConsumerId,
+    producer: ProducerId,
+    mid: Box<str>,
     /// The CNAME of its SDES.
     cname: Box<str>,
-    /// What it sent, for its stats and sender reports.
-    sent: SentClock,
 }
 
 /// The state of one worker thread.
@@ -222,6 +228,8 @@ pub(crate) struct Worker {
     timers: BinaryHeap<Reverse<(Instant, TransportKey)>>,
     /// ICE-TCP frames dropped on full connection queues.
     tcp_dropped: u64,
+    /// Scratch for grouping a wake-up's ICE-TCP packets by connection (reused).
+    tcp_runs: Vec<(ConnId, usize)>,
     /// When the forwarding rate was last taken, and the packets sent to consumers then.
     rate_mark: (Instant, u64),
     stopping: bool,
@@ -317,6 +325,7 @@ pub(crate) fn spawn(
                 next_reports: now,
                 timers: BinaryHeap::new(),
                 tcp_dropped: 0,
+                tcp_runs: Vec::new(),
                 rate_mark: (now, 0),
                 stopping: false,
                 speaker_events: settings.speaker_events,
@@ -417,10 +426,24 @@ impl Worker {
             return;
         }
         if let Some(tcp) = &self.tcp {
-            for p in self.tcp_arena.packets() {
-                if let Route::Tcp(conn) = p.route {
-                    // The connection's writer frames it (RFC 4571) and owns its bytes.
-                    self.tcp_dropped += u64::from(!tcp.send(conn, self.tcp_arena.data(p).to_vec()));
+            // Each connection's frames of this wake-up, in their order, in one buffer.
+            let runs = &mut self.tcp_runs;
+            runs.clear();
+            let packets = self.tcp_arena.packets();
+            runs.extend(packets.iter().enumerate().filter_map(|(i, p)| match p.route {
+                Route::Tcp(conn) => Some((conn, i)),
+                Route::Udp(_) => None,
+            }));
+            runs.sort_unstable();
+            for run in runs.chunk_by(|a, b| a.0 == b.0) {
+                let data = |i: usize| self.tcp_arena.data(&packets[i]);
+                let mut frames = Vec::with_capacity(run.iter().map(|&(_, i)| 2 + data(i).len()).sum());
+                let mut count = 0;
+                for &(_, i) in run {
+                    count += u64::from(push_frame(&mut frames, data(i)));
+                }
+                if !tcp.send(run[0].0, frames) {
+                    self.tcp_dropped += count;
                 }
             }
         }
@@ -494,6 +517,11 @@ impl Worker {
         }
     }
 
+    /// Whether `owner` owns a consumer (through its transport).
+    fn owns(&self, consumer: &Consumer, owner: &PeerId) -> bool {
+        self.transports.get(consumer.transport).is_some_and(|t| &t.owner == owner)
+    }
+
     fn key_of(&self, id: &TransportId, owner: &PeerId) -> Result<TransportKey, MediaError> {
         match self.transport_keys.get(id) {
             Some(&key) if self.transports.get(key).is_some_and(|t| &t.owner == owner) => Ok(key),
@@ -514,7 +542,10 @@ fn flush(socket: &MediaSocket, tcp: Option<&TcpConns>, out: &mut Vec<Outgoing>) 
     if let Some(tcp) = tcp {
         out.retain_mut(|o| match o.route {
             Route::Tcp(conn) => {
-                dropped += u64::from(!tcp.send(conn, std::mem::take(&mut o.data)));
+                let mut frame = Vec::with_capacity(2 + o.data.len());
+                if push_frame(&mut frame, &o.data) {
+                    dropped += u64::from(!tcp.send(conn, frame));
+                }
                 false
             }
             Route::Udp(_) => true,
@@ -555,7 +586,6 @@ mod memory {
         let mut keys = FxHashMap::default();
         let mut fan_out = Vec::new();
         let mut mids = Vec::new();
-        let owner = PeerId::from(uuid().as_str());
         let producer = ProducerId::from(uuid().as_str());
         let now = Instant::now();
         let info = allocation_counter::measure(|| {
@@ -563,7 +593,6 @@ mod memory {
                 let id = ConsumerId::from(uuid().as_str());
                 let key = consumers.insert(Consumer {
                     id: id.clone(),
-                    owner: owner.clone(),
                     transport: 0,
                     producer: producer.clone(),
                     mid: "0".into(),
