@@ -527,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_keeps_8_bytes_per_event_and_shrinks_back_once_read() {
+    fn memory_of_a_queue_is_8_bytes_per_event_and_shrinks_back_once_read() {
         // Printed figures: BENCHMARKS.md §9 (`cargo test -p dspeak-server --lib memory -- --nocapture`).
         let (empty, _) = kept_bytes(0, 0, 256);
         let (unread, _) = kept_bytes(1000, 0, 256);
