@@ -36,7 +36,8 @@ one() { # speakers listeners
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     local ok failed
-    ok=$(grep -o '"ok":[a-z]*' "$dir/fanout" | tail -1 | cut -d: -f2)
+    # No "ok" when the fan-out gave up (a listener never connected): reported as false.
+    ok=$(grep -o '"ok":[a-z]*' "$dir/fanout" | tail -1 | cut -d: -f2 || true)
     failed=$(grep -c 'client transport failed' "$dir/fanout" || true)
     echo "{\"speakers\": $1, \"listeners\": $2, \"rss_before_kib\": $before, \"rss_peak_kib\": $peak, \"growth_kib\": $((peak - before)), \"fanout_ok\": ${ok:-false}, \"failed_transports\": $failed}"
     rm -rf "$dir"

@@ -1,5 +1,5 @@
 //! A listener transport after its handshake: what a receive-only transport keeps once
-//! str0m's `Rtc` is dropped (issue #15, item 4: memory).
+//! str0m's `Rtc` is dropped.
 //!
 //! A `recv` transport never receives media; once ICE and DTLS are done, all str0m did
 //! for it was answer ICE checks, take the client's receiver reports and be ready to
@@ -564,7 +564,8 @@ mod over_udp {
 
     /// Audio from a speaker reaches a listener whose transport has dropped its `Rtc`,
     /// the listener's receiver reports are opened and counted, and a garbled copy of
-    /// one sent from the listener's own address is dropped and counted.
+    /// one sent from the listener's own address is dropped and counted (by the
+    /// transport, and by its worker as the drop reason `srtcp_rejected`).
     #[tokio::test]
     async fn audio_reaches_a_lite_listener_over_udp_and_its_reports_are_read() {
         let config =
@@ -627,6 +628,12 @@ mod over_udp {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(lite_counters(&router, "l").await.unwrap().rtcp_rejected, 1, "the garbled report was dropped");
+        // The worker counts it too, as a drop reason (published once per wake-up).
+        let srtcp_rejected = || engine.workers()[0].traffic.dropped[crate::DropReason::SrtcpRejected as usize];
+        while srtcp_rejected() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(srtcp_rejected(), 1, "counted as `srtcp_rejected`");
         engine.stop();
     }
 }

@@ -7,7 +7,8 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-/// Why a worker dropped an RTP packet (or, for `Unroutable`, a datagram).
+/// Why a worker dropped an RTP packet (or, for `Unroutable`, a datagram; for
+/// `SrtcpRejected`, an RTCP packet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// The producer is paused: its packets go to no consumer.
@@ -30,11 +31,14 @@ pub enum DropReason {
     /// Not handed to another worker with consumers of the producer because the ring
     /// to it was full (`cross`), or a level sample not handed to the room's detector.
     HandoffFull,
+    /// An SRTCP packet from a lite listener transport's client that did not open:
+    /// failed authentication, a replay, or too short or long (`lite`).
+    SrtcpRejected,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::ProducerPaused,
         DropReason::ConsumerPaused,
         DropReason::NotConnected,
@@ -44,6 +48,7 @@ impl DropReason {
         DropReason::Unroutable,
         DropReason::NoConsent,
         DropReason::HandoffFull,
+        DropReason::SrtcpRejected,
     ];
 
     /// The `reason` label.
@@ -58,6 +63,7 @@ impl DropReason {
             DropReason::Unroutable => "unroutable",
             DropReason::NoConsent => "no_consent",
             DropReason::HandoffFull => "handoff_full",
+            DropReason::SrtcpRejected => "srtcp_rejected",
         }
     }
 }

@@ -376,7 +376,6 @@ impl Transport {
     }
 
     /// What the client sent a lite transport (SRTCP accepted and rejected, ignored).
-    #[cfg(test)]
     pub(crate) fn lite_counters(&self) -> Option<crate::lite::LiteCounters> {
         self.lite.as_ref().map(|l| l.counters)
     }

@@ -58,6 +58,7 @@ impl Worker {
         };
         // A datagram is peer input: should str0m panic on one, only its transport fails,
         // not the worker and every room on it.
+        let rejected = transport.lite_counters().map_or(0, |c| c.rtcp_rejected);
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let sink = &mut Sink { out: &mut self.out, rtp: &mut self.drained };
             transport.receive(now, protocol, source, local, data, sink)
@@ -69,6 +70,9 @@ impl Worker {
             self.detach(remotes);
             self.drained.clear();
             return;
+        }
+        if transport.lite_counters().is_some_and(|c| c.rtcp_rejected != rejected) {
+            self.traffic.drop(DropReason::SrtcpRejected);
         }
         Self::schedule(&mut self.timers, key, transport);
         self.rtp.extend(self.drained.drain(..).map(|p| (key, p)));
