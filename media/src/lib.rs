@@ -443,6 +443,33 @@ fn raise_send_buffer(fd: &std::os::fd::OwnedFd) {
     tracing::debug!(send_buffer = size, "media socket send buffer");
 }
 
+/// Socket options nix does not name.
+mod sockopts {
+    use nix::libc;
+    use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
+
+    sockopt_impl!(
+        /// `IP_MTU_DISCOVER`: how IPv4 datagrams treat the Don't Fragment bit.
+        IpMtuDiscover,
+        Both,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::c_int
+    );
+}
+use sockopts::IpMtuDiscover;
+
+/// Sets the Don't Fragment bit on a UDP socket's IPv4 datagrams without following path
+/// MTU updates (`IP_PMTUDISC_PROBE`, as QUIC stacks do). Media packets are far below
+/// any path MTU, and a DF datagram needs no IP identification: the kernel skips the
+/// shared ID generator it would otherwise run for every datagram. Failure leaves the
+/// default.
+fn set_dont_fragment(fd: &std::os::fd::OwnedFd) {
+    if let Err(error) = setsockopt(fd, IpMtuDiscover, &nix::libc::IP_PMTUDISC_PROBE) {
+        tracing::debug!(%error, "media socket: cannot set IP_MTU_DISCOVER");
+    }
+}
+
 /// Binds a socket; an IPv6 wildcard also serves IPv4 (dual-stack).
 fn bind(addr: SocketAddr, kind: SockType) -> std::io::Result<std::os::fd::OwnedFd> {
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
@@ -454,6 +481,7 @@ fn bind(addr: SocketAddr, kind: SockType) -> std::io::Result<std::os::fd::OwnedF
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     } else {
         raise_send_buffer(&fd);
+        set_dont_fragment(&fd);
     }
     nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     Ok(fd)
@@ -472,6 +500,19 @@ mod tests {
         let probe = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SockType::Datagram).unwrap();
         if setsockopt(&probe, sockopt::SndBufForce, &(1 << 16)).is_ok() {
             assert!(size >= SEND_BUFFER, "send buffer {size} < {SEND_BUFFER}");
+        }
+    }
+
+    /// IPv4 media datagrams, also those of a dual-stack socket, leave with DF set.
+    #[test]
+    fn media_sockets_set_dont_fragment() {
+        for addr in [SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), "[::]:0".parse().unwrap()] {
+            let fd = bind(addr, SockType::Datagram).unwrap();
+            assert_eq!(
+                nix::sys::socket::getsockopt(&fd, IpMtuDiscover).unwrap(),
+                nix::libc::IP_PMTUDISC_PROBE,
+                "{addr}"
+            );
         }
     }
 
