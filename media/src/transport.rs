@@ -96,6 +96,12 @@ impl Outbound {
         self.srtp.as_ref()
     }
 
+    /// Loads the fields a send reads (see `worker::forward::warm_up`).
+    #[inline]
+    pub(crate) fn warm_up(&self) {
+        std::hint::black_box((self.srtp.is_some(), self.to.map(|(_, _, until)| until), self.counters.packets_sent));
+    }
+
     /// Counts what the worker sent itself on this transport (forwarded RTP, its own
     /// sender reports), so the transport's stats include it.
     pub(crate) fn count_sent(&mut self, bytes: usize) {

@@ -206,7 +206,8 @@ impl Egress<'_> {
     pub(super) fn fan_out(self, keys: &[ConsumerKey], packet: &Handoff<'_>, now: Instant) {
         let Egress { consumers, transports, arena, tcp_arena, socket, traffic } = self;
         let payload = packet.payload;
-        for &consumer_key in keys {
+        for (i, &consumer_key) in keys.iter().enumerate() {
+            warm_up(consumers, transports, keys, i);
             let Some(consumer) = consumers.get_mut(consumer_key) else {
                 continue;
             };
@@ -261,6 +262,26 @@ impl Egress<'_> {
                 socket.send_arena(arena);
             }
         }
+    }
+}
+
+/// How many consumers ahead [`warm_up`] reaches.
+const AHEAD: usize = 4;
+
+/// Loads what the fan-out needs a few consumers ahead of the one it writes, so the
+/// cache misses of a large fan-out (every consumer's slab entry and transport is cold
+/// by the time a packet comes round again) overlap with this consumer's sealing
+/// instead of stalling the loop: the slab entry of the consumer `2 × AHEAD` ahead, and
+/// the egress record of the transport of the consumer `AHEAD` ahead (whose entry the
+/// first load brought in `AHEAD` consumers ago).
+#[inline]
+fn warm_up(consumers: &Slab<Consumer>, transports: &Slab<Transport>, keys: &[ConsumerKey], i: usize) {
+    if let Some(ahead) = keys.get(i + 2 * AHEAD).and_then(|&key| consumers.get(key)) {
+        std::hint::black_box(ahead.transport);
+    }
+    let transport = keys.get(i + AHEAD).and_then(|&key| consumers.get(key)).and_then(|c| transports.get(c.transport));
+    if let Some(transport) = transport {
+        transport.out.warm_up();
     }
 }
 
