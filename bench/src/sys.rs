@@ -202,3 +202,33 @@ impl Batches {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use super::Batches;
+
+    /// Datagrams go to the destinations in turn, across batches and across calls.
+    #[test]
+    fn batches_go_round_robin() {
+        let rx: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let to: Vec<_> = rx.iter().map(|s| s.local_addr().unwrap()).collect();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batches = Batches::new(&to, 2).unwrap();
+        for k in 0..7u8 {
+            batches.send(&tx, &[k], 1).unwrap();
+        }
+        batches.send(&tx, &[7], 5).unwrap();
+        let mut got = vec![Vec::new(); 3];
+        for (socket, got) in rx.iter().zip(&mut got) {
+            socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut buf = [0u8; 8];
+            while let Ok(n) = socket.recv(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, vec![vec![0, 3, 6, 7], vec![1, 4, 7, 7], vec![2, 5, 7, 7]]);
+    }
+}
