@@ -209,15 +209,7 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(target::serve(connections));
     }
-    let client_cpus = cpus.client.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus.client.len())
-        .thread_name("bench-client")
-        .on_thread_start(move || {
-            let _ = sys::pin(0, &client_cpus);
-        })
-        .enable_all()
-        .build()?;
+    let runtime = target::client_runtime(&cpus, "bench-client")?;
     // The main thread only waits; keep it off the server's CPUs too.
     let _ = sys::pin(0, &cpus.client);
     runtime.block_on(run(cli, cpus, command_line))

@@ -158,29 +158,77 @@ pub(crate) fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Sends `total` copies of `data` to `to` in `sendmmsg(2)` calls of `batch` datagrams
-/// (the baseline of the worker's batched sends).
-pub(crate) fn send_batches(
-    socket: &std::net::UdpSocket,
-    to: std::net::SocketAddr,
-    data: &[u8],
+/// `sendmmsg(2)` calls of up to `batch` datagrams, each datagram to the next of a list
+/// of destinations in round-robin order: the worker's batched sends (one to each
+/// consumer's client in turn), and with one destination the one-socket baseline.
+pub(crate) struct Batches {
+    headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    /// The destinations, then their first `batch` again, so that the `batch`
+    /// destinations from any position on are one slice.
+    addrs: Vec<Option<nix::sys::socket::SockaddrStorage>>,
+    destinations: usize,
     batch: usize,
-    total: usize,
-) -> anyhow::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd;
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
-    let slices: Vec<[IoSlice<'_>; 1]> = (0..batch).map(|_| [IoSlice::new(data)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = (0..batch).map(|_| Some(SockaddrStorage::from(to))).collect();
-    let no_control: [ControlMessage<'_>; 0] = [];
-    let mut sent = 0;
-    while sent < total {
-        let n = batch.min(total - sent);
-        let done = sendmmsg(socket.as_raw_fd(), &mut headers, &slices[..n], &addrs[..n], no_control, MsgFlags::empty())
-            .context("sendmmsg")?
-            .count();
-        sent += done.max(1);
+    /// Where the next datagram goes.
+    next: usize,
+}
+
+impl Batches {
+    pub(crate) fn new(to: &[std::net::SocketAddr], batch: usize) -> anyhow::Result<Batches> {
+        use nix::sys::socket::{MultiHeaders, SockaddrStorage};
+        anyhow::ensure!(!to.is_empty() && batch > 0, "sendmmsg batches need a destination and a batch size");
+        let addrs = to.iter().cycle().take(to.len() + batch).map(|a| Some(SockaddrStorage::from(*a))).collect();
+        Ok(Batches { headers: MultiHeaders::preallocate(batch, None), addrs, destinations: to.len(), batch, next: 0 })
     }
-    Ok(())
+
+    /// Sends `total` copies of `data`, going on with the destinations where the last
+    /// call stopped.
+    pub(crate) fn send(&mut self, socket: &std::net::UdpSocket, data: &[u8], total: usize) -> anyhow::Result<()> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmmsg};
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd;
+        let slices: Vec<[IoSlice<'_>; 1]> = (0..self.batch).map(|_| [IoSlice::new(data)]).collect();
+        let no_control: [ControlMessage<'_>; 0] = [];
+        let mut sent = 0;
+        while sent < total {
+            let n = self.batch.min(total - sent);
+            let to = &self.addrs[self.next..self.next + n];
+            let done = sendmmsg(socket.as_raw_fd(), &mut self.headers, &slices[..n], to, no_control, MsgFlags::empty())
+                .context("sendmmsg")?
+                .count()
+                .max(1);
+            sent += done;
+            self.next = (self.next + done) % self.destinations;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use super::Batches;
+
+    /// Datagrams go to the destinations in turn, across batches and across calls.
+    #[test]
+    fn batches_go_round_robin() {
+        let rx: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let to: Vec<_> = rx.iter().map(|s| s.local_addr().unwrap()).collect();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batches = Batches::new(&to, 2).unwrap();
+        for k in 0..7u8 {
+            batches.send(&tx, &[k], 1).unwrap();
+        }
+        batches.send(&tx, &[7], 5).unwrap();
+        let mut got = vec![Vec::new(); 3];
+        for (socket, got) in rx.iter().zip(&mut got) {
+            socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut buf = [0u8; 8];
+            while let Ok(n) = socket.recv(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, vec![vec![0, 3, 6, 7], vec![1, 4, 7, 7], vec![2, 5, 7, 7]]);
+    }
 }

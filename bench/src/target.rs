@@ -62,6 +62,20 @@ impl Cpus {
     }
 }
 
+/// A runtime like the load client's: one worker thread per client CPU, each pinned to
+/// the client CPUs and named `name`.
+pub(crate) fn client_runtime(cpus: &Cpus, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    let client = cpus.client.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client.len())
+        .thread_name(name)
+        .on_thread_start(move || {
+            let _ = sys::pin(0, &client);
+        })
+        .enable_all()
+        .build()
+}
+
 /// A running server.
 pub(crate) struct Running {
     pub(crate) kind: Kind,

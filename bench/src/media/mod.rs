@@ -1,6 +1,7 @@
 //! Media scenarios with synthetic WebRTC clients (see `peer`): fan-out from 1 or 10
 //! speakers to N listeners on one worker, and a join storm.
 
+mod baseline;
 mod link;
 pub(crate) mod peer;
 
@@ -271,45 +272,6 @@ async fn measure(load: &Load, server: &Running, workers: &[WorkerThreads], windo
     }
 }
 
-/// The same-run baseline for the worker's cost: CPU time per datagram of sending a
-/// 150-byte datagram over loopback from a thread on the server CPUs, to a socket a
-/// thread on the client CPUs drains (the kernel work a forwarded packet cannot avoid):
-/// one `sendto` each with `batch` 1, else `sendmmsg` calls of `batch` datagrams (the
-/// worker's batches are 32).
-fn udp_send_baseline(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
-    const SENDS: u32 = 50_000;
-    let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    rx.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let to = rx.local_addr()?;
-    let client = cpus.client.clone();
-    let drain = std::thread::spawn(move || {
-        let _ = sys::pin(0, &client);
-        let mut buf = [0u8; 2048];
-        while rx.recv_from(&mut buf).is_ok() {}
-    });
-    let server = cpus.server.clone();
-    let sender = std::thread::spawn(move || -> anyhow::Result<f64> {
-        let _ = sys::pin(0, &server);
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let data = [0u8; 150];
-        let tid = nix::unistd::gettid().as_raw();
-        let pid = std::process::id();
-        let cpu0 = sys::thread_cpu(pid, tid);
-        if batch <= 1 {
-            for _ in 0..SENDS {
-                let _ = tx.send_to(&data, to);
-            }
-        } else {
-            sys::send_batches(&tx, to, &data, batch, SENDS as usize)?;
-        }
-        let cpu = sys::thread_cpu(pid, tid).saturating_sub(cpu0);
-        Ok(cpu.as_nanos() as f64 / f64::from(SENDS))
-    });
-    let ns = sender.join().map_err(|_| anyhow::anyhow!("baseline sender panicked"))??;
-    let _ = drain.join();
-    Ok(ns)
-}
-
 /// Scenario 5: S speakers → N listeners in one room on one worker (or one room over
 /// `--workers` workers), N rising until loss > 0.5 % or p99 delay > 10 ms.
 pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<Report> {
@@ -332,6 +294,8 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
             "worker ns/forwarded pkt",
             "× one sendto",
             "× one sendmmsg datagram",
+            "fan-out sendmmsg ns",
+            "× fan-out sendmmsg datagram",
             "load-client CPU %",
             "ok",
         ],
@@ -362,8 +326,15 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         }
     };
     let window = Duration::from_secs_f64(opts.secs);
-    let send_ns = udp_send_baseline(cpus, 1)?;
-    let mmsg_ns = udp_send_baseline(cpus, 32)?;
+    let send_ns = baseline::one_socket(cpus, 1)?;
+    let mmsg_ns = baseline::one_socket(cpus, baseline::BATCH)?;
+    // Before any listener joins, as the one-socket baselines: one per listener count.
+    let mut fan = std::collections::BTreeMap::new();
+    for &n in &opts.listeners {
+        if let std::collections::btree_map::Entry::Vacant(e) = fan.entry(n) {
+            e.insert(baseline::fanout_sendmmsg(cpus, n, s as f64 * PPS)?);
+        }
+    }
     let mut best: Option<(usize, f64, f64, f64, f64)> = None;
     let mut failed_at = None;
     for &n in &opts.listeners {
@@ -387,6 +358,14 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         let rate = col(&|w| w.expected as f64 / window.as_secs_f64());
         let ok = loss.median <= MAX_LOSS * 100.0 && p99.median <= MAX_P99.as_secs_f64() * 1e3;
         let consumers = n * s;
+        let fan_step = fan.get(&n).copied();
+        let fan_ns = fan_step.map_or(f64::NAN, |f| f.ns);
+        let fan_json = fan_step.map(|f| {
+            json!({
+                "ns_per_datagram": f.ns, "sockets": f.sockets, "rounds_per_s": f.rounds_per_s,
+                "datagrams_measured": f.datagrams, "sent": f.sent, "received": f.received,
+            })
+        });
         let split = server.media_workers().unwrap_or_default();
         let per_worker: Vec<serde_json::Value> = (0..opts.workers)
             .map(|i| {
@@ -427,6 +406,8 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 ns.show(0),
                 format!("{:.1}", ns.median / send_ns),
                 format!("{:.2}", ns.median / mmsg_ns),
+                format!("{:.0}", fan_ns),
+                format!("{:.2}", ns.median / fan_ns),
                 cutil.show(0),
                 if ok { "✓".into() } else { "✗".into() },
             ],
@@ -437,6 +418,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
                 "delay_p50_ms": p50.json(), "delay_p99_ms": p99.json(),
                 "worker_cpu_pct": util.json(), "worker_ns_per_packet": ns.json(),
                 "client_cpu_pct": cutil.json(), "ok": ok, "udp_sendto_ns": send_ns, "udp_sendmmsg_ns": mmsg_ns,
+                "udp_fanout_sendmmsg_ns": fan_ns, "udp_fanout_sendmmsg": fan_json,
                 "delay_samples": ws.iter().map(|w| w.delay_samples).sum::<usize>(),
                 "late_sends": ws.iter().map(|w| w.late_sends).sum::<u64>(),
                 "kernel_udp_drops": ws.iter().map(|w| w.kernel_drops).sum::<u64>(),
@@ -473,6 +455,19 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
     }
     report.note(format!(
         "Baseline measured in the same run: one 150-byte loopback `sendto` from a thread on the server CPU costs {send_ns:.0} ns of its CPU (50,000 sends to a socket drained on the client CPU); \"× one sendto\" is the worker's cost per forwarded packet in those units. The same in `sendmmsg` calls of 32 datagrams (the worker's batch): {mmsg_ns:.0} ns per datagram (\"× one sendmmsg datagram\")."
+    ));
+    let each: Vec<String> = fan
+        .values()
+        .map(|f| {
+            format!(
+                "{} sockets: {:.0} ns ({} datagrams measured; the readers got {} of {} sent)",
+                f.sockets, f.ns, f.datagrams, f.received, f.sent
+            )
+        })
+        .collect();
+    report.note(format!(
+        "Fan-out baseline, per listener count N (\"fan-out sendmmsg ns\"), measured in the same run before any listener joined: the same 150-byte datagrams in `sendmmsg` calls of 32 from a thread on the server CPU, but to N distinct client UDP sockets in round-robin order (consecutive datagrams go to different sockets, as the worker's fan-out sends them), one round of N per incoming packet at the step's rate ({s} × {PPS} packets/s, the sender sleeping between rounds), each socket a tokio `UdpSocket` on a runtime like the load client's (same thread count and CPU pinning) read by its own task looping `recv_from`. On loopback the sender's CPU also runs each datagram's receive side (the destination socket's lookup, the enqueue into its queue, the epoll callback and the wake-up of its reader), and with N cold sockets that costs more per datagram than with the one warm socket of the baseline above: the difference between the two baselines is the kernel's per-destination work charged to the sender on loopback, which the worker cannot avoid either. \"× fan-out sendmmsg datagram\" is the worker's cost per forwarded packet in those units: what it is above 1 is the worker's user-space work (copy, seal, loop) and its per-wake-up costs (epoll, receiving and decrypting the producer's packet, timers). The issue's target stays \"× one sendmmsg datagram\". Per N: {}.",
+        each.join("; ")
     ));
     if let Some(n) = failed_at {
         report.note(format!("First failing step: {n} listeners."));
