@@ -478,6 +478,7 @@ mod over_udp {
     use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
     use str0m::{Event, Input, Output, Rtc};
 
+    use crate::test_client::pymediasoup as fixture;
     use crate::{Engine, EngineConfig, RouterHandle};
 
     /// A str0m peer on its own UDP socket.
@@ -549,13 +550,6 @@ mod over_udp {
                 input.unwrap();
             }
         }
-    }
-
-    /// A field of what pymediasoup sent real mediasoup.
-    fn fixture(name: &str, field: &str) -> serde_json::Value {
-        let path = format!("{}/../fixtures/reference/pymediasoup-1.5-aiortc-1.16/{name}", env!("CARGO_MANIFEST_DIR"));
-        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        value[field].clone()
     }
 
     async fn lite_counters(router: &RouterHandle, id: &str) -> Option<super::LiteCounters> {
