@@ -5,10 +5,11 @@
 //! method is async: it validates what needs no state, sends a command to the worker
 //! holding the transport, producer or consumer, and awaits the answer. A consumer of a
 //! producer on another worker subscribes that worker first (`cross`), and closing a
-//! producer closes its consumers on every worker; pausing one tells its worker only. The caller passes the ids it
-//! generated and the peer it acts for; the worker checks ownership, direction and
-//! state, so a session can only touch what its peer owns. The handle holds the room's
-//! home on one worker (its speaker detector): dropping it closes the room there.
+//! producer closes its consumers on every worker; pausing one tells its worker only.
+//! The caller passes the ids it generated and the peer it acts for; the worker checks
+//! ownership, direction and state, so a session can only touch what its peer owns.
+//! The handle holds the room's home on one worker (its speaker detector): dropping it
+//! closes the room there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
