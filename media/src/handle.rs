@@ -370,8 +370,8 @@ mod tests {
     use dspeak_schema::ortc::{MediaKind, RtpCapabilities, RtpParameters};
     use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
-    use crate::test_client::pymediasoup;
-    use crate::{Engine, EngineConfig, RouterHandle};
+    use crate::RouterHandle;
+    use crate::test_client::{engine, pymediasoup};
 
     async fn producer_paused(router: &RouterHandle, consumer: &str, owner: &PeerId) -> bool {
         match router.stats(consumer.into(), owner.clone()).await.unwrap() {
@@ -386,9 +386,7 @@ mod tests {
     /// still show the pause, and then the resume.
     #[tokio::test]
     async fn a_far_consumer_made_across_a_pause_sees_it() {
-        let config =
-            EngineConfig { workers: 2, listen_ip: "127.0.0.1".parse().unwrap(), tcp: false, ..EngineConfig::default() };
-        let engine = Engine::start(&config).unwrap();
+        let engine = engine(2);
         let (router, _events) = engine.router();
         let (a, b) = (PeerId::from("a"), PeerId::from("b"));
         let (send, recv) = (TransportId::from("s"), TransportId::from("r"));

@@ -478,8 +478,8 @@ mod over_udp {
     use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
     use str0m::{Event, Input, Output, Rtc};
 
+    use crate::RouterHandle;
     use crate::test_client::pymediasoup as fixture;
-    use crate::{Engine, EngineConfig, RouterHandle};
 
     /// A str0m peer on its own UDP socket.
     struct Peer {
@@ -562,9 +562,7 @@ mod over_udp {
     /// transport, and by its worker as the drop reason `srtcp_rejected`).
     #[tokio::test]
     async fn audio_reaches_a_lite_listener_over_udp_and_its_reports_are_read() {
-        let config =
-            EngineConfig { workers: 1, listen_ip: "127.0.0.1".parse().unwrap(), tcp: false, ..EngineConfig::default() };
-        let engine = Engine::start(&config).unwrap();
+        let engine = crate::test_client::engine(1);
         let (router, _events) = engine.router();
         let (a, b) = (PeerId::from("a"), PeerId::from("b"));
         let send = router.create_transport(TransportId::from("s"), a.clone(), Direction::Send).await.unwrap();

@@ -31,6 +31,17 @@ pub(crate) fn pymediasoup(name: &str, field: &str) -> serde_json::Value {
     value[field].clone()
 }
 
+/// An engine of `workers` workers on loopback, UDP only.
+pub(crate) fn engine(workers: usize) -> crate::Engine {
+    let config = crate::EngineConfig {
+        workers,
+        listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        tcp: false,
+        ..crate::EngineConfig::default()
+    };
+    crate::Engine::start(&config).unwrap()
+}
+
 /// Runs `f` without counting its allocations.
 pub(crate) fn opt_out<R>(f: impl FnOnce() -> R) -> R {
     let mut r = None;

@@ -9,7 +9,7 @@ use dspeak_media::{Engine, EngineConfig, RouterEvent, SpeakerEvents};
 use dspeak_schema::PeerId;
 use dspeak_schema::media::Direction;
 
-use crate::peer::{Running, client, id, wait_for};
+use crate::peer::{Client, Running, client, id, wait_for};
 
 fn engine() -> Engine {
     let config = EngineConfig {
@@ -171,6 +171,22 @@ async fn producer_paused(
     }
 }
 
+/// Consumes `producer`, paused, on `client` and runs it until it is connected; the
+/// consumer's stats show the pause.
+async fn consume_paused(
+    router: &dspeak_media::RouterHandle,
+    mut client: Client,
+    owner: &PeerId,
+    producer: &dspeak_schema::ProducerId,
+) -> (dspeak_schema::ConsumerId, u32, Running) {
+    let (consumer, ssrc) = client.consume(router, owner, producer).await.unwrap();
+    let running = client.run();
+    wait_for("a far listener connected", 10, || running.seen.connected.load(std::sync::atomic::Ordering::Relaxed))
+        .await;
+    assert!(producer_paused(router, &consumer, owner).await, "its stats show the pause");
+    (consumer, ssrc, running)
+}
+
 /// Far consumers subscribed while their producer is paused (the first one on its
 /// worker, then one more while the first is there) hear nothing until the resume,
 /// then every packet sent after it, in one continuous run; their stats follow the
@@ -185,9 +201,9 @@ async fn far_consumers_subscribed_while_paused_hear_the_resume() {
     // Placed in turn: the speaker and a near listener on one worker, two far ones on
     // the other, which consume later.
     let (first_owner, near_owner, second_owner): (PeerId, PeerId, PeerId) = (id(), id(), id());
-    let mut first = client(&router, &first_owner, Direction::Recv).await.unwrap();
+    let first = client(&router, &first_owner, Direction::Recv).await.unwrap();
     let mut near = client(&router, &near_owner, Direction::Recv).await.unwrap();
-    let mut second = client(&router, &second_owner, Direction::Recv).await.unwrap();
+    let second = client(&router, &second_owner, Direction::Recv).await.unwrap();
     assert_eq!([send.worker, near.worker], [0, 0]);
     assert_eq!([first.worker, second.worker], [1, 1]);
     let (near_consumer, near_ssrc) = near.consume(&router, &near_owner, &producer).await.unwrap();
@@ -206,11 +222,7 @@ async fn far_consumers_subscribed_while_paused_hear_the_resume() {
     let pause = |paused: bool| router.set_producer_paused(producer.clone(), speaker_owner.clone(), paused);
     // Paused, then the first far consumer subscribes: nothing reaches it.
     pause(true).await.unwrap();
-    let (first_consumer, first_ssrc) = first.consume(&router, &first_owner, &producer).await.unwrap();
-    let first = first.run();
-    wait_for("first far listener connected", 10, || first.seen.connected.load(std::sync::atomic::Ordering::Relaxed))
-        .await;
-    assert!(producer_paused(&router, &first_consumer, &first_owner).await);
+    let (first_consumer, first_ssrc, first) = consume_paused(&router, first, &first_owner, &producer).await;
     speak(&room, 400).await;
     assert!(first.seen.received(first_ssrc).is_empty(), "a paused producer's packets reach no far consumer");
     // Resumed: it hears everything sent from then on.
@@ -223,11 +235,7 @@ async fn far_consumers_subscribed_while_paused_hear_the_resume() {
     assert_continuous(&heard, "first far listener");
     // Paused again; a second far consumer joins the worker's subscription.
     pause(true).await.unwrap();
-    let (second_consumer, second_ssrc) = second.consume(&router, &second_owner, &producer).await.unwrap();
-    let second = second.run();
-    wait_for("second far listener connected", 10, || second.seen.connected.load(std::sync::atomic::Ordering::Relaxed))
-        .await;
-    assert!(producer_paused(&router, &second_consumer, &second_owner).await);
+    let (second_consumer, second_ssrc, second) = consume_paused(&router, second, &second_owner, &producer).await;
     let first_before = first.seen.received(first_ssrc).len();
     speak(&room, 400).await;
     assert_eq!(first.seen.received(first_ssrc).len(), first_before, "paused again: nothing more");
