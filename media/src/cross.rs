@@ -6,8 +6,9 @@
 //! that producer (not once per consumer), and a compact audio-level sample for the
 //! room's home worker, which runs the room's speaker detector. After a wake-up X
 //! wakes each worker it wrote to once ([`Links::wake_pending`]), not per packet. Y
-//! drains its rings in its own loop and fans the packets out exactly as it does its
-//! local producers' (`worker::forward`). A full ring drops the record (the caller
+//! drains its rings in its own loop, the rings taking turns ([`Inbound::drain`], so
+//! a busy ring never holds up another), and fans the packets out exactly as it does
+//! its local producers' (`worker::forward`). A full ring drops the record (the caller
 //! counts it); nothing here blocks or allocates per packet.
 //!
 //! Control (subscribe, unsubscribe, close) never goes through the rings, which may
@@ -30,6 +31,8 @@ const LEVEL: u8 = 2;
 const PACKET_FIXED: usize = 8 + 4 + 8 + 4 + 1 + 1 + 8 + 2;
 /// Fixed part of a level record after its kind: room, speaker key, level, arrival.
 const LEVEL_FIXED: usize = 8 + 4 + 1 + 8;
+/// Records one inbound ring gives per round of a drain before the next ring's turn.
+const QUANTUM: usize = 32;
 /// The longest payload a record carries (larger packets are never forwarded anyway:
 /// the worker's receive buffer is 2,048 bytes).
 const MAX_PAYLOAD: usize = 2048;
@@ -83,6 +86,8 @@ pub(crate) struct Links<C> {
     outbound: Vec<Option<Outbound>>,
     /// From each other worker.
     inbound: Vec<Option<rtrb::Consumer<u8>>>,
+    /// Which inbound ring the next drain goes on with ([`Inbound::drain`]).
+    inbound_turn: Turn,
     /// Woken by the workers that wrote to this one.
     pub(crate) wake: Arc<Notify>,
     /// Arrival times travel as nanoseconds since this instant (the same in every worker).
@@ -116,6 +121,7 @@ pub(crate) fn mesh<C>(n: usize) -> (Vec<Links<C>>, Peers<C>) {
             index,
             outbound: (0..n).map(|_| None).collect(),
             inbound: (0..n).map(|_| None).collect(),
+            inbound_turn: Turn::default(),
             wake: wakes[index].clone(),
             epoch,
             peers: peers.clone(),
@@ -186,11 +192,17 @@ impl<C> Links<C> {
     /// Takes the inbound rings and the read buffer, to drain them while the worker is
     /// borrowed; give them back with [`Links::put_back`].
     pub(crate) fn take_inbound(&mut self) -> Inbound {
-        Inbound { rings: std::mem::take(&mut self.inbound), buf: std::mem::take(&mut self.scratch), epoch: self.epoch }
+        Inbound {
+            rings: std::mem::take(&mut self.inbound),
+            buf: std::mem::take(&mut self.scratch),
+            epoch: self.epoch,
+            turn: self.inbound_turn,
+        }
     }
 
     /// Returns what [`Links::take_inbound`] took.
     pub(crate) fn put_back(&mut self, inbound: Inbound) {
+        self.inbound_turn = inbound.turn;
         self.inbound = inbound.rings;
         self.scratch = inbound.buf;
     }
@@ -210,23 +222,44 @@ pub(crate) struct Inbound {
     rings: Vec<Option<rtrb::Consumer<u8>>>,
     buf: Vec<u8>,
     epoch: Instant,
+    turn: Turn,
+}
+
+/// Whose turn it is among the inbound rings, across drains: the ring, and the
+/// records it already gave in this turn.
+#[derive(Clone, Copy, Debug, Default)]
+struct Turn {
+    ring: usize,
+    taken: usize,
 }
 
 impl Inbound {
-    /// Reads up to `max` records (over all rings, in turn) into `f`; returns whether
-    /// records are left.
+    /// Reads up to `max` records into `f`. The rings take turns, each giving up to
+    /// [`QUANTUM`] records per turn, and a turn cut short by `max` goes on in the next
+    /// drain: every ring with records is served within one drain when `max` allows,
+    /// and under sustained overload each gets the same share. Returns whether records
+    /// are left.
     pub(crate) fn drain(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> bool {
-        let mut read = 0;
-        for ring in self.rings.iter_mut().flatten() {
-            while read < max {
-                match pop(ring, &mut self.buf, self.epoch) {
-                    Some(record) => f(record),
-                    None => break,
+        let n = self.rings.len();
+        // `idle`: rings in a row that gave nothing; `n` of them means all are empty.
+        let (mut budget, mut idle) = (max, 0);
+        while budget > 0 && idle < n {
+            let mut took = 0;
+            if let Some(ring) = &mut self.rings[self.turn.ring] {
+                while self.turn.taken < QUANTUM && took < budget {
+                    let Some(record) = pop(ring, &mut self.buf, self.epoch) else { break };
+                    f(record);
+                    (took, self.turn.taken) = (took + 1, self.turn.taken + 1);
                 }
-                read += 1;
+            }
+            budget -= took;
+            idle = if took == 0 { idle + 1 } else { 0 };
+            // The turn ends with the quantum, or with an empty ring (budget left).
+            if budget > 0 || self.turn.taken == QUANTUM {
+                self.turn = Turn { ring: (self.turn.ring + 1) % n, taken: 0 };
             }
         }
-        self.rings.iter().flatten().any(|r| !r.is_empty())
+        budget == 0 && self.rings.iter().flatten().any(|r| !r.is_empty())
     }
 }
 
@@ -337,5 +370,53 @@ mod tests {
             next += 1;
         }) {}
         assert_eq!(next, accepted);
+    }
+
+    /// Worker 2 reads from workers 0 and 1. However busy the first ring is, the
+    /// second is served in the same drain, and under sustained overload both get
+    /// about the same share.
+    #[test]
+    fn a_busy_ring_does_not_starve_a_later_one() {
+        let (mut links, _) = mesh::<()>(3);
+        let now = Instant::now();
+        let payload = [7u8; 150];
+        let packet = |producer, seq| Handoff {
+            producer,
+            epoch: 0,
+            seq,
+            timestamp: 0,
+            marker: false,
+            level: None,
+            arrival: now,
+            payload: &payload,
+        };
+        for seq in 0..1000 {
+            assert!(links[0].push_packet(2, &packet(0, seq)));
+        }
+        for seq in 0..10 {
+            assert!(links[1].push_packet(2, &packet(1, seq)));
+        }
+        let mut from = [0u64; 2];
+        let drain = |links: &mut Vec<Links<()>>, from: &mut [u64; 2]| {
+            let mut inbound = links[2].take_inbound();
+            let left = inbound.drain(100, |r| {
+                let Record::Packet(p) = r else { panic!("a packet") };
+                from[p.producer as usize] += 1;
+            });
+            links[2].put_back(inbound);
+            left
+        };
+        assert!(drain(&mut links, &mut from), "records are left");
+        assert_eq!(from, [90, 10], "the later ring's records go in the same drain");
+        // Both rings kept full: they take turns, across drains too.
+        from = [0, 0];
+        for _ in 0..20 {
+            for (writer, link) in links.iter_mut().take(2).enumerate() {
+                while link.push_packet(2, &packet(writer as u64, 0)) {}
+            }
+            assert!(drain(&mut links, &mut from));
+        }
+        assert_eq!(from[0] + from[1], 2000);
+        assert!(from[0].abs_diff(from[1]) <= QUANTUM as u64, "shares under overload: {from:?}");
     }
 }

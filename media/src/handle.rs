@@ -5,10 +5,11 @@
 //! method is async: it validates what needs no state, sends a command to the worker
 //! holding the transport, producer or consumer, and awaits the answer. A consumer of a
 //! producer on another worker subscribes that worker first (`cross`), and closing a
-//! producer closes its consumers on every worker. The caller passes the ids it
-//! generated and the peer it acts for; the worker checks ownership, direction and
-//! state, so a session can only touch what its peer owns. The handle holds the room's
-//! home on one worker (its speaker detector): dropping it closes the room there.
+//! producer closes its consumers on every worker; pausing one tells its worker only.
+//! The caller passes the ids it generated and the peer it acts for; the worker checks
+//! ownership, direction and state, so a session can only touch what its peer owns.
+//! The handle holds the room's home on one worker (its speaker detector): dropping it
+//! closes the room there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -49,7 +50,8 @@ struct Places {
     transports: HashMap<TransportId, (usize, PeerId)>,
     /// Worker, transport, and key in the room's speaker detector.
     producers: HashMap<ProducerId, (usize, TransportId, u32)>,
-    consumers: HashMap<ConsumerId, (usize, TransportId)>,
+    /// Worker, transport, and the producer consumed.
+    consumers: HashMap<ConsumerId, (usize, TransportId, ProducerId)>,
 }
 
 impl Places {
@@ -62,7 +64,7 @@ impl Places {
     }
 
     fn consumer(&self, id: &ConsumerId) -> Result<usize, MediaError> {
-        self.consumers.get(id).map(|&(w, _)| w).ok_or_else(|| MediaError::not_found("consumer", id))
+        self.consumers.get(id).map(|&(w, ..)| w).ok_or_else(|| MediaError::not_found("consumer", id))
     }
 
     /// Forgets consumers the engine closed.
@@ -229,7 +231,7 @@ impl RouterHandle {
                     self.worker(index).post(move |w| drop(w.close_remote_producer(&gone)));
                     return Err(MediaError::not_found("producer", &producer));
                 }
-                places.consumers.insert(id, (index, transport));
+                places.consumers.insert(id, (index, transport, producer));
             }
             (Err(_), Some(key)) => self.worker(source).post(move |w| w.unsubscribe(key, index)),
             (Err(_), None) => {}
@@ -237,15 +239,13 @@ impl RouterHandle {
         consumed
     }
 
-    /// Pauses or resumes a producer of `owner`.
+    /// Pauses or resumes a producer of `owner`. Only its worker is told (and the
+    /// room's home, for the speaker detector): consumers on other workers get none of
+    /// its packets while it is paused, and its first packet after a resume carries the
+    /// new resume epoch, which resynchronizes them (`cross`).
     pub async fn set_producer_paused(&self, id: ProducerId, owner: PeerId, paused: bool) -> Result<(), MediaError> {
         let (index, key) = self.places().producer(&id)?;
-        let producer = id.clone();
-        self.worker(index).call(move |w| w.set_producer_paused(&producer, &owner, paused)).await?;
-        for other in self.workers.iter().filter(|w| w.index != index) {
-            let producer = id.clone();
-            other.post(move |w| w.set_remote_paused(&producer, paused));
-        }
+        self.worker(index).call(move |w| w.set_producer_paused(&id, &owner, paused)).await?;
         let room = self.room;
         self.worker(self.home).post(move |w| w.speaker_paused(room, key, paused));
         Ok(())
@@ -320,24 +320,35 @@ impl RouterHandle {
         let Places { transports, producers, consumers } = &mut *places;
         transports.retain(|_, (_, o)| o != &owner);
         producers.retain(|_, (_, t, _)| transports.contains_key(t));
-        consumers.retain(|_, (_, t)| transports.contains_key(t));
+        consumers.retain(|_, (_, t, _)| transports.contains_key(t));
         places.forget_consumers(&closed);
         Ok(closed)
     }
 
-    /// Statistics of a transport, producer or consumer of `owner`.
+    /// Statistics of a transport, producer or consumer of `owner`. Whether a
+    /// consumer's producer is paused is the producer's worker's to say.
     pub async fn stats(&self, id: String, owner: PeerId) -> Result<Stats, MediaError> {
-        let index = {
+        let (index, far_producer) = {
             let places = self.places();
-            let transport = places.transports.get(&TransportId::from(id.as_str())).map(|&(w, _)| w);
-            let producer = || places.producers.get(&ProducerId::from(id.as_str())).map(|&(w, _, _)| w);
-            let consumer = || places.consumers.get(&ConsumerId::from(id.as_str())).map(|&(w, _)| w);
-            transport.or_else(producer).or_else(consumer)
+            let transport = places.transports.get(&TransportId::from(id.as_str())).map(|&(w, _)| (w, None));
+            let producer = || places.producers.get(&ProducerId::from(id.as_str())).map(|&(w, ..)| (w, None));
+            let consumer = || {
+                let (w, _, producer) = places.consumers.get(&ConsumerId::from(id.as_str()))?;
+                let source = places.producer(producer).ok().map(|(source, _)| source);
+                Some((*w, source.filter(|s| s != w).map(|s| (s, producer.clone()))))
+            };
+            match transport.or_else(producer).or_else(consumer) {
+                Some(found) => found,
+                None => return Err(MediaError::not_found("transport, producer or consumer", &id)),
+            }
         };
-        let Some(index) = index else {
-            return Err(MediaError::not_found("transport, producer or consumer", &id));
+        let producer_paused = match far_producer {
+            Some((source, producer)) => {
+                Some(self.worker(source).call(move |w| Ok(w.producer_paused(&producer))).await?)
+            }
+            None => None,
         };
-        self.worker(index).call(move |w| w.stats(&id, &owner)).await
+        self.worker(index).call(move |w| w.stats(&id, &owner, producer_paused)).await
     }
 }
 
@@ -347,5 +358,63 @@ impl Drop for RouterHandle {
         home.counts.rooms.fetch_sub(1, Ordering::Relaxed);
         let room = self.room;
         home.post(move |w| w.close_room(room));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::Poll;
+
+    use dspeak_schema::media::{Direction, Stats};
+    use dspeak_schema::ortc::{MediaKind, RtpCapabilities, RtpParameters};
+    use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
+
+    use crate::RouterHandle;
+    use crate::test_client::{engine, pymediasoup};
+
+    async fn producer_paused(router: &RouterHandle, consumer: &str, owner: &PeerId) -> bool {
+        match router.stats(consumer.into(), owner.clone()).await.unwrap() {
+            Stats::Consumer { producer_paused, .. } => producer_paused,
+            other => panic!("consumer stats, got {other:?}"),
+        }
+    }
+
+    /// Another session pauses a producer after a consume subscribed on the
+    /// producer's worker and before the consumer is made on its own worker (the
+    /// interleaving is forced by holding the producer's worker): the consumer's stats
+    /// still show the pause, and then the resume.
+    #[tokio::test]
+    async fn a_far_consumer_made_across_a_pause_sees_it() {
+        let engine = engine(2);
+        let (router, _events) = engine.router();
+        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
+        let (send, recv) = (TransportId::from("s"), TransportId::from("r"));
+        router.create_transport(send.clone(), a.clone(), Direction::Send).await.unwrap();
+        router.create_transport(recv.clone(), b.clone(), Direction::Recv).await.unwrap();
+        assert_eq!((router.transport_worker(&send), router.transport_worker(&recv)), (Some(0), Some(1)));
+        let rtp: RtpParameters = serde_json::from_value(pymediasoup("produce.params.json", "rtpParameters")).unwrap();
+        let caps: RtpCapabilities =
+            serde_json::from_value(pymediasoup("consume.params.json", "rtpCapabilities")).unwrap();
+        let producer = ProducerId::from("p");
+        router.produce(producer.clone(), send, a.clone(), MediaKind::Audio, &rtp).await.unwrap();
+        // Hold the producer's worker while the consume asks it to subscribe.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        router.workers[0].post(move |_| {
+            let _ = held.recv();
+        });
+        let consume = router.consume(ConsumerId::from("c"), recv, b.clone(), producer.clone(), caps);
+        let mut consume = std::pin::pin!(consume);
+        let first = std::future::poll_fn(|cx| Poll::Ready(consume.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the subscription waits for the held worker");
+        release.send(()).unwrap();
+        // The subscription runs, then the pause, before the consumer is made.
+        router.set_producer_paused(producer.clone(), a.clone(), true).await.unwrap();
+        let consumed = consume.await.unwrap();
+        assert!(!consumed.producer_paused, "it subscribed before the pause");
+        assert!(producer_paused(&router, "c", &b).await, "its stats show the pause");
+        router.set_producer_paused(producer, a, false).await.unwrap();
+        assert!(!producer_paused(&router, "c", &b).await, "and the resume");
+        engine.stop();
     }
 }

@@ -478,7 +478,8 @@ mod over_udp {
     use str0m::rtp::{ExtensionValues, SeqNo, Ssrc};
     use str0m::{Event, Input, Output, Rtc};
 
-    use crate::{Engine, EngineConfig, RouterHandle};
+    use crate::RouterHandle;
+    use crate::test_client::pymediasoup as fixture;
 
     /// A str0m peer on its own UDP socket.
     struct Peer {
@@ -551,13 +552,6 @@ mod over_udp {
         }
     }
 
-    /// A field of what pymediasoup sent real mediasoup.
-    fn fixture(name: &str, field: &str) -> serde_json::Value {
-        let path = format!("{}/../fixtures/reference/pymediasoup-1.5-aiortc-1.16/{name}", env!("CARGO_MANIFEST_DIR"));
-        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        value[field].clone()
-    }
-
     async fn lite_counters(router: &RouterHandle, id: &str) -> Option<super::LiteCounters> {
         router.lite_counters(TransportId::from(id)).await
     }
@@ -568,9 +562,7 @@ mod over_udp {
     /// transport, and by its worker as the drop reason `srtcp_rejected`).
     #[tokio::test]
     async fn audio_reaches_a_lite_listener_over_udp_and_its_reports_are_read() {
-        let config =
-            EngineConfig { workers: 1, listen_ip: "127.0.0.1".parse().unwrap(), tcp: false, ..EngineConfig::default() };
-        let engine = Engine::start(&config).unwrap();
+        let engine = crate::test_client::engine(1);
         let (router, _events) = engine.router();
         let (a, b) = (PeerId::from("a"), PeerId::from("b"));
         let send = router.create_transport(TransportId::from("s"), a.clone(), Direction::Send).await.unwrap();

@@ -24,6 +24,24 @@ use crate::router::{MID_EXT_ID, OPUS_PT};
 use crate::transport::{Sink, Transport};
 use crate::udp::{Outgoing, Route};
 
+/// A field of what pymediasoup sent real mediasoup (`fixtures/reference`).
+pub(crate) fn pymediasoup(name: &str, field: &str) -> serde_json::Value {
+    let path = format!("{}/../fixtures/reference/pymediasoup-1.5-aiortc-1.16/{name}", env!("CARGO_MANIFEST_DIR"));
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    value[field].clone()
+}
+
+/// An engine of `workers` workers on loopback, UDP only.
+pub(crate) fn engine(workers: usize) -> crate::Engine {
+    let config = crate::EngineConfig {
+        workers,
+        listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        tcp: false,
+        ..crate::EngineConfig::default()
+    };
+    crate::Engine::start(&config).unwrap()
+}
+
 /// Runs `f` without counting its allocations.
 pub(crate) fn opt_out<R>(f: impl FnOnce() -> R) -> R {
     let mut r = None;

@@ -3,13 +3,12 @@
 //! The worker owns the media facts, so every check on them is made here, once: who
 //! owns a transport, producer or consumer, a transport's direction, what is paused.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dspeak_schema::media::{ConsumeResult, Direction, Stats};
 use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Consumer, Producer, RoomKey, SeqRewriter, Subscription, Worker};
 use crate::dtls::Expected;
@@ -44,6 +43,9 @@ impl Worker {
         }
         self.by_ufrag.insert(ufrag, key);
         self.transport_keys.insert(id, key);
+        // Counted now, not at the end of the wake-up: the router handle places the
+        // next transport by this count as soon as it has the answer.
+        self.counts.transports.store(self.transports.len(), Ordering::Relaxed);
         Ok(ice)
     }
 
@@ -335,8 +337,14 @@ impl Worker {
         self.transport_keys.get(id).and_then(|&k| self.transports.get(k)).and_then(|t| t.lite_counters())
     }
 
-    /// Statistics of a transport, producer or consumer of `owner`.
-    pub(crate) fn stats(&self, id: &str, owner: &PeerId) -> Result<Stats, MediaError> {
+    /// Whether producer `id` of this worker is paused (false once it is closed).
+    pub(crate) fn producer_paused(&self, id: &ProducerId) -> bool {
+        self.producers.get(id).is_some_and(|p| p.paused)
+    }
+
+    /// Statistics of a transport, producer or consumer of `owner`; a consumer's
+    /// producer on another worker is paused as `far_paused` says (its worker's answer).
+    pub(crate) fn stats(&self, id: &str, owner: &PeerId, far_paused: Option<bool>) -> Result<Stats, MediaError> {
         let transport = self.transport_keys.get(&TransportId::from(id)).and_then(|&k| self.transports.get(k));
         if let Some(t) = transport.filter(|t| &t.owner == owner) {
             return Ok(Stats::Transport {
@@ -363,7 +371,7 @@ impl Worker {
         }
         let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
         if let Some(c) = consumer.filter(|c| self.owns(c, owner)) {
-            let producer_paused = self.producer_paused(&c.producer);
+            let producer_paused = far_paused.unwrap_or_else(|| self.producer_paused(&c.producer));
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),
                 paused: c.paused,

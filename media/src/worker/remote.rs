@@ -29,16 +29,17 @@ pub(crate) struct Subscription {
     /// The producer's worker.
     pub(crate) source: usize,
     pub(crate) stream: ProducerStream,
+    /// Paused when subscribed (what the consumer's `consume` answers).
     pub(crate) paused: bool,
     pub(crate) epoch: u32,
 }
 
-/// A producer of another worker, as a worker with consumers of it sees it.
+/// A producer of another worker, as a worker with consumers of it sees it. Whether
+/// it is paused is not kept here: its worker hands over none of its packets while it
+/// is paused, and its consumers' stats ask its worker.
 #[derive(Debug)]
 pub(super) struct RemoteProducer {
     pub(super) source: usize,
-    /// As last told by the router handle (for consumers' stats).
-    pub(super) paused: bool,
     /// The producer's resume count last seen: a new one resynchronizes the consumers.
     pub(super) epoch: u32,
     pub(super) consumers: Vec<ConsumerKey>,
@@ -76,7 +77,6 @@ impl Worker {
     pub(super) fn attach_remote(&mut self, sub: &Subscription, id: &ProducerId, consumer: ConsumerKey) {
         let entry = self.remote.entry(sub.key).or_insert_with(|| RemoteProducer {
             source: sub.source,
-            paused: sub.paused,
             epoch: sub.epoch,
             consumers: Vec::new(),
         });
@@ -115,22 +115,6 @@ impl Worker {
                 Some(ClosedConsumer { consumer: c, producer: id.clone(), owner })
             })
             .collect()
-    }
-
-    /// Producer `id` of another worker was paused or resumed (for consumers' stats;
-    /// its packets carry the resumes).
-    pub(crate) fn set_remote_paused(&mut self, id: &ProducerId, paused: bool) {
-        if let Some(entry) = self.remote_keys.get(id).and_then(|k| self.remote.get_mut(k)) {
-            entry.paused = paused;
-        }
-    }
-
-    /// Whether a producer (local or remote) is paused, as this worker knows it.
-    pub(super) fn producer_paused(&self, id: &ProducerId) -> bool {
-        match self.producers.get(id) {
-            Some(p) => p.paused,
-            None => self.remote_keys.get(id).and_then(|k| self.remote.get(k)).is_some_and(|r| r.paused),
-        }
     }
 
     /// Reads what other workers handed over: packets go to the consumers here, level

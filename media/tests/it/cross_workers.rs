@@ -1,6 +1,7 @@
 //! One room over two workers: transports land on both, a producer's packets reach
 //! consumers on the other worker through the hand-off rings, pause/resume/close stay
-//! right across workers, and the room's speaker detector sees every producer.
+//! right across workers (also for a consumer subscribed while its producer is
+//! paused), and the room's speaker detector sees every producer.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use dspeak_media::{Engine, EngineConfig, RouterEvent, SpeakerEvents};
 use dspeak_schema::PeerId;
 use dspeak_schema::media::Direction;
 
-use crate::peer::{Running, client, id, wait_for};
+use crate::peer::{Client, Running, client, id, wait_for};
 
 fn engine() -> Engine {
     let config = EngineConfig {
@@ -155,6 +156,102 @@ async fn pause_resume_and_close_hold_across_workers() {
     open.sort();
     assert_eq!(closed, open, "every open consumer, on either worker, closed with its producer");
     wait_for("no consumers left", 5, || engine.counts().consumers == 0).await;
+    engine.stop();
+}
+
+/// Whether a consumer's stats say its producer is paused.
+async fn producer_paused(
+    router: &dspeak_media::RouterHandle,
+    consumer: &dspeak_schema::ConsumerId,
+    owner: &PeerId,
+) -> bool {
+    match router.stats(consumer.to_string(), owner.clone()).await.unwrap() {
+        dspeak_schema::media::Stats::Consumer { producer_paused, .. } => producer_paused,
+        other => panic!("consumer stats, got {other:?}"),
+    }
+}
+
+/// Consumes `producer`, paused, on `client` and runs it until it is connected; the
+/// consumer's stats show the pause.
+async fn consume_paused(
+    router: &dspeak_media::RouterHandle,
+    mut client: Client,
+    owner: &PeerId,
+    producer: &dspeak_schema::ProducerId,
+) -> (dspeak_schema::ConsumerId, u32, Running) {
+    let (consumer, ssrc) = client.consume(router, owner, producer).await.unwrap();
+    let running = client.run();
+    wait_for("a far listener connected", 10, || running.seen.connected.load(std::sync::atomic::Ordering::Relaxed))
+        .await;
+    assert!(producer_paused(router, &consumer, owner).await, "its stats show the pause");
+    (consumer, ssrc, running)
+}
+
+/// Far consumers subscribed while their producer is paused (the first one on its
+/// worker, then one more while the first is there) hear nothing until the resume,
+/// then every packet sent after it, in one continuous run; their stats follow the
+/// producer's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_consumers_subscribed_while_paused_hear_the_resume() {
+    let engine = engine();
+    let (router, _events) = engine.router();
+    let speaker_owner: PeerId = id();
+    let mut send = client(&router, &speaker_owner, Direction::Send).await.unwrap();
+    let producer = send.produce(&router, &speaker_owner, 4444, -30).await.unwrap();
+    // Placed in turn: the speaker and a near listener on one worker, two far ones on
+    // the other, which consume later.
+    let (first_owner, near_owner, second_owner): (PeerId, PeerId, PeerId) = (id(), id(), id());
+    let first = client(&router, &first_owner, Direction::Recv).await.unwrap();
+    let mut near = client(&router, &near_owner, Direction::Recv).await.unwrap();
+    let second = client(&router, &second_owner, Direction::Recv).await.unwrap();
+    assert_eq!([send.worker, near.worker], [0, 0]);
+    assert_eq!([first.worker, second.worker], [1, 1]);
+    let (near_consumer, near_ssrc) = near.consume(&router, &near_owner, &producer).await.unwrap();
+    let near_worker = near.worker;
+    let room = Room {
+        speaker: send.run(),
+        producer: producer.clone(),
+        speaker_owner: speaker_owner.clone(),
+        listeners: vec![(near_worker, near_owner, near_consumer, near_ssrc, near.run())],
+    };
+    let near = &room.listeners[0].4;
+    wait_for("speaker and near listener connected", 10, || {
+        [&room.speaker, near].iter().all(|r| r.seen.connected.load(std::sync::atomic::Ordering::Relaxed))
+    })
+    .await;
+    let pause = |paused: bool| router.set_producer_paused(producer.clone(), speaker_owner.clone(), paused);
+    // Paused, then the first far consumer subscribes: nothing reaches it.
+    pause(true).await.unwrap();
+    let (first_consumer, first_ssrc, first) = consume_paused(&router, first, &first_owner, &producer).await;
+    speak(&room, 400).await;
+    assert!(first.seen.received(first_ssrc).is_empty(), "a paused producer's packets reach no far consumer");
+    // Resumed: it hears everything sent from then on.
+    pause(false).await.unwrap();
+    assert!(!producer_paused(&router, &first_consumer, &first_owner).await);
+    let before = sent(&room);
+    speak(&room, 400).await;
+    let heard = first.seen.received(first_ssrc);
+    assert_eq!(heard.len() as u64, sent(&room) - before, "the far consumer hears the resume");
+    assert_continuous(&heard, "first far listener");
+    // Paused again; a second far consumer joins the worker's subscription.
+    pause(true).await.unwrap();
+    let (second_consumer, second_ssrc, second) = consume_paused(&router, second, &second_owner, &producer).await;
+    let first_before = first.seen.received(first_ssrc).len();
+    speak(&room, 400).await;
+    assert_eq!(first.seen.received(first_ssrc).len(), first_before, "paused again: nothing more");
+    assert!(second.seen.received(second_ssrc).is_empty());
+    pause(false).await.unwrap();
+    let before = sent(&room);
+    speak(&room, 400).await;
+    let delta = sent(&room) - before;
+    let (heard_first, heard_second) = (first.seen.received(first_ssrc), second.seen.received(second_ssrc));
+    assert_eq!(heard_second.len() as u64, delta, "the second far consumer hears the resume");
+    assert_eq!((heard_first.len() - first_before) as u64, delta, "so does the first");
+    assert_continuous(&heard_first, "first far listener, across the pause");
+    assert_continuous(&heard_second, "second far listener");
+    assert!(!producer_paused(&router, &second_consumer, &second_owner).await);
+    let near_heard = near.seen.received(room.listeners[0].3);
+    assert_continuous(&near_heard, "near listener, across the pauses");
     engine.stop();
 }
 
