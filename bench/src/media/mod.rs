@@ -454,7 +454,7 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         None => report.note("No step passed."),
     }
     report.note(format!(
-        "Baseline measured in the same run: one 150-byte loopback `sendto` from a thread on the server CPU costs {send_ns:.0} ns of its CPU (50,000 sends to a socket drained on the client CPU); \"× one sendto\" is the worker's cost per forwarded packet in those units. The same in `sendmmsg` calls of 32 datagrams (the worker's batch): {mmsg_ns:.0} ns per datagram (\"× one sendmmsg datagram\")."
+        "Baseline measured in the same run: one 150-byte loopback `sendto` from a thread on the server CPU costs {send_ns:.0} ns of its CPU (the median of 5 runs of 50,000 sends to a socket drained on the client CPU); \"× one sendto\" is the worker's cost per forwarded packet in those units. The same in `sendmmsg` calls of 32 datagrams (the worker's batch): {mmsg_ns:.0} ns per datagram (\"× one sendmmsg datagram\")."
     ));
     let each: Vec<String> = fan
         .values()
