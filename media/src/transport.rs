@@ -73,6 +73,14 @@ pub(crate) struct TransportCounters {
     pub(crate) bytes_sent: u64,
 }
 
+impl TransportCounters {
+    /// Counts one packet of `bytes` sent on the transport.
+    pub(crate) fn count_sent(&mut self, bytes: usize) {
+        self.packets_sent += 1;
+        self.bytes_sent += bytes as u64;
+    }
+}
+
 /// What sending to the client needs, kept together in one part of the transport's slab
 /// entry: the fan-out reads it for every packet to every consumer on this transport,
 /// so it costs one or two cache lines instead of a walk through the transport (and
@@ -92,6 +100,7 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     /// The sealing context (`None` until connected, or after DTLS failed).
+    #[cfg(test)]
     pub(crate) fn srtp(&self) -> Option<&SrtpSender> {
         self.srtp.as_ref()
     }
@@ -101,13 +110,19 @@ impl Outbound {
     pub(crate) fn warm_up(&self) {
         std::hint::black_box((self.srtp.is_some(), self.to.map(|(_, _, until)| until), self.counters.packets_sent));
     }
+}
 
-    /// Counts what the worker sent itself on this transport (forwarded RTP, its own
-    /// sender reports), so the transport's stats include it.
-    pub(crate) fn count_sent(&mut self, bytes: usize) {
-        self.counters.packets_sent += 1;
-        self.counters.bytes_sent += bytes as u64;
-    }
+/// One send to a connected client with consent ([`Transport::outbound`]): the sealing
+/// context, the SRTCP index and the counters to update, and where the packet goes.
+pub(crate) struct Sending<'a> {
+    pub(crate) srtp: &'a SrtpSender,
+    /// The SRTCP index of the next RTCP packet the worker sends (31 bits).
+    pub(crate) srtcp_index: &'a mut u32,
+    /// Counts what the worker sent itself (forwarded RTP, its own sender reports), so
+    /// the transport's stats include it.
+    pub(crate) counters: &'a mut TransportCounters,
+    pub(crate) addr: SocketAddr,
+    pub(crate) route: Route,
 }
 
 /// Why a transport cannot be sent to now.
@@ -343,8 +358,7 @@ impl Transport {
     /// Marks the transport failed for good after str0m panicked inside it.
     pub(crate) fn poison(&mut self) {
         self.poisoned = true;
-        self.dtls = DtlsState::Failed;
-        self.out.srtp = None;
+        self.stop_sending();
     }
 
     /// Whether an ICE check carries a valid MESSAGE-INTEGRITY for our password.
@@ -438,16 +452,20 @@ impl Transport {
         std::mem::take(&mut self.remotes)
     }
 
-    /// What the worker needs to send to the client at `now`: the transport's outbound
-    /// part and where to (address, route). The destination is [`Transport::destination`],
-    /// cached until a check changes the client addresses or its consent runs out, so
-    /// the per-packet path reads only [`Outbound`].
-    pub(crate) fn outbound(&mut self, now: Instant) -> Result<(&mut Outbound, SocketAddr, Route), Unsendable> {
+    /// What the worker needs to send to the client at `now` ([`Sending`]). The
+    /// destination is [`Transport::destination`], cached until a check changes the
+    /// client addresses or its consent runs out, so the per-packet path reads only
+    /// [`Outbound`].
+    pub(crate) fn outbound(&mut self, now: Instant) -> Result<Sending<'_>, Unsendable> {
+        // Not connected goes first: a transport can have client addresses before DTLS.
         if self.out.srtp.is_none() {
             return Err(Unsendable::NotConnected);
         }
         let (addr, route) = self.cached_destination(now).ok_or(Unsendable::NoConsent)?;
-        Ok((&mut self.out, addr, route))
+        let Outbound { srtp: Some(srtp), srtcp_index, counters, .. } = &mut self.out else {
+            return Err(Unsendable::NotConnected);
+        };
+        Ok(Sending { srtp, srtcp_index, counters, addr, route })
     }
 
     /// [`Transport::destination`]'s address and route, from the cache while it holds.
@@ -515,7 +533,7 @@ impl Transport {
             None => return,
         };
         let mut send = |data: Vec<u8>| {
-            self.out.count_sent(data.len());
+            self.out.counters.count_sent(data.len());
             sink.out.push(Outgoing { data, to: source, route });
         };
         match lite.receive(now, source, data, &self.local_password, self.hmac) {
@@ -600,7 +618,7 @@ impl Transport {
                         None if t.proto == Protocol::Udp => Route::Udp(None),
                         None => continue,
                     };
-                    self.out.count_sent(t.contents.len());
+                    self.out.counters.count_sent(t.contents.len());
                     if let (Direction::Recv, Some(h)) = (self.direction, &mut self.handshake) {
                         h.flight.record(&t.contents);
                     }
@@ -609,8 +627,7 @@ impl Transport {
                 Ok(Output::Event(event)) => self.on_event(event, sink),
                 Err(e) => {
                     tracing::info!(transport = %self.id, error = %e, "transport failed");
-                    self.dtls = DtlsState::Failed;
-                    self.out.srtp = None;
+                    self.stop_sending();
                     self.next_timeout = now + Duration::from_secs(3600);
                     return;
                 }
@@ -657,10 +674,16 @@ impl Transport {
 }
 
 impl Transport {
-    /// DTLS failed for good: tell the client and stop.
-    fn fail_dtls(&mut self) {
+    /// Marks DTLS failed and drops the sealing keys with it: `out.srtp` is `Some` only
+    /// while connected, so nothing more is sent.
+    fn stop_sending(&mut self) {
         self.dtls = DtlsState::Failed;
         self.out.srtp = None;
+    }
+
+    /// DTLS failed for good: tell the client and stop.
+    fn fail_dtls(&mut self) {
+        self.stop_sending();
         if let Some(rtc) = &mut self.rtc {
             rtc.disconnect();
         }

@@ -154,19 +154,17 @@ impl Worker {
             let Some(target) = self.transports.get_mut(consumer.transport) else {
                 continue;
             };
-            let Ok((out, addr, route)) = target.outbound(now) else {
+            let Ok(to) = target.outbound(now) else {
                 continue;
             };
-            let Some(srtp) = out.srtp() else {
-                continue;
-            };
-            let index = out.srtcp_index;
-            let arena = match route {
+            let index = *to.srtcp_index;
+            let arena = match to.route {
                 Route::Udp(_) => &mut self.arena,
                 Route::Tcp(_) => &mut self.tcp_arena,
             };
+            let srtp = to.srtp;
             let max = SENDER_REPORT_MAX + srtp.profile().rtcp_overhead();
-            let sealed = arena.push(addr, route, max, |buf| {
+            let sealed = arena.push(to.addr, to.route, max, |buf| {
                 let len = egress::write_sender_report(
                     buf,
                     consumer.ssrc,
@@ -179,8 +177,8 @@ impl Worker {
                 srtp.seal_rtcp(buf, len, index).ok()
             });
             if let Some(sealed) = sealed {
-                out.srtcp_index = (index + 1) & 0x7fff_ffff;
-                out.count_sent(sealed);
+                *to.srtcp_index = (index + 1) & 0x7fff_ffff;
+                to.counters.count_sent(sealed);
             }
             if self.arena.len() >= SEND_BATCH {
                 self.socket.send_arena(&mut self.arena);
@@ -218,7 +216,7 @@ impl Egress<'_> {
             let Some(target) = transports.get_mut(consumer.transport) else {
                 continue;
             };
-            let (out, addr, route) = match target.outbound(now) {
+            let to = match target.outbound(now) {
                 Ok(to) => to,
                 Err(Unsendable::NotConnected) => {
                     traffic.drop(DropReason::NotConnected);
@@ -229,21 +227,19 @@ impl Egress<'_> {
                     continue;
                 }
             };
-            let Some(srtp) = out.srtp() else {
-                continue;
-            };
             let Some(seq) = consumer.seq.rewrite(packet.seq) else {
                 traffic.drop(DropReason::Stale);
                 continue;
             };
             let timestamp = packet.timestamp.wrapping_add(consumer.timestamp_offset);
             let header = &consumer.header;
+            let srtp = to.srtp;
             let max = header.len() + payload.len() + srtp.profile().rtp_overhead();
-            let queue = match route {
+            let queue = match to.route {
                 Route::Udp(_) => &mut *arena,
                 Route::Tcp(_) => &mut *tcp_arena,
             };
-            let sealed = queue.push(addr, route, max, |buf| {
+            let sealed = queue.push(to.addr, to.route, max, |buf| {
                 let header_len = header.write(buf, seq as u16, timestamp, packet.marker, packet.level);
                 buf[header_len..header_len + payload.len()].copy_from_slice(payload);
                 srtp.seal_rtp(buf, header_len + payload.len(), header_len, seq).ok()
@@ -254,7 +250,7 @@ impl Egress<'_> {
                 continue;
             };
             consumer.sent.sent(now, timestamp, payload.len());
-            out.count_sent(sealed);
+            to.counters.count_sent(sealed);
             traffic.packets_sent += 1;
             traffic.bytes_sent += payload.len() as u64;
             // Send as we go, so the first consumers do not wait for the last ones.
