@@ -10,7 +10,7 @@ use dspeak_schema::media::{ConsumeResult, Direction, Stats};
 use dspeak_schema::ortc::{DtlsRole, IceParameters, MediaKind, RtpCapabilities};
 use dspeak_schema::{ConsumerId, PeerId, ProducerId, TransportId};
 
-use super::{Consumer, Producer, RoomKey, SeqRewriter, Subscription, Worker};
+use super::{Consumer, Producer, RoomKey, SeqRewriter, Subscription, Worker, owned_by};
 use crate::dtls::Expected;
 use crate::egress::{RtpHeader, SentClock};
 use crate::error::MediaError;
@@ -221,7 +221,7 @@ impl Worker {
         paused: bool,
     ) -> Result<(), MediaError> {
         let consumer = match self.consumer_keys.get(id).and_then(|&k| self.consumers.get_mut(k)) {
-            Some(c) if self.transports.get(c.transport).is_some_and(|t| &t.owner == owner) => c,
+            Some(c) if owned_by(&self.transports, c.transport, owner) => c,
             _ => return Err(MediaError::not_found("consumer", id)),
         };
         if consumer.paused && !paused {
@@ -244,7 +244,7 @@ impl Worker {
     /// Fails unless `id` is a producer on a transport of `owner`.
     fn owned_producer(&self, id: &ProducerId, owner: &PeerId) -> Result<(), MediaError> {
         match self.producers.get(id) {
-            Some(p) if self.transports.get(p.transport).is_some_and(|t| &t.owner == owner) => Ok(()),
+            Some(p) if owned_by(&self.transports, p.transport, owner) => Ok(()),
             _ => Err(MediaError::not_found("producer", id)),
         }
     }
@@ -286,7 +286,7 @@ impl Worker {
     /// Closes a consumer of `owner`.
     pub(crate) fn close_consumer(&mut self, id: &ConsumerId, owner: &PeerId) -> Result<(), MediaError> {
         match self.consumer_keys.get(id).and_then(|&k| self.consumers.get(k)) {
-            Some(c) if self.owns(c, owner) => {
+            Some(c) if owned_by(&self.transports, c.transport, owner) => {
                 self.remove_consumer(id);
                 Ok(())
             }
@@ -358,7 +358,7 @@ impl Worker {
             });
         }
         if let Some(p) = self.producers.get(&ProducerId::from(id)) {
-            let owned = self.transports.get(p.transport).is_some_and(|t| &t.owner == owner);
+            let owned = owned_by(&self.transports, p.transport, owner);
             if owned {
                 return Ok(Stats::Producer {
                     id: ProducerId::from(id),
@@ -370,7 +370,7 @@ impl Worker {
             }
         }
         let consumer = self.consumer_keys.get(&ConsumerId::from(id)).and_then(|&k| self.consumers.get(k));
-        if let Some(c) = consumer.filter(|c| self.owns(c, owner)) {
+        if let Some(c) = consumer.filter(|c| owned_by(&self.transports, c.transport, owner)) {
             let producer_paused = far_paused.unwrap_or_else(|| self.producer_paused(&c.producer));
             return Ok(Stats::Consumer {
                 id: ConsumerId::from(id),

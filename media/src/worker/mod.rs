@@ -517,14 +517,9 @@ impl Worker {
         }
     }
 
-    /// Whether `owner` owns a consumer (through its transport).
-    fn owns(&self, consumer: &Consumer, owner: &PeerId) -> bool {
-        self.transports.get(consumer.transport).is_some_and(|t| &t.owner == owner)
-    }
-
     fn key_of(&self, id: &TransportId, owner: &PeerId) -> Result<TransportKey, MediaError> {
         match self.transport_keys.get(id) {
-            Some(&key) if self.transports.get(key).is_some_and(|t| &t.owner == owner) => Ok(key),
+            Some(&key) if owned_by(&self.transports, key, owner) => Ok(key),
             _ => Err(MediaError::not_found("transport", id)),
         }
     }
@@ -533,6 +528,13 @@ impl Worker {
         let key = self.key_of(id, owner)?;
         self.transports.get_mut(key).ok_or_else(|| MediaError::not_found("transport", id))
     }
+}
+
+/// Whether the transport at `key` exists and belongs to `owner` (a consumer belongs to
+/// its transport's owner). A free function, so that it can be asked while another
+/// part of the worker is borrowed.
+fn owned_by(transports: &Slab<Transport>, key: TransportKey, owner: &PeerId) -> bool {
+    transports.get(key).is_some_and(|t| &t.owner == owner)
 }
 
 /// Sends and clears `out`: TCP frames to their connections, datagrams to the kernel
