@@ -204,6 +204,18 @@ impl Log {
         self.last.wrapping_sub(behind as u32)
     }
 
+    /// Takes the next queued event off the queue (it stays in the replay log).
+    fn take_next(&mut self) -> Option<Sequenced> {
+        if self.unread == 0 {
+            return None;
+        }
+        let index = self.ring.len() - self.tail - self.unread;
+        let event = Sequenced { seq: self.seq_at(index), event: self.ring[index].clone() };
+        self.unread -= 1;
+        self.trim(0);
+        Some(event)
+    }
+
     /// The last `replay` events (fewer if fewer are kept): what `resume` may use.
     fn replayable(&self) -> std::collections::vec_deque::Iter<'_, RawEvent> {
         self.ring.range(self.ring.len().saturating_sub(self.replay)..)
@@ -347,32 +359,23 @@ impl EventReceiver {
 
     /// The next queued event, if any.
     fn try_next(&mut self) -> Option<Sequenced> {
-        let mut log = self.shared.lock_log();
-        if log.unread == 0 {
-            return None;
-        }
-        let index = log.ring.len() - log.tail - log.unread;
-        let event = Sequenced { seq: log.seq_at(index), event: log.ring[index].clone() };
-        log.unread -= 1;
-        log.trim(0);
-        Some(event)
+        self.shared.lock_log().take_next()
     }
 
     /// Polls for the next event (see `next`).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Sequenced>, StreamEnd>> {
         {
             let mut log = self.shared.lock_log();
-            if log.unread == 0 {
-                if self.shared.senders.load(Ordering::Acquire) == 0 {
-                    return Poll::Ready(Ok(None));
-                }
-                if !log.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    log.waker = Some(cx.waker().clone());
-                }
+            if let Some(event) = log.take_next() {
+                return Poll::Ready(Ok(Some(event)));
             }
-        }
-        if let Some(event) = self.try_next() {
-            return Poll::Ready(Ok(Some(event)));
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return Poll::Ready(Ok(None));
+            }
+            // Registered under the lock a push takes: no event slips in unannounced.
+            if !log.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                log.waker = Some(cx.waker().clone());
+            }
         }
         self.shared.ended.register(cx.waker());
         let end = self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
