@@ -223,12 +223,16 @@ impl RouterHandle {
         match (&consumed, key) {
             (Ok(_), _) => {
                 let mut places = self.places();
-                // A producer of another worker may have closed while it was consumed
-                // (its closing leaves the places first): undo, as if it had come first.
-                if source != index && !places.producers.contains_key(&producer) {
+                // The producer may have closed while it was consumed (its closing
+                // leaves the places after its worker closed it and its consumers there):
+                // undo on another worker, and answer as if the close had come first, so
+                // the places never keep a consumer that is gone.
+                if !places.producers.contains_key(&producer) {
                     drop(places);
-                    let gone = producer.clone();
-                    self.worker(index).post(move |w| drop(w.close_remote_producer(&gone)));
+                    if source != index {
+                        let gone = producer.clone();
+                        self.worker(index).post(move |w| drop(w.close_remote_producer(&gone)));
+                    }
                     return Err(MediaError::not_found("producer", &producer));
                 }
                 places.consumers.insert(id, (index, transport, producer));
@@ -415,6 +419,46 @@ mod tests {
         assert!(producer_paused(&router, "c", &b).await, "its stats show the pause");
         router.set_producer_paused(producer, a, false).await.unwrap();
         assert!(!producer_paused(&router, "c", &b).await, "and the resume");
+        engine.stop();
+    }
+
+    /// A producer closes right after its worker made a consumer of it, and the close
+    /// finishes before the consume does: the consume answers "not found" (as if the
+    /// close had come first), the close reports the consumer closed, and the room's
+    /// places do not keep it.
+    #[tokio::test]
+    async fn a_consume_overtaken_by_its_producers_close_leaves_nothing() {
+        let engine = engine(1);
+        let (router, _events) = engine.router();
+        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
+        let (send, recv) = (TransportId::from("s"), TransportId::from("r"));
+        router.create_transport(send.clone(), a.clone(), Direction::Send).await.unwrap();
+        router.create_transport(recv.clone(), b.clone(), Direction::Recv).await.unwrap();
+        let rtp: RtpParameters = serde_json::from_value(pymediasoup("produce.params.json", "rtpParameters")).unwrap();
+        let caps: RtpCapabilities =
+            serde_json::from_value(pymediasoup("consume.params.json", "rtpCapabilities")).unwrap();
+        let producer = ProducerId::from("p");
+        router.produce(producer.clone(), send, a.clone(), MediaKind::Audio, &rtp).await.unwrap();
+        // Hold the worker; the consume's command reaches it first, the close's after.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        router.workers[0].post(move |_| {
+            let _ = held.recv();
+        });
+        let consume = router.consume(ConsumerId::from("c"), recv, b, producer.clone(), caps);
+        let mut consume = std::pin::pin!(consume);
+        let first = std::future::poll_fn(|cx| Poll::Ready(consume.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the consume waits for the held worker");
+        let close = router.close_producer(producer, a);
+        let mut close = std::pin::pin!(close);
+        let first = std::future::poll_fn(|cx| Poll::Ready(close.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the close waits for the held worker");
+        release.send(()).unwrap();
+        // The close finishes first.
+        let closed = close.await.unwrap();
+        assert_eq!(closed.iter().map(|c| c.consumer.to_string()).collect::<Vec<_>>(), ["c"]);
+        let consumed = consume.await;
+        assert!(consumed.is_err(), "the producer is gone: {consumed:?}");
+        assert!(router.places().consumers.is_empty(), "no consumer left in the places");
         engine.stop();
     }
 }
