@@ -2,9 +2,10 @@
 //! server CPUs spends to send one 150-byte loopback datagram. On loopback the sender's
 //! CPU also runs the receive side (socket lookup, enqueue, the reader's wake-up), so
 //! the fan-out baseline sends like the worker does, to many client sockets in turn,
-//! each read by a task on a runtime like the load client's.
+//! each read by a task on a runtime like the load client's. Both use the loopback
+//! address of the run's family (`127.0.0.1`, or `::1` with `--ipv6`).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -39,16 +40,17 @@ const ONE_SOCKET_RUNS: usize = 5;
 /// the server CPUs to ONE socket a blocking thread on the client CPUs drains: one
 /// `sendto` each with `batch` 1, else `sendmmsg` calls of `batch` datagrams (the
 /// worker's batches are 32). The target is in units of the latter. The median
-/// of [`ONE_SOCKET_RUNS`] measurements.
-pub(super) fn one_socket(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
-    let mut runs = (0..ONE_SOCKET_RUNS).map(|_| one_socket_once(cpus, batch)).collect::<anyhow::Result<Vec<f64>>>()?;
+/// of [`ONE_SOCKET_RUNS`] measurements, on the loopback address `ip`.
+pub(super) fn one_socket(cpus: &Cpus, batch: usize, ip: IpAddr) -> anyhow::Result<f64> {
+    let mut runs =
+        (0..ONE_SOCKET_RUNS).map(|_| one_socket_once(cpus, batch, ip)).collect::<anyhow::Result<Vec<f64>>>()?;
     runs.sort_by(f64::total_cmp);
     Ok(runs[runs.len() / 2])
 }
 
 /// One measurement of [`one_socket`]: [`SENDS`] datagrams.
-fn one_socket_once(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
-    let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+fn one_socket_once(cpus: &Cpus, batch: usize, ip: IpAddr) -> anyhow::Result<f64> {
+    let rx = std::net::UdpSocket::bind((ip, 0))?;
     rx.set_read_timeout(Some(Duration::from_millis(200)))?;
     let to = rx.local_addr()?;
     let client = cpus.client.clone();
@@ -60,7 +62,7 @@ fn one_socket_once(cpus: &Cpus, batch: usize) -> anyhow::Result<f64> {
     let cpus = cpus.clone();
     let sender = std::thread::spawn(move || -> anyhow::Result<f64> {
         let cpu = pin_sender(&cpus);
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let tx = std::net::UdpSocket::bind((ip, 0))?;
         let data = [0u8; DATAGRAM];
         let cpu0 = cpu();
         if batch <= 1 {
@@ -101,21 +103,26 @@ pub(super) struct FanoutSend {
 /// sockets are tokio `UdpSocket`s on a runtime like the load client's (same thread
 /// count and CPU pinning), each read by a task that loops `recv_from`, as a listener's
 /// socket is. Runs for at most [`FANOUT_SECS`] and [`SENDS`] datagrams after one
-/// unmeasured warm-up round. Blocks the calling thread.
-pub(super) fn fanout_sendmmsg(cpus: &Cpus, sockets: usize, rounds_per_s: f64) -> anyhow::Result<FanoutSend> {
+/// unmeasured warm-up round, on the loopback address `ip`. Blocks the calling thread.
+pub(super) fn fanout_sendmmsg(
+    cpus: &Cpus,
+    sockets: usize,
+    rounds_per_s: f64,
+    ip: IpAddr,
+) -> anyhow::Result<FanoutSend> {
     let cpus = cpus.clone();
-    std::thread::spawn(move || fanout_run(&cpus, sockets, rounds_per_s))
+    std::thread::spawn(move || fanout_run(&cpus, sockets, rounds_per_s, ip))
         .join()
         .map_err(|_| anyhow::anyhow!("fan-out baseline panicked"))?
 }
 
-fn fanout_run(cpus: &Cpus, sockets: usize, rounds_per_s: f64) -> anyhow::Result<FanoutSend> {
+fn fanout_run(cpus: &Cpus, sockets: usize, rounds_per_s: f64, ip: IpAddr) -> anyhow::Result<FanoutSend> {
     let sockets = sockets.max(1);
     let runtime = target::client_runtime(cpus, "bench-baseline").context("baseline runtime")?;
     let (ready, received) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
     let mut to = Vec::with_capacity(sockets);
     for _ in 0..sockets {
-        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("client socket")?;
+        let socket = std::net::UdpSocket::bind((ip, 0)).context("client socket")?;
         socket.set_nonblocking(true)?;
         to.push(socket.local_addr()?);
         let (ready, received) = (ready.clone(), received.clone());
@@ -131,7 +138,7 @@ fn fanout_run(cpus: &Cpus, sockets: usize, rounds_per_s: f64) -> anyhow::Result<
     wait_until(Duration::from_secs(10), || ready.load(Ordering::Relaxed) == sockets)
         .context("client sockets registered with the runtime")?;
     let cpu = pin_sender(cpus);
-    let tx = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let tx = std::net::UdpSocket::bind((ip, 0))?;
     let data = [0u8; DATAGRAM];
     let mut batches = sys::Batches::new(&to, BATCH)?;
     let period = Duration::from_secs_f64(1.0 / rounds_per_s.max(1.0));

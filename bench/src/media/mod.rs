@@ -326,13 +326,16 @@ pub(crate) async fn fanout(cpus: &Cpus, opts: &FanoutOptions) -> anyhow::Result<
         }
     };
     let window = Duration::from_secs_f64(opts.secs);
-    let send_ns = baseline::one_socket(cpus, 1)?;
-    let mmsg_ns = baseline::one_socket(cpus, baseline::BATCH)?;
+    // The baselines' datagrams are UDP (the target's unit) in the run's address family.
+    let loopback: std::net::IpAddr =
+        if opts.ipv6 { std::net::Ipv6Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::LOCALHOST.into() };
+    let send_ns = baseline::one_socket(cpus, 1, loopback)?;
+    let mmsg_ns = baseline::one_socket(cpus, baseline::BATCH, loopback)?;
     // Before any listener joins, as the one-socket baselines: one per listener count.
     let mut fan = std::collections::BTreeMap::new();
     for &n in &opts.listeners {
         if let std::collections::btree_map::Entry::Vacant(e) = fan.entry(n) {
-            e.insert(baseline::fanout_sendmmsg(cpus, n, s as f64 * PPS)?);
+            e.insert(baseline::fanout_sendmmsg(cpus, n, s as f64 * PPS, loopback)?);
         }
     }
     let mut best: Option<(usize, f64, f64, f64, f64)> = None;
