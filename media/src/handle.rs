@@ -384,6 +384,46 @@ mod tests {
         }
     }
 
+    /// Peer `a` producing `p` on send transport `s`; peer `b` with recv transport `r`,
+    /// and pymediasoup's receive capabilities to consume with.
+    struct Call {
+        a: PeerId,
+        b: PeerId,
+        recv: TransportId,
+        producer: ProducerId,
+        caps: RtpCapabilities,
+    }
+
+    /// Sets up a [`Call`]; returns it with the workers its two transports are on.
+    async fn call(router: &RouterHandle) -> (Call, (Option<usize>, Option<usize>)) {
+        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
+        let (send, recv) = (TransportId::from("s"), TransportId::from("r"));
+        router.create_transport(send.clone(), a.clone(), Direction::Send).await.unwrap();
+        router.create_transport(recv.clone(), b.clone(), Direction::Recv).await.unwrap();
+        let placed = (router.transport_worker(&send), router.transport_worker(&recv));
+        let rtp: RtpParameters = serde_json::from_value(pymediasoup("produce.params.json", "rtpParameters")).unwrap();
+        let caps: RtpCapabilities =
+            serde_json::from_value(pymediasoup("consume.params.json", "rtpCapabilities")).unwrap();
+        let producer = ProducerId::from("p");
+        router.produce(producer.clone(), send, a.clone(), MediaKind::Audio, &rtp).await.unwrap();
+        (Call { a, b, recv, producer, caps }, placed)
+    }
+
+    /// Holds worker `index` until the returned sender sends (or is dropped).
+    fn hold(router: &RouterHandle, index: usize) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        router.workers[index].post(move |_| {
+            let _ = held.recv();
+        });
+        release
+    }
+
+    /// Polls `f` once.
+    async fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
+    }
+
     /// Another session pauses a producer after a consume subscribed on the
     /// producer's worker and before the consumer is made on its own worker (the
     /// interleaving is forced by holding the producer's worker): the consumer's stats
@@ -392,25 +432,13 @@ mod tests {
     async fn a_far_consumer_made_across_a_pause_sees_it() {
         let engine = engine(2);
         let (router, _events) = engine.router();
-        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
-        let (send, recv) = (TransportId::from("s"), TransportId::from("r"));
-        router.create_transport(send.clone(), a.clone(), Direction::Send).await.unwrap();
-        router.create_transport(recv.clone(), b.clone(), Direction::Recv).await.unwrap();
-        assert_eq!((router.transport_worker(&send), router.transport_worker(&recv)), (Some(0), Some(1)));
-        let rtp: RtpParameters = serde_json::from_value(pymediasoup("produce.params.json", "rtpParameters")).unwrap();
-        let caps: RtpCapabilities =
-            serde_json::from_value(pymediasoup("consume.params.json", "rtpCapabilities")).unwrap();
-        let producer = ProducerId::from("p");
-        router.produce(producer.clone(), send, a.clone(), MediaKind::Audio, &rtp).await.unwrap();
+        let (Call { a, b, recv, producer, caps }, placed) = call(&router).await;
+        assert_eq!(placed, (Some(0), Some(1)));
         // Hold the producer's worker while the consume asks it to subscribe.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        router.workers[0].post(move |_| {
-            let _ = held.recv();
-        });
+        let release = hold(&router, 0);
         let consume = router.consume(ConsumerId::from("c"), recv, b.clone(), producer.clone(), caps);
         let mut consume = std::pin::pin!(consume);
-        let first = std::future::poll_fn(|cx| Poll::Ready(consume.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the subscription waits for the held worker");
+        assert!(poll_once(consume.as_mut()).await.is_pending(), "the subscription waits for the held worker");
         release.send(()).unwrap();
         // The subscription runs, then the pause, before the consumer is made.
         router.set_producer_paused(producer.clone(), a.clone(), true).await.unwrap();
@@ -430,28 +458,15 @@ mod tests {
     async fn a_consume_overtaken_by_its_producers_close_leaves_nothing() {
         let engine = engine(1);
         let (router, _events) = engine.router();
-        let (a, b) = (PeerId::from("a"), PeerId::from("b"));
-        let (send, recv) = (TransportId::from("s"), TransportId::from("r"));
-        router.create_transport(send.clone(), a.clone(), Direction::Send).await.unwrap();
-        router.create_transport(recv.clone(), b.clone(), Direction::Recv).await.unwrap();
-        let rtp: RtpParameters = serde_json::from_value(pymediasoup("produce.params.json", "rtpParameters")).unwrap();
-        let caps: RtpCapabilities =
-            serde_json::from_value(pymediasoup("consume.params.json", "rtpCapabilities")).unwrap();
-        let producer = ProducerId::from("p");
-        router.produce(producer.clone(), send, a.clone(), MediaKind::Audio, &rtp).await.unwrap();
+        let (Call { a, b, recv, producer, caps }, _) = call(&router).await;
         // Hold the worker; the consume's command reaches it first, the close's after.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        router.workers[0].post(move |_| {
-            let _ = held.recv();
-        });
+        let release = hold(&router, 0);
         let consume = router.consume(ConsumerId::from("c"), recv, b, producer.clone(), caps);
         let mut consume = std::pin::pin!(consume);
-        let first = std::future::poll_fn(|cx| Poll::Ready(consume.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the consume waits for the held worker");
+        assert!(poll_once(consume.as_mut()).await.is_pending(), "the consume waits for the held worker");
         let close = router.close_producer(producer, a);
         let mut close = std::pin::pin!(close);
-        let first = std::future::poll_fn(|cx| Poll::Ready(close.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the close waits for the held worker");
+        assert!(poll_once(close.as_mut()).await.is_pending(), "the close waits for the held worker");
         release.send(()).unwrap();
         // The close finishes first.
         let closed = close.await.unwrap();
