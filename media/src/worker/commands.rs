@@ -270,7 +270,7 @@ impl Worker {
     }
 
     /// Closes a consumer; returns its owner if it existed.
-    pub(super) fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
+    pub(crate) fn remove_consumer(&mut self, id: &ConsumerId) -> Option<PeerId> {
         let key = self.consumer_keys.remove(id)?;
         let consumer = self.consumers.try_remove(key)?;
         match self.producers.get_mut(&consumer.producer) {
@@ -317,7 +317,7 @@ impl Worker {
             return;
         };
         self.by_ufrag.remove(&transport.local_ufrag);
-        self.detach(transport.take_remotes());
+        self.detach(key, transport.take_remotes());
         let producers: Vec<ProducerId> = transport.producers.values().cloned().collect();
         for p in producers {
             closed.extend(self.close_producer(&p));

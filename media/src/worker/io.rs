@@ -27,10 +27,7 @@ impl Worker {
             _ if !is_stun(data) => return self.traffic.drop(DropReason::Unroutable),
             _ => match self.authenticate(data) {
                 Some((key, nominated)) => {
-                    let route = Route::Udp(local);
-                    if self.transports.get_mut(key).is_some_and(|t| t.learn_remote(source, route, now, nominated)) {
-                        self.by_addr.insert(source, key);
-                    }
+                    self.learn(key, source, Route::Udp(local), now, nominated);
                     key
                 }
                 // Not a valid check: only a known client's other STUN goes on.
@@ -41,6 +38,14 @@ impl Worker {
             },
         };
         self.feed(now, key, Protocol::Udp, source, local, data);
+    }
+
+    /// Transport `key` got a valid check from `source`: if the address is new to it,
+    /// datagrams from there now route to it (also when another transport had it).
+    fn learn(&mut self, key: TransportKey, source: SocketAddr, route: Route, now: Instant, nominated: bool) {
+        if self.transports.get_mut(key).is_some_and(|t| t.learn_remote(source, route, now, nominated)) {
+            self.by_addr.insert(source, key);
+        }
     }
 
     /// Feeds one packet to a transport, and keeps the RTP it yields for forwarding.
@@ -67,7 +72,7 @@ impl Worker {
             tracing::error!(transport = %transport.id, %source, "str0m panicked on a datagram; the transport is failed");
             transport.poison();
             let remotes = transport.take_remotes();
-            self.detach(remotes);
+            self.detach(key, remotes);
             self.drained.clear();
             return;
         }
@@ -78,13 +83,16 @@ impl Worker {
         self.rtp.extend(self.drained.drain(..).map(|p| (key, p)));
     }
 
-    /// Forgets a transport's client addresses: UDP routes, and its TCP connections,
-    /// which are closed.
-    pub(super) fn detach(&mut self, remotes: Vec<Remote>) {
+    /// Forgets the client addresses of transport `key`: its UDP routes (only where an
+    /// address still routes to it: another transport may have learnt the same address
+    /// since, and keeps its route), and its TCP connections, which are closed.
+    pub(super) fn detach(&mut self, key: TransportKey, remotes: Vec<Remote>) {
         for remote in remotes {
             match remote.route {
                 Route::Udp(_) => {
-                    self.by_addr.remove(&remote.addr);
+                    if self.by_addr.get(&remote.addr) == Some(&key) {
+                        self.by_addr.remove(&remote.addr);
+                    }
                 }
                 Route::Tcp(conn) => {
                     if let Some(tcp) = &mut self.tcp {
@@ -178,6 +186,20 @@ impl Worker {
         if let Some(t) = closed.and_then(|c| c.transport).and_then(|key| self.transports.get_mut(key)) {
             t.forget_connection(conn);
         }
+    }
+}
+
+#[cfg(test)]
+impl Worker {
+    /// Transport `id` learns `source` as if a valid nominating check came from there.
+    pub(crate) fn learn_for_test(&mut self, id: &dspeak_schema::TransportId, source: SocketAddr) {
+        let key = self.transport_keys[id];
+        self.learn(key, source, Route::Udp(None), Instant::now(), true);
+    }
+
+    /// The transport datagrams from `source` go to.
+    pub(crate) fn route_of(&self, source: SocketAddr) -> Option<dspeak_schema::TransportId> {
+        self.by_addr.get(&source).and_then(|&key| self.transports.get(key)).map(|t| t.id.clone())
     }
 }
 

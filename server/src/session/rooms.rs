@@ -141,7 +141,7 @@ impl Session {
             change_rooms(&self.shared, |r| r.remove_producer(&j.room, producer));
             webhooks.emit(WebhookEventKind::ProducerClosed, &j.room, Some(&j.info), Some(producer));
         }
-        let closed = j.router.close_peer(j.peer_id.clone()).await.unwrap_or_default();
+        let closed = j.router.close_peer(j.peer_id.clone()).await;
         change_rooms(&self.shared, |r| r.consumers_closed(&j.room, closed));
         let closed = change_rooms(&self.shared, |r| {
             let effects = r.leave(&j.room, &j.peer_id);
