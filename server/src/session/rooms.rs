@@ -46,7 +46,11 @@ impl Session {
         let secret = config.auth_secret.as_ref().map(|s| s.expose());
         let grants = auth::admit(secret, p.token.as_deref(), &p.room, config.max_token_ttl_secs)?;
         self.check_placement(&p.room).await?;
-        if self.shared.drain.is_draining() {
+        // A draining server opens no room. In cluster mode placement keeps an open room
+        // on its draining owner, so the owner still admits joins to it: a member whose
+        // connection dropped can come back nowhere else.
+        let open_here = self.shared.cluster.is_some() && self.shared.rooms().contains(&p.room);
+        if self.shared.drain.is_draining() && !open_here {
             return Err(JoinError::Draining);
         }
         let display_name = grants.name.clone().unwrap_or(p.display_name);
