@@ -106,6 +106,8 @@ pub(crate) fn serve(
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            // The sessions' last events (`peerLeft`, `roomFinished`) reach the backend.
+            shared.webhooks.close().await;
             shared.engine.stop();
             if let Some(cluster) = &shared.cluster {
                 cluster.stop().await;

@@ -9,6 +9,10 @@
 //!
 //! Each request carries `X-Dspeak-Signature: sha256=<hex>`, the HMAC-SHA256 of the raw
 //! body keyed with the server's auth secret.
+//!
+//! At shutdown ([`Webhooks::close`]) the lanes take no more events, deliver what they
+//! hold (the last members' `peerLeft` and `roomFinished` come as their connections
+//! close) and end; the shutdown waits for that, up to the webhook timeout.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use aws_lc_rs::hmac;
 use dspeak_schema::ProducerId;
 use dspeak_schema::admin::{WebhookEvent, WebhookEventKind};
 use dspeak_schema::rooms::PeerInfo;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::StartError;
 use crate::config::Config;
@@ -48,14 +52,22 @@ pub(crate) struct Webhooks {
     lanes: Option<Vec<mpsc::Sender<Delivery>>>,
     key: Option<hmac::Key>,
     dropped: Arc<AtomicUsize>,
+    /// Set at shutdown: the lanes deliver what they hold and end.
+    closing: watch::Sender<bool>,
+    /// Resolves when the delivery thread has ended (taken by [`Webhooks::close`]).
+    ended: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// How long [`Webhooks::close`] waits for the queued events.
+    flush: Duration,
 }
 
 impl Webhooks {
     /// Starts the delivery thread if `config` names receivers.
     pub(crate) fn start(config: &Config) -> Result<Self, StartError> {
         let dropped = Arc::new(AtomicUsize::new(0));
+        let (closing, closed) = watch::channel(false);
+        let flush = Duration::from_secs(config.webhook_timeout_secs.max(1));
         if config.webhook_urls.is_empty() {
-            return Ok(Webhooks { lanes: None, key: None, dropped });
+            return Ok(Webhooks { lanes: None, key: None, dropped, closing, ended: Default::default(), flush });
         }
         let secret = config.auth_secret.as_ref().ok_or_else(|| {
             StartError::Config("--webhook-url needs --auth-secret: webhooks are signed with it".into())
@@ -80,11 +92,27 @@ impl Webhooks {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..LANES).map(|_| mpsc::channel(per_lane)).unzip();
         let lane = Lane { client, urls: Arc::new(urls), backoff: Duration::from_millis(config.webhook_retry_ms) };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (ended_tx, ended) = oneshot::channel();
         std::thread::Builder::new().name("dspeak-webhooks".into()).spawn(move || {
-            runtime.block_on(futures_util::future::join_all(receivers.into_iter().map(|rx| lane.clone().run(rx))));
+            let lanes = receivers.into_iter().map(|rx| lane.clone().run(rx, closed.clone()));
+            runtime.block_on(futures_util::future::join_all(lanes));
+            let _ = ended_tx.send(());
         })?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
-        Ok(Webhooks { lanes: Some(senders), key: Some(key), dropped })
+        let ended = std::sync::Mutex::new(Some(ended));
+        Ok(Webhooks { lanes: Some(senders), key: Some(key), dropped, closing, ended, flush })
+    }
+
+    /// At shutdown: the lanes take no more events and deliver what they hold; waits
+    /// until they did, or the webhook timeout passed (what is left then is dropped,
+    /// and logged).
+    pub(crate) async fn close(&self) {
+        self.closing.send_replace(true);
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(ended) = ended else { return };
+        if tokio::time::timeout(self.flush, ended).await.is_err() {
+            tracing::warn!(waited_s = self.flush.as_secs(), "webhooks still undelivered at shutdown are dropped");
+        }
     }
 
     /// Queues `event` of `room` for every receiver, without waiting.
@@ -145,10 +173,23 @@ struct Lane {
 }
 
 impl Lane {
-    async fn run(self, mut rx: mpsc::Receiver<Delivery>) {
-        while let Some(delivery) = rx.recv().await {
-            for url in self.urls.iter() {
-                self.deliver(url, &delivery).await;
+    /// Delivers the lane's events until `closing` is set and what it held is sent.
+    async fn run(self, mut rx: mpsc::Receiver<Delivery>, mut closing: watch::Receiver<bool>) {
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                delivery = rx.recv() => {
+                    // `None` only once closed and empty.
+                    let Some(delivery) = delivery else { return };
+                    for url in self.urls.iter() {
+                        self.deliver(url, &delivery).await;
+                    }
+                }
+                _ = closing.wait_for(|&c| c), if !closed => {
+                    // No new events; what is queued is still received.
+                    rx.close();
+                    closed = true;
+                }
             }
         }
     }

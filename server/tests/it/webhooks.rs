@@ -1,9 +1,11 @@
 //! Webhooks against a real HTTP receiver on loopback: events in order per room, signed,
-//! retried; a receiver that never answers does not hold up signaling.
+//! retried; a receiver that never answers does not hold up signaling; what is queued at
+//! shutdown is delivered before the server stops.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use dspeak_schema::client::DspeakClient;
@@ -28,8 +30,8 @@ struct Received {
 }
 
 /// A webhook receiver: a hyper HTTP server that refuses the first `refuse` requests
-/// with 503 and accepts the rest.
-async fn receiver(refuse: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+/// with 503 and accepts the rest, answering each `delay` after it arrived.
+async fn receiver(refuse: usize, delay: Duration) -> (String, mpsc::UnboundedReceiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -47,6 +49,7 @@ async fn receiver(refuse: usize) -> (String, mpsc::UnboundedReceiver<Received>) 
                     let accepted = seen.fetch_add(1, Ordering::SeqCst) >= refuse;
                     let body = String::from_utf8_lossy(&body).into_owned();
                     let _ = tx.send(Received { signature, body, accepted });
+                    tokio::time::sleep(delay).await;
                     let status = if accepted { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                     Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::new())).unwrap())
                 }
@@ -68,7 +71,7 @@ fn expected_signature(body: &str) -> String {
 
 #[tokio::test]
 async fn a_receiver_gets_the_events_of_a_room_in_order_signed_and_retried() {
-    let (url, mut rx) = receiver(1).await;
+    let (url, mut rx) = receiver(1, Duration::ZERO).await;
     let mut config = secured_config();
     config.webhook_urls = vec![url];
     config.webhook_retry_ms = 20;
@@ -157,4 +160,21 @@ async fn a_receiver_that_never_answers_does_not_hold_up_joins() {
     server.wait_counts("dropped webhooks", |c| c.webhooks_dropped > 0).await;
     assert!(connections.load(Ordering::SeqCst) > 0, "deliveries were attempted");
     assert_eq!(server.handle.counts().peers, 0);
+}
+
+/// The events emitted as the server shuts down (the last member's `peerLeft` and the
+/// room's `roomFinished`, when its connection closes) and those still queued behind a
+/// slow receiver reach it before the shutdown ends.
+#[tokio::test]
+async fn shutdown_delivers_the_events_still_queued() {
+    let (url, mut rx) = receiver(0, Duration::from_millis(200)).await;
+    let mut config = secured_config();
+    config.webhook_urls = vec![url];
+    let server = spawn_server_with(config).await;
+    let _ann = server.joined_with(&claims("ann", "last"), "Ann").await;
+    server.shutdown().await;
+    let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|r| serde_json::from_str::<Value>(&r.body).expect("a JSON body")["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["roomStarted", "peerJoined", "peerLeft", "roomFinished"]);
 }
