@@ -114,7 +114,8 @@ impl cluster::Local for std::sync::Weak<Shared> {
             (registry.summaries(None), registry.peers())
         };
         let consumers = shared.engine.counts().consumers;
-        Some(cluster::LocalState { rooms, peers, consumers, draining: shared.drain.is_draining() })
+        let (draining, max_rooms) = (shared.drain.is_draining(), shared.config.limits.max_rooms);
+        Some(cluster::LocalState { rooms, peers, consumers, draining, max_rooms })
     }
 
     fn lost(&self, room: &str) {

@@ -48,6 +48,8 @@ pub(crate) struct LocalState {
     pub(crate) consumers: usize,
     /// Draining: the node takes no new rooms.
     pub(crate) draining: bool,
+    /// Its `--max-rooms`: placement skips it once it has that many.
+    pub(crate) max_rooms: usize,
 }
 
 impl LocalState {

@@ -3,7 +3,7 @@
 //! so that it is atomic in Redis.
 //!
 //! Keys: `dspeak:nodes` (the set of node ids), `dspeak:node:<id>` (a hash: `url`,
-//! `load`, `rooms`, `peers`, `consumers`, `draining`, and `summaries`, its rooms as
+//! `load`, `rooms`, `max_rooms`, `peers`, `consumers`, `draining`, and `summaries`, its rooms as
 //! `adminListRooms` lists them, in JSON; expires after `LEASE`) and
 //! `dspeak:room:<name>` (the owner's node id; a lease the owner renews with every
 //! heartbeat, so a dead node's rooms are free after `LEASE`).
@@ -33,11 +33,12 @@ pub(super) struct Node {
     pub(super) url: String,
 }
 
-/// Finds the owner of room `ARGV[1]`, or places it on the live, not draining node with
-/// the lowest load (`ARGV[2]`, this node, wins a tie) with a lease of `ARGV[3]` ms.
-/// A room whose owner's record has expired is placed again. Returns `{id, url}`, or
-/// nothing when no node takes new rooms. The chosen node's load goes up by one, so a
-/// burst of placements between two heartbeats spreads.
+/// Finds the owner of room `ARGV[1]`, or places it on the live node with the lowest
+/// load that takes new rooms (not draining, fewer rooms than its `--max-rooms`;
+/// `ARGV[2]`, this node, wins a tie) with a lease of `ARGV[3]` ms. A room whose owner's
+/// record has expired is placed again. Returns `{id, url}`, or nothing when no node
+/// takes new rooms. The chosen node's load and room count go up by one, so a burst of
+/// placements between two heartbeats spreads and does not overfill a node.
 static PLACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -49,10 +50,10 @@ if owner then
 end
 local best, best_load, best_url
 for _, id in ipairs(redis.call('SMEMBERS', 'dspeak:nodes')) do
-  local n = redis.call('HMGET', 'dspeak:node:' .. id, 'url', 'load', 'draining')
+  local n = redis.call('HMGET', 'dspeak:node:' .. id, 'url', 'load', 'draining', 'rooms', 'max_rooms')
   if not n[1] then
     redis.call('SREM', 'dspeak:nodes', id)
-  elseif n[3] ~= '1' then
+  elseif n[3] ~= '1' and (tonumber(n[4]) or 0) < (tonumber(n[5]) or math.huge) then
     local load = tonumber(n[2]) or 0
     if best == nil or load < best_load or (load == best_load and id == ARGV[2]) then
       best, best_load, best_url = id, load, n[1]
@@ -62,14 +63,16 @@ end
 if not best then return false end
 redis.call('SET', key, best, 'PX', ARGV[3])
 redis.call('HINCRBY', 'dspeak:node:' .. best, 'load', 1)
+redis.call('HINCRBY', 'dspeak:node:' .. best, 'rooms', 1)
 return {best, best_url}
 ",
     )
 });
 
 /// The heartbeat of node `ARGV[1]`: writes its record (`ARGV[2]` url, `ARGV[3]` load,
-/// `ARGV[4]` peers, `ARGV[5]` consumers, `ARGV[6]` draining, `ARGV[8]` room summaries)
-/// with a lifetime of `ARGV[7]` ms, and renews the lease of each room from `ARGV[9]` on,
+/// `ARGV[4]` peers, `ARGV[5]` consumers, `ARGV[6]` draining, `ARGV[8]` room summaries,
+/// `ARGV[9]` its `--max-rooms`, and its room count) with a lifetime of `ARGV[7]` ms,
+/// and renews the lease of each room from `ARGV[10]` on,
 /// taking back any that has none (after Redis lost its data). Returns the rooms another
 /// node owns.
 static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -78,11 +81,11 @@ static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 local id, ttl = ARGV[1], ARGV[7]
 local node = 'dspeak:node:' .. id
 redis.call('HSET', node, 'url', ARGV[2], 'load', ARGV[3], 'peers', ARGV[4], 'consumers', ARGV[5],
-  'draining', ARGV[6], 'summaries', ARGV[8], 'rooms', #ARGV - 8)
+  'draining', ARGV[6], 'summaries', ARGV[8], 'max_rooms', ARGV[9], 'rooms', #ARGV - 9)
 redis.call('PEXPIRE', node, ttl)
 redis.call('SADD', 'dspeak:nodes', id)
 local lost = {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local key = 'dspeak:room:' .. ARGV[i]
   local owner = redis.call('GET', key)
   if owner == false or owner == id then
@@ -410,6 +413,7 @@ impl Beats {
             .arg(u8::from(state.draining))
             .arg(LEASE.as_millis() as u64)
             .arg(serde_json::to_string(&state.rooms).unwrap_or_else(|_| "[]".into()))
+            .arg(state.max_rooms)
             .arg(state.rooms.iter().map(|r| r.room.as_str()).collect::<Vec<_>>());
         let result: redis::RedisResult<Vec<String>> = script.invoke_async(&mut self.redis).await;
         match result {

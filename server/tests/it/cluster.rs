@@ -299,6 +299,33 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
     }
 }
 
+/// A node at its `--max-rooms` takes no new room, even when it is the least loaded:
+/// placement sends the room to a node that can open it instead of to a refusal.
+#[tokio::test]
+async fn placement_skips_a_node_at_its_room_limit() {
+    let Some(redis) = Redis::start().await else { return };
+    let mut one_room = Config::for_tests();
+    one_room.limits.max_rooms = 1;
+    let nodes = [node_with(&redis, one_room).await, node(&redis).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ann = client_at(&nodes[0].url()).await;
+    ann.join(params("first", "Ann")).await.expect("the first room goes to the node asked");
+    // Node 1 gets a busier room (placed there: node 0 already has a peer).
+    let busy = [client_at(&nodes[1].url()).await, client_at(&nodes[1].url()).await];
+    for (i, c) in busy.iter().enumerate() {
+        c.join(params("busy", &format!("Busy {i}"))).await.expect("busy goes to node 1");
+    }
+    // After a heartbeat node 0 is the less loaded (1 peer against 2), but full.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let bob = client_at(&nodes[0].url()).await;
+    let e = bob.join(params("second", "Bob")).await.expect_err("node 0 is at its room limit");
+    assert_eq!(wrong_node(&e).map(|m| m.url), Some(nodes[1].url()), "{e:?}");
+    drop((ann, busy));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_draining_node_takes_no_new_rooms() {
     let Some(redis) = Redis::start().await else { return };
