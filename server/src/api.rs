@@ -51,7 +51,7 @@ use crate::error::{
 };
 use crate::events::{self, EventReceiver, Pushed, SeqHead, Sequenced};
 use crate::limits::TokenBucket;
-use crate::session::{ConnSession, EventStream as EventQueue, Session, SessionHandle, TakenEvents, WeakSessionHandle};
+use crate::session::{ConnSession, Session, SessionHandle, TakenEvents, WeakSessionHandle};
 use crate::{StartError, unix_millis};
 
 /// Starts the JSON-RPC server on its own thread and runtime; the receiver completes
@@ -357,6 +357,9 @@ fn subscribe(id: Id<'static>, ext: Extensions, max_response: usize) -> BoxFuture
                 _ => return MethodResponse::error(id, to_rpc_error(name, &CallError::Closed)),
             },
         };
+        let Some(queue) = queue.claim() else {
+            return MethodResponse::error(id, to_rpc_error(name, &CallError::Closed));
+        };
         let subscription = conn.new_subscription();
         let welcome = Event::Welcome {
             session_id,
@@ -419,11 +422,10 @@ impl EventStream {
     fn new(
         subscription: u64,
         welcome: events::RawEvent,
-        queue: EventQueue,
+        (rx, replay): (EventReceiver, Option<events::Replay>),
         owner: WeakSessionHandle,
         drain: Option<DrainWatch>,
     ) -> Self {
-        let EventQueue { rx, replay } = queue;
         let replay = replay.unwrap_or_default();
         let prefix = format!(
             r#"{{"jsonrpc":"2.0","method":{},"params":{{"subscription":{subscription},"result":"#,

@@ -71,11 +71,32 @@ pub(crate) struct Session {
 }
 
 /// What an event subscription streams: the queue, and after a `resume` the events
-/// the client missed.
+/// the client missed. Until a subscription claims it ([`EventStream::claim`]), dropping
+/// it hands the queue back to the session: an answer that never reached its connection
+/// (it closed while `subscribeEvents` waited for the session) must not take the queue
+/// with it, or the session could never subscribe again.
 #[derive(Debug)]
 pub(crate) struct EventStream {
-    pub(crate) rx: EventReceiver,
-    pub(crate) replay: Option<events::Replay>,
+    rx: Option<EventReceiver>,
+    replay: Option<events::Replay>,
+    owner: WeakSessionHandle,
+}
+
+impl EventStream {
+    /// The queue and the replay, for the subscription that streams them (which gives
+    /// the queue back when it ends).
+    pub(crate) fn claim(mut self) -> Option<(EventReceiver, Option<events::Replay>)> {
+        let rx = self.rx.take()?;
+        Some((rx, self.replay.take()))
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            self.owner.post(move |s| Box::pin(s.return_events(rx)));
+        }
+    }
 }
 
 /// `subscribeEvents`' hold on the queue: now, or once an old connection's stream of
@@ -361,10 +382,14 @@ impl Session {
     /// and resume token for `welcome`. After a `resume`, while the old connection's
     /// subscription still holds the queue, the stream comes once it gives it back.
     pub(crate) fn take_events(&mut self) -> Result<(SessionId, String, TakenEvents), SubscribeError> {
+        // A waiting subscription whose connection went away waits for nothing.
+        if self.stream_waiter.as_ref().is_some_and(oneshot::Sender::is_closed) {
+            self.stream_waiter = None;
+        }
         let taken = match self.events_rx.take() {
             Some(mut rx) => {
                 rx.set_subscribed(true);
-                TakenEvents::Now(EventStream { rx, replay: self.resume.take_replay() })
+                TakenEvents::Now(EventStream { rx: Some(rx), replay: self.resume.take_replay(), owner: self.handle() })
             }
             None if self.stream_epoch != self.resume.epoch() && self.stream_waiter.is_none() => {
                 let (tx, rx) = oneshot::channel();
@@ -382,10 +407,14 @@ impl Session {
     pub(crate) async fn return_events(&mut self, mut rx: EventReceiver) {
         if let Some(waiter) = self.stream_waiter.take() {
             rx.set_subscribed(true);
-            let stream = EventStream { rx, replay: self.resume.take_replay() };
+            let stream = EventStream { rx: Some(rx), replay: self.resume.take_replay(), owner: self.handle() };
             match waiter.send(stream) {
                 Ok(()) => return,
-                Err(stream) => rx = stream.rx,
+                // The waiting subscription is gone: keep the queue here.
+                Err(mut stream) => match stream.rx.take() {
+                    Some(back) => rx = back,
+                    None => return,
+                },
             }
         }
         rx.set_subscribed(false);

@@ -322,3 +322,29 @@ async fn at_most_max_connections_sessions_wait_detached() {
         assert_eq!(e.kind(), expected, "two detached sessions at most: {e:?}");
     }
 }
+
+/// A resumed client asks for its events and its connection closes in the same breath:
+/// the answer never reaches it, and the session keeps its event queue, so after the
+/// next resume its new connection subscribes and gets the events.
+#[tokio::test]
+async fn a_subscription_lost_with_its_connection_leaves_the_queue_to_the_next_one() {
+    let server = server_with_grace(Duration::from_secs(30), 256).await;
+    let (token, b) = detached_a(&server, "lost").await;
+    let mut first = RawWs::connect(&server.url()).await;
+    let resumed = first.request(1, "resume", resume_params(&token, 1)).await;
+    let token = resumed["result"]["resumeToken"].as_str().unwrap_or_else(|| panic!("{resumed}")).to_owned();
+    let subscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "subscribeEvents", "params": []});
+    first.send_and_close(subscribe.to_string()).await;
+    server.wait_counts("A detached again", |c| c.detached == 1).await;
+    let mut second = RawWs::connect(&server.url()).await;
+    let resumed = second.request(1, "resume", resume_params(&token, 1)).await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    let subscribed = second.request(2, "subscribeEvents", json!([])).await;
+    assert!(subscribed.get("result").is_some(), "{subscribed}");
+    let welcome = next_raw_event(&mut second).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let sent = b.client.broadcast(BroadcastParams { payload: json!("still there") }).await.unwrap();
+    assert_eq!(sent.delivered, 1);
+    let e = next_raw_event(&mut second).await;
+    assert_eq!((e["type"].as_str(), &e["payload"]), (Some("broadcast"), &json!("still there")), "{e}");
+}

@@ -328,6 +328,13 @@ impl RawWs {
         }
     }
 
+    /// Sends `text` and a close frame in one write, so the server reads both in one
+    /// turn (the request's answer can no longer reach this connection).
+    pub async fn send_and_close(mut self, text: impl Into<String>) {
+        self.ws.feed(Message::text(text.into())).await.expect("feed");
+        let _ = self.ws.close(None).await;
+    }
+
     /// Drops the connection with a TCP reset (SO_LINGER 0): no close frame, no FIN.
     pub async fn reset(self) {
         if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
