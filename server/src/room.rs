@@ -42,8 +42,12 @@ pub(crate) enum Effect<M, W> {
 pub(crate) enum MemberNotice {
     /// Its event queue overflowed: it must leave the room.
     Evict,
-    /// A newer session with the same identity joined: it must leave the room.
-    Replaced,
+    /// A newer session with the same identity joined `room`: the member `peer` must
+    /// leave it (a session that left since, or is another member now, ignores it).
+    Replaced {
+        room: String,
+        peer: PeerId,
+    },
     /// The engine closed one of its consumers because the producer closed.
     ConsumerClosed {
         /// The consumer closed.
@@ -175,7 +179,8 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
         }
         if let Some(identity) = &member.identity {
             for old in room.members.iter().filter(|m| m.identity.as_ref() == Some(identity)) {
-                fx.push(Effect::Notice(old.mailbox.clone(), MemberNotice::Replaced));
+                let notice = MemberNotice::Replaced { room: name.to_owned(), peer: old.peer_id.clone() };
+                fx.push(Effect::Notice(old.mailbox.clone(), notice));
             }
         }
         let peers: Vec<PeerInfo> = room.members.iter().map(Member::info).collect();
@@ -579,7 +584,7 @@ mod tests {
         rooms.join("r", member(&old, Some("user-1")), LIMITS, 9, || "w0").unwrap();
         rooms.join("r", member(&other, Some("user-2")), LIMITS, 9, || "w0").unwrap();
         let (_, fx) = rooms.join("r", member(&new, Some("user-1")), LIMITS, 9, || "w0").unwrap();
-        assert_eq!(describe(&fx), ["old: Replaced"]);
+        assert_eq!(describe(&fx), [r#"old: Replaced { room: "r", peer: PeerId("old") }"#]);
         // The old member stays until its session leaves; it still hears the join.
         assert_eq!(old.take_types(), ["peerJoined", "peerJoined"]);
     }

@@ -435,7 +435,7 @@ impl Session {
     async fn on_notice(&mut self, notice: MemberNotice) {
         match notice {
             MemberNotice::Evict => self.evict_slow().await,
-            MemberNotice::Replaced => self.replaced().await,
+            MemberNotice::Replaced { room, peer } => self.replaced(&room, &peer).await,
             MemberNotice::ConsumerClosed { consumer, producer } => self.consumer_closed(consumer, producer),
         }
     }

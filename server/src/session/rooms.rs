@@ -189,9 +189,15 @@ impl Session {
         self.evict(StreamEnd::Evicted).await;
     }
 
-    /// A newer session joined the room with the same identity: this one leaves, and
-    /// its stream ends with `forbidden` saying why.
-    pub(crate) async fn replaced(&mut self) {
+    /// A newer session joined `room` with the same identity while this one was its
+    /// member `peer`: if it still is, it leaves, and its stream ends with `forbidden`
+    /// saying why. A session that left since (or left and joined again, as another
+    /// member) is not that member any more and stays as it is.
+    pub(crate) async fn replaced(&mut self, room: &str, peer: &PeerId) {
+        if !self.joined.as_ref().is_some_and(|j| j.room == room && &j.peer_id == peer) {
+            tracing::debug!(room, %peer, "a replacement notice for a membership this session no longer has");
+            return;
+        }
         tracing::info!("replaced by a newer session of the same identity");
         self.evict(StreamEnd::Replaced).await;
     }
