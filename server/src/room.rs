@@ -44,10 +44,7 @@ pub(crate) enum MemberNotice {
     Evict,
     /// A newer session with the same identity joined `room`: the member `peer` must
     /// leave it (a session that left since, or is another member now, ignores it).
-    Replaced {
-        room: String,
-        peer: PeerId,
-    },
+    Replaced { room: String, peer: PeerId },
     /// The engine closed one of its consumers because the producer closed.
     ConsumerClosed {
         /// The consumer closed.
@@ -141,6 +138,9 @@ impl<M, W> Default for Rooms<M, W> {
 }
 
 /// The length of `value` as JSON.
+/// The listing of an empty room: no peers, no producers (`[]` and `[]`).
+const EMPTY_LISTING: usize = 4;
+
 fn json_len(value: &impl serde::Serialize) -> usize {
     // Wire types (strings, numbers, options) always serialize.
     serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
@@ -167,6 +167,12 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
             }
             Entry::Vacant(_) if limits.max_peers == 0 => {
                 return Err(RoomError::Full { room: name.to_owned(), limit: 0 });
+            }
+            // Even an empty room's listing (`[]`, `[]`) must fit: refused before the
+            // room exists, so a refusal leaves no empty room behind.
+            Entry::Vacant(_) if EMPTY_LISTING > limits.max_listing_bytes => {
+                let (size, limit) = (EMPTY_LISTING, limits.max_listing_bytes);
+                return Err(RoomError::ListingTooLarge { room: name.to_owned(), size, limit });
             }
             Entry::Vacant(e) => {
                 let worker = place();
@@ -575,6 +581,11 @@ mod tests {
         assert!(matches!(listed, Err(RoomError::ListingTooLarge { limit: 64, .. })), "{listed:?}");
         assert_eq!(rooms.peers(), 4);
         assert!(inboxes[3].take_types().is_empty(), "no peerJoined for the refused member");
+        // Not even an empty listing fits: no room is made (and none left behind).
+        let none = RoomLimits { max_listing_bytes: 3, max_rooms: 9, ..LIMITS };
+        let refused = rooms.join("r5", member(&inboxes[4], None), none, 9, || unreachable!("no room is created"));
+        assert!(matches!(refused, Err(RoomError::ListingTooLarge { size: 4, limit: 3, .. })), "{refused:?}");
+        assert_eq!((rooms.len(), rooms.peers()), (2, 4));
     }
 
     #[test]
