@@ -342,10 +342,18 @@ impl EventSender {
         self.shared.subscribed.load(Ordering::Relaxed)
     }
 
-    /// Ends the current stream with `reason` after the events already queued.
+    /// Ends the current stream with `reason` after the events already queued; with no
+    /// stream open, the next subscription gets it (after `welcome`), unless the session
+    /// joins a room first ([`EventSender::forget_end`]).
     pub(crate) fn end_stream(&self, reason: StreamEnd) {
         *self.shared.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         self.shared.ended.wake();
+    }
+
+    /// Drops an end no stream delivered: it was about a membership the session has
+    /// left, and a new one starts afresh.
+    pub(crate) fn forget_end(&self) {
+        self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -392,13 +400,12 @@ impl EventReceiver {
         }
     }
 
-    /// Marks the start (`true`) or end of a subscription; a new one starts afresh.
+    /// Marks the start (`true`) or end of a subscription. An end set while no stream
+    /// was open stays for the new one: it is why the session is no longer a member
+    /// (replaced, removed, its room closed), which its client must hear.
     pub(crate) fn set_subscribed(&mut self, subscribed: bool) {
         self.shared.overflowed.store(false, Ordering::Relaxed);
         self.shared.subscribed.store(subscribed, Ordering::Relaxed);
-        if subscribed {
-            self.shared.end.lock().unwrap_or_else(|e| e.into_inner()).take();
-        }
     }
 }
 

@@ -110,6 +110,8 @@ impl Session {
         webhooks.emit(WebhookEventKind::PeerJoined, &p.room, Some(&info), None);
         tracing::Span::current().record("room", p.room.as_str()).record("peer", peer_id.to_string());
         tracing::info!(room = %p.room, peer = %peer_id, identity = ?grants.identity, "joined");
+        // An end no stream delivered was about the membership before: this one starts afresh.
+        self.events.forget_end();
         let rate = config.limits.broadcast_rate;
         self.joined = Some(Joined::new(p.room, joined.worker, info, grants, rate));
         answer.peers = joined.peers;

@@ -312,3 +312,28 @@ async fn admin_methods_are_refused_without_an_admin_token() {
     let code = Endpoint::http(&open).code("adminListRooms", json!({"token": admin_token("*")})).await;
     assert_eq!(code, i64::from(ErrorCode::Unauthorized.code()));
 }
+
+/// A peer removed while it has no event stream open hears why on the stream it opens
+/// next (after `welcome`); after joining again its new stream starts afresh.
+#[tokio::test]
+async fn a_removal_while_unsubscribed_reaches_the_next_stream() {
+    let server = secured().await;
+    let mut admin = Endpoint::ws(&server).await;
+    let admin_token = admin_token("*");
+    let claims = user("ann", "quiet", None);
+    let mut ann = RawWs::connect(&server.url()).await;
+    let joined = ann.request(1, "join", json!({"room": "quiet", "displayName": "Ann", "token": token(&claims)})).await;
+    let ann_id = joined["result"]["peerId"].as_str().unwrap_or_else(|| panic!("{joined}")).to_owned();
+    let remove = json!({"token": admin_token, "room": "quiet", "peerId": ann_id});
+    assert_eq!(admin.ok("adminRemovePeer", remove).await, json!({}));
+    ann.request(2, "subscribeEvents", json!({})).await;
+    let end = raw_stream_end(&mut ann).await;
+    assert_eq!(end["data"], json!({"reason": "removed"}), "{end}");
+    // Joined again: the next stream is an ordinary one.
+    let again = ann.request(3, "join", json!({"room": "quiet", "displayName": "Ann", "token": token(&claims)})).await;
+    assert!(again.get("result").is_some(), "{again}");
+    ann.request(4, "subscribeEvents", json!({})).await;
+    let bob = server.joined_with(&user("bob", "quiet", None), "Bob").await;
+    raw_event(&mut ann, "peerJoined").await;
+    drop(bob);
+}
