@@ -262,6 +262,13 @@ impl Session {
                 // The client joins afresh: this session leaves now rather than after the
                 // grace period.
                 tracing::info!(last_seq, kept, "resume failed: missed events no longer buffered");
+                // Still attached (half-open as far as the client knows): that connection
+                // holds a session that is over, and is closed too.
+                if self.resume.keepalive.is_none()
+                    && let Some(old) = self.resume.conn.upgrade()
+                {
+                    old.close();
+                }
                 self.end_detached();
                 return Err(ResumeError::EventsLost { last_seq, kept });
             }

@@ -211,6 +211,24 @@ async fn a_gap_no_longer_buffered_fails_and_the_session_leaves() {
     assert!(joined.get("result").is_some(), "{joined}");
 }
 
+/// The same gap while the old connection is still open (half-open as far as the
+/// client knows): the session leaves, and the old connection is closed with it rather
+/// than kept on a session that is over.
+#[tokio::test]
+async fn a_gap_no_longer_buffered_also_closes_a_still_open_old_connection() {
+    let server = server_with_grace(Duration::from_secs(30), 2).await;
+    let (mut old, token, _) = raw_joined(&server.url(), "g").await;
+    let mut b = server.joined("g", "B").await;
+    for n in 0..3 {
+        b.client.broadcast(BroadcastParams { payload: json!(n) }).await.unwrap();
+    }
+    let mut new = RawWs::connect(&server.url()).await;
+    let answer = new.request(1, "resume", resume_params(&token, 0)).await;
+    assert_eq!(resume_failure(&answer), "eventsLost");
+    b.event_where("A left", |e| matches!(e, Event::PeerLeft { .. })).await;
+    assert!(old.closed_within(TIMEOUT).await, "the server closes the old connection");
+}
+
 #[tokio::test]
 async fn wrong_reused_and_guessed_tokens_find_nothing() {
     let server = server_with_grace(Duration::from_secs(30), 256).await;
