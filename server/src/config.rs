@@ -133,7 +133,7 @@ pub struct Config {
     #[arg(long = "webhook-url", env = "DSPEAK_WEBHOOK_URLS", value_delimiter = ',')]
     pub webhook_urls: Vec<String>,
 
-    /// Webhook events queued before new ones are dropped (counted and logged).
+    /// Webhook events queued per receiver before new ones are dropped (counted and logged).
     #[arg(long, env = "DSPEAK_WEBHOOK_QUEUE", default_value_t = 4096)]
     pub webhook_queue: usize,
 

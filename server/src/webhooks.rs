@@ -1,11 +1,13 @@
 //! Webhooks: room and peer events POSTed to the application's backend.
 //!
 //! Sessions call [`Webhooks::emit`] right after a room change; it serializes the event
-//! once, signs it and queues it without waiting (a full queue drops the event, counts
-//! and logs it), so signaling never waits on a receiver. Deliveries run on their own
-//! thread in a few lanes; a room always maps to the same lane, which delivers its events
-//! one at a time, so the events of one room arrive in order. A delivery is retried with
-//! exponential backoff, at most [`MAX_TRIES`] times per receiver.
+//! once, signs it and queues it for each receiver without waiting (a full queue drops
+//! the event for that receiver, counts and logs it), so signaling never waits on a
+//! receiver. Deliveries run on their own thread, each receiver in its own few lanes, so
+//! a receiver that fails or hangs delays and loses only its own events; a room always
+//! maps to the same lane, which delivers its events one at a time, so the events of one
+//! room arrive in order. A failed delivery (a network error, 5xx, 408 or 429) is retried
+//! with exponential backoff, at most [`MAX_TRIES`] times; any other 4xx is final.
 //!
 //! Each request carries `X-Dspeak-Signature: sha256=<hex>`, the HMAC-SHA256 of the raw
 //! body keyed with the server's auth secret.
@@ -34,7 +36,7 @@ pub(crate) const MAX_TRIES: u32 = 5;
 /// The signature header.
 pub(crate) const SIGNATURE_HEADER: &str = "x-dspeak-signature";
 
-/// Delivery lanes: a room's events all go through one, in order.
+/// Delivery lanes per receiver: a room's events all go through one, in order.
 const LANES: usize = 4;
 
 /// One signed event, ready to send.
@@ -48,8 +50,9 @@ struct Delivery {
 /// The sending side: queues events for the delivery thread.
 #[derive(Debug)]
 pub(crate) struct Webhooks {
-    /// `None` when no receiver is configured.
-    lanes: Option<Vec<mpsc::Sender<Delivery>>>,
+    /// `None` when no receiver is configured; else [`LANES`] per receiver, receiver
+    /// by receiver.
+    lanes: Option<Vec<mpsc::Sender<Arc<Delivery>>>>,
     key: Option<hmac::Key>,
     dropped: Arc<AtomicUsize>,
     /// Set at shutdown: the lanes deliver what they hold and end.
@@ -89,12 +92,19 @@ impl Webhooks {
             .build()
             .map_err(|e| StartError::Config(format!("webhook HTTP client: {e}")))?;
         let per_lane = (config.webhook_queue / LANES).max(1);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..LANES).map(|_| mpsc::channel(per_lane)).unzip();
-        let lane = Lane { client, urls: Arc::new(urls), backoff: Duration::from_millis(config.webhook_retry_ms) };
+        let backoff = Duration::from_millis(config.webhook_retry_ms);
+        let (mut senders, mut lanes) = (Vec::new(), Vec::new());
+        for url in urls {
+            for _ in 0..LANES {
+                let (tx, rx) = mpsc::channel(per_lane);
+                senders.push(tx);
+                lanes.push((Lane { client: client.clone(), url: url.clone(), backoff }, rx));
+            }
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (ended_tx, ended) = oneshot::channel();
         std::thread::Builder::new().name("dspeak-webhooks".into()).spawn(move || {
-            let lanes = receivers.into_iter().map(|rx| lane.clone().run(rx, closed.clone()));
+            let lanes = lanes.into_iter().map(|(lane, rx)| lane.run(rx, closed.clone()));
             runtime.block_on(futures_util::future::join_all(lanes));
             let _ = ended_tx.send(());
         })?;
@@ -144,10 +154,13 @@ impl Webhooks {
         let signature = signature(key, body.as_bytes());
         let mut h = rustc_hash::FxHasher::default();
         room.hash(&mut h);
-        let lane = &lanes[(h.finish() % LANES as u64) as usize];
-        if lane.try_send(Delivery { id, body, signature }).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(room, ?event, dropped, "webhook queue full: event dropped");
+        let lane = (h.finish() % LANES as u64) as usize;
+        let delivery = Arc::new(Delivery { id, body, signature });
+        for receiver in lanes.chunks(LANES) {
+            if receiver[lane].try_send(delivery.clone()).is_err() {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(room, ?event, dropped, "webhook queue of a receiver full: event dropped for it");
+            }
         }
     }
 
@@ -168,22 +181,20 @@ fn signature(key: &hmac::Key, body: &[u8]) -> String {
 #[derive(Clone, Debug)]
 struct Lane {
     client: reqwest::Client,
-    urls: Arc<Vec<reqwest::Url>>,
+    url: reqwest::Url,
     backoff: Duration,
 }
 
 impl Lane {
     /// Delivers the lane's events until `closing` is set and what it held is sent.
-    async fn run(self, mut rx: mpsc::Receiver<Delivery>, mut closing: watch::Receiver<bool>) {
+    async fn run(self, mut rx: mpsc::Receiver<Arc<Delivery>>, mut closing: watch::Receiver<bool>) {
         let mut closed = false;
         loop {
             tokio::select! {
                 delivery = rx.recv() => {
                     // `None` only once closed and empty.
                     let Some(delivery) = delivery else { return };
-                    for url in self.urls.iter() {
-                        self.deliver(url, &delivery).await;
-                    }
+                    self.deliver(&delivery).await;
                 }
                 _ = closing.wait_for(|&c| c), if !closed => {
                     // No new events; what is queued is still received.
@@ -194,8 +205,10 @@ impl Lane {
         }
     }
 
-    /// POSTs one event to one receiver, retrying with exponential backoff.
-    async fn deliver(&self, url: &reqwest::Url, d: &Delivery) {
+    /// POSTs one event to the lane's receiver, retrying with exponential backoff what
+    /// may succeed later (no answer, 5xx, 408, 429).
+    async fn deliver(&self, d: &Delivery) {
+        let url = &self.url;
         for attempt in 0..MAX_TRIES {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
@@ -210,6 +223,10 @@ impl Lane {
                 .await;
             match sent {
                 Ok(r) if r.status().is_success() => return,
+                Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
+                    tracing::warn!(%url, id = d.id, status = %r.status(), "webhook refused by the receiver; not retried");
+                    return;
+                }
                 Ok(r) => tracing::debug!(%url, id = d.id, attempt, status = %r.status(), "webhook refused"),
                 Err(e) => tracing::debug!(%url, id = d.id, attempt, error = %e, "webhook failed"),
             }

@@ -130,9 +130,9 @@ async fn a_receiver_gets_the_events_of_a_room_in_order_signed_and_retried() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
 
-#[tokio::test]
-async fn a_receiver_that_never_answers_does_not_hold_up_joins() {
-    // A black hole: it accepts connections and never answers.
+/// A black hole: a receiver that accepts connections and never answers; its URL and
+/// how many connections it took.
+async fn black_hole() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -144,6 +144,12 @@ async fn a_receiver_that_never_answers_does_not_hold_up_joins() {
             held.push(stream);
         }
     });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_up_joins() {
+    let (url, connections) = black_hole().await;
     let mut config = secured_config();
     config.webhook_urls = vec![url];
     config.webhook_queue = 4;
@@ -176,5 +182,26 @@ async fn shutdown_delivers_the_events_still_queued() {
     let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
         .map(|r| serde_json::from_str::<Value>(&r.body).expect("a JSON body")["event"].as_str().unwrap().to_owned())
         .collect();
+    assert_eq!(kinds, ["roomStarted", "peerJoined", "peerLeft", "roomFinished"]);
+}
+
+/// Two receivers, the first a black hole: the healthy one still gets every event at
+/// once (each receiver has its own lanes).
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_up_the_others() {
+    let (hole, _) = black_hole().await;
+    let (url, mut rx) = receiver(0, Duration::ZERO).await;
+    let mut config = secured_config();
+    config.webhook_urls = vec![hole, url];
+    config.webhook_timeout_secs = 60;
+    let server = spawn_server_with(config).await;
+    let ann = server.joined_with(&claims("ann", "both"), "Ann").await;
+    ann.client.leave().await.unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let r = next(&mut rx).await;
+        let body: Value = serde_json::from_str(&r.body).expect("a JSON body");
+        kinds.push(body["event"].as_str().unwrap_or_default().to_owned());
+    }
     assert_eq!(kinds, ["roomStarted", "peerJoined", "peerLeft", "roomFinished"]);
 }
