@@ -96,6 +96,8 @@ pub(crate) fn serve(
             let accepting = tokio::spawn(conn::accept_loop(listener, ctx, stop));
             shutdown.await;
             tracing::info!("shutting down");
+            // No session waits for a resume any more: each leaves its room.
+            shared.resume_tokens.close();
             let _ = stop_handle.stop();
             let _ = accepting.await;
             // Connections close on the stop signal; give the session actors time to

@@ -37,6 +37,8 @@ const TOKEN_BYTES: usize = 32;
 pub(crate) struct ResumeTokens {
     tokens: Mutex<HashMap<String, WeakSessionHandle>>,
     detached: Arc<AtomicUsize>,
+    /// The server stops: no session detaches any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One detached session's place among the detached sessions; freed on drop.
@@ -57,6 +59,29 @@ impl ResumeTokens {
     /// Sessions detached now.
     pub(crate) fn detached(&self) -> usize {
         self.detached.load(Ordering::Relaxed)
+    }
+
+    /// The server stops: connections that close from now on end their sessions
+    /// instead of detaching them, and the sessions detached now end (each leaves its
+    /// room as at the end of its grace period, so the room hears `peerLeft` and the
+    /// backend its webhooks).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let sessions: Vec<WeakSessionHandle> = self.lock().values().cloned().collect();
+        for session in sessions {
+            session.post(|s| {
+                Box::pin(async move {
+                    if s.resume.is_detached() {
+                        tracing::info!("the server stops: a detached session ends");
+                        s.end_detached();
+                    }
+                })
+            });
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// A place for one more detached session, unless `max` are detached already.
@@ -198,8 +223,10 @@ impl Session {
         }
         let grace = self.shared.config.resume_grace;
         let Some(j) = &self.joined else { return };
-        // A draining server lets its clients go: they move to another server.
-        if self.resume.token.is_none() || grace.is_zero() || self.shared.drain.is_draining() {
+        // A draining server lets its clients go: they move to another server. A
+        // stopping one keeps nobody.
+        let leaving = self.shared.drain.is_draining() || self.shared.resume_tokens.is_closed();
+        if self.resume.token.is_none() || grace.is_zero() || leaving {
             return;
         }
         // Detached sessions hold what connections held; at most `--max-connections` of them.

@@ -205,3 +205,31 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_others() {
     }
     assert_eq!(kinds, ["roomStarted", "peerJoined", "peerLeft", "roomFinished"]);
 }
+
+/// A session waiting for a resume when the server stops leaves its room like any
+/// other: the backend hears its `peerLeft` and the room's `roomFinished`.
+#[tokio::test]
+async fn a_detached_session_leaves_when_the_server_stops() {
+    let (url, mut rx) = receiver(0, Duration::ZERO).await;
+    let mut config = secured_config();
+    config.webhook_urls = vec![url];
+    config.resume_grace = Duration::from_secs(30);
+    let server = spawn_server_with(config).await;
+    let mut ann = RawWs::connect(&server.url()).await;
+    ann.request(1, "subscribeEvents", serde_json::json!([])).await;
+    let joined = ann
+        .request(
+            2,
+            "join",
+            serde_json::json!({"room": "held", "displayName": "Ann", "token": token(&claims("ann", "held"))}),
+        )
+        .await;
+    assert!(joined.get("result").is_some(), "{joined}");
+    ann.reset().await;
+    server.wait_counts("ann detached", |c| c.detached == 1).await;
+    server.shutdown().await;
+    let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|r| serde_json::from_str::<Value>(&r.body).expect("a JSON body")["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["roomStarted", "peerJoined", "peerLeft", "roomFinished"]);
+}
