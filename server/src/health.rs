@@ -2,7 +2,8 @@
 //! listener alike.
 //!
 //! `GET /healthz` is 200 while the process serves. `GET /readyz` is 200 when every
-//! media worker runs and the server is not draining, else 503 with a one-line reason,
+//! media worker runs, the server is not draining and (in cluster mode) its last
+//! heartbeat reached Redis, else 503 with a one-line reason,
 //! so an orchestrator sends no new calls to a server about to stop.
 
 use crate::Shared;
@@ -30,6 +31,9 @@ pub(crate) fn probe(path: &str, shared: &Shared) -> Option<Probe> {
 fn not_ready(shared: &Shared) -> Option<String> {
     if shared.drain.is_draining() {
         return Some("draining, existing calls continue and new joins are refused".into());
+    }
+    if shared.cluster.as_ref().is_some_and(|c| c.redis_unreachable()) {
+        return Some("cluster: Redis unreachable, open rooms continue and new rooms are refused".into());
     }
     let down: Vec<String> =
         shared.engine.workers().iter().filter(|w| !w.running).map(|w| w.index.to_string()).collect();

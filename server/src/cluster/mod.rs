@@ -121,6 +121,8 @@ enum Command {
 pub(crate) struct Cluster {
     commands: mpsc::UnboundedSender<Command>,
     node_id: Arc<str>,
+    /// The last heartbeat did not reach Redis (new rooms are refused meanwhile).
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The cluster settings, checked: both flags, a parsable Redis URL.
@@ -159,10 +161,18 @@ impl Cluster {
         let node_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let (commands, rx) = mpsc::unbounded_channel();
         let node = redis::Node { id: node_id.to_string(), url: settings.node_url };
+        let unreachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = unreachable.clone();
         std::thread::Builder::new()
             .name("dspeak-cluster".into())
-            .spawn(move || redis::run(settings.redis, node, rx))?;
-        Ok(Cluster { commands, node_id })
+            .spawn(move || redis::run(settings.redis, node, rx, seen))?;
+        Ok(Cluster { commands, node_id, unreachable })
+    }
+
+    /// Whether the last heartbeat failed to reach Redis: the node then refuses new
+    /// rooms, so it reports itself not ready.
+    pub(crate) fn redis_unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This node's id in the registry.

@@ -152,11 +152,17 @@ return 1
 
 /// The cluster thread: serves `commands` and beats until `Stop` or until the server's
 /// handle is gone.
-pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::UnboundedReceiver<Command>) {
+pub(super) fn run(
+    client: redis::Client,
+    node: Node,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cluster: cannot start its runtime; every new room is refused");
+            unreachable.store(true, Ordering::Relaxed);
             return;
         }
     };
@@ -170,11 +176,12 @@ pub(super) fn run(client: redis::Client, node: Node, mut commands: mpsc::Unbound
             Ok(redis) => redis,
             Err(e) => {
                 tracing::error!(error = %e, "cluster: cannot set up the Redis connection; every new room is refused");
+                unreachable.store(true, Ordering::Relaxed);
                 return;
             }
         };
         let relay = Arc::new(Relay::default());
-        let mut node = Beats { redis, node, source: None, up: None };
+        let mut node = Beats { redis, node, source: None, up: None, unreachable };
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -391,6 +398,8 @@ struct Beats {
     node: Node,
     source: Option<StateSource>,
     up: Option<bool>,
+    /// Shared with the handle: the last heartbeat failed.
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Beats {
@@ -422,6 +431,7 @@ impl Beats {
                     tracing::info!(node = %self.node.id, url = %self.node.url, rooms = state.rooms.len(), "cluster: registered in Redis");
                 }
                 self.up = Some(true);
+                self.unreachable.store(false, Ordering::Relaxed);
                 for room in lost {
                     tracing::error!(
                         room,
@@ -437,6 +447,7 @@ impl Beats {
                     tracing::warn!(error = %e, "cluster: Redis unreachable; open rooms keep working, new rooms are refused");
                 }
                 self.up = Some(false);
+                self.unreachable.store(true, Ordering::Relaxed);
             }
         }
     }

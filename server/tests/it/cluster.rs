@@ -249,8 +249,17 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
     let url = nodes[0].url();
     let mut ann = subscribed_at(&url).await;
     ann.join("open", "Ann").await;
+    let addr = nodes[0].handle.local_addr();
+    assert_eq!(http_status(addr, "/readyz").await, 200);
 
     let port = redis.kill().await;
+    // After a failed heartbeat the node reports itself not ready: a load balancer
+    // sends new calls to nodes that can open rooms.
+    let deadline = Instant::now() + LEASE;
+    while http_status(addr, "/readyz").await != 503 {
+        assert!(Instant::now() < deadline, "/readyz still ready with Redis down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A new member of the room open here is still let in; its members still talk.
     let mut bob = subscribed_at(&url).await;
     bob.join("open", "Bob").await;
@@ -280,6 +289,12 @@ async fn without_redis_open_rooms_keep_working_new_rooms_are_refused_until_it_is
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+    // Ready again after the next heartbeat.
+    let deadline = Instant::now() + LEASE;
+    while http_status(addr, "/readyz").await != 200 {
+        assert!(Instant::now() < deadline, "/readyz not ready with Redis back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The open room is still this node's: a join on the other node is redirected here.
     let deadline = Instant::now() + LEASE;
