@@ -137,13 +137,11 @@ impl<M, W> Default for Rooms<M, W> {
     }
 }
 
-/// The length of `value` as JSON.
-/// The listing of an empty room: no peers, no producers (`[]` and `[]`).
-const EMPTY_LISTING: usize = 4;
-
-fn json_len(value: &impl serde::Serialize) -> usize {
+/// The size of a join answer's listing of a room, its peers and producers, as JSON.
+fn listing_len(peers: &[PeerInfo], producers: &[ProducerInfo]) -> usize {
     // Wire types (strings, numbers, options) always serialize.
-    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+    let len = |json: serde_json::Result<Vec<u8>>| json.map_or(usize::MAX, |v| v.len());
+    len(serde_json::to_vec(peers)).saturating_add(len(serde_json::to_vec(producers)))
 }
 
 impl<M: Mailbox, W: Clone> Rooms<M, W> {
@@ -168,10 +166,10 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
             Entry::Vacant(_) if limits.max_peers == 0 => {
                 return Err(RoomError::Full { room: name.to_owned(), limit: 0 });
             }
-            // Even an empty room's listing (`[]`, `[]`) must fit: refused before the
-            // room exists, so a refusal leaves no empty room behind.
-            Entry::Vacant(_) if EMPTY_LISTING > limits.max_listing_bytes => {
-                let (size, limit) = (EMPTY_LISTING, limits.max_listing_bytes);
+            // Even an empty room's listing must fit: refused before the room exists,
+            // so a refusal leaves no empty room behind.
+            Entry::Vacant(_) if listing_len(&[], &[]) > limits.max_listing_bytes => {
+                let (size, limit) = (listing_len(&[], &[]), limits.max_listing_bytes);
                 return Err(RoomError::ListingTooLarge { room: name.to_owned(), size, limit });
             }
             Entry::Vacant(e) => {
@@ -191,7 +189,7 @@ impl<M: Mailbox, W: Clone> Rooms<M, W> {
         }
         let peers: Vec<PeerInfo> = room.members.iter().map(Member::info).collect();
         // Checked before anyone hears of the new member.
-        let size = json_len(&peers) + json_len(&room.producers);
+        let size = listing_len(&peers, &room.producers);
         if size > limits.max_listing_bytes {
             return Err(RoomError::ListingTooLarge { room: name.to_owned(), size, limit: limits.max_listing_bytes });
         }
