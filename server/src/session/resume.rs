@@ -16,7 +16,7 @@
 //! a session that was resumed elsewhere changes nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -38,7 +38,7 @@ pub(crate) struct ResumeTokens {
     tokens: Mutex<HashMap<String, WeakSessionHandle>>,
     detached: Arc<AtomicUsize>,
     /// The server stops: no session detaches any more.
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
 /// One detached session's place among the detached sessions; freed on drop.
@@ -69,14 +69,7 @@ impl ResumeTokens {
         self.closed.store(true, Ordering::Relaxed);
         let sessions: Vec<WeakSessionHandle> = self.lock().values().cloned().collect();
         for session in sessions {
-            session.post(|s| {
-                Box::pin(async move {
-                    if s.resume.is_detached() {
-                        tracing::info!("the server stops: a detached session ends");
-                        s.end_detached();
-                    }
-                })
-            });
+            session.post(|s| Box::pin(async move { s.end_if_detached("the server stops") }));
         }
     }
 
@@ -249,8 +242,15 @@ impl Session {
     /// The grace period of detachment `epoch` is over: if the session was not resumed
     /// meanwhile, it ends (and leaves its room).
     async fn grace_over(&mut self, epoch: u64) {
-        if epoch == self.resume.epoch && self.resume.is_detached() {
-            tracing::info!("not resumed within the grace period");
+        if epoch == self.resume.epoch {
+            self.end_if_detached("not resumed within the grace period");
+        }
+    }
+
+    /// Ends the session if it is detached (logging `why`): it leaves its room.
+    fn end_if_detached(&mut self, why: &str) {
+        if self.resume.is_detached() {
+            tracing::info!("{why}: the detached session ends");
             self.end_detached();
         }
     }

@@ -49,8 +49,8 @@ impl Session {
         // A draining server opens no room. In cluster mode placement keeps an open room
         // on its draining owner, so the owner still admits joins to it: a member whose
         // connection dropped can come back nowhere else.
-        let open_here = self.shared.cluster.is_some() && self.shared.rooms().contains(&p.room);
-        if self.shared.drain.is_draining() && !open_here {
+        let open_here = || self.shared.cluster.is_some() && self.shared.rooms().contains(&p.room);
+        if self.shared.drain.is_draining() && !open_here() {
             return Err(JoinError::Draining);
         }
         let display_name = grants.name.clone().unwrap_or(p.display_name);
