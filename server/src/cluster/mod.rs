@@ -12,6 +12,7 @@
 mod redis;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -122,7 +123,7 @@ pub(crate) struct Cluster {
     commands: mpsc::UnboundedSender<Command>,
     node_id: Arc<str>,
     /// The last heartbeat did not reach Redis (new rooms are refused meanwhile).
-    unreachable: Arc<std::sync::atomic::AtomicBool>,
+    unreachable: Arc<AtomicBool>,
 }
 
 /// The cluster settings, checked: both flags, a parsable Redis URL.
@@ -161,7 +162,7 @@ impl Cluster {
         let node_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let (commands, rx) = mpsc::unbounded_channel();
         let node = redis::Node { id: node_id.to_string(), url: settings.node_url };
-        let unreachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let unreachable = Arc::new(AtomicBool::new(false));
         let seen = unreachable.clone();
         std::thread::Builder::new()
             .name("dspeak-cluster".into())
@@ -172,7 +173,7 @@ impl Cluster {
     /// Whether the last heartbeat failed to reach Redis: the node then refuses new
     /// rooms, so it reports itself not ready.
     pub(crate) fn redis_unreachable(&self) -> bool {
-        self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
+        self.unreachable.load(Ordering::Relaxed)
     }
 
     /// This node's id in the registry.

@@ -13,7 +13,7 @@
 //! `dspeak:reply:<asking node id>` (`{id, answer}`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -156,7 +156,7 @@ pub(super) fn run(
     client: redis::Client,
     node: Node,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    unreachable: Arc<std::sync::atomic::AtomicBool>,
+    unreachable: Arc<AtomicBool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -399,13 +399,20 @@ struct Beats {
     source: Option<StateSource>,
     up: Option<bool>,
     /// Shared with the handle: the last heartbeat failed.
-    unreachable: Arc<std::sync::atomic::AtomicBool>,
+    unreachable: Arc<AtomicBool>,
 }
 
 impl Beats {
     /// This node's state now (`None` before `attach` or once the server is gone).
     fn state(&self) -> Option<LocalState> {
         self.source.as_ref().and_then(|source| source.state())
+    }
+
+    /// Notes whether Redis answered the heartbeat, for the handle too; returns whether
+    /// that changed (or is the first answer).
+    fn answered(&mut self, up: bool) -> bool {
+        self.unreachable.store(!up, Ordering::Relaxed);
+        self.up.replace(up) != Some(up)
     }
 
     /// Writes the node record and renews the room leases; logs when Redis goes away
@@ -427,11 +434,9 @@ impl Beats {
         let result: redis::RedisResult<Vec<String>> = script.invoke_async(&mut self.redis).await;
         match result {
             Ok(lost) => {
-                if self.up != Some(true) {
+                if self.answered(true) {
                     tracing::info!(node = %self.node.id, url = %self.node.url, rooms = state.rooms.len(), "cluster: registered in Redis");
                 }
-                self.up = Some(true);
-                self.unreachable.store(false, Ordering::Relaxed);
                 for room in lost {
                     tracing::error!(
                         room,
@@ -443,11 +448,9 @@ impl Beats {
                 }
             }
             Err(e) => {
-                if self.up != Some(false) {
+                if self.answered(false) {
                     tracing::warn!(error = %e, "cluster: Redis unreachable; open rooms keep working, new rooms are refused");
                 }
-                self.up = Some(false);
-                self.unreachable.store(true, Ordering::Relaxed);
             }
         }
     }
